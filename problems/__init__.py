@@ -1,0 +1,1 @@
+"""kbench problem suites: one KernelBench-format file per problem, grouped by suite folder."""

@@ -1,0 +1,112 @@
+"""Typed verdict records: what the verifier decided about one candidate, and why."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Status", "Timing", "ShapeResult", "Verdict"]
+
+
+class Status(str, enum.Enum):
+    """Outcome of verifying one candidate. Only ``CORRECT`` counts as a pass."""
+
+    CORRECT = "correct"
+    INCORRECT = "incorrect"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    REJECTED = "rejected"  # static policy, or an impossible / dishonest measurement
+    UNSUPPORTED = "unsupported"  # cannot be verified on this machine (CUDA source, no GPU)
+
+    @property
+    def passed(self) -> bool:
+        return self is Status.CORRECT
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Statistics of repeated timed calls, in milliseconds."""
+
+    median_ms: float
+    iqr_ms: float
+    mean_ms: float
+    min_ms: float
+    count: int
+    rse: float  # relative standard error of the mean
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Timing:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class ShapeResult:
+    """Correctness (and, for timed shapes, speed) of the candidate on one shape."""
+
+    name: str
+    params: dict[str, Any]
+    derived: bool  # True if kbench derived this shape; the candidate was never shown it
+    trials: int
+    passed: bool
+    reason: str | None = None
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    rel_l2_err: float | None = None
+    timing: Timing | None = None
+    eager: Timing | None = None
+    compiled: Timing | None = None
+    speedup_eager: float | None = None
+    speedup_compile: float | None = None
+    roofline_ms: float | None = None
+    sol_pct: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShapeResult:
+        d = dict(d)
+        for k in ("timing", "eager", "compiled"):
+            if d.get(k) is not None:
+                d[k] = Timing.from_dict(d[k])
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's decision on one candidate for one problem.
+
+    ``speedup_*`` and ``sol_pct`` are geometric means (SOL%: arithmetic mean) over the timed
+    shapes; they are ``None`` when timing was unavailable, never invented.
+    """
+
+    problem: str
+    status: Status
+    reason: str
+    device: str
+    backend: str
+    shapes: tuple[ShapeResult, ...] = ()
+    speedup_eager: float | None = None
+    speedup_compile: float | None = None
+    sol_pct: float | None = None
+    timing_available: bool = False
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    wall_s: float | None = None
+    log_tail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = self.status.value
+        d["passed"] = self.passed
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Verdict:
+        d = dict(d)
+        d.pop("passed", None)
+        d["status"] = Status(d["status"])
+        d["shapes"] = tuple(ShapeResult.from_dict(s) for s in d.get("shapes", ()))
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
