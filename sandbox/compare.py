@@ -1,0 +1,151 @@
+"""Output comparison that returns reasons, not booleans.
+
+Two tests must both hold for a floating-point output:
+  * elementwise ``|out - ref| <= atol + rtol * |ref|`` (as ``torch.allclose``), and
+  * relative L2 error ``||out - ref|| / ||ref|| <= max(rtol, 1e-6)``.
+The second catches outputs that hide inside ``atol``: zeros against a softmax over 128k-wide
+rows pass the first test but fail the second. NaN and Inf never pass, even where the
+reference has them at the same place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Mismatch", "compare", "compare_outputs", "check_output_type"]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Why an output failed, with the numbers a kernel engineer needs to find the bug."""
+
+    reason: str
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    rel_l2_err: float | None = None
+
+
+@dataclass(frozen=True)
+class Errors:
+    max_abs_err: float
+    max_rel_err: float
+    rel_l2_err: float
+
+
+def _idx(flat_index: int, shape: torch.Size) -> list[int]:
+    out = []
+    for dim in reversed(shape):
+        out.append(flat_index % dim)
+        flat_index //= dim
+    return list(reversed(out))
+
+
+def check_output_type(out: Any, ref: torch.Tensor) -> str | None:
+    """Reason if ``out`` is not a plain tensor of ``ref``'s shape, dtype and device type."""
+    if type(out) is not torch.Tensor:
+        return f"output is {type(out).__module__}.{type(out).__qualname__}, expected a plain torch.Tensor"
+    if out.shape != ref.shape:
+        return f"output shape {tuple(out.shape)} != expected {tuple(ref.shape)}"
+    if out.dtype != ref.dtype:
+        return f"output dtype {out.dtype} != expected {ref.dtype}"
+    if out.device.type != ref.device.type:
+        return f"output is on {out.device.type}, expected {ref.device.type}"
+    return None
+
+
+def compare(
+    out: Any,
+    ref: torch.Tensor,
+    atol: float,
+    rtol: float,
+) -> tuple[Mismatch | None, Errors | None]:
+    """Compare one output tensor with its reference. Returns (mismatch or None, errors)."""
+    bad = check_output_type(out, ref)
+    if bad:
+        return Mismatch(bad), None
+    if ref.numel() == 0:
+        return None, Errors(0.0, 0.0, 0.0)
+    if not (ref.is_floating_point() or ref.is_complex()):
+        diff = out != ref
+        n = int(diff.sum())
+        if n:
+            i = int(diff.flatten().nonzero()[0])
+            where = _idx(i, ref.shape)
+            return Mismatch(
+                f"{n} of {ref.numel()} elements differ (first at {where}: "
+                f"got {out.flatten()[i].item()}, expected {ref.flatten()[i].item()})"
+            ), None
+        return None, Errors(0.0, 0.0, 0.0)
+
+    o = out.detach().to(torch.float64)
+    r = ref.detach().to(torch.float64)
+    nonfinite = ~torch.isfinite(o)
+    if bool(nonfinite.any()):
+        n = int(nonfinite.sum())
+        i = int(nonfinite.flatten().nonzero()[0])
+        return Mismatch(
+            f"{n} of {o.numel()} output elements are NaN/Inf (first at {_idx(i, o.shape)}: "
+            f"{o.flatten()[i].item()}, expected {r.flatten()[i].item()})"
+        ), None
+    finite_ref = torch.isfinite(r)
+    if not bool(finite_ref.all()):
+        # A reference with NaN/Inf is a problem-file bug; refuse rather than guess.
+        return Mismatch("the reference output itself has NaN/Inf; fix the problem's inputs"), None
+    absdiff = (o - r).abs()
+    rel = absdiff / r.abs().clamp_min(1e-12)
+    ref_norm = float(r.norm())
+    rel_l2 = float(absdiff.norm()) / ref_norm if ref_norm > 0 else float(absdiff.norm())
+    errs = Errors(float(absdiff.max()), float(rel.max()), rel_l2)
+    tol = atol + rtol * r.abs()
+    bad_mask = absdiff > tol
+    n_bad = int(bad_mask.sum())
+    l2_bound = max(rtol, 1e-6)
+    if n_bad == 0 and rel_l2 <= l2_bound:
+        return None, errs
+    i = int(absdiff.flatten().argmax())
+    where = _idx(i, r.shape)
+    head = (
+        f"{n_bad} of {r.numel()} elements outside atol={atol:g} rtol={rtol:g}"
+        if n_bad
+        else f"relative L2 error {rel_l2:.3g} > {l2_bound:g} (elements pass atol, the whole does not)"
+    )
+    return Mismatch(
+        f"{head}; max abs err {errs.max_abs_err:.4g} at {where} "
+        f"(got {o.flatten()[i].item():.6g}, expected {r.flatten()[i].item():.6g}); "
+        f"max rel err {errs.max_rel_err:.3g}; rel L2 err {rel_l2:.3g}",
+        errs.max_abs_err, errs.max_rel_err, rel_l2,
+    ), errs
+
+
+def compare_outputs(
+    out: Any,
+    ref: Any,
+    atol: float,
+    rtol: float,
+    check: Callable[..., str | None] | None = None,
+    inputs: list[Any] | None = None,
+) -> tuple[Mismatch | None, Errors | None]:
+    """Compare a candidate's output with the reference's: a tensor, or a tuple/list of them.
+
+    A problem's own ``check(out, ref, inputs)`` replaces the numeric comparison (selections,
+    top-k with ties); it returns ``None`` or a reason.
+    """
+    if check is not None:
+        reason = check(out, ref, inputs or [])
+        return (Mismatch(reason) if reason else None), None
+    if isinstance(ref, (tuple, list)):
+        if not isinstance(out, (tuple, list)) or len(out) != len(ref):
+            return Mismatch(f"expected a {type(ref).__name__} of {len(ref)} tensors, got {type(out).__name__}"), None
+        worst: Errors | None = None
+        for k, (o, r) in enumerate(zip(out, ref)):
+            m, e = compare(o, r, atol, rtol)
+            if m:
+                return Mismatch(f"output[{k}]: {m.reason}", m.max_abs_err, m.max_rel_err, m.rel_l2_err), e
+            if e and (worst is None or e.rel_l2_err > worst.rel_l2_err):
+                worst = e
+        return None, worst
+    return compare(out, ref, atol, rtol)
