@@ -1,0 +1,241 @@
+"""The child side of verification: the only place candidate code is ever executed.
+
+Run as ``python -m sandbox._child JOB_DIR RESULT_FD``. The parent writes ``job.json`` and the
+input files into JOB_DIR, then sends an HMAC key on stdin. Every message back goes through
+the file descriptor RESULT_FD as one JSON line signed with that key, so nothing the candidate
+prints (stdout is never parsed) and nothing it writes without the key is believed.
+
+Sequence: import the candidate (compile errors surface here), build ``ModelNew`` per shape
+after the parent's init seed, run every correctness trial on pointer-stable input buffers
+(each trial copies fresh values into the same tensors, so results cached by address go stale),
+check type / aliasing / input mutation, save each output for the parent to compare. Then wait
+for the parent's ``time`` or ``stop``. Timing rotates the trial sets through the same buffers
+and saves the last output of each set for a second correctness check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import resource
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+_KEY = b""
+_FD = -1
+
+
+def _send(**msg: Any) -> None:
+    body = json.dumps(msg, sort_keys=True)
+    mac = hmac.new(_KEY, body.encode(), hashlib.sha256).hexdigest()
+    os.write(_FD, (json.dumps({"body": body, "mac": mac}) + "\n").encode())
+
+
+def _tail(exc: BaseException, limit: int = 4000) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text[-limit:]
+
+
+def _limits(job: dict[str, Any]) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    fsize = int(job.get("max_file_bytes", 16 << 30))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    if job.get("cpu_seconds"):
+        s = int(job["cpu_seconds"])
+        resource.setrlimit(resource.RLIMIT_CPU, (s, s + 5))
+
+
+def _load_module(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _storages(x: Any) -> list[tuple[int, int]]:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        st = x.untyped_storage()
+        return [(st.data_ptr(), st.data_ptr() + st.nbytes())]
+    if isinstance(x, (list, tuple)):
+        return [r for y in x for r in _storages(y)]
+    return []
+
+
+def _audit(out: Any, inputs: list[Any], snapshot: list[Any]) -> list[str]:
+    """Faults visible only inside this process: wrong type, aliasing, mutated inputs."""
+    import torch
+
+    faults = []
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    for k, o in enumerate(outs):
+        tag = f"output[{k}]" if isinstance(out, (tuple, list)) else "output"
+        if type(o) is not torch.Tensor:
+            faults.append(f"{tag} is {type(o).__module__}.{type(o).__qualname__}, "
+                          "expected a plain torch.Tensor")
+            continue
+        for (lo, hi) in _storages(o):
+            for j, x in enumerate(inputs):
+                for (a, b) in _storages(x):
+                    if lo < b and a < hi and hi > lo:
+                        faults.append(f"{tag} shares memory with input {j}: return a new tensor")
+    for j, (x, s) in enumerate(zip(inputs, snapshot)):
+        if isinstance(x, torch.Tensor) and not torch.equal(x, s):
+            faults.append(f"input {j} was modified by the call: inputs must stay unchanged")
+    return faults
+
+
+def _poison(device: str, nbytes: int) -> None:
+    """Fill soon-to-be-reused allocator memory with NaN so untouched outputs show."""
+    import torch
+
+    n = max(1, min(nbytes, 1 << 30) // 4)
+    buf = torch.empty(n, dtype=torch.float32, device=device)
+    buf.fill_(float("nan"))
+    del buf
+
+
+def _to_cpu(x: Any) -> Any:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu").clone() if type(x) is torch.Tensor else None
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_cpu(y) for y in x)
+    return x
+
+
+def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
+    import torch
+
+    out = []
+    for b, s in zip(bufs, src):
+        if isinstance(b, torch.Tensor) and isinstance(s, torch.Tensor) and b.shape == s.shape:
+            b.copy_(s)
+            out.append(b)
+        else:
+            out.append(s)
+    return out
+
+
+def main() -> int:
+    global _KEY, _FD
+    job_dir = Path(sys.argv[1])
+    _FD = int(sys.argv[2])
+    _KEY = bytes.fromhex(sys.stdin.readline().strip())
+    job = json.loads((job_dir / "job.json").read_text())
+    _limits(job)
+    os.chdir(job_dir)
+    phase = "import"
+    try:
+        import torch
+
+        device = job["device"]
+        _send(event="started", pid=os.getpid())
+        if job["mode"] == "candidate":
+            try:
+                mod = _load_module(job_dir / job["candidate"], "candidate")
+            except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure
+                _send(event="error", phase="import", kind="compile", message=_tail(e))
+                return 1
+            for k, v in (job.get("knobs") or {}).items():
+                setattr(mod, k, v)
+            cls = getattr(mod, "ModelNew", None)
+            if cls is None:
+                _send(event="error", phase="import", kind="compile",
+                      message="the candidate defines no class ModelNew")
+                return 1
+        else:
+            mod = _load_module(Path(job["problem"]), "problem")
+            cls = mod.Model
+        _send(event="imported")
+
+        models: dict[str, Any] = {}
+        sets: dict[str, list[list[Any]]] = {}
+        for shape in job["shapes"]:
+            name = shape["name"]
+            phase = f"build:{name}"
+            init = torch.load(shape["init"], weights_only=True)
+            torch.manual_seed(shape["init_seed"])
+            model = cls(*init)
+            model = model.to(device).eval()
+            if job["mode"] == "compile":
+                model = torch.compile(model)
+            trials = [torch.load(p, weights_only=True) for p in shape["trials"]]
+            trials = [[x.to(device) if isinstance(x, torch.Tensor) else x for x in t] for t in trials]
+            bufs = [x.clone() if isinstance(x, torch.Tensor) else x for x in trials[0]]
+            in_bytes = sum(x.numel() * x.element_size() for x in bufs if isinstance(x, torch.Tensor))
+            for i, src in enumerate(trials):
+                phase = f"trial:{name}:{i}"
+                bufs = _copy_into(bufs, src)
+                if job["mode"] == "candidate":
+                    _poison(device, 2 * in_bytes)
+                snapshot = [x.clone() if isinstance(x, torch.Tensor) else x for x in bufs]
+                with torch.no_grad():
+                    out = model(*bufs)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                faults = _audit(out, bufs, snapshot) if job["mode"] == "candidate" else []
+                path = f"out_{name}_{i}.pt"
+                if not faults:
+                    torch.save(_to_cpu(out), path)
+                _send(event="trial", shape=name, trial=i, file=path, faults=faults)
+                del out, snapshot
+            if shape.get("timed"):
+                models[name] = model
+                sets[name] = [trials, bufs]
+            else:
+                del model, trials, bufs
+        _send(event="checked")
+
+        cmd = sys.stdin.readline().strip()
+        if cmd != "time":
+            return 0
+        from sandbox.timing import TimingConfig, time_cuda
+
+        cfg = TimingConfig(**job.get("timing", {}))
+        for name, model in models.items():
+            phase = f"timing:{name}"
+            trials, bufs = sets[name]
+            k = len(trials)
+            last: dict[int, Any] = {}
+
+            def prepare(i: int, trials: list[list[Any]] = trials, bufs: list[Any] = bufs) -> None:
+                _copy_into(bufs, trials[i % len(trials)])
+
+            def keep(i: int, out: Any, k: int = k, last: dict[int, Any] = last) -> None:
+                last[i % k] = out
+
+            def call(model: Any = model, bufs: list[Any] = bufs) -> Any:
+                with torch.no_grad():
+                    return model(*bufs)
+
+            raw = time_cuda(call, prepare, cfg, keep)
+            files = {}
+            for s, out in last.items():
+                path = f"timed_{name}_{s}.pt"
+                torch.save(_to_cpu(out), path)
+                files[str(s)] = path
+            _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms,
+                  files=files)
+        _send(event="done")
+        return 0
+    except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure
+        kind = "runtime"
+        text = _tail(e)
+        if "OutOfMemoryError" in type(e).__name__ or "out of memory" in str(e):
+            kind = "oom"
+        _send(event="error", phase=phase, kind=kind, message=text)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Spawning and talking to one verification child: reduced environment, own process group,
+signed messages on a dedicated pipe, deadlines, and a kill of the whole group on timeout."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ChildError", "Child", "job_dir", "network_isolation"]
+
+# Variables a child may inherit. Everything else — API keys, tokens, cloud credentials,
+# proxies — is dropped. Values are copied only if present.
+_ALLOWED_ENV = (
+    "PATH", "LANG", "LC_ALL", "TERM", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH",
+    "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CC", "CXX",
+    "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+    "NVSHMEM_DISABLE_NVLS", "OMP_NUM_THREADS", "TRITON_PTXAS_PATH", "PYTHONHASHSEED",
+)
+
+
+class ChildError(Exception):
+    """The child broke the protocol (forged or malformed message, unexpected exit)."""
+
+
+@functools.lru_cache(maxsize=1)
+def network_isolation() -> tuple[list[str], str]:
+    """The command prefix that gives a child no network, and a description of it."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return [], "not available (no `unshare` on PATH)"
+    for args, label in (([unshare, "--net"], "network namespace"),
+                        ([unshare, "--map-root-user", "--net"], "user+network namespace")):
+        try:
+            r = subprocess.run([*args, "true"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if r.returncode == 0:
+            return args, label
+    return [], "not available (namespaces refused by this OS/container)"
+
+
+def job_dir() -> Path:
+    """A fresh private directory for one child; on /dev/shm when it has room."""
+    base = None
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize > (8 << 30):
+            base = str(shm)
+    return Path(tempfile.mkdtemp(prefix="kbench-job-", dir=base))
+
+
+def child_env(work: Path, device: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _ALLOWED_ENV if k in os.environ}
+    env.update(
+        HOME=str(work), TMPDIR=str(work), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
+        TRITON_CACHE_DIR=str(work / "triton_cache"),
+        TORCH_EXTENSIONS_DIR=str(work / "torch_extensions"),
+        TORCHINDUCTOR_CACHE_DIR=os.environ.get("KBENCH_INDUCTOR_CACHE", str(work / "inductor")),
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p and Path(p).is_dir()),
+    )
+    if not device.startswith("cuda"):
+        env["TRITON_INTERPRET"] = "1"
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+@dataclass
+class Exit:
+    code: int | None
+    signal_name: str | None
+    timed_out: bool
+    log_tail: str
+
+
+class Child:
+    """One running child. Use as a context manager; the group is always killed on exit."""
+
+    def __init__(self, work: Path, device: str, isolate_network: bool = True) -> None:
+        self.work = work
+        self.key = secrets.token_bytes(32)
+        rfd, wfd = os.pipe()
+        prefix = network_isolation()[0] if isolate_network else []
+        self.log = open(work / "child.log", "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "sandbox._child", str(work), str(wfd)],
+            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=work, env=child_env(work, device), pass_fds=(wfd,), start_new_session=True,
+        )
+        os.close(wfd)
+        self.rfd = rfd
+        self.buf = b""
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(rfd, selectors.EVENT_READ)
+        self.timed_out = False
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self.key.hex().encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, line: str) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def recv(self, deadline: float) -> dict[str, Any] | None:
+        """Next verified message, or None when the child closed the channel or time is up."""
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.timed_out = True
+                return None
+            if not self.sel.select(timeout=min(left, 1.0)):
+                continue
+            chunk = os.read(self.rfd, 1 << 20)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        try:
+            env = json.loads(line)
+            body, mac = env["body"], env["mac"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ChildError("malformed message on the result channel") from e
+        want = hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
+        if not isinstance(mac, str) or not hmac.compare_digest(want, mac):
+            raise ChildError("forged message on the result channel (bad signature)")
+        return json.loads(body)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def finish(self, grace_s: float = 5.0) -> Exit:
+        """Wait briefly for a clean exit, then kill the group; describe how it ended."""
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+        code = self.proc.returncode
+        sig = None
+        if code is not None and code < 0:
+            try:
+                sig = signal.Signals(-code).name
+            except ValueError:
+                sig = f"signal {-code}"
+        return Exit(code, sig, self.timed_out, self.log_tail())
+
+    def log_tail(self, limit: int = 3000) -> str:
+        self.log.flush()
+        try:
+            data = (self.work / "child.log").read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode(errors="replace")
+
+    def close(self) -> None:
+        self.kill()
+        self.sel.close()
+        try:
+            os.close(self.rfd)
+        except OSError:
+            pass
+        self.log.close()

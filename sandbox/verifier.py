@@ -1,0 +1,521 @@
+"""The trusted parent of verification: it owns seeds, inputs, reference outputs and the verdict.
+
+``verify(spec, source)`` runs the static policy, builds inputs for every declared shape and
+for shapes derived from them (the candidate never sees which), computes reference outputs in
+this process, runs the candidate in a child (``sandbox._child``), compares every output it
+returns, and — on a GPU — times it against eager and ``torch.compile`` baselines measured by
+the same protocol, with SOL% against measured device ceilings.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import secrets
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from kbench.problems import ProblemSpec, Shape, derive_shapes
+from sandbox._process import Child, ChildError, job_dir
+from sandbox.compare import compare_outputs
+from sandbox.fingerprint import fingerprint, fingerprint_hash, measure_device_facts
+from sandbox.policy import check_source
+from sandbox.timing import RawTimes, TimingConfig, hidden_work, summarize
+from sandbox.verdict import ShapeResult, Status, Timing, Verdict
+
+__all__ = ["Limits", "Cache", "MemoryCache", "verify", "default_device", "roofline_ms"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Time limits (seconds) for one verification and its trial counts."""
+
+    import_s: float = 300.0  # import + compile (load_inline builds can be slow)
+    check_s: float = 300.0  # all correctness trials after import
+    timing_s: float = 300.0
+    trials: int = 3  # per declared shape (also the number of input sets rotated in timing)
+    derived_trials: int = 2
+    max_derived: int = 3
+    max_sol_pct: float = 125.0  # faster than this share of the roofline time is impossible
+    timing: TimingConfig = field(default_factory=TimingConfig)
+
+
+class Cache(Protocol):
+    """Where baselines and device facts persist (the store implements this)."""
+
+    def get_baseline(self, problem_key: str, source_hash: str, shape_name: str, mode: str,
+                     fingerprint_hash: str) -> dict[str, Any] | None: ...
+
+    def put_baseline(self, problem_key: str, source_hash: str, shape_name: str, shape: Shape,
+                     mode: str, fingerprint_hash: str, fingerprint: dict[str, Any],
+                     timing: dict[str, Any]) -> None: ...
+
+    def get_device_facts(self, fingerprint_hash: str) -> dict[str, Any] | None: ...
+
+    def put_device_facts(self, fingerprint_hash: str, fingerprint: dict[str, Any],
+                         facts: dict[str, Any]) -> None: ...
+
+
+class MemoryCache:
+    """A process-local :class:`Cache` (tests, one-off runs)."""
+
+    def __init__(self) -> None:
+        self.baselines: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.facts: dict[str, dict[str, Any]] = {}
+
+    def get_baseline(self, problem_key, source_hash, shape_name, mode, fingerprint_hash):  # type: ignore[no-untyped-def]
+        return self.baselines.get((problem_key, source_hash, shape_name, mode, fingerprint_hash))
+
+    def put_baseline(self, problem_key, source_hash, shape_name, shape, mode,  # type: ignore[no-untyped-def]
+                     fingerprint_hash, fingerprint, timing):
+        self.baselines[(problem_key, source_hash, shape_name, mode, fingerprint_hash)] = timing
+
+    def get_device_facts(self, fingerprint_hash):  # type: ignore[no-untyped-def]
+        return self.facts.get(fingerprint_hash)
+
+    def put_device_facts(self, fingerprint_hash, fingerprint, facts):  # type: ignore[no-untyped-def]
+        self.facts[fingerprint_hash] = facts
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs and references, made here and never in the child
+# ---------------------------------------------------------------------------------------
+@dataclass
+class _Case:
+    name: str
+    params: Shape
+    derived: bool
+    timed: bool
+    init_file: str
+    init_seed: int
+    trial_files: list[str]
+    refs: list[Any]
+    inputs: list[list[Any]]
+
+
+def _input_elems(spec: ProblemSpec, shape: Shape) -> float:
+    try:
+        xs = spec.make_inputs(shape, 0, "meta")
+        return float(sum(x.numel() for x in xs if hasattr(x, "numel")))
+    except Exception:  # noqa: BLE001 - meta unsupported: fall back to the product of sizes
+        return float(math.prod(v for v in shape.values() if isinstance(v, int) and v > 0))
+
+
+def _build_cases(spec: ProblemSpec, device: str, work: Path, limits: Limits,
+                 timed: bool) -> tuple[list[_Case], list[str]]:
+    import torch
+
+    declared = spec.shapes_for(device)
+    base_name = min(declared, key=lambda n: _input_elems(spec, declared[n]))
+    derived = {
+        n: s for n, s in derive_shapes(spec, declared[base_name], limits.max_derived).items()
+        if s not in declared.values()
+    }
+    plan = [(n, s, False) for n, s in declared.items()] + [(n, s, True) for n, s in derived.items()]
+    cases: list[_Case] = []
+    dropped: list[str] = []
+    for name, shape, is_derived in plan:
+        init_seed = secrets.randbits(31)
+        try:
+            init = spec.make_init_inputs(shape)
+            model = spec.make_model(init, init_seed, device)
+            refs, inputs, files = [], [], []
+            n_trials = limits.derived_trials if is_derived else limits.trials
+            for i in range(n_trials):
+                xs = spec.make_inputs(shape, secrets.randbits(62), device)
+                with torch.no_grad():
+                    ref = model(*[x.clone() if isinstance(x, torch.Tensor) else x for x in xs])
+                refs.append(ref)
+                inputs.append(xs)
+                f = f"in_{name}_{i}.pt"
+                torch.save([x.cpu() if isinstance(x, torch.Tensor) else x for x in xs], work / f)
+                files.append(f)
+            del model
+        except Exception as e:  # noqa: BLE001 - a derived shape the reference rejects is dropped
+            if is_derived:
+                dropped.append(name)
+                continue
+            raise RuntimeError(f"the reference fails on its own shape {name!r}: "
+                               f"{type(e).__name__}: {e}") from e
+        init_file = f"init_{name}.pt"
+        torch.save(init, work / init_file)
+        cases.append(_Case(name, shape, is_derived, timed and not is_derived, init_file,
+                           init_seed, files, refs, inputs))
+    return cases, dropped
+
+
+# ---------------------------------------------------------------------------------------
+# Running a child
+# ---------------------------------------------------------------------------------------
+def _job(work: Path, mode: str, device: str, cases: list[_Case], limits: Limits,
+         problem: Path | None = None, knobs: dict[str, Any] | None = None) -> None:
+    job = {
+        "mode": mode, "device": device, "candidate": "candidate.py",
+        "problem": str(problem) if problem else None, "knobs": knobs or {},
+        "shapes": [{"name": c.name, "init": c.init_file, "init_seed": c.init_seed,
+                    "trials": c.trial_files, "timed": c.timed} for c in cases],
+        "timing": {k: getattr(limits.timing, k) for k in TimingConfig.__dataclass_fields__},
+    }
+    if not device.startswith("cuda"):
+        job["cpu_seconds"] = int(limits.import_s + limits.check_s + 60)
+    (work / "job.json").write_text(json.dumps(job))
+
+
+def _load_out(path: Path) -> Any:
+    import torch
+
+    # weights_only: the file was written by untrusted code; never unpickle objects from it.
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def _to(x: Any, device: str) -> Any:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to(y, device) for y in x)
+    return x
+
+
+def _trim(text: str, lines: int = 25) -> str:
+    rows = [r for r in text.strip().splitlines() if r.strip()]
+    return "\n".join(rows[-lines:])
+
+
+def _compile_reason(message: str) -> str:
+    """The first compiler error lines (nvcc/ninja/Triton), else the exception's tail."""
+    rows = message.splitlines()
+    errs = [r for r in rows if "error" in r.lower() and "Traceback" not in r]
+    if errs:
+        return "\n".join(errs[:12])
+    return _trim(message, 15)
+
+
+@dataclass
+class _Outcome:
+    status: Status | None = None
+    reason: str = ""
+    shape_fail: dict[str, str] = field(default_factory=dict)
+    errs: dict[str, list[Any]] = field(default_factory=dict)
+    passes: dict[str, int] = field(default_factory=dict)
+    raw: dict[str, RawTimes] = field(default_factory=dict)
+    log_tail: str = ""
+
+
+def _error_status(msg: dict[str, Any]) -> tuple[Status, str]:
+    kind, text = msg.get("kind"), str(msg.get("message", ""))
+    if kind == "compile":
+        return Status.COMPILE_ERROR, _compile_reason(text)
+    if kind == "oom":
+        return Status.RUNTIME_ERROR, f"out of memory during {msg.get('phase')}:\n{_trim(text, 6)}"
+    return Status.RUNTIME_ERROR, f"exception during {msg.get('phase')}:\n{_trim(text)}"
+
+
+def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
+              spec: ProblemSpec, res: _Outcome, check: bool) -> None:
+    c = by_name[msg["shape"]]
+    i = int(msg["trial"])
+    where = f"shape {c.name!r}{' (derived)' if c.derived else ''} trial {i}"
+    if msg.get("faults"):
+        res.shape_fail.setdefault(c.name, f"{where}: {'; '.join(msg['faults'])}")
+        return
+    if not check:
+        return
+    out = _to(_load_out(work / msg["file"]), device)
+    bad, errs = compare_outputs(out, c.refs[i], *spec.tolerance, spec.meta.check, c.inputs[i])
+    if bad:
+        res.shape_fail.setdefault(c.name, f"{where}: {bad.reason}")
+    if not bad:
+        res.passes[c.name] = res.passes.get(c.name, 0) + 1
+    if errs:
+        res.errs.setdefault(c.name, []).append(errs)
+
+
+def _on_timing(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
+               spec: ProblemSpec, res: _Outcome, check: bool) -> None:
+    c = by_name[msg["shape"]]
+    res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]))
+    if not check:
+        return
+    for s, f in msg["files"].items():
+        out = _to(_load_out(work / f), device)
+        bad, _ = compare_outputs(out, c.refs[int(s)], *spec.tolerance, spec.meta.check,
+                                 c.inputs[int(s)])
+        if bad:
+            res.shape_fail.setdefault(c.name, (
+                f"shape {c.name!r}: the output of a timed call (input set {s}) is wrong "
+                f"though the checked calls were right: {bad.reason}"))
+
+
+def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec: ProblemSpec,
+               do_time: bool, check: bool) -> _Outcome:
+    """Drive one child through import, trials and (optionally) timing; compare as it goes."""
+    res = _Outcome()
+    by_name = {c.name: c for c in cases}
+    with Child(work, device) as child:
+        finished = False
+        phase = "import"
+        try:
+            deadline = time.monotonic() + limits.import_s
+            while not finished:
+                msg = child.recv(deadline)
+                if msg is None:
+                    break
+                ev = msg.get("event")
+                if ev == "imported":
+                    phase = "check"
+                    deadline = time.monotonic() + limits.check_s
+                elif ev == "error":
+                    res.status, res.reason = _error_status(msg)
+                    finished = True
+                elif ev == "trial":
+                    _on_trial(msg, by_name, work, device, spec, res, check)
+                elif ev == "checked":
+                    if res.shape_fail or not do_time:
+                        child.send("stop")
+                        finished = True
+                    else:
+                        child.send("time")
+                        phase = "timing"
+                        deadline = time.monotonic() + limits.timing_s
+                elif ev == "timing":
+                    _on_timing(msg, by_name, work, device, spec, res, check)
+                elif ev == "done":
+                    finished = True
+            ex = child.finish()
+        except ChildError as e:
+            child.kill()
+            res.status, res.reason = Status.REJECTED, str(e)
+            res.log_tail = child.log_tail()
+            return res
+        res.log_tail = ex.log_tail
+        if res.status is None and not finished:
+            if ex.timed_out:
+                limit = {"import": limits.import_s, "check": limits.check_s,
+                         "timing": limits.timing_s}[phase]
+                res.status = Status.TIMEOUT
+                res.reason = f"no progress for {limit:g} s during {phase} (killed)"
+            else:
+                how = f"killed by {ex.signal_name}" if ex.signal_name else f"exit code {ex.code}"
+                res.status = Status.RUNTIME_ERROR
+                res.reason = f"the candidate's process died ({how}) during {phase}"
+                if ex.log_tail.strip():
+                    res.reason += ":\n" + _trim(ex.log_tail, 8)
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# Baselines, device facts, roofline
+# ---------------------------------------------------------------------------------------
+def _peaks(cache: Cache | None, fp: dict[str, Any], fph: str) -> dict[str, Any]:
+    facts = cache.get_device_facts(fph) if cache else None
+    if facts is None:
+        facts = measure_device_facts()
+        if cache:
+            cache.put_device_facts(fph, fp, facts)
+    return facts
+
+
+def roofline_ms(flops: float | None, nbytes: float | None, dtype: str | None,
+                facts: dict[str, Any]) -> float | None:
+    """The speed-of-light time: max(FLOPs / peak rate for the dtype, bytes / bandwidth)."""
+    if flops is None or nbytes is None:
+        return None
+    rate = {"bfloat16": "bf16_tflops", "float16": "fp16_tflops", "float32": "tf32_tflops",
+            "float64": "fp32_tflops"}.get(dtype or "float32")
+    peak = facts.get(rate) if rate else 2 * facts.get("bf16_tflops", 0.0)  # int8/fp8 paths
+    t_flops = flops / (peak * 1e12) if peak else 0.0
+    t_bytes = nbytes / (facts["bandwidth_gbs"] * 1e9) if facts.get("bandwidth_gbs") else 0.0
+    t = max(t_flops, t_bytes) * 1e3
+    return t if t > 0 else None
+
+
+def _baselines(spec: ProblemSpec, device: str, cases: list[_Case], work: Path, limits: Limits,
+               cache: Cache | None, fp: dict[str, Any], fph: str) -> dict[tuple[str, str], Timing | None]:
+    out: dict[tuple[str, str], Timing | None] = {}
+    timed = [c for c in cases if c.timed]
+    for mode in ("eager", "compile"):
+        missing = []
+        for c in timed:
+            hit = cache.get_baseline(spec.key, spec.source_hash, c.name, mode, fph) if cache else None
+            if hit is not None:
+                out[(c.name, mode)] = Timing.from_dict(hit) if hit.get("median_ms") else None
+            else:
+                missing.append(c)
+        if not missing:
+            continue
+        sub = work / f"baseline_{mode}"
+        sub.mkdir()
+        for c in missing:
+            for f in [c.init_file, *c.trial_files]:
+                shutil.copy(work / f, sub / f)
+        _job(sub, mode, device, missing, limits, problem=spec.path)
+        res = _run_child(sub, device, missing, limits, spec, do_time=True, check=False)
+        for c in missing:
+            raw = res.raw.get(c.name)
+            t = Timing.from_dict(summarize(raw.event_ms)) if raw else None
+            out[(c.name, mode)] = t
+            if cache:
+                payload = summarize(raw.event_ms) if raw else {
+                    "error": res.reason or "baseline failed"}
+                cache.put_baseline(spec.key, spec.source_hash, c.name, c.params, mode, fph, fp,
+                                   payload)
+    return out
+
+
+def _geomean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else None
+
+
+# ---------------------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------------------
+def verify(
+    spec: ProblemSpec,
+    source: str,
+    *,
+    device: str | None = None,
+    cache: Cache | None = None,
+    timing: bool = True,
+    knobs: dict[str, Any] | None = None,
+    limits: Limits | None = None,
+    keep_dir: bool = False,
+) -> Verdict:
+    """Verify ``source`` (a candidate file's text) against ``spec``; never raises for faults
+    of the candidate — each becomes a :class:`Verdict` status with a reason."""
+    t0 = time.monotonic()
+    limits = limits or Limits()
+    device = device or default_device()
+    on_gpu = device.startswith("cuda")
+    fp = fingerprint(device)
+    base = dict(problem=spec.key, device=device, fingerprint=fp)
+
+    try:
+        ast.parse(source)
+    except SyntaxError as e:
+        return Verdict(status=Status.COMPILE_ERROR, backend="unknown",
+                       reason=f"syntax error at line {e.lineno}: {e.msg}", **base)
+    policy = check_source(source)
+    backend = policy.backend
+    if not policy.ok:
+        return Verdict(status=Status.REJECTED, backend=backend, reason=policy.reason(), **base)
+    if backend == "cuda" and not on_gpu:
+        return Verdict(status=Status.UNSUPPORTED, backend=backend, **base, reason=(
+            "CUDA candidates need a CUDA GPU; run this on a GPU machine "
+            "(Triton candidates are checked here with the interpreter)"))
+    if knobs:
+        bad = _bad_knobs(source, knobs)
+        if bad:
+            return Verdict(status=Status.REJECTED, backend=backend, reason=bad, **base)
+
+    work = job_dir()
+    try:
+        (work / "candidate.py").write_text(source)
+        do_time = timing and on_gpu
+        cases, dropped = _build_cases(spec, device, work, limits, do_time)
+        _job(work, "candidate", device, cases, limits, knobs=knobs)
+        res = _run_child(work, device, cases, limits, spec, do_time=do_time, check=True)
+        shapes, status, reason = _judge(cases, res)
+        verdict = Verdict(status=status, backend=backend, reason=reason, shapes=tuple(shapes),
+                          log_tail=res.log_tail[-2000:], **base)
+        if status is Status.CORRECT and do_time:
+            verdict = _with_timing(verdict, spec, device, cases, res, work, limits, cache, fp)
+        return replace(verdict, wall_s=time.monotonic() - t0)
+    finally:
+        if not keep_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _bad_knobs(source: str, knobs: dict[str, Any]) -> str | None:
+    tree = ast.parse(source)
+    tune: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TUNE"
+                                                for t in node.targets):
+            try:
+                tune = ast.literal_eval(node.value)
+            except ValueError:
+                return "TUNE must be a literal dict of lists"
+    unknown = [k for k in knobs if k not in tune]
+    if unknown:
+        return f"knobs {unknown} are not declared in the candidate's TUNE dict"
+    return None
+
+
+def _judge(cases: list[_Case], res: _Outcome) -> tuple[list[ShapeResult], Status, str]:
+    shapes = []
+    for c in cases:
+        errs = res.errs.get(c.name, [])
+        fail = res.shape_fail.get(c.name)
+        shapes.append(ShapeResult(
+            name=c.name, params=dict(c.params), derived=c.derived, trials=len(c.trial_files),
+            passed=fail is None and res.status is None and res.passes.get(c.name, 0) == len(c.trial_files),
+            reason=fail,
+            max_abs_err=max((e.max_abs_err for e in errs), default=None),
+            max_rel_err=max((e.max_rel_err for e in errs), default=None),
+            rel_l2_err=max((e.rel_l2_err for e in errs), default=None),
+        ))
+    if res.status is not None:
+        return shapes, res.status, res.reason
+    if res.shape_fail:
+        first = next(iter(res.shape_fail.values()))
+        more = len(res.shape_fail) - 1
+        return shapes, Status.INCORRECT, first + (f" (and {more} more shape(s) failed)" if more else "")
+    if not all(s.passed for s in shapes):
+        missing = [s.name for s in shapes if not s.passed]
+        return shapes, Status.RUNTIME_ERROR, f"the candidate's process ended before shapes {missing} were checked"
+    n = sum(s.trials for s in shapes)
+    return shapes, Status.CORRECT, f"correct on {len(shapes)} shapes ({n} trials)"
+
+
+def _with_timing(verdict: Verdict, spec: ProblemSpec, device: str, cases: list[_Case],
+                 res: _Outcome, work: Path, limits: Limits, cache: Cache | None,
+                 fp: dict[str, Any]) -> Verdict:
+    fph = fingerprint_hash(fp)
+    facts = _peaks(cache, fp, fph)
+    base = _baselines(spec, device, cases, work, limits, cache, fp, fph)
+    shapes = []
+    sp_e, sp_c, sols = [], [], []
+    for s in verdict.shapes:
+        raw = res.raw.get(s.name)
+        if raw is None:
+            shapes.append(s)
+            continue
+        hidden = hidden_work(raw)
+        if hidden:
+            return replace(verdict, status=Status.REJECTED, reason=f"shape {s.name!r}: {hidden}")
+        t = Timing.from_dict(summarize(raw.event_ms))
+        eager, comp = base.get((s.name, "eager")), base.get((s.name, "compile"))
+        flops, nbytes = spec.roofline(s.params)
+        roof = roofline_ms(flops, nbytes, spec.meta.dtype, facts)
+        sol = 100.0 * roof / t.median_ms if roof else None
+        if sol is not None and sol > limits.max_sol_pct:
+            return replace(verdict, status=Status.REJECTED, reason=(
+                f"shape {s.name!r}: impossible timing: {t.median_ms:.4f} ms is faster than the "
+                f"roofline bound {roof:.4f} ms ({sol:.0f}% of speed of light)"))
+        se = eager.median_ms / t.median_ms if eager else None
+        sc = comp.median_ms / t.median_ms if comp else None
+        shapes.append(replace(s, timing=t, eager=eager, compiled=comp, speedup_eager=se,
+                              speedup_compile=sc, roofline_ms=roof, sol_pct=sol))
+        if se:
+            sp_e.append(se)
+        if sc:
+            sp_c.append(sc)
+        if sol is not None:
+            sols.append(sol)
+    return replace(verdict, shapes=tuple(shapes), timing_available=bool(res.raw),
+                   speedup_eager=_geomean(sp_e), speedup_compile=_geomean(sp_c),
+                   sol_pct=statistics.fmean(sols) if sols else None)
