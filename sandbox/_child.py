@@ -231,7 +231,8 @@ def main() -> int:
     except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure
         kind = "runtime"
         text = _tail(e)
-        if "OutOfMemoryError" in type(e).__name__ or "out of memory" in str(e):
+        if ("OutOfMemoryError" in type(e).__name__ or isinstance(e, MemoryError)
+                or "out of memory" in str(e) or "can't allocate memory" in str(e)):
             kind = "oom"
         _send(event="error", phase=phase, kind=kind, message=text)
         return 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildError", "Child", "job_dir", "network_isolation"]
+__all__ = ["ChildError", "Child", "decode_message", "job_dir", "network_isolation"]
 
 # Variables a child may inherit. Everything else — API keys, tokens, cloud credentials,
 # proxies — is dropped. Values are copied only if present.
@@ -34,6 +34,19 @@ _ALLOWED_ENV = (
 
 class ChildError(Exception):
     """The child broke the protocol (forged or malformed message, unexpected exit)."""
+
+
+def decode_message(key: bytes, line: bytes) -> dict[str, Any]:
+    """Verify one signed line from the child; anything unsigned or forged is an error."""
+    try:
+        env = json.loads(line)
+        body, mac = env["body"], env["mac"]
+        want = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ChildError("malformed message on the result channel") from e
+    if not isinstance(mac, str) or not hmac.compare_digest(want, mac):
+        raise ChildError("forged message on the result channel (bad signature)")
+    return json.loads(body)
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,15 +152,7 @@ class Child:
                 return None
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
-        try:
-            env = json.loads(line)
-            body, mac = env["body"], env["mac"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ChildError("malformed message on the result channel") from e
-        want = hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
-        if not isinstance(mac, str) or not hmac.compare_digest(want, mac):
-            raise ChildError("forged message on the result channel (bad signature)")
-        return json.loads(body)
+        return decode_message(self.key, line)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

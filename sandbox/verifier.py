@@ -46,40 +46,58 @@ class Limits:
 
 
 class Cache(Protocol):
-    """Where baselines and device facts persist (the store implements this)."""
+    """Where baselines and device facts persist; :class:`kbench.store.Store` implements it.
+
+    A baseline that could not be measured (e.g. ``torch.compile`` fails on the problem) is
+    kept as a ``Timing`` with ``count == 0`` and the reason in ``payload["error"]``, so that
+    it is not re-attempted on every verification.
+    """
 
     def get_baseline(self, problem_key: str, source_hash: str, shape_name: str, mode: str,
-                     fingerprint_hash: str) -> dict[str, Any] | None: ...
+                     fingerprint_hash: str) -> Any | None: ...  # a record with .timing
 
-    def put_baseline(self, problem_key: str, source_hash: str, shape_name: str, shape: Shape,
-                     mode: str, fingerprint_hash: str, fingerprint: dict[str, Any],
-                     timing: dict[str, Any]) -> None: ...
+    def put_baseline(self, problem_key: str, source_hash: str, shape_name: str, mode: str,
+                     fingerprint_hash: str, timing: Timing, *, shape: Shape | None = None,
+                     fingerprint: dict[str, Any] | None = None,
+                     payload: dict[str, Any] | None = None) -> Any: ...
 
-    def get_device_facts(self, fingerprint_hash: str) -> dict[str, Any] | None: ...
+    def get_device_facts(self, fingerprint_hash: str) -> Any | None: ...  # a record with .facts
 
     def put_device_facts(self, fingerprint_hash: str, fingerprint: dict[str, Any],
                          facts: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Rec:
+    timing: Timing | None = None
+    facts: dict[str, Any] | None = None
+    payload: dict[str, Any] | None = None
 
 
 class MemoryCache:
     """A process-local :class:`Cache` (tests, one-off runs)."""
 
     def __init__(self) -> None:
-        self.baselines: dict[tuple[str, ...], dict[str, Any]] = {}
-        self.facts: dict[str, dict[str, Any]] = {}
+        self.baselines: dict[tuple[str, ...], _Rec] = {}
+        self.facts: dict[str, _Rec] = {}
 
-    def get_baseline(self, problem_key, source_hash, shape_name, mode, fingerprint_hash):  # type: ignore[no-untyped-def]
+    def get_baseline(self, problem_key: str, source_hash: str, shape_name: str, mode: str,
+                     fingerprint_hash: str) -> _Rec | None:
         return self.baselines.get((problem_key, source_hash, shape_name, mode, fingerprint_hash))
 
-    def put_baseline(self, problem_key, source_hash, shape_name, shape, mode,  # type: ignore[no-untyped-def]
-                     fingerprint_hash, fingerprint, timing):
-        self.baselines[(problem_key, source_hash, shape_name, mode, fingerprint_hash)] = timing
+    def put_baseline(self, problem_key: str, source_hash: str, shape_name: str, mode: str,
+                     fingerprint_hash: str, timing: Timing, *, shape: Shape | None = None,
+                     fingerprint: dict[str, Any] | None = None,
+                     payload: dict[str, Any] | None = None) -> None:
+        key = (problem_key, source_hash, shape_name, mode, fingerprint_hash)
+        self.baselines[key] = _Rec(timing=timing, payload=payload)
 
-    def get_device_facts(self, fingerprint_hash):  # type: ignore[no-untyped-def]
+    def get_device_facts(self, fingerprint_hash: str) -> _Rec | None:
         return self.facts.get(fingerprint_hash)
 
-    def put_device_facts(self, fingerprint_hash, fingerprint, facts):  # type: ignore[no-untyped-def]
-        self.facts[fingerprint_hash] = facts
+    def put_device_facts(self, fingerprint_hash: str, fingerprint: dict[str, Any],
+                         facts: dict[str, Any]) -> None:
+        self.facts[fingerprint_hash] = _Rec(facts=facts)
 
 
 def default_device() -> str:
@@ -197,9 +215,10 @@ def _trim(text: str, lines: int = 25) -> str:
 def _compile_reason(message: str) -> str:
     """The first compiler error lines (nvcc/ninja/Triton), else the exception's tail."""
     rows = message.splitlines()
-    errs = [r for r in rows if "error" in r.lower() and "Traceback" not in r]
+    errs = [r for r in rows if ("error" in r.lower() and not r.startswith(" ")
+                                and "Traceback" not in r)]
     if errs:
-        return "\n".join(errs[:12])
+        return "\n".join(dict.fromkeys(errs[:12]))
     return _trim(message, 15)
 
 
@@ -214,13 +233,24 @@ class _Outcome:
     log_tail: str = ""
 
 
+def _headline(text: str) -> str:
+    """The exception's own line (``ValueError: ...``) from a traceback's text."""
+    rows = [r for r in text.strip().splitlines() if r.strip()]
+    for r in reversed(rows):
+        if not r.startswith((" ", "\t")) and ("Error" in r or "Exception" in r or ":" in r):
+            return r.strip()
+    return rows[-1].strip() if rows else "unknown error"
+
+
 def _error_status(msg: dict[str, Any]) -> tuple[Status, str]:
     kind, text = msg.get("kind"), str(msg.get("message", ""))
+    phase = str(msg.get("phase", "")).replace(":", " ")
     if kind == "compile":
         return Status.COMPILE_ERROR, _compile_reason(text)
     if kind == "oom":
-        return Status.RUNTIME_ERROR, f"out of memory during {msg.get('phase')}:\n{_trim(text, 6)}"
-    return Status.RUNTIME_ERROR, f"exception during {msg.get('phase')}:\n{_trim(text)}"
+        return Status.RUNTIME_ERROR, f"out of memory during {phase}: {_headline(text)}"
+    return Status.RUNTIME_ERROR, (f"{_headline(text)} (during {phase})\n"
+                                  f"last frames:\n{_trim(text, 12)}")
 
 
 def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
@@ -320,7 +350,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
 # Baselines, device facts, roofline
 # ---------------------------------------------------------------------------------------
 def _peaks(cache: Cache | None, fp: dict[str, Any], fph: str) -> dict[str, Any]:
-    facts = cache.get_device_facts(fph) if cache else None
+    rec = cache.get_device_facts(fph) if cache else None
+    facts = rec.facts if rec is not None else None
     if facts is None:
         facts = measure_device_facts()
         if cache:
@@ -351,7 +382,7 @@ def _baselines(spec: ProblemSpec, device: str, cases: list[_Case], work: Path, l
         for c in timed:
             hit = cache.get_baseline(spec.key, spec.source_hash, c.name, mode, fph) if cache else None
             if hit is not None:
-                out[(c.name, mode)] = Timing.from_dict(hit) if hit.get("median_ms") else None
+                out[(c.name, mode)] = hit.timing if hit.timing.count > 0 else None
             else:
                 missing.append(c)
         if not missing:
@@ -368,10 +399,10 @@ def _baselines(spec: ProblemSpec, device: str, cases: list[_Case], work: Path, l
             t = Timing.from_dict(summarize(raw.event_ms)) if raw else None
             out[(c.name, mode)] = t
             if cache:
-                payload = summarize(raw.event_ms) if raw else {
-                    "error": res.reason or "baseline failed"}
-                cache.put_baseline(spec.key, spec.source_hash, c.name, c.params, mode, fph, fp,
-                                   payload)
+                failed = Timing(0.0, 0.0, 0.0, 0.0, 0, 0.0)
+                cache.put_baseline(spec.key, spec.source_hash, c.name, mode, fph, t or failed,
+                                   shape=c.params, fingerprint=fp,
+                                   payload=None if t else {"error": res.reason or "no timing"})
     return out
 
 

@@ -1,0 +1,224 @@
+"""The ``kbench`` command line. Every user-facing fault is one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kbench.errors import ConfigError, KbenchError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="kbench: LLM-written GPU kernels, verified honestly.",
+)
+problems_app = typer.Typer(no_args_is_help=True, help="List, show and scaffold problems.")
+app.add_typer(problems_app, name="problems")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def main() -> None:
+    """Console entry point: turns kbench's errors into one clear line and a non-zero exit."""
+    try:
+        app()
+    except KbenchError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"--device must be cpu or cuda, not {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA GPU is visible to torch; "
+                          "use --device cpu (Triton candidates run in the interpreter)")
+    return device
+
+
+def _fmt(x: float | None, spec: str = ".3f", suffix: str = "") -> str:
+    return "–" if x is None else f"{x:{spec}}{suffix}"
+
+
+def _parse_knobs(items: list[str]) -> dict[str, Any]:
+    knobs: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--knob {item!r}: expected NAME=VALUE, e.g. --knob BLOCK=256")
+        k, v = item.split("=", 1)
+        try:
+            knobs[k.strip()] = json.loads(v)
+        except ValueError:
+            knobs[k.strip()] = v
+    return knobs
+
+
+@app.command("eval")
+def eval_cmd(
+    problem: Annotated[str, typer.Option("--problem", "-p", help="Problem id (level1/relu) or file path.")],
+    candidate: Annotated[Path, typer.Option("--candidate", "-c", help="Candidate file (ModelNew).")],
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if visible).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON verdict object.")] = False,
+    store: Annotated[str | None, typer.Option(help="Store URL or SQLite path (default kbench.db / $KBENCH_STORE).")] = None,
+    timing: Annotated[bool, typer.Option(help="Time the candidate and baselines on a GPU.")] = True,
+    knob: Annotated[list[str] | None, typer.Option(help="Set a TUNE knob, NAME=VALUE (repeatable).")] = None,
+) -> None:
+    """Verify one candidate against one problem. Exit 0 if and only if it is correct."""
+    from kbench.problems import load
+    from kbench.store import Store
+    from sandbox import verify
+    from sandbox.fingerprint import fingerprint_hash
+
+    specs = load(problem)
+    if len(specs) != 1:
+        raise ConfigError(f"--problem {problem!r} matches {len(specs)} problems; name exactly one")
+    spec = specs[0]
+    if not candidate.is_file():
+        raise ConfigError(f"--candidate {candidate}: no such file")
+    source = candidate.read_text()
+    dev = _device(device)
+    db = Store(store)
+    verdict = verify(spec, source, device=dev, cache=db, timing=timing,
+                     knobs=_parse_knobs(knob or []))
+    pid = db.upsert_problem(spec.key, spec.suite, spec.source_hash, spec.source)
+    cid = db.add_candidate(pid, source, verdict.backend, origin="eval",
+                           knobs=_parse_knobs(knob or []) or None)
+    db.add_verdict(cid, verdict, fingerprint_hash(verdict.fingerprint))
+    if as_json:
+        print(json.dumps(verdict.to_dict(), indent=2, default=str))
+    else:
+        _print_verdict(verdict)
+    raise typer.Exit(0 if verdict.passed else 1)
+
+
+def _print_verdict(v: Any) -> None:
+    color = "green" if v.passed else "red"
+    out.print(f"[bold]{v.problem}[/] ({v.backend}, {v.device}): [bold {color}]{v.status.value}[/]")
+    out.print(v.reason, highlight=False, markup=False)
+    if v.shapes:
+        t = Table(show_edge=False)
+        for col in ("shape", "sizes", "trials", "ok", "max abs err", "ms", "eager ms",
+                    "compile ms", "× eager", "× compile", "SOL%"):
+            t.add_column(col, justify="right" if col not in ("shape", "sizes") else "left")
+        for s in v.shapes:
+            sizes = ",".join(f"{k}={val}" for k, val in s.params.items() if isinstance(val, int))
+            t.add_row(
+                s.name + (" *" if s.derived else ""), sizes[:40], str(s.trials),
+                "yes" if s.passed else "no", _fmt(s.max_abs_err, ".2e"),
+                _fmt(s.timing.median_ms if s.timing else None, ".4f"),
+                _fmt(s.eager.median_ms if s.eager else None, ".4f"),
+                _fmt(s.compiled.median_ms if s.compiled else None, ".4f"),
+                _fmt(s.speedup_eager, ".2f"), _fmt(s.speedup_compile, ".2f"),
+                _fmt(s.sol_pct, ".0f"),
+            )
+        out.print(t)
+        out.print("* derived shape: never shown to the candidate", style="dim")
+    if not v.timing_available:
+        why = "no GPU" if v.device == "cpu" else "not measured"
+        out.print(f"timing: unavailable ({why})", style="dim")
+    else:
+        out.print(f"speedup vs eager {_fmt(v.speedup_eager, '.2f', 'x')}, vs compile "
+                  f"{_fmt(v.speedup_compile, '.2f', 'x')}, SOL {_fmt(v.sol_pct, '.0f', '%')}")
+
+
+@problems_app.command("list")
+def problems_list(
+    selector: Annotated[str, typer.Argument(help="Suite, id, glob, path or 'all'.")] = "all",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List problems with their dtype, shapes and tags."""
+    from kbench.problems import load
+
+    specs = load(selector)
+    if as_json:
+        print(json.dumps([{
+            "id": s.key, "suite": s.suite, "path": str(s.path), "dtype": s.meta.dtype,
+            "shapes": s.shapes, "cpu_shapes": s.cpu_shapes, "tolerance": s.tolerance,
+            "tags": s.meta.tags,
+        } for s in specs], indent=2, default=str))
+        return
+    t = Table(show_edge=False)
+    for col in ("id", "dtype", "main shape", "shapes", "tags"):
+        t.add_column(col)
+    for s in specs:
+        main = ", ".join(f"{k}={v}" for k, v in s.constants.items() if isinstance(v, int))
+        t.add_row(s.key, s.meta.dtype or "float32", main[:60], str(len(s.shapes)),
+                  ",".join(s.meta.tags))
+    out.print(t)
+    out.print(f"{len(specs)} problems", style="dim")
+
+
+@app.command()
+def doctor() -> None:
+    """What this machine can do: GPU, versions, interpreter, sandbox features."""
+    import shutil
+    import subprocess
+
+    import torch
+
+    from sandbox._process import network_isolation
+    from sandbox.fingerprint import fingerprint
+
+    rows: list[tuple[str, str]] = []
+    gpu = torch.cuda.is_available()
+    fp = fingerprint("cuda" if gpu else "cpu")
+    rows.append(("python", fp["python"]))
+    rows.append(("torch", fp["torch"]))
+    rows.append(("triton", str(fp["triton"])))
+    if gpu:
+        rows.append(("GPU", f"{fp['gpu']} (sm {fp['capability']}, {fp['sms']} SMs, "
+                            f"{fp['memory_gb']} GiB, L2 {fp['l2_mb']} MiB)"))
+        rows.append(("CUDA / driver", f"{fp['cuda']} / {fp['driver']}"))
+        rows.append(("timing", "available (CUDA events, L2 flush)"))
+    else:
+        rows.append(("GPU", "none visible: Triton candidates are checked in the interpreter"))
+        rows.append(("timing", "unavailable without a GPU (never invented)"))
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+        rows.append(("nvcc", ver.strip().splitlines()[-1] if ver.strip() else nvcc))
+    else:
+        rows.append(("nvcc", "not found: CUDA (load_inline) candidates cannot be built"))
+    rows.append(("sandbox: network", network_isolation()[1]))
+    rows.append(("sandbox: process", "own process group, killed on timeout; env allowlist; "
+                                     "per-job Triton cache and torch extensions dir"))
+    rows.append(("sandbox: interpreter", _interpreter_check()))
+    t = Table(show_header=False, show_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+
+
+def _interpreter_check() -> str:
+    """Verify the shipped relu example on CPU through the real sandbox."""
+    import importlib.resources
+
+    from kbench.problems import load
+    from sandbox import verify
+
+    try:
+        spec = load("level1/relu")[0]
+        cand = importlib.resources.files("kbench").joinpath("examples/level1/relu.py")
+        v = verify(spec, cand.read_text(), device="cpu", timing=False)
+    except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
+        return f"check failed: {type(e).__name__}: {e}"
+    return "works (relu example verified)" if v.passed else f"FAILED: {v.status.value}: {v.reason}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The verifier end to end on CPU (Triton interpreter): honest candidates pass, every fault
+becomes its status with a reason, and the orchestrator never crashes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from kbench.problems import load
+from sandbox import Limits, Status, verify
+
+RELU_KERNEL = '''
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+BLOCK = 256
+TUNE = {"BLOCK": [128, 256, 512]}
+
+
+@triton.jit
+def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask)
+    tl.store(y_ptr + offs, tl.maximum(x, 0.0), mask=mask)
+'''
+
+HONEST = RELU_KERNEL + '''
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        x = x.contiguous()
+        y = torch.empty_like(x)
+        n = x.numel()
+        _relu[(triton.cdiv(n, BLOCK),)](x, y, n, BLOCK=BLOCK)
+        return y
+'''
+
+FAST = Limits(import_s=120, check_s=60, trials=2, derived_trials=2)
+
+
+@pytest.fixture(scope="module")
+def relu():
+    return load("level1/relu")[0]
+
+
+def run(spec, source, limits=FAST, **kw):
+    return verify(spec, textwrap.dedent(source), device="cpu", limits=limits, **kw)
+
+
+def test_honest_candidate_is_correct_on_declared_and_derived_shapes(relu):
+    v = run(relu, HONEST)
+    assert v.status is Status.CORRECT, v.reason
+    assert v.backend == "triton"
+    names = [s.name for s in v.shapes]
+    assert set(relu.cpu_shapes) <= set(names)
+    assert any(s.derived for s in v.shapes), "kbench derives at least one unseen shape"
+    assert all(s.passed and s.max_abs_err == 0.0 for s in v.shapes)
+    assert not v.timing_available and v.speedup_eager is None and v.sol_pct is None
+
+
+def test_knobs_are_applied_and_checked_against_tune(relu):
+    assert run(relu, HONEST, knobs={"BLOCK": 128}).status is Status.CORRECT
+    v = run(relu, HONEST, knobs={"NOT_A_KNOB": 1})
+    assert v.status is Status.REJECTED and "TUNE" in v.reason
+
+
+def test_syntax_error_is_compile_error_with_line(relu):
+    v = run(relu, "class ModelNew(:\n    pass\n")
+    assert v.status is Status.COMPILE_ERROR and "line 1" in v.reason
+
+
+def test_missing_modelnew(relu):
+    v = run(relu, RELU_KERNEL + "\n\nclass Other(nn.Module):\n    pass\n")
+    assert v.status is Status.COMPILE_ERROR and "ModelNew" in v.reason
+
+
+def test_wrong_constructor_signature(relu):
+    src = HONEST.replace("class ModelNew(nn.Module):\n", "class ModelNew(nn.Module):\n"
+                         "    def __init__(self, width):\n        super().__init__()\n\n")
+    v = run(relu, src)
+    assert v.status is Status.RUNTIME_ERROR
+    assert "TypeError" in v.reason and "build" in v.reason
+
+
+def test_exception_in_forward_names_the_error(relu):
+    src = HONEST.replace("        x = x.contiguous()\n",
+                         "        x = x.contiguous()\n        raise ValueError('boom in forward')\n")
+    v = run(relu, src)
+    assert v.status is Status.RUNTIME_ERROR
+    assert v.reason.startswith("ValueError: boom in forward")
+
+
+def test_infinite_loop_times_out_and_is_killed(relu):
+    src = HONEST.replace("        x = x.contiguous()\n",
+                         "        x = x.contiguous()\n        while True:\n            pass\n")
+    v = run(relu, src, limits=Limits(import_s=120, check_s=4, trials=2))
+    assert v.status is Status.TIMEOUT and "killed" in v.reason
+
+
+def test_infinite_loop_at_import_times_out(relu):
+    src = HONEST + "\nwhile True:\n    pass\n"
+    v = run(relu, src, limits=Limits(import_s=4, check_s=60, trials=2))
+    assert v.status is Status.TIMEOUT and "import" in v.reason
+
+
+def test_segfault_in_kernel_is_runtime_error(relu):
+    # An unmasked load a terabyte past the tensor: the interpreter dereferences it.
+    src = HONEST.replace("_relu[(triton.cdiv(n, BLOCK),)](x, y, n, BLOCK=BLOCK)",
+                         "_oob[(1,)](x, y, 1 << 40, BLOCK=16)") + textwrap.dedent('''
+
+        @triton.jit
+        def _oob(x_ptr, y_ptr, off, BLOCK: tl.constexpr):
+            v = tl.load(x_ptr + tl.arange(0, BLOCK) + off)
+            tl.store(y_ptr + tl.arange(0, BLOCK), v)
+        ''')
+    v = run(relu, src)
+    assert v.status is Status.RUNTIME_ERROR
+    assert "SIGSEGV" in v.reason or "SIGBUS" in v.reason
+
+
+def test_out_of_memory_is_runtime_error(relu):
+    src = HONEST.replace("        y = torch.empty_like(x)\n",
+                         "        y = torch.empty_like(x)\n        big = torch.empty(1 << 45)\n")
+    v = run(relu, src)
+    assert v.status is Status.RUNTIME_ERROR and "out of memory" in v.reason
+
+
+def test_compile_error_in_kernel_reports_the_compiler_message(relu):
+    src = HONEST.replace("tl.maximum(x, 0.0)", "tl.no_such_function(x)")
+    v = run(relu, src)
+    assert v.status is Status.RUNTIME_ERROR or v.status is Status.COMPILE_ERROR
+    assert "no_such_function" in v.reason
+
+
+def test_cuda_candidate_without_gpu_is_unsupported(relu):
+    src = '''
+import torch
+import torch.nn as nn
+from torch.utils.cpp_extension import load_inline
+
+_SRC = "torch::Tensor relu(torch::Tensor x) { return x; }"
+_mod = load_inline(name="r", cpp_sources=_SRC, functions=["relu"])
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        return _mod.relu(x)
+'''
+    v = run(relu, src)
+    assert v.status is Status.UNSUPPORTED and "CUDA GPU" in v.reason
+
+
+def test_child_environment_has_no_secrets(relu, monkeypatch):
+    """A candidate that writes what it can see of the environment into its output would
+    need os; instead check the allowlist directly."""
+    from sandbox._process import child_env
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    env = child_env(__import__("pathlib").Path("/tmp"), "cpu")
+    assert not any("secret" in v for v in env.values())
+    assert "OPENAI_API_KEY" not in env and "HF_TOKEN" not in env
+    assert env["TRITON_INTERPRET"] == "1"
+    assert env["HOME"] == "/tmp"
+
+
+def test_reference_failure_on_declared_shape_is_a_problem_error(tmp_path):
+    from kbench.problems import load_file
+
+    p = tmp_path / "bad.py"
+    p.write_text(textwrap.dedent('''
+        import torch
+        import torch.nn as nn
+        N = 16
+        KBENCH = {"cpu_shapes": {"small": {"N": 16}}}
+        class Model(nn.Module):
+            def forward(self, x):
+                raise RuntimeError("reference broken")
+        def get_inputs():
+            return [torch.randn(N)]
+        def get_init_inputs():
+            return []
+        '''))
+    spec = load_file(p)
+    with pytest.raises(RuntimeError, match="reference fails"):
+        run(spec, HONEST)
+
+
+def test_result_channel_rejects_unsigned_or_forged_messages():
+    import hashlib
+    import hmac
+    import json
+
+    from sandbox._process import ChildError, decode_message
+
+    key = b"k" * 32
+    body = json.dumps({"event": "done"})
+    good = json.dumps({"body": body, "mac": hmac.new(key, body.encode(), hashlib.sha256).hexdigest()})
+    assert decode_message(key, good.encode()) == {"event": "done"}
+    forged = json.dumps({"body": body, "mac": "00" * 32})
+    with pytest.raises(ChildError, match="forged"):
+        decode_message(key, forged.encode())
+    with pytest.raises(ChildError, match="malformed"):
+        decode_message(key, b'{"event": "done"}')
