@@ -1,0 +1,149 @@
+"""The verifier on a CUDA GPU: honest Triton and CUDA candidates pass and are timed against
+eager and torch.compile; GPU faults become statuses; an impossible time is rejected."""
+
+from __future__ import annotations
+
+import importlib.resources
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+from kbench.problems import load, load_file  # noqa: E402
+from sandbox import Limits, MemoryCache, Status, verify  # noqa: E402
+from sandbox.timing import TimingConfig  # noqa: E402
+
+QUICK = Limits(timing=TimingConfig(budget_s=0.5, min_reps=10, max_reps=200))
+
+
+def example(path: str) -> str:
+    return importlib.resources.files("kbench").joinpath(f"examples/{path}").read_text()
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return MemoryCache()
+
+
+@pytest.mark.parametrize("key", ["level1/relu", "level1/softmax", "level1/matmul"])
+def test_honest_triton_candidates_pass_and_are_timed(key, cache):
+    spec = load(key)[0]
+    v = verify(spec, example(f"{key}.py"), device="cuda", cache=cache, limits=QUICK)
+    assert v.status is Status.CORRECT, v.reason
+    assert v.timing_available
+    timed = [s for s in v.shapes if s.timing is not None]
+    assert {s.name for s in timed} == set(spec.shapes)
+    for s in timed:
+        assert s.timing.count >= QUICK.timing.min_reps
+        assert s.eager is not None and s.speedup_eager is not None
+        assert s.sol_pct is not None and 0 < s.sol_pct <= QUICK.max_sol_pct
+
+
+@pytest.mark.parametrize("key", ["level1/relu", "level1/softmax"])
+def test_honest_cuda_candidates_pass(key, cache):
+    spec = load(key)[0]
+    v = verify(spec, example(f"{key}_cuda.py"), device="cuda", cache=cache, limits=QUICK)
+    assert v.backend == "cuda"
+    assert v.status is Status.CORRECT, v.reason
+    assert v.speedup_eager is not None
+
+
+ILLEGAL = '''
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _oob(x_ptr, y_ptr, off, BLOCK: tl.constexpr):
+    v = tl.load(x_ptr + tl.arange(0, BLOCK) + off)
+    tl.store(y_ptr + tl.arange(0, BLOCK), v)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        y = torch.empty_like(x)
+        _oob[(1,)](x, y, 1 << 40, BLOCK=16)
+        return y
+'''
+
+
+def test_illegal_memory_access_is_runtime_error():
+    v = verify(load("level1/relu")[0], ILLEGAL, device="cuda", limits=QUICK)
+    assert v.status is Status.RUNTIME_ERROR
+    assert "illegal" in v.reason.lower() or "CUDA error" in v.reason, v.reason
+
+
+def test_gpu_out_of_memory_is_runtime_error():
+    src = example("level1/relu.py").replace(
+        "def forward(self, x):", "def forward(self, x):\n        _big = torch.empty(1 << 44, device=x.device)")
+    v = verify(load("level1/relu")[0], src, device="cuda", limits=QUICK)
+    assert v.status is Status.RUNTIME_ERROR and "out of memory" in v.reason, v.reason
+
+
+def test_time_faster_than_the_roofline_is_rejected(tmp_path, cache):
+    """A problem whose declared roofline claims far more work than the op does makes an
+    honest kernel look faster than light: the verifier must refuse the timing."""
+    src = importlib.resources.files("problems").joinpath("level1/relu.py").read_text()
+    src = src.replace('"flops": lambda s: s["batch_size"] * s["dim"],', '"flops": lambda s: 1e18,')
+    p = tmp_path / "relu_wrong_roofline.py"
+    p.write_text(src)
+    v = verify(load_file(p), example("level1/relu.py"), device="cuda", cache=cache, limits=QUICK)
+    assert v.status is Status.REJECTED and "roofline" in v.reason, v.reason
+
+
+def test_baselines_are_measured_once_per_fingerprint(cache):
+    spec = load("level1/relu")[0]
+    first = verify(spec, example("level1/relu.py"), device="cuda", cache=cache, limits=QUICK)
+    n = len(cache.baselines)
+    second = verify(spec, example("level1/relu.py"), device="cuda", cache=cache, limits=QUICK)
+    assert len(cache.baselines) == n
+    main1 = next(s for s in first.shapes if s.name == "main")
+    main2 = next(s for s in second.shapes if s.name == "main")
+    assert main1.eager == main2.eager
+
+
+def test_wrong_output_during_timing_is_caught():
+    """Correct for the checked calls, wrong afterwards: the kernel counts its own launches in
+    a device buffer (which no static rule can see) and goes wrong from the 5th call on. Only
+    re-checking the outputs of timed calls catches it."""
+    src = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+    import triton
+    import triton.language as tl
+
+
+    @triton.jit
+    def _relu(x_ptr, y_ptr, cnt_ptr, n, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        calls = tl.load(cnt_ptr)
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        x = tl.load(x_ptr + offs, mask=mask)
+        y = tl.maximum(x, 0.0) + tl.where(calls >= 4, 1.0, 0.0)
+        tl.store(y_ptr + offs, y, mask=mask)
+        tl.atomic_add(cnt_ptr, tl.where(pid == 0, 1, 0))
+
+
+    class ModelNew(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("calls", torch.zeros(1, dtype=torch.int32))
+
+        def forward(self, x):
+            x = x.contiguous()
+            y = torch.empty_like(x)
+            n = x.numel()
+            _relu[(triton.cdiv(n, 1024),)](x, y, self.calls, n, BLOCK=1024)
+            return y
+    ''')
+    v = verify(load("level1/relu")[0], src, device="cuda", limits=QUICK)
+    assert v.status is Status.INCORRECT, v.reason
+    assert "timed call" in v.reason

@@ -1,0 +1,252 @@
+"""The result store: round trips, durability, concurrency and clear errors."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from kbench.errors import StoreError
+from kbench.store import RunStatus, Store
+from sandbox.verdict import ShapeResult, Status, Timing, Verdict
+
+FP = "fp0123"
+
+
+def _timing(ms: float) -> Timing:
+    return Timing(median_ms=ms, iqr_ms=0.01, mean_ms=ms, min_ms=ms * 0.9, count=50, rse=0.004)
+
+
+def _verdict(status: Status = Status.CORRECT, speedup: float | None = 1.7, **kw: object) -> Verdict:
+    shape = ShapeResult(
+        name="base", params={"N": 4096, "dtype": "float16"}, derived=False, trials=3,
+        passed=status is Status.CORRECT, max_abs_err=1e-4, max_rel_err=2e-3, rel_l2_err=5e-5,
+        timing=_timing(0.5), eager=_timing(0.85), compiled=None, speedup_eager=speedup,
+        roofline_ms=0.2, sol_pct=40.0,
+    )
+    odd = ShapeResult(name="derived_0", params={"N": 4231}, derived=True, trials=2,
+                      passed=False, reason="3 of 4231 elements differ", max_abs_err=math.inf)
+    fields = dict(problem="level1/relu", status=status, reason="ok", device="cuda:0",
+                  backend="triton", shapes=(shape, odd), speedup_eager=speedup,
+                  speedup_compile=None if speedup is None else speedup / 2, sol_pct=40.0,
+                  timing_available=speedup is not None,
+                  fingerprint={"gpu": "H100", "driver": "550"}, wall_s=3.2, log_tail="tail")
+    fields.update(kw)
+    return Verdict(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "kb.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Store:
+    with Store(str(db)) as s:
+        yield s
+
+
+def _candidate(store: Store, run: int | None = None, key: str = "level1/relu") -> int:
+    pid = store.upsert_problem(key, "level1", "h" + key, "class Model: ...")
+    return store.add_candidate(pid, "class ModelNew: ...", "triton", run_id=run, origin="llm")
+
+
+def test_verdict_round_trip(store: Store) -> None:
+    v = _verdict()
+    cid = _candidate(store)
+    vid = store.add_verdict(cid, v, FP)
+    (rec,) = store.verdicts_for_candidate(cid)
+    assert rec.id == vid and rec.status is Status.CORRECT and rec.passed
+    assert rec.speedup_eager == 1.7 and rec.fingerprint_hash == FP
+    assert Verdict.from_dict(rec.payload) == v  # infinities survive the JSON column
+    assert rec.verdict() == v
+
+
+def test_sqlite_is_wal_with_foreign_keys(store: Store, db: Path) -> None:
+    with sqlite3.connect(db) as con:  # an outside connection sees the file's mode
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with store.engine.connect() as con:
+        assert con.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with pytest.raises(StoreError):
+        store.add_verdict(12345, _verdict(), FP)  # no such candidate
+
+
+def test_plain_path_env_and_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KBENCH_STORE", raising=False)
+    Store().close()
+    assert (tmp_path / "kbench.db").exists()
+    monkeypatch.setenv("KBENCH_STORE", str(tmp_path / "env.db"))
+    with Store() as s:
+        assert s.url.endswith("env.db")
+    assert (tmp_path / "env.db").exists()
+
+
+def test_run_lifecycle_and_duplicate_name(store: Store) -> None:
+    rid = store.create_run("r1", model="fake", strategy="one-shot", config={"budget": 3})
+    run = store.get_run("r1")
+    assert run is not None and run.id == rid and run.status is RunStatus.RUNNING
+    assert run.config == {"budget": 3} and run.created_at.tzinfo is not None
+    with pytest.raises(StoreError, match="already exists.*--resume"):
+        store.create_run("r1")
+    store.set_run_status(rid, "finished")
+    assert store.get_run("r1").status == "finished"
+    with pytest.raises(ValueError):
+        store.set_run_status(rid, "done")
+    assert store.get_run("nope") is None
+    store.create_run("r2")
+    assert [r.name for r in store.list_runs()] == ["r1", "r2"]
+
+
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("{tmp}/no/such/dir/kb.db", "does not exist"),
+        ("{tmp}", "is a directory"),
+        ("postgresql://u:hunter2@127.0.0.1:1/kb", "kbench[postgres]"),
+        ("nosuchdb://x/y", "unsupported URL"),
+    ],
+)
+def test_bad_store_is_one_line_store_error(tmp_path: Path, url: str, words: str) -> None:
+    with pytest.raises(StoreError) as e:
+        Store(url.format(tmp=tmp_path))
+    msg = str(e.value)
+    assert words in msg and "\n" not in msg and "hunter2" not in msg
+
+
+def test_not_a_database_file(tmp_path: Path) -> None:
+    bad = tmp_path / "junk.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open store") as e:
+        Store(str(bad))
+    assert "\n" not in str(e.value)
+
+
+def test_problem_upsert_and_candidates_for_resume(store: Store) -> None:
+    rid = store.create_run("r")
+    p1 = store.upsert_problem("level1/relu", "level1", "abc", "src")
+    assert store.upsert_problem("level1/relu", "level1", "abc", "src") == p1
+    assert store.upsert_problem("level1/relu", "level1", "def", "src2") != p1
+    assert store.get_problem(p1).source_hash == "abc"
+    c1 = store.add_candidate(p1, "v1", "triton", run_id=rid, origin="llm", knobs={"BLOCK": 128})
+    c2 = store.add_candidate(p1, "v2", "cuda", run_id=rid, origin="llm", parent_id=c1, attempt=1)
+    store.add_verdict(c1, _verdict(Status.INCORRECT, None), FP)
+    store.add_verdict(c1, _verdict(Status.CORRECT, 1.1), FP)
+    cands = store.candidates_for(rid, "level1/relu")
+    assert [c.id for c in cands] == [c1, c2]
+    assert cands[0].knobs == {"BLOCK": 128} and cands[0].verdict.status is Status.CORRECT
+    assert cands[1].parent_id == c1 and cands[1].attempt == 1 and cands[1].verdict is None
+    assert store.candidates_for(rid, "level1/other") == []
+
+
+def test_results_pick_best_and_count_attempts(store: Store) -> None:
+    rid = store.create_run("r")
+    other = store.create_run("other")
+    a = _candidate(store, rid, "s/a")
+    store.add_verdict(a, _verdict(Status.CORRECT, 3.0), FP)
+    store.add_verdict(a, _verdict(Status.CORRECT, 1.2), FP)  # later but slower
+    store.add_verdict(a, _verdict(Status.TIMEOUT, None), FP)
+    b = _candidate(store, rid, "s/b")
+    store.add_verdict(b, _verdict(Status.INCORRECT, None, reason="first"), FP)
+    store.add_verdict(b, _verdict(Status.COMPILE_ERROR, None, reason="latest"), FP)
+    _candidate(store, rid, "s/c")  # never verified
+    pid = store.upsert_problem("s/d", "s", "hd", "src")  # an LLM call, no candidate
+    store.add_llm_call(rid, "fake", "m", [{"role": "user", "content": "hi"}], "", problem_id=pid,
+                       error="refused")
+    store.add_verdict(_candidate(store, other, "s/e"), _verdict(), FP)
+    res = dict(store.results(rid))
+    assert sorted(res) == ["s/a", "s/b", "s/c", "s/d"]
+    assert res["s/a"]["speedup_eager"] == 3.0
+    assert res["s/b"]["reason"] == "latest"
+    assert res["s/c"] is None and res["s/d"] is None
+
+
+def test_baselines_and_device_facts(store: Store) -> None:
+    key = ("level1/relu", "h", "base", "eager", FP)
+    assert store.get_baseline(*key) is None
+    bid = store.put_baseline(*key, _timing(0.8), shape={"N": 4096}, fingerprint={"gpu": "H100"})
+    rec = store.get_baseline(*key)
+    assert rec.id == bid and rec.median_ms == 0.8 and rec.timing == _timing(0.8)
+    assert rec.shape == {"N": 4096}
+    assert store.put_baseline(*key, _timing(0.7)) == bid  # replaced, not duplicated
+    assert store.get_baseline(*key).timing == _timing(0.7)
+    assert store.get_baseline("level1/relu", "h", "base", "compile", FP) is None
+    with pytest.raises(ValueError):
+        store.put_baseline("k", "h", "base", "inductor", FP, _timing(1.0))
+    assert store.get_device_facts(FP) is None
+    store.put_device_facts(FP, {"gpu": "H100"}, {"hbm_gbps": 3000.0, "tflops_bf16": 700.0})
+    store.put_device_facts(FP, {"gpu": "H100"}, {"hbm_gbps": 3100.0})
+    assert store.get_device_facts(FP).facts == {"hbm_gbps": 3100.0}
+
+
+def test_llm_call_never_stores_secrets(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-live-0123456789abcdefghijXYZ"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    rid = store.create_run("r")
+    msgs = [{"role": "user", "content": f"key is {secret}", "headers": {"Authorization": "x"}}]
+    cid = store.add_llm_call(rid, "openai", "gpt-x", msgs, "done", usage={"api_key": secret,
+                             "input_tokens": 10}, input_tokens=10, output_tokens=5,
+                             cost_usd=0.01, latency_s=1.5, error=f"401 for {secret}")
+    (call,) = store.llm_calls_for(rid)
+    assert call.id == cid and call.input_tokens == 10 and call.usage == {"input_tokens": 10}
+    assert call.prompt == [{"role": "user", "content": "key is [redacted]"}]
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as con:
+        dump = "\n".join(con.iterdump())
+    assert secret not in dump and "Authorization" not in dump
+
+
+def test_concurrent_add_verdict_all_committed(store: Store, db: Path) -> None:
+    cid = _candidate(store)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(15):
+                store.add_verdict(cid, _verdict(speedup=1.0 + i + j / 100), FP)
+        except BaseException as e:  # surfaced below; a thread would swallow it
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.verdicts_for_candidate(cid)) == 60
+    with Store(str(db)) as fresh:
+        assert len(fresh.verdicts_for_candidate(cid)) == 60
+
+
+def test_verdict_survives_crash_after_add(db: Path) -> None:
+    first = Store(str(db))  # never closed: the "process" dies
+    cid = _candidate(first)
+    with pytest.raises(RuntimeError):
+        first.add_verdict(cid, _verdict(speedup=2.5), FP)
+        raise RuntimeError("worker crashed right after storing the verdict")
+    with Store(str(db)) as reopened:
+        (rec,) = reopened.verdicts_for_candidate(cid)
+        assert rec.verdict() == _verdict(speedup=2.5)
+
+
+def test_verdict_survives_hard_exit_of_writer(db: Path) -> None:
+    """A writer process killed (``os._exit``: no cleanup, no close) right after add_verdict."""
+    script = (
+        "import os, sys\n"
+        "from kbench.store import Store\n"
+        "from sandbox.verdict import Status, Verdict\n"
+        "s = Store(sys.argv[1])\n"
+        "pid = s.upsert_problem('k', None, 'h', 'src')\n"
+        "cid = s.add_candidate(pid, 'cand', 'triton')\n"
+        "s.add_verdict(cid, Verdict('k', Status.CORRECT, 'ok', 'cpu', 'triton'), 'fp')\n"
+        "os._exit(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr.decode()[-2000:]
+    with Store(str(db)) as reopened:
+        (rec,) = reopened.verdicts_for_candidate(1)
+        assert rec.passed and rec.reason == "ok"
