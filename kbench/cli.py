@@ -161,6 +161,53 @@ def problems_list(
     out.print(f"{len(specs)} problems", style="dim")
 
 
+@problems_app.command("show")
+def problems_show(
+    problem: Annotated[str, typer.Argument(help="Problem id (level1/relu) or file path.")],
+    source: Annotated[bool, typer.Option(help="Print the source.")] = True,
+) -> None:
+    """Print a problem's source, shapes, tolerances and roofline."""
+    from rich.syntax import Syntax
+
+    from kbench.problems import load
+
+    specs = load(problem)
+    if len(specs) != 1:
+        raise ConfigError(f"{problem!r} matches {len(specs)} problems; name exactly one")
+    s = specs[0]
+    out.print(f"[bold]{s.key}[/]  ({s.path})", highlight=False)
+    if source:
+        out.print(Syntax(s.source, "python", line_numbers=False))
+    atol, rtol = s.tolerance
+    out.print(f"dtype {s.meta.dtype or 'float32'}; atol {atol:g}, rtol {rtol:g} "
+              "(and relative L2 error <= rtol)" + (
+                  "; custom check function" if s.meta.check else ""))
+    t = Table(show_edge=False, title="shapes")
+    for col in ("shape", "where", "sizes", "GFLOP", "min MB", "FLOP/byte"):
+        t.add_column(col)
+    for where, group in (("gpu", s.shapes), ("cpu", s.cpu_shapes)):
+        for name, shape in group.items():
+            flops, nbytes = s.roofline(shape)
+            ai = f"{flops / nbytes:.2f}" if flops is not None and nbytes else "–"
+            sizes = ", ".join(f"{k}={v}" for k, v in shape.items() if isinstance(v, int))
+            t.add_row(name, where, sizes[:60], _fmt(flops / 1e9 if flops is not None else None, ".3f"),
+                      _fmt(nbytes / 1e6 if nbytes is not None else None, ".2f"), ai)
+    out.print(t)
+
+
+@problems_app.command("new")
+def problems_new(
+    name: Annotated[str, typer.Argument(help="snake_case problem name.")],
+    suite: Annotated[str, typer.Option(help="Suite folder: level1, level2, ..., kvcache.")],
+    root: Annotated[Path, typer.Option(help="Where suite folders live.")] = Path("problems"),
+) -> None:
+    """Write a problem scaffold that passes the suite quality tests; then make it yours."""
+    from kbench.scaffold import write_scaffold
+
+    path = write_scaffold(name, suite, root)
+    out.print(f"wrote {path}; edit it, then `kbench problems show {path}`", highlight=False)
+
+
 @app.command()
 def doctor() -> None:
     """What this machine can do: GPU, versions, interpreter, sandbox features."""
