@@ -243,10 +243,11 @@ def derive_shapes(spec: ProblemSpec, base: Shape, max_n: int = 3) -> dict[str, S
     if not spec.meta.derive:
         return {}
     sizes = _int_constants(base, spec.meta.fixed)
-    if not sizes:
+    batch = [k for k, v in base.items() if k.lower() in _BATCH_NAMES and k not in spec.meta.fixed
+             and isinstance(v, int) and not isinstance(v, bool) and v > 1]
+    if not sizes and not batch:
         return {}
     out: dict[str, Shape] = {}
-    batch = [k for k in sizes if k.lower() in _BATCH_NAMES]
     if batch:
         out["derived_batch1"] = {**base, **{k: 1 for k in batch}}
     others = sorted((k for k in sizes if k not in batch), key=lambda k: -sizes[k])
