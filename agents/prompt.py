@@ -1,0 +1,258 @@
+"""Prompts: the rules the verifier enforces, the problem, the GPU, and the verifier's feedback.
+
+Example:
+    >>> msgs = build_messages(Task(problem, backend="triton", example=relu_text))  # doctest: +SKIP
+    >>> [m["role"] for m in msgs]                                                  # doctest: +SKIP
+    ['system', 'user']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from agents.providers import Message
+from agents.records import Attempt, Task
+
+if TYPE_CHECKING:
+    from sandbox.verdict import Verdict
+
+__all__ = [
+    "RULES",
+    "system_prompt",
+    "build_messages",
+    "task_section",
+    "attempt_feedback",
+    "verdict_feedback",
+    "summary_line",
+    "trim",
+]
+
+_BACKEND = {
+    "triton": (
+        "Triton: kernels decorated with @triton.jit (import triton, import triton.language "
+        "as tl), launched from ModelNew.forward"
+    ),
+    "cuda": (
+        "CUDA C++: kernels compiled with torch.utils.cpp_extension.load_inline (source held "
+        "in Python strings of the file), launched from ModelNew.forward"
+    ),
+}
+
+RULES = """\
+The verifier rejects a candidate that breaks any of these rules:
+1. ModelNew.forward computes with your own kernels: no torch compute ops on the data (no
+   torch.matmul, @, F.conv2d, torch.relu, torch.softmax, .sum(), ...), no cuBLAS/cuDNN
+   calls, no torch.compile, and never the reference Model. Allocating outputs
+   (torch.empty, torch.empty_like) and reading shapes and strides are fine.
+2. No try/except: no fallback paths.
+3. No streams, threads, processes or async work: everything runs on the current stream.
+4. No caching across calls: every forward recomputes its result from its inputs.
+5. No file, network, subprocess or environment access (CUDA's load_inline build excepted).
+6. forward must launch at least one kernel you wrote in the requested backend.
+7. Any shape must work, not just the ones shown: odd sizes, sizes that are not a multiple of
+   your block size, batch 1. Mask or bounds-check every load and store.
+8. Return a new, plain torch.Tensor with the reference's shape, dtype and device: not an
+   input, a view of one, or a tensor subclass. Do not compute in lower precision than the
+   reference (accumulate in fp32 or better).
+9. Never modify the inputs.
+10. ModelNew.__init__ takes the same arguments as Model.__init__ and creates the same
+    parameters in the same order (the verifier builds both after the same seed), e.g. keep
+    the reference's nn.Linear and read its weight and bias in your kernel.
+Timings are checked against the roofline: a time faster than this GPU's speed of light is
+rejected as impossible."""
+
+_FORMAT = """\
+Reply with the complete candidate file in one ```python block: imports, kernels, and
+`class ModelNew(nn.Module)`. Optionally add a module-level dict of tunable knobs, e.g.
+`TUNE = {"BLOCK": [256, 512, 1024], "num_warps": [4, 8]}`, whose names are module globals
+your launcher reads; the tuner will search it. Keep prose short: a reply cut off at the
+token limit has no usable code."""
+
+
+def system_prompt(backend: str) -> str:
+    """The role and the rules, shared by every turn."""
+    return (
+        "You are an expert GPU kernel engineer. You replace PyTorch reference modules with "
+        f"faster custom kernels written in {_BACKEND[backend]}. A strict verifier checks "
+        "every candidate for correctness on seen and unseen shapes, then times it against "
+        "PyTorch eager and torch.compile.\n\n" + RULES + "\n\n" + _FORMAT
+    )
+
+
+def build_messages(task: Task, previous: Sequence[Attempt] = ()) -> list[Message]:
+    """System + user messages for ``task``; ``previous`` (oldest first) adds feedback.
+
+    Every previous attempt gets one summary line; the last one the model answered gets its
+    code and the verifier's full feedback.
+    """
+    user = task_section(task)
+    answered = [a for a in previous if a.model_replied]
+    if answered:
+        last = answered[-1]
+        lines = [summary_line(a) for a in previous]
+        user += (
+            "\n\n## Your previous attempts\n" + "\n".join(f"- {ln}" for ln in lines)
+            + "\n\n" + attempt_feedback(last)
+            + "\n\nFix every failure first; once correct, make it faster. Reply with the "
+            "complete file."
+        )
+    return [{"role": "system", "content": system_prompt(task.backend)},
+            {"role": "user", "content": user}]
+
+
+def task_section(task: Task) -> str:
+    """The problem, the GPU, the roofline floor and the example."""
+    p = task.problem
+    atol, rtol = p.tolerance
+    parts = [
+        f"## Problem {p.key}\nWrite ModelNew, a faster drop-in replacement for Model below, "
+        f"in {task.backend.upper()}.\n\n```python\n{p.source.rstrip()}\n```",
+        "## Shapes\n" + _shapes(p.shapes) + "\nIt is also checked on shapes you are not "
+        "shown (batch 1, odd sizes).\n" + f"Outputs must match within atol={atol:g}, "
+        f"rtol={rtol:g}, and a relative L2 error of at most {max(rtol, 1e-6):g}.",
+        "## Target GPU\n" + _device(task.device),
+    ]
+    floors = {k: v for k, v in task.roofline_ms.items() if v is not None}
+    if floors:
+        parts.append(
+            "## Speed of light\nThe roofline floor (the larger of FLOPs / matmul peak and "
+            "bytes / bandwidth) on this GPU: "
+            + ", ".join(f"{k} {_ms(v)}" for k, v in floors.items())
+            + ". A kernel near it is as fast as this GPU allows."
+        )
+    if task.example.strip():
+        parts.append(
+            f"## Example of a correct {task.backend} candidate\n"
+            f"```python\n{task.example.rstrip()}\n```"
+        )
+    return "\n\n".join(parts)
+
+
+def attempt_feedback(attempt: Attempt) -> str:
+    """The previous candidate and what the verifier said about it."""
+    c = attempt.completion
+    head = f"## Your last attempt (turn {attempt.turn})\n"
+    if attempt.code is None:
+        why = "no ```python block defining class ModelNew was found in your reply"
+        if c.truncated:
+            why += "; it was cut off at the token limit, so keep it shorter"
+        return head + f"Not verified: {why}."
+    body = head + f"```python\n{attempt.code.rstrip()}\n```\n\n"
+    if attempt.verdict is None:
+        return body + "It was not verified."
+    cut = " (your reply was cut off at the token limit)" if c.truncated else ""
+    return body + "### Verifier feedback" + cut + "\n" + verdict_feedback(attempt.verdict)
+
+
+def verdict_feedback(verdict: Verdict) -> str:
+    """Status, the reason (long logs trimmed), per-shape results and timings, SOL%."""
+    lines = [f"Status: {verdict.status.value}"]
+    if verdict.reason:
+        lines.append("Reason:\n" + trim(verdict.reason))
+    if not verdict.passed and verdict.log_tail and verdict.log_tail not in verdict.reason:
+        lines.append("Log (tail):\n" + trim(verdict.log_tail, max_lines=20))
+    unseen = 0
+    shape_lines, timing_rows = [], []
+    for s in verdict.shapes:
+        if s.derived:  # shapes it was never shown stay unseen: name no sizes
+            unseen += 1
+            label = f"unseen shape {unseen}"
+        else:
+            label = f"{s.name} {_params(s.params)}"
+        if s.passed:
+            shape_lines.append(f"- {label}: correct")
+        else:
+            err = f" (max abs err {s.max_abs_err:.3g})" if s.max_abs_err is not None else ""
+            shape_lines.append(f"- {label}: WRONG{err}: {trim(s.reason or 'mismatch', 6)}")
+        if s.timing is not None:
+            timing_rows.append(
+                f"| {label} | {_ms(s.timing.median_ms)} | {_t(s.eager)} | {_t(s.compiled)} | "
+                f"{_x(s.speedup_eager)} | {_x(s.speedup_compile)} | {_pct(s.sol_pct)} |"
+            )
+    if shape_lines:
+        lines.append("Shapes:\n" + "\n".join(shape_lines))
+    if timing_rows:
+        lines.append(
+            "Timing (median):\n| shape | yours | eager | torch.compile | vs eager | "
+            "vs compile | SOL% |\n|---|---|---|---|---|---|---|\n" + "\n".join(timing_rows)
+        )
+    if verdict.passed:
+        if verdict.timing_available:
+            lines.append(
+                f"Overall: {_x(verdict.speedup_eager)} vs eager, {_x(verdict.speedup_compile)} "
+                f"vs torch.compile, {_pct(verdict.sol_pct)} of speed of light."
+            )
+        else:
+            lines.append("Timing was not available on the verifying machine.")
+    return "\n".join(lines)
+
+
+def summary_line(attempt: Attempt) -> str:
+    """One line per attempt, for the list of previous turns."""
+    c, v = attempt.completion, attempt.verdict
+    head = f"turn {attempt.turn}: "
+    if not c.ok:
+        return head + "no reply (provider error)"
+    if attempt.code is None:
+        return head + "no code found" + (" (reply cut off)" if c.truncated else "")
+    if v is None:
+        return head + "not verified"
+    if v.passed:
+        speed = f", {_x(v.speedup_eager)} vs eager" if v.speedup_eager is not None else ""
+        return head + "correct" + speed
+    first = (v.reason or "").strip().splitlines()[:1]
+    return head + v.status.value + (f": {first[0][:160]}" if first else "")
+
+
+def trim(text: str, max_lines: int = 40, width: int = 300) -> str:
+    """At most ``max_lines`` lines: the head (where nvcc puts the first error) and the tail
+    (where Python puts the exception), long lines cut."""
+    lines = [ln if len(ln) <= width else ln[: width - 3] + "..." for ln in text.rstrip().splitlines()]
+    if len(lines) <= max_lines:
+        return "\n".join(lines)
+    head = max_lines * 3 // 8
+    tail = max_lines - head - 1
+    return "\n".join([*lines[:head], f"... ({len(lines) - head - tail} lines omitted) ...",
+                      *lines[-tail:]])
+
+
+# -- formatting ---------------------------------------------------------------------------
+def _device(d: Mapping[str, Any]) -> str:
+    def get(k: str, unit: str = "") -> str:
+        v = d.get(k)
+        return "unknown" if v is None else f"{v:g}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+    lines = [
+        f"- name: {get('name')}",
+        f"- SMs: {get('sms')}",
+        f"- measured memory bandwidth: {get('bandwidth_gbs', ' GB/s')}",
+        f"- measured matmul peak: {get('matmul_tflops', ' TFLOP/s')}",
+    ]
+    known = {"name", "sms", "bandwidth_gbs", "matmul_tflops"}
+    lines += [f"- {k}: {v}" for k, v in d.items() if k not in known and v is not None]
+    return "\n".join(lines)
+
+
+def _shapes(shapes: Mapping[str, Mapping[str, Any]]) -> str:
+    return "\n".join(f"- {name}: {_params(params)}" for name, params in shapes.items())
+
+
+def _params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _ms(v: float | None) -> str:
+    return "?" if v is None else f"{v:.4g} ms"
+
+
+def _t(t: Any) -> str:
+    return "?" if t is None else _ms(t.median_ms)
+
+
+def _x(v: float | None) -> str:
+    return "?" if v is None else f"{v:.2f}x"
+
+
+def _pct(v: float | None) -> str:
+    return "?" if v is None else f"{v:.0f}%"
