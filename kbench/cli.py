@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 problems_app = typer.Typer(no_args_is_help=True, help="List, show and scaffold problems.")
 app.add_typer(problems_app, name="problems")
+runs_app = typer.Typer(no_args_is_help=True, help="Stored runs: list and show.")
+app.add_typer(runs_app, name="runs")
 
 out = Console()
 err = Console(stderr=True)
@@ -132,6 +134,66 @@ def _print_verdict(v: Any) -> None:
     else:
         out.print(f"speedup vs eager {_fmt(v.speedup_eager, '.2f', 'x')}, vs compile "
                   f"{_fmt(v.speedup_compile, '.2f', 'x')}, SOL {_fmt(v.sol_pct, '.0f', '%')}")
+
+
+@app.command("run")
+def run_cmd(
+    model: Annotated[str | None, typer.Option(help="openai/<m>, anthropic/<m>, replay:<PATH>, or a name served at --base-url.")] = None,
+    problems: Annotated[str | None, typer.Option(help="Suite, id, glob, path, 'all'; comma-separated.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="An OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="oneshot or refine.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Samples per problem (oneshot) or lineages (refine).")] = None,
+    turns: Annotated[int | None, typer.Option(help="Turns per lineage (refine).")] = None,
+    backend: Annotated[str | None, typer.Option(help="triton (default) or cuda.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if visible).")] = None,
+    max_calls: Annotated[int | None, typer.Option(help="Budget: LLM completions.")] = None,
+    max_tokens_total: Annotated[int | None, typer.Option(help="Budget: tokens in + out.")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="Budget: USD.")] = None,
+    time_limit: Annotated[float | None, typer.Option(help="Budget: wall seconds.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Max tokens per reply.")] = None,
+    temperature: Annotated[float | None, typer.Option()] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default: model + time).")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the named run.")] = None,
+    config: Annotated[Path | None, typer.Option(help="kbench.toml (default: ./kbench.toml if present).")] = None,
+    store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
+    timing: Annotated[bool | None, typer.Option(help="Time candidates on a GPU.")] = None,
+) -> None:
+    """Hand problems to a model; verify, store and score every candidate."""
+    from kbench.runflow import execute
+
+    execute(
+        overrides=dict(model=model, problems=problems, base_url=base_url, strategy=strategy,
+                       samples=samples, turns=turns, backend=backend, device=device,
+                       max_calls=max_calls, max_tokens_total=max_tokens_total,
+                       max_cost_usd=max_cost, time_limit_s=time_limit, concurrency=concurrency,
+                       max_tokens=max_tokens, temperature=temperature, store=store,
+                       timing=timing),
+        config_path=config, name=name, resume=resume, device_of=_device, console=out,
+    )
+
+
+@runs_app.command("list")
+def runs_list(
+    store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every stored run with its status and score."""
+    from kbench.runflow import list_runs
+
+    list_runs(store, as_json, out)
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="Run name.")],
+    store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One run: per-problem best verdicts and the fast_p summary."""
+    from kbench.runflow import show_run
+
+    show_run(run, store, as_json, out)
 
 
 @problems_app.command("list")

@@ -17,6 +17,7 @@ import importlib.resources
 import importlib.util
 import math
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,10 @@ _NOT_SIZES = {
     "seed", "n_layers", "num_layers", "eps", "chunk_size", "num_experts", "vocab_size",
 }
 _BATCH_NAMES = {"batch", "batch_size", "bs", "b", "n_batch", "num_seqs", "batch_sz"}
+
+# Making inputs sets module constants and seeds torch's global generator: one thread at a time,
+# so concurrent verifications (the runner's worker threads) neither race nor lose determinism.
+_GEN_LOCK = threading.RLock()
 
 Shape = dict[str, Any]
 ScalarFn = Callable[[Shape], float]
@@ -141,15 +146,16 @@ class ProblemSpec:
     # -- building inputs and models ---------------------------------------------------
     @contextlib.contextmanager
     def at_shape(self, shape: Shape) -> Iterator[ModuleType]:
-        """Temporarily set the module's constants to ``shape``."""
-        saved = {k: getattr(self.module, k) for k in shape if hasattr(self.module, k)}
-        try:
-            for k, v in shape.items():
-                setattr(self.module, k, v)
-            yield self.module
-        finally:
-            for k, v in saved.items():
-                setattr(self.module, k, v)
+        """Temporarily set the module's constants to ``shape`` (holds the generation lock)."""
+        with _GEN_LOCK:
+            saved = {k: getattr(self.module, k) for k in shape if hasattr(self.module, k)}
+            try:
+                for k, v in shape.items():
+                    setattr(self.module, k, v)
+                yield self.module
+            finally:
+                for k, v in saved.items():
+                    setattr(self.module, k, v)
 
     def make_init_inputs(self, shape: Shape) -> list[Any]:
         with self.at_shape(shape) as m:
@@ -169,8 +175,9 @@ class ProblemSpec:
         """The reference ``Model``, built on CPU after ``init_seed`` (KernelBench's convention)."""
         import torch
 
-        torch.manual_seed(init_seed)
-        model = self.module.Model(*init_inputs)
+        with _GEN_LOCK:
+            torch.manual_seed(init_seed)
+            model = self.module.Model(*init_inputs)
         return model.to(device).eval()
 
     # -- roofline ---------------------------------------------------------------------

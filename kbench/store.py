@@ -877,6 +877,51 @@ class Store:
 
         return self._tx(fn)
 
+    def add_attempt(
+        self,
+        run_id: int,
+        problem_id: int,
+        provider: str,
+        model: str,
+        messages: Iterable[Mapping[str, Any]],
+        response: str,
+        *,
+        source: str | None,
+        backend: str,
+        attempt: int = 0,
+        parent_id: int | None = None,
+        usage: Mapping[str, Any] | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cost_usd: float | None = None,
+        latency_s: float | None = None,
+        error: str | None = None,
+    ) -> tuple[int, int | None]:
+        """One LLM reply and the candidate extracted from it (``source`` None: no usable
+        code), in ONE transaction, so a kill between the two never leaves half an attempt.
+        Returns ``(llm_call_id, candidate_id or None)``."""
+        def fn(s: Session) -> tuple[int, int | None]:
+            cand_id = None
+            if source is not None:
+                c = _Candidate(problem_id=problem_id, source=source, backend=backend,
+                               run_id=run_id, origin="llm", parent_id=parent_id, attempt=attempt)
+                s.add(c)
+                s.flush()
+                cand_id = c.id
+            call = _LLMCall(
+                run_id=run_id, provider=provider, model=model,
+                prompt=_scrub([dict(m) for m in messages]), response=_scrub_text(response),
+                problem_id=problem_id, candidate_id=cand_id,
+                usage=_scrub(dict(usage)) if usage is not None else None,
+                input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
+                latency_s=latency_s, error=_scrub_text(error) if error is not None else None,
+            )
+            s.add(call)
+            s.flush()
+            return call.id, cand_id
+
+        return self._tx(fn)
+
     def llm_calls_for(self, run_id: int) -> list[LLMCallRecord]:
         """A run's LLM calls, oldest first (for cost reports and the replay provider)."""
         return self._tx(

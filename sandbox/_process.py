@@ -15,12 +15,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildError", "Child", "decode_message", "job_dir", "network_isolation"]
+__all__ = ["ChildError", "Child", "decode_message", "job_dir", "kill_all", "network_isolation"]
 
 # Variables a child may inherit. Everything else — API keys, tokens, cloud credentials,
 # proxies — is dropped. Values are copied only if present.
@@ -30,6 +32,18 @@ _ALLOWED_ENV = (
     "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
     "NVSHMEM_DISABLE_NVLS", "OMP_NUM_THREADS", "TRITON_PTXAS_PATH", "PYTHONHASHSEED",
 )
+
+
+_LIVE: weakref.WeakSet[Child] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all() -> None:
+    """Kill every running child (an interrupted run must leave no candidate running)."""
+    with _LIVE_LOCK:
+        children = list(_LIVE)
+    for c in children:
+        c.kill()
 
 
 class ChildError(Exception):
@@ -115,6 +129,8 @@ class Child:
             cwd=work, env=child_env(work, device), pass_fds=(wfd,), start_new_session=True,
         )
         os.close(wfd)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self.rfd = rfd
         self.buf = b""
         self.sel = selectors.DefaultSelector()

@@ -1,0 +1,82 @@
+"""Run configuration: an optional ``kbench.toml`` validated by pydantic, overridden by flags.
+
+Example ``kbench.toml``::
+
+    model = "openai/gpt-4o"
+    problems = "level1"
+    strategy = "refine"
+    turns = 3
+    max_cost_usd = 5.0
+
+    [prices]
+    "my-local-model" = { input = 0.0, output = 0.0 }
+
+Unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kbench.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["RunConfig", "load_config"]
+
+
+class RunConfig(BaseModel):
+    """Everything ``kbench run`` needs besides secrets (keys come from the environment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    base_url: str | None = None
+    problems: str | None = None
+    strategy: Literal["oneshot", "refine"] = "oneshot"
+    samples: int = Field(1, ge=1)
+    turns: int = Field(3, ge=1)
+    backend: Literal["triton", "cuda"] = "triton"
+    device: str | None = None
+    timing: bool = True
+    max_calls: int | None = Field(None, ge=0)
+    max_tokens_total: int | None = Field(None, ge=0)
+    max_cost_usd: float | None = Field(None, ge=0)
+    time_limit_s: float | None = Field(None, ge=0)
+    concurrency: int = Field(4, ge=1)
+    max_tokens: int = Field(8192, ge=256)
+    temperature: float = Field(0.7, ge=0, le=2)
+    store: str | None = None
+    prices: dict[str, Any] = {}
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """Read ``path`` (or ``./kbench.toml`` if present), then apply non-None ``overrides``."""
+    data: dict[str, Any] = {}
+    if path is None and Path("kbench.toml").is_file():
+        path = Path("kbench.toml")
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"--config {path}: no such file")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        where = f"{path}: " if path else ""
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"{where}unknown key {key!r}; known keys: "
+                              f"{', '.join(RunConfig.model_fields)}") from None
+        raise ConfigError(f"{where}{key}: {first['msg']}") from None

@@ -1,0 +1,195 @@
+"""The command-line side of runs: set-up and checks, the live view, summaries, run listings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from kbench.config import RunConfig, load_config
+from kbench.errors import ConfigError
+from kbench.scoring import summary
+from kbench.store import Store
+
+__all__ = ["execute", "list_runs", "show_run", "summary_table"]
+
+
+def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "–" if x is None else f"{x:{spec}}{suffix}"
+
+
+def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | None,
+             db_url: str | None) -> tuple[RunConfig, Store, Any]:
+    if resume:
+        db = Store(db_url or overrides.get("store"))
+        rec = db.get_run(resume)
+        if rec is None:
+            names = ", ".join(r.name for r in db.list_runs()[-5:]) or "none"
+            raise ConfigError(f"no run named {resume!r} in {db.url} (recent runs: {names})")
+        base = dict(rec.config or {})
+        # budgets and execution knobs may change on resume; what was asked may not
+        for k in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s", "concurrency",
+                  "device", "store", "timing"):
+            if overrides.get(k) is not None:
+                base[k] = overrides[k]
+        cfg = RunConfig(**base)
+        return cfg, db, rec
+    cfg = load_config(config_path, overrides)
+    return cfg, Store(cfg.store), None
+
+
+def execute(overrides: dict[str, Any], config_path: Path | None, name: str | None,
+            resume: str | None, device_of: Callable[[str | None], str], console: Console) -> None:
+    """Validate everything that can be validated before any call, then run."""
+    from agents import make_provider, require_price
+    from kbench.problems import load
+    from kbench.runner import Runner, check_budget
+
+    cfg, db, rec = _resolve(overrides, config_path, resume, overrides.get("store"))
+    if not cfg.model:
+        raise ConfigError("--model is required, e.g. openai/gpt-4o, anthropic/claude-sonnet-4-5, "
+                          "replay:PATH, or a model name with --base-url")
+    if not cfg.problems:
+        raise ConfigError("--problems is required, e.g. --problems level1 (see `kbench problems list`)")
+    check_budget(cfg)
+    specs = load(cfg.problems)
+    device = device_of(cfg.device)
+    provider = make_provider(cfg.model, cfg.base_url, prices=cfg.prices or None,
+                             concurrency=cfg.concurrency)
+    if cfg.max_cost_usd is not None:
+        require_price(provider)
+
+    async def go() -> Runner:
+        await provider.check()  # bad key, unknown model, unreachable server: one line, no run
+        if rec is None:
+            run_name = name or f"{cfg.model.split('/')[-1].replace(':', '-')}-" \
+                               f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+            run_id = db.create_run(run_name, model=cfg.model, strategy=cfg.strategy,
+                                   config=cfg.model_dump())
+        else:
+            run_name, run_id = rec.name, rec.id
+            db.set_run_status(run_id, "running")
+        runner = Runner(db, provider, specs, cfg, device, run_id)
+        runner.name = run_name  # type: ignore[attr-defined]
+        with Live(_view(runner, run_name), console=console, refresh_per_second=4,
+                  transient=False) as live:
+            runner.on_change = lambda: live.update(_view(runner, run_name))
+            try:
+                await runner.run()
+            finally:
+                live.update(_view(runner, run_name))
+        return runner
+
+    run_id = None
+    try:
+        runner = asyncio.run(go())
+        run_id = runner.run_id
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        from sandbox._process import kill_all
+
+        kill_all()
+        r = db.get_run(name or resume or "") if (name or resume) else None
+        latest = r or (db.list_runs()[-1] if db.list_runs() else None)
+        if latest is not None and latest.status.value == "running":
+            db.set_run_status(latest.id, "interrupted")
+            console.print(f"interrupted: every finished verdict is stored; continue with "
+                          f"`kbench run --resume {latest.name}`")
+        raise
+    status = "failed" if runner.agent.fatal_error else "finished"
+    db.set_run_status(run_id, status)
+    console.print(summary_table(db, run_id, runner.name))  # type: ignore[attr-defined]
+    if runner.stop_reason:
+        console.print(f"stopped early: {runner.stop_reason}", style="yellow")
+    if runner.agent.fatal_error:
+        raise ConfigError(runner.agent.fatal_error)
+
+
+def _view(runner: Any, run_name: str) -> Group:
+    t = Table(show_edge=False, title=None)
+    for col in ("problem", "attempts", "status", "best × eager", "cost $"):
+        t.add_column(col, justify="left" if col in ("problem", "status") else "right")
+    for st in runner.states.values():
+        status = st.last + (f" (+{st.verifying} verifying)" if st.verifying else "")
+        style = "green" if st.correct else ""
+        t.add_row(st.key, str(st.attempts), status, _fmt(st.best_speedup, ".2f", "x"),
+                  f"{st.cost_usd:.3f}", style=style)
+    sp = runner.spend
+    head = Text(f"run {run_name}  model {runner.cfg.model}  calls {sp.completions} "
+                f"({sp.failed} failed)  tokens {sp.input_tokens}+{sp.output_tokens}  "
+                f"cost ${sp.cost_usd:.3f}  elapsed {time.monotonic() - runner.t0:.0f}s")
+    return Group(head, t)
+
+
+def summary_table(db: Store, run_id: int, run_name: str) -> Table:
+    rows = db.results(run_id)
+    s = summary(rows)
+    calls = db.llm_calls_for(run_id)
+    cost = sum(c.cost_usd or 0.0 for c in calls)
+    t = Table(title=f"run {run_name}: {s.n_correct}/{s.n_problems} correct, "
+                    f"{len(calls)} LLM calls, ${cost:.3f}", show_edge=False)
+    t.add_column("baseline")
+    for p in (0, 1, 1.5, 2):
+        t.add_column(f"fast_{p:g}", justify="right")
+    t.add_column("geomean ×", justify="right")
+    for base, label in (("eager", "eager"), ("compile", "torch.compile")):
+        t.add_row(label, *[f"{s.fast(p, base):.3f}" for p in (0, 1, 1.5, 2)],
+                  _fmt(getattr(s, f"geomean_speedup_{base}"), ".2f"))
+    if s.n_timed == 0 and s.n_correct:
+        t.caption = "no timing (no GPU): fast_p for p > 0 is 0 by definition"
+    return t
+
+
+def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
+    db = Store(db_url)
+    runs = db.list_runs()
+    data = []
+    for r in runs:
+        s = summary(db.results(r.id))
+        cost = sum(c.cost_usd or 0.0 for c in db.llm_calls_for(r.id))
+        data.append({"name": r.name, "created": r.created_at.isoformat(), "status": r.status.value,
+                     "model": r.model, "strategy": r.strategy, "problems": s.n_problems,
+                     "correct": s.n_correct, "fast_1": s.fast(1, "eager"), "cost_usd": cost})
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    t = Table(show_edge=False)
+    for col in ("name", "created", "status", "model", "strategy", "problems", "correct",
+                "fast_1", "cost $"):
+        t.add_column(col)
+    for d in data:
+        t.add_row(d["name"], d["created"][:19], d["status"], d["model"] or "", d["strategy"] or "",
+                  str(d["problems"]), str(d["correct"]), f"{d['fast_1']:.3f}", f"{d['cost_usd']:.3f}")
+    console.print(t if data else "no runs yet")
+
+
+def show_run(name: str, db_url: str | None, as_json: bool, console: Console) -> None:
+    db = Store(db_url)
+    r = db.get_run(name)
+    if r is None:
+        raise ConfigError(f"no run named {name!r} in {db.url}; see `kbench runs list`")
+    rows = db.results(r.id)
+    if as_json:
+        print(json.dumps({"run": r.name, "status": r.status.value, "config": r.config,
+                          "summary": summary(rows).to_dict(),
+                          "results": {k: v for k, v in rows}}, indent=2, default=str))
+        return
+    t = Table(show_edge=False, title=f"run {r.name} ({r.status.value}, {r.model}, {r.strategy})")
+    for col in ("problem", "status", "× eager", "× compile", "SOL%", "reason"):
+        t.add_column(col)
+    for key, v in rows:
+        if v is None:
+            t.add_row(key, "no candidate", "", "", "", "")
+            continue
+        t.add_row(key, v["status"], _fmt(v.get("speedup_eager")), _fmt(v.get("speedup_compile")),
+                  _fmt(v.get("sol_pct"), ".0f"), (v.get("reason") or "").splitlines()[0][:70])
+    console.print(t)
+    console.print(summary_table(db, r.id, r.name))

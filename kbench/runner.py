@@ -1,0 +1,294 @@
+"""``kbench run``: problems -> agent proposals -> sandboxed verdicts -> store -> fast_p.
+
+One coroutine per problem asks the agent for the strategy's next requests; each reply is
+stored (reply and extracted candidate in one transaction) before it is verified, and each
+verdict is committed as soon as it exists. Verification runs in worker threads (one per GPU,
+or one on a CPU-only machine), so it overlaps with the LLM calls of other problems. A run
+killed at any point resumes with ``--resume NAME``: stored replies are never asked for again
+and stored candidates without a verdict are verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import Agent, Attempt, Budget, Completion, Task, make_strategy
+from agents.providers import Provider
+from kbench.config import RunConfig
+from kbench.errors import ConfigError
+from kbench.problems import ProblemSpec
+from kbench.store import LLMCallRecord, Store
+from sandbox.verdict import Status, Verdict
+
+__all__ = ["ProblemState", "Runner", "example_candidate", "device_facts"]
+
+
+def example_candidate(backend: str) -> str:
+    """The shipped example candidate shown in prompts (relu, in the chosen backend)."""
+    name = "relu.py" if backend == "triton" else "relu_cuda.py"
+    return importlib.resources.files("kbench").joinpath(f"examples/level1/{name}").read_text()
+
+
+def device_facts(store: Store, device: str) -> dict[str, Any]:
+    """GPU facts for prompts: name, SMs, measured bandwidth and matmul peak (measured once
+    per environment fingerprint and cached in the store)."""
+    from sandbox.fingerprint import fingerprint, fingerprint_hash, measure_device_facts
+
+    fp = fingerprint(device)
+    if fp["device"] != "cuda":
+        return {"name": "none (CPU only: Triton interpreter, no timing)"}
+    fph = fingerprint_hash(fp)
+    rec = store.get_device_facts(fph)
+    facts = rec.facts if rec else None
+    if facts is None:
+        facts = measure_device_facts()
+        store.put_device_facts(fph, fp, facts)
+    return {"name": fp["gpu"], "sms": fp["sms"], "bandwidth_gbs": facts.get("bandwidth_gbs"),
+            "matmul_tflops": facts.get("bf16_tflops"), "l2_mb": fp.get("l2_mb"), **facts}
+
+
+@dataclass
+class ProblemState:
+    """What the live view shows for one problem."""
+
+    key: str
+    attempts: int = 0
+    verifying: int = 0
+    last: str = "waiting"
+    best_speedup: float | None = None
+    correct: bool = False
+    cost_usd: float = 0.0
+    done: bool = False
+
+
+@dataclass
+class _Pending:
+    """A stored attempt: the history record plus the candidate row awaiting its verdict."""
+
+    attempt: Attempt
+    candidate_id: int | None
+
+
+@dataclass
+class Runner:
+    store: Store
+    provider: Provider
+    problems: list[ProblemSpec]
+    cfg: RunConfig
+    device: str
+    run_id: int
+    on_change: Callable[[], None] = lambda: None
+    states: dict[str, ProblemState] = field(default_factory=dict)
+    stop_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        self.strategy = (make_strategy("oneshot", samples=self.cfg.samples)
+                         if self.cfg.strategy == "oneshot"
+                         else make_strategy("refine", turns=self.cfg.turns, samples=self.cfg.samples))
+        self.budget = Budget(max_usd=self.cfg.max_cost_usd, max_tokens=self.cfg.max_tokens_total,
+                             max_completions=self.cfg.max_calls)
+        self.agent = Agent(self.provider, self.strategy, max_tokens=self.cfg.max_tokens,
+                           temperature=self.cfg.temperature, budget=self.budget)
+        self.states = {p.key: ProblemState(p.key) for p in self.problems}
+        self.t0 = time.monotonic()
+        self._devices = self._gpu_devices()
+        self.pool = ThreadPoolExecutor(max_workers=len(self._devices),
+                                       thread_name_prefix="kbench-verify")
+        self.facts = device_facts(self.store, self._devices[0])
+        self.example = example_candidate(self.cfg.backend)
+
+    def _gpu_devices(self) -> list[str]:
+        if not self.device.startswith("cuda"):
+            return ["cpu"]
+        if ":" in self.device:
+            return [self.device]
+        import torch
+
+        return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
+
+    # -- resuming -----------------------------------------------------------------------
+    def _restore(self, spec: ProblemSpec) -> list[_Pending]:
+        """Rebuild a problem's history from the store, oldest first."""
+        cands = {c.id: c for c in self.store.candidates_for(self.run_id, spec.key)}
+        calls = [c for c in self._calls if c.problem_key == spec.key]
+        out = []
+        for c in calls:
+            meta = (c.usage or {}).get("kbench", {})
+            comp = Completion(
+                text=c.response, input_tokens=c.input_tokens or 0,
+                output_tokens=c.output_tokens or 0, finish_reason=meta.get("finish_reason", "stop"),
+                latency_s=c.latency_s or 0.0, raw_model=c.model, cost_usd=c.cost_usd,
+                error=c.error, error_kind=meta.get("error_kind"),
+            )
+            cand = cands.get(c.candidate_id) if c.candidate_id else None
+            verdict = cand.verdict.verdict() if cand and cand.verdict else None
+            att = Attempt(int(meta.get("sample", 0)), int(meta.get("turn", 0)), comp,
+                          cand.source if cand else None, verdict, tuple(meta.get("parents", ())))
+            out.append(_Pending(att, c.candidate_id if cand else None))
+            self.budget.charge([comp])
+        return out
+
+    # -- one problem --------------------------------------------------------------------
+    async def _verify(self, spec: ProblemSpec, code: str) -> Verdict:
+        from sandbox import verify
+
+        loop = asyncio.get_running_loop()
+        device = await self._free.get()
+        try:
+            return await loop.run_in_executor(
+                self.pool, lambda: verify(spec, code, device=device, cache=self.store,
+                                          timing=self.cfg.timing))
+        finally:
+            self._free.put_nowait(device)
+
+    async def _settle(self, spec: ProblemSpec, pending: _Pending, st: ProblemState) -> Attempt:
+        """Verify a stored candidate that has no verdict yet, and store the verdict."""
+        att = pending.attempt
+        if att.code is None or att.verdict is not None or pending.candidate_id is None:
+            return att
+        st.verifying += 1
+        self.on_change()
+        try:
+            verdict = await self._verify(spec, att.code)
+        except Exception as e:  # noqa: BLE001 - a problem-side fault must not end the run
+            verdict = Verdict(problem=spec.key, status=Status.RUNTIME_ERROR, device=self.device,
+                              backend=self.cfg.backend, reason=f"verifier failed: {e}")
+        finally:
+            st.verifying -= 1
+        from sandbox.fingerprint import fingerprint_hash
+
+        self.store.add_verdict(pending.candidate_id, verdict, fingerprint_hash(verdict.fingerprint))
+        att = Attempt(att.sample, att.turn, att.completion, att.code, verdict, att.parents)
+        self._note(st, att)
+        return att
+
+    def _note(self, st: ProblemState, att: Attempt) -> None:
+        st.attempts += 1  # called once per attempt, when it is final
+        v = att.verdict
+        if v is None:
+            st.last = "no code" if att.completion.ok else "call failed"
+        else:
+            st.last = v.status.value
+            if v.passed:
+                st.correct = True
+                if v.speedup_eager is not None and (st.best_speedup is None
+                                                    or v.speedup_eager > st.best_speedup):
+                    st.best_speedup = v.speedup_eager
+        self.on_change()
+
+    def _out_of_time(self) -> str | None:
+        lim = self.cfg.time_limit_s
+        if lim is not None and time.monotonic() - self.t0 >= lim:
+            return f"reached the wall-time limit of {lim:g} s"
+        return None
+
+    async def _problem(self, spec: ProblemSpec) -> None:
+        st = self.states[spec.key]
+        pid = self.store.upsert_problem(spec.key, spec.suite, spec.source_hash, spec.source)
+        pending = self._restore(spec)
+        for p in pending:
+            if p.attempt.verdict is not None or p.attempt.code is None:
+                self._note(st, p.attempt)
+        history = list(await asyncio.gather(*[self._settle(spec, p, st) for p in pending]))
+        task = Task(problem=spec, backend=self.cfg.backend, device=self.facts,
+                    example=self.example, roofline_ms=self._roofline(spec))
+        while not self.agent.done(history):
+            why = self._out_of_time()
+            if why:
+                self.stop_reason = self.stop_reason or why
+                break
+            st.last = "asking"
+            self.on_change()
+            props = await self.agent.propose(task, history)
+            if not props:
+                break
+            stored = []
+            for p in props:
+                c = p.completion
+                meta = {"sample": p.sample, "turn": p.request.turn,
+                        "parents": list(p.request.parents), "finish_reason": c.finish_reason,
+                        "error_kind": c.error_kind}
+                # pending[i] is history[i]: a parent id indexes both
+                parents = p.request.parents
+                parent_cand = pending[parents[-1]].candidate_id if parents else None
+                _, cand_id = self.store.add_attempt(
+                    self.run_id, pid, self.provider.name, self.provider.model,
+                    list(p.request.messages), c.text, source=p.code, backend=self.cfg.backend,
+                    attempt=p.request.turn, parent_id=parent_cand,
+                    usage={"kbench": meta}, input_tokens=c.input_tokens,
+                    output_tokens=c.output_tokens, cost_usd=c.cost_usd, latency_s=c.latency_s,
+                    error=c.error)
+                st.cost_usd += c.cost_usd or 0.0
+                stored.append(_Pending(p.attempt(None), cand_id))
+            for s in stored:
+                if s.attempt.code is None:
+                    self._note(st, s.attempt)
+            settled = await asyncio.gather(*[self._settle(spec, s, st) for s in stored])
+            for s, att in zip(stored, settled):
+                pending.append(_Pending(att, s.candidate_id))
+                history.append(att)
+        st.done = True
+        st.last = st.last if st.last != "asking" else "stopped"
+        self.on_change()
+
+    def _roofline(self, spec: ProblemSpec) -> dict[str, float | None]:
+        from sandbox.verifier import roofline_ms
+
+        if "bandwidth_gbs" not in self.facts:
+            return {}
+        out = {}
+        for name, shape in spec.shapes.items():
+            flops, nbytes = spec.roofline(shape)
+            out[name] = roofline_ms(flops, nbytes, spec.meta.dtype, self.facts)
+        return out
+
+    async def run(self) -> None:
+        self._free: asyncio.Queue[str] = asyncio.Queue()
+        for d in self._devices:
+            self._free.put_nowait(d)
+        self._calls = [_with_key(c, self._problem_keys()) for c in self.store.llm_calls_for(self.run_id)]
+        self.provider.set_concurrency(self.cfg.concurrency)
+        try:
+            await asyncio.gather(*[self._problem(p) for p in self.problems])
+        finally:
+            await self.provider.aclose()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.stop_reason = self.stop_reason or self.agent.stop_reason
+
+    def _problem_keys(self) -> dict[int, str]:
+        return {pid: key for key, pid in self._pids().items()}
+
+    def _pids(self) -> dict[str, int]:
+        return {p.key: self.store.upsert_problem(p.key, p.suite, p.source_hash, p.source)
+                for p in self.problems}
+
+    @property
+    def spend(self) -> Any:
+        return self.budget.spend
+
+
+@dataclass(frozen=True)
+class _KeyedCall:
+    rec: LLMCallRecord
+    problem_key: str | None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rec, name)
+
+
+def _with_key(rec: LLMCallRecord, keys: dict[int, str]) -> _KeyedCall:
+    return _KeyedCall(rec, keys.get(rec.problem_id) if rec.problem_id is not None else None)
+
+
+def check_budget(cfg: RunConfig) -> None:
+    """A budget of 0 can do nothing: say so instead of starting a run that does nothing."""
+    for name in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s"):
+        if getattr(cfg, name) == 0:
+            raise ConfigError(f"{name.replace('_', '-')} is 0, so the run could do nothing; "
+                              "raise it or leave it unset for no limit")
