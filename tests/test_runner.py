@@ -1,0 +1,175 @@
+"""`kbench run` end to end on CPU: replay over the shipped examples, the real OpenAI SDK
+against a local fake server, resume after a kill, and the stored verdicts and fast_p."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kbench.cli import app
+from kbench.scoring import summary
+from kbench.store import Store
+from tests.fakes.llm_server import (  # noqa: F401 - fixture
+    FakeLLMServer,
+    Reply,
+    llm_server_fixture,
+    no_code,
+    rate_limited,
+    server_error,
+)
+
+EXAMPLES = Path(str(importlib.resources.files("kbench").joinpath("examples")))
+STARTERS = sorted(
+    f"{p.parent.name}/{p.stem}" for p in EXAMPLES.glob("*/*.py") if not p.stem.endswith("_cuda")
+)
+
+
+def kbench(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kbench.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_every_starter_problem_has_an_example():
+    assert len(STARTERS) >= 6
+    suites = {k.split("/")[0] for k in STARTERS}
+    assert suites == {"level1", "level2", "level3", "attention", "quant", "kvcache"}
+
+
+@pytest.mark.slow
+def test_replay_run_over_the_starter_problems(tmp_path):
+    r = kbench("run", "--model", f"replay:{EXAMPLES}", "--problems", ",".join(STARTERS),
+               "--device", "cpu", "--name", "starters", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "fast_0" in r.stdout
+    db = Store(str(tmp_path / "kbench.db"))
+    run = db.get_run("starters")
+    assert run is not None and run.status.value == "finished"
+    rows = dict(db.results(run.id))
+    assert set(rows) == set(STARTERS)
+    for key, v in rows.items():
+        assert v is not None and v["status"] == "correct", (key, v and v["reason"])
+        assert v["timing_available"] is False and v["speedup_eager"] is None
+    s = summary(rows)
+    assert s.n_problems == len(STARTERS) and s.n_correct == len(STARTERS)
+    assert s.fast(0, "eager") == 1.0 and s.fast(1, "eager") == 0.0  # no timing on CPU
+    assert len(db.llm_calls_for(run.id)) == len(STARTERS)
+
+    again = kbench("run", "--resume", "starters", "--device", "cpu", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(db.llm_calls_for(run.id)) == len(STARTERS), "resume repeats no stored call"
+
+
+def test_kill_mid_run_leaves_a_consistent_store_and_resume_finishes(tmp_path):
+    keys = ["level1/relu", "level1/softmax", "level1/matmul"]
+    cmd = [sys.executable, "-m", "kbench.cli", "run", "--model", f"replay:{EXAMPLES}",
+           "--problems", ",".join(keys), "--device", "cpu", "--name", "killed",
+           "--concurrency", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    db_path = tmp_path / "kbench.db"
+    deadline = time.monotonic() + 300
+    db = None
+    while time.monotonic() < deadline:
+        if db_path.exists():
+            db = db or Store(str(db_path))
+            run = db.get_run("killed")
+            if run is not None and db.llm_calls_for(run.id):
+                break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert db is not None
+    run = db.get_run("killed")
+    calls_before = len(db.llm_calls_for(run.id))
+    assert calls_before >= 1
+    r = kbench("run", "--resume", "killed", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = dict(db.results(run.id))
+    assert set(rows) == set(keys)
+    assert all(v is not None and v["status"] == "correct" for v in rows.values())
+    assert len(db.llm_calls_for(run.id)) == len(keys), "each problem was asked exactly once"
+    for k in keys:
+        assert all(c.verdict is not None for c in db.candidates_for(run.id, k))
+
+
+def test_openai_compatible_server_with_errors_and_a_reply_without_code(llm_server, tmp_path,
+                                                                       monkeypatch):
+    """Real openai SDK against a local server: a 429 and a 500 are retried by the SDK, a
+    reply with no code is a recorded failed attempt, and the run goes on to the end."""
+    honest = (EXAMPLES / "level1" / "relu.py").read_text()
+    llm_server.script(
+        rate_limited(), Reply(f"Here you go:\n```python\n{honest}\n```"),  # turn 0: correct
+        server_error(), no_code(),                                          # turn 1: no code
+        Reply("```python\nimport torch\nclass ModelNew(torch.nn.Module):\n"
+              "    def forward(self, x):\n        return torch.relu(x)\n```"),  # turn 2: rejected
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = CliRunner().invoke(app, [
+        "run", "--model", "fake-model", "--base-url", llm_server.openai_url,
+        "--problems", "level1/relu", "--strategy", "refine", "--turns", "3",
+        "--device", "cpu", "--name", "fake",
+    ])
+    assert result.exit_code == 0, result.output
+    db = Store(str(tmp_path / "kbench.db"))
+    run = db.get_run("fake")
+    calls = db.llm_calls_for(run.id)
+    assert len(calls) == 3
+    cands = db.candidates_for(run.id, "level1/relu")
+    assert [c.verdict.status.value for c in cands] == ["correct", "rejected"]
+    assert calls[1].candidate_id is None and "cannot write" in calls[1].response
+    assert "reference" in cands[1].verdict.reason or "torch.relu" in cands[1].verdict.reason
+    rows = dict(db.results(run.id))
+    assert rows["level1/relu"]["status"] == "correct"
+    # 429 retried + answer, 500 retried + answer, answer: five requests for three calls
+    assert len(llm_server.calls("/chat/completions")) == 5
+
+
+def test_persistent_provider_error_is_recorded_and_the_run_goes_on(llm_server, tmp_path,
+                                                                  monkeypatch):
+    honest = (EXAMPLES / "level1" / "relu.py").read_text()
+    llm_server.script(*[server_error()] * 5,  # outlasts the SDK's retries: a failed call
+                      Reply(f"```python\n{honest}\n```"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [
+        "run", "--model", "fake-model", "--base-url", llm_server.openai_url,
+        "--problems", "level1/relu", "--strategy", "refine", "--turns", "2",
+        "--device", "cpu", "--name", "flaky",
+    ])
+    assert result.exit_code == 0, result.output
+    db = Store(str(tmp_path / "kbench.db"))
+    calls = db.llm_calls_for(db.get_run("flaky").id)
+    assert len(calls) == 2 and calls[0].error and calls[1].error is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nope/x", "--problems", "level1/relu"], "unknown provider"),
+    (["--model", "openai/gpt-4o", "--problems", "level1/relu"], "OPENAI_API_KEY"),
+    (["--model", "m", "--base-url", "http://127.0.0.1:9", "--problems", "level1/relu"],
+     "cannot reach"),
+    (["--model", f"replay:{EXAMPLES}", "--problems", "level9"], "no problem matches"),
+    (["--model", f"replay:{EXAMPLES}", "--problems", "level1/relu", "--max-calls", "0"],
+     "max-calls is 0"),
+    (["--problems", "level1/relu"], "--model is required"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    env_free = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
+    r = subprocess.run([sys.executable, "-m", "kbench.cli", "run", "--device", "cpu", *args],
+                       cwd=tmp_path, text=True, capture_output=True, env=env_free, timeout=300)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_config_file_unknown_key_is_named(tmp_path):
+    (tmp_path / "kbench.toml").write_text('model = "openai/gpt-4o"\nmax_cots_usd = 3\n')
+    r = kbench("run", "--problems", "level1/relu", cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and "unknown key 'max_cots_usd'" in r.stderr
