@@ -26,8 +26,8 @@ from sandbox.fingerprint import fingerprint
 from sandbox.timing import TimingConfig, summarize, time_cuda
 
 
-def _ops() -> dict[str, tuple[object, float]]:
-    """Reference ops with their expected order of time (to choose sizes)."""
+def _ops() -> dict[str, object]:
+    """Reference ops from 0.05 to 2 ms."""
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     s = torch.randn(4096, 32768, device="cuda")
@@ -35,17 +35,17 @@ def _ops() -> dict[str, tuple[object, float]]:
     ln = torch.nn.LayerNorm(4096, device="cuda", dtype=torch.bfloat16)
     h = torch.randn(16384, 4096, device="cuda", dtype=torch.bfloat16)
     return {
-        "bf16 matmul 8192^3": (lambda: a @ b, 0),
-        "softmax fp32 [4096, 32768]": (lambda: torch.softmax(s, -1), 0),
-        "relu fp32 [16, 2^20]": (lambda: torch.relu(r), 0),
-        "layernorm bf16 [16384, 4096]": (lambda: ln(h), 0),
+        "bf16 matmul 8192^3": lambda: a @ b,
+        "softmax fp32 [4096, 32768]": lambda: torch.softmax(s, -1),
+        "relu fp32 [16, 2^20]": lambda: torch.relu(r),
+        "layernorm bf16 [16384, 4096]": lambda: ln(h),
     }
 
 
 def agreement(reps: int = 3) -> list[dict[str, object]]:
     rows = []
     cfg = TimingConfig(budget_s=2.0, target_rse=0.002, max_reps=2000)
-    for name, (fn, _) in _ops().items():
+    for name, fn in _ops().items():
         ours, theirs = [], []
         for _ in range(reps):  # interleave to share any drift of clocks between both
             ours.append(summarize(time_cuda(fn, cfg=cfg).event_ms)["median_ms"])
@@ -60,12 +60,13 @@ def repeatability(n: int = 5) -> dict[str, object]:
     src = importlib.resources.files("kbench").joinpath("examples/level1/softmax.py").read_text()
     cache = MemoryCache()
     verify(spec, src, device="cuda", cache=cache)  # warm: baselines + device facts
-    medians, speedups, walls, own = [], [], [], []
+    medians, speedups, walls, own, phases = [], [], [], [], []
     for _ in range(n):
         t0 = time.perf_counter()
         v = verify(spec, src, device="cuda", cache=cache)
         walls.append(time.perf_counter() - t0)
         assert v.passed, v.reason
+        phases.append(v.phases)
         main = next(s for s in v.shapes if s.name == "main")
         medians.append(main.timing.median_ms)
         speedups.append(v.speedup_eager)
@@ -75,7 +76,7 @@ def repeatability(n: int = 5) -> dict[str, object]:
     return {
         "problem": spec.key, "medians_ms": medians, "spread_pct": 100 * (hi - lo) / med,
         "speedup_eager": speedups, "wall_s": walls, "own_run_s": own,
-        "overhead_s": [w - o for w, o in zip(walls, own)],
+        "overhead_s": [w - o for w, o in zip(walls, own)], "phases": phases,
     }
 
 
@@ -101,6 +102,8 @@ def main() -> None:
     print(f"verification wall s (warm baselines): {', '.join(f'{w:.2f}' for w in rep['wall_s'])}")
     print(f"overhead beyond the candidate's own timed runs, s: "
           f"{', '.join(f'{o:.2f}' for o in rep['overhead_s'])} (target <= 10)")
+    print("phases of the last verification, s: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in rep["phases"][-1].items()))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
 if [ "$what" = tests ] || [ "$what" = all ]; then
   python3 -m kbench.cli doctor
-  python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
+  python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} 2>&1 | tee "$OUT/gpu_tests.log"
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 bench/bench_verifier.py --out "$OUT/bench_verifier.json" 2>&1 | tee "$OUT/bench.log"

@@ -157,8 +157,13 @@ class ProblemSpec:
                 for k, v in saved.items():
                     setattr(self.module, k, v)
 
-    def make_init_inputs(self, shape: Shape) -> list[Any]:
+    def make_init_inputs(self, shape: Shape, seed: int | None = None) -> list[Any]:
+        """Constructor arguments at ``shape`` (after ``seed``, should they draw anything)."""
+        import torch
+
         with self.at_shape(shape) as m:
+            if seed is not None:
+                torch.manual_seed(seed)
             return list(m.get_init_inputs())
 
     def make_inputs(self, shape: Shape, seed: int, device: str) -> list[Any]:

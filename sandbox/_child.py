@@ -113,6 +113,35 @@ def _to_cpu(x: Any) -> Any:
     return x
 
 
+def checksum(xs: list[Any]) -> str:
+    """Order-sensitive digest of inputs, equal in both processes for the same seed."""
+    import torch
+
+    parts = []
+    for x in xs:
+        if isinstance(x, torch.Tensor):
+            y = x.detach().flatten()
+            d = y.double() if y.is_floating_point() else y.long().double()
+            ends = f"{float(d[0])!r},{float(d[-1])!r}" if y.numel() else ""
+            parts.append(f"{tuple(x.shape)}:{x.dtype}:{float(d.sum())!r}:"
+                         f"{float((d * d).sum())!r}:{ends}")
+        else:
+            parts.append(repr(x))
+    return "|".join(parts)
+
+
+def _make_inputs(prob: Any, params: dict[str, Any], seed: int, device: str) -> list[Any]:
+    """Exactly what kbench.problems.ProblemSpec.make_inputs does, in this process."""
+    import torch
+
+    for k, v in params.items():
+        setattr(prob, k, v)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        xs = list(prob.get_inputs())
+    return [x.to(device) if isinstance(x, torch.Tensor) else x for x in xs]
+
+
 def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
     import torch
 
@@ -140,6 +169,9 @@ def main() -> int:
 
         device = job["device"]
         _send(event="started", pid=os.getpid())
+        # The problem module is trusted; it is loaded before any candidate code runs and is
+        # used only to make inputs from the seeds the parent sends one trial at a time.
+        prob = _load_module(Path(job["problem"]), "kbench_problem")
         if job["mode"] == "candidate":
             try:
                 mod = _load_module(job_dir / job["candidate"], "candidate")
@@ -154,26 +186,40 @@ def main() -> int:
                       message="the candidate defines no class ModelNew")
                 return 1
         else:
-            mod = _load_module(Path(job["problem"]), "problem")
-            cls = mod.Model
+            cls = prob.Model
         _send(event="imported")
 
         models: dict[str, Any] = {}
-        sets: dict[str, list[list[Any]]] = {}
+        sets: dict[str, list[Any]] = {}
         for shape in job["shapes"]:
             name = shape["name"]
             phase = f"build:{name}"
-            init = torch.load(shape["init"], weights_only=True)
+            for k, v in shape["params"].items():
+                setattr(prob, k, v)
+            torch.manual_seed(shape["init_seed"])
+            init = list(prob.get_init_inputs())
             torch.manual_seed(shape["init_seed"])
             model = cls(*init)
             model = model.to(device).eval()
             if job["mode"] == "compile":
                 model = torch.compile(model)
-            trials = [torch.load(p, weights_only=True) for p in shape["trials"]]
-            trials = [[x.to(device) if isinstance(x, torch.Tensor) else x for x in t] for t in trials]
-            bufs = [x.clone() if isinstance(x, torch.Tensor) else x for x in trials[0]]
-            in_bytes = sum(x.numel() * x.element_size() for x in bufs if isinstance(x, torch.Tensor))
-            for i, src in enumerate(trials):
+            trials: list[list[Any]] = []
+            bufs: list[Any] = []
+            for i in range(int(shape["trials"])):
+                phase = f"inputs:{name}:{i}"
+                _send(event="need_inputs", shape=name, trial=i)
+                req = json.loads(sys.stdin.readline())
+                src = _make_inputs(prob, shape["params"], int(req["seed"]), device)
+                if checksum(src) != req["checksum"]:
+                    _send(event="error", phase=phase, kind="harness", message=(
+                        "inputs made in the sandbox differ from the verifier's for the same "
+                        "seed: the problem's get_inputs() is not deterministic"))
+                    return 1
+                if i == 0:
+                    bufs = [x.clone() if isinstance(x, torch.Tensor) else x for x in src]
+                    in_bytes = sum(x.numel() * x.element_size() for x in bufs
+                                   if isinstance(x, torch.Tensor))
+                trials.append(src)
                 phase = f"trial:{name}:{i}"
                 bufs = _copy_into(bufs, src)
                 if job["mode"] == "candidate":
@@ -185,10 +231,12 @@ def main() -> int:
                     torch.cuda.synchronize()
                 faults = _audit(out, bufs, snapshot) if job["mode"] == "candidate" else []
                 path = f"out_{name}_{i}.pt"
-                if not faults:
+                if not faults and job["mode"] == "candidate":
                     torch.save(_to_cpu(out), path)
                 _send(event="trial", shape=name, trial=i, file=path, faults=faults)
                 del out, snapshot
+                if not shape.get("timed"):
+                    trials.clear()
             if shape.get("timed"):
                 models[name] = model
                 sets[name] = [trials, bufs]
@@ -221,9 +269,10 @@ def main() -> int:
             raw = time_cuda(call, prepare, cfg, keep)
             files = {}
             for s, out in last.items():
-                path = f"timed_{name}_{s}.pt"
-                torch.save(_to_cpu(out), path)
-                files[str(s)] = path
+                if job["mode"] == "candidate":
+                    path = f"timed_{name}_{s}.pt"
+                    torch.save(_to_cpu(out), path)
+                    files[str(s)] = path
             _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms,
                   files=files)
         _send(event="done")

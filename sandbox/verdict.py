@@ -91,6 +91,7 @@ class Verdict:
     timing_available: bool = False
     fingerprint: dict[str, Any] = field(default_factory=dict)
     wall_s: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # seconds spent per phase
     log_tail: str = ""
 
     @property

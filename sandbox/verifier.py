@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from kbench.errors import ProblemError
 from kbench.problems import ProblemSpec, Shape, derive_shapes
+from sandbox._child import checksum
 from sandbox._process import Child, ChildError, job_dir
 from sandbox.compare import compare_outputs
 from sandbox.fingerprint import fingerprint, fingerprint_hash, measure_device_facts
@@ -115,9 +117,9 @@ class _Case:
     params: Shape
     derived: bool
     timed: bool
-    init_file: str
     init_seed: int
-    trial_files: list[str]
+    seeds: list[int]
+    checksums: list[str]
     refs: list[Any]
     inputs: list[list[Any]]
 
@@ -130,7 +132,7 @@ def _input_elems(spec: ProblemSpec, shape: Shape) -> float:
         return float(math.prod(v for v in shape.values() if isinstance(v, int) and v > 0))
 
 
-def _build_cases(spec: ProblemSpec, device: str, work: Path, limits: Limits,
+def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
                  timed: bool) -> tuple[list[_Case], list[str]]:
     import torch
 
@@ -146,30 +148,28 @@ def _build_cases(spec: ProblemSpec, device: str, work: Path, limits: Limits,
     for name, shape, is_derived in plan:
         init_seed = secrets.randbits(31)
         try:
-            init = spec.make_init_inputs(shape)
+            init = spec.make_init_inputs(shape, seed=init_seed)
             model = spec.make_model(init, init_seed, device)
-            refs, inputs, files = [], [], []
+            refs, inputs, seeds, sums = [], [], [], []
             n_trials = limits.derived_trials if is_derived else limits.trials
-            for i in range(n_trials):
-                xs = spec.make_inputs(shape, secrets.randbits(62), device)
+            for _ in range(n_trials):
+                seed = secrets.randbits(62)
+                xs = spec.make_inputs(shape, seed, device)
+                sums.append(checksum(xs))
                 with torch.no_grad():
                     ref = model(*[x.clone() if isinstance(x, torch.Tensor) else x for x in xs])
                 refs.append(ref)
                 inputs.append(xs)
-                f = f"in_{name}_{i}.pt"
-                torch.save([x.cpu() if isinstance(x, torch.Tensor) else x for x in xs], work / f)
-                files.append(f)
+                seeds.append(seed)
             del model
         except Exception as e:  # noqa: BLE001 - a derived shape the reference rejects is dropped
             if is_derived:
                 dropped.append(name)
                 continue
-            raise RuntimeError(f"the reference fails on its own shape {name!r}: "
+            raise ProblemError(f"{spec.key}: the reference fails on its own shape {name!r}: "
                                f"{type(e).__name__}: {e}") from e
-        init_file = f"init_{name}.pt"
-        torch.save(init, work / init_file)
-        cases.append(_Case(name, shape, is_derived, timed and not is_derived, init_file,
-                           init_seed, files, refs, inputs))
+        cases.append(_Case(name, shape, is_derived, timed and not is_derived, init_seed,
+                           seeds, sums, refs, inputs))
     return cases, dropped
 
 
@@ -177,12 +177,13 @@ def _build_cases(spec: ProblemSpec, device: str, work: Path, limits: Limits,
 # Running a child
 # ---------------------------------------------------------------------------------------
 def _job(work: Path, mode: str, device: str, cases: list[_Case], limits: Limits,
-         problem: Path | None = None, knobs: dict[str, Any] | None = None) -> None:
+         problem: Path, knobs: dict[str, Any] | None = None) -> None:
+    # No seed is written here: each trial's seed reaches the child only when it asks for it.
     job = {
         "mode": mode, "device": device, "candidate": "candidate.py",
-        "problem": str(problem) if problem else None, "knobs": knobs or {},
-        "shapes": [{"name": c.name, "init": c.init_file, "init_seed": c.init_seed,
-                    "trials": c.trial_files, "timed": c.timed} for c in cases],
+        "problem": str(problem), "knobs": knobs or {},
+        "shapes": [{"name": c.name, "params": c.params, "init_seed": c.init_seed,
+                    "trials": len(c.seeds), "timed": c.timed} for c in cases],
         "timing": {k: getattr(limits.timing, k) for k in TimingConfig.__dataclass_fields__},
     }
     if not device.startswith("cuda"):
@@ -231,6 +232,7 @@ class _Outcome:
     passes: dict[str, int] = field(default_factory=dict)
     raw: dict[str, RawTimes] = field(default_factory=dict)
     log_tail: str = ""
+    marks: dict[str, float] = field(default_factory=dict)
 
 
 def _headline(text: str) -> str:
@@ -247,6 +249,8 @@ def _error_status(msg: dict[str, Any]) -> tuple[Status, str]:
     phase = str(msg.get("phase", "")).replace(":", " ")
     if kind == "compile":
         return Status.COMPILE_ERROR, _compile_reason(text)
+    if kind == "harness":
+        raise ProblemError(text)  # a problem-side fault, not the candidate's
     if kind == "oom":
         return Status.RUNTIME_ERROR, f"out of memory during {phase}: {_headline(text)}"
     return Status.RUNTIME_ERROR, (f"{_headline(text)} (during {phase})\n"
@@ -294,6 +298,7 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
     """Drive one child through import, trials and (optionally) timing; compare as it goes."""
     res = _Outcome()
     by_name = {c.name: c for c in cases}
+    res.marks["start"] = time.monotonic()
     with Child(work, device) as child:
         finished = False
         phase = "import"
@@ -304,12 +309,18 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 if msg is None:
                     break
                 ev = msg.get("event")
+                if ev in ("imported", "checked", "done"):
+                    res.marks[ev] = time.monotonic()
                 if ev == "imported":
                     phase = "check"
                     deadline = time.monotonic() + limits.check_s
                 elif ev == "error":
                     res.status, res.reason = _error_status(msg)
                     finished = True
+                elif ev == "need_inputs":
+                    c = by_name[msg["shape"]]
+                    i = int(msg["trial"])
+                    child.send(json.dumps({"seed": c.seeds[i], "checksum": c.checksums[i]}))
                 elif ev == "trial":
                     _on_trial(msg, by_name, work, device, spec, res, check)
                 elif ev == "checked":
@@ -389,10 +400,7 @@ def _baselines(spec: ProblemSpec, device: str, cases: list[_Case], work: Path, l
             continue
         sub = work / f"baseline_{mode}"
         sub.mkdir()
-        for c in missing:
-            for f in [c.init_file, *c.trial_files]:
-                shutil.copy(work / f, sub / f)
-        _job(sub, mode, device, missing, limits, problem=spec.path)
+        _job(sub, mode, device, missing, limits, spec.path)
         res = _run_child(sub, device, missing, limits, spec, do_time=True, check=False)
         for c in missing:
             raw = res.raw.get(c.name)
@@ -456,15 +464,27 @@ def verify(
     try:
         (work / "candidate.py").write_text(source)
         do_time = timing and on_gpu
-        cases, dropped = _build_cases(spec, device, work, limits, do_time)
-        _job(work, "candidate", device, cases, limits, knobs=knobs)
+        t_prep = time.monotonic()
+        cases, dropped = _build_cases(spec, device, limits, do_time)
+        t_built = time.monotonic()
+        _job(work, "candidate", device, cases, limits, spec.path, knobs=knobs)
         res = _run_child(work, device, cases, limits, spec, do_time=do_time, check=True)
         shapes, status, reason = _judge(cases, res)
         verdict = Verdict(status=status, backend=backend, reason=reason, shapes=tuple(shapes),
                           log_tail=res.log_tail[-2000:], **base)
+        t_base = time.monotonic()
         if status is Status.CORRECT and do_time:
             verdict = _with_timing(verdict, spec, device, cases, res, work, limits, cache, fp)
-        return replace(verdict, wall_s=time.monotonic() - t0)
+        m = res.marks
+        phases = {"inputs_and_references": t_built - t_prep}
+        if "imported" in m:
+            phases["start_and_import"] = m["imported"] - m["start"]
+        if "checked" in m and "imported" in m:
+            phases["correctness"] = m["checked"] - m["imported"]
+        if "done" in m and "checked" in m:
+            phases["timing"] = m["done"] - m["checked"]
+        phases["baselines_and_roofline"] = time.monotonic() - t_base
+        return replace(verdict, wall_s=time.monotonic() - t0, phases=phases)
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -492,8 +512,8 @@ def _judge(cases: list[_Case], res: _Outcome) -> tuple[list[ShapeResult], Status
         errs = res.errs.get(c.name, [])
         fail = res.shape_fail.get(c.name)
         shapes.append(ShapeResult(
-            name=c.name, params=dict(c.params), derived=c.derived, trials=len(c.trial_files),
-            passed=fail is None and res.status is None and res.passes.get(c.name, 0) == len(c.trial_files),
+            name=c.name, params=dict(c.params), derived=c.derived, trials=len(c.seeds),
+            passed=fail is None and res.status is None and res.passes.get(c.name, 0) == len(c.seeds),
             reason=fail,
             max_abs_err=max((e.max_abs_err for e in errs), default=None),
             max_rel_err=max((e.max_rel_err for e in errs), default=None),

@@ -81,8 +81,11 @@ def test_illegal_memory_access_is_runtime_error():
 
 
 def test_gpu_out_of_memory_is_runtime_error():
-    src = example("level1/relu.py").replace(
-        "def forward(self, x):", "def forward(self, x):\n        _big = torch.empty(1 << 44, device=x.device)")
+    src = example("level1/relu.py")
+    head, sep, body = src.partition("def forward(self")
+    line_end = body.index("\n")
+    src = (head + sep + body[:line_end + 1]
+           + "        _big = torch.empty(1 << 44, device='cuda')\n" + body[line_end + 1:])
     v = verify(load("level1/relu")[0], src, device="cuda", limits=QUICK)
     assert v.status is Status.RUNTIME_ERROR and "out of memory" in v.reason, v.reason
 

@@ -187,7 +187,9 @@ def test_reference_failure_on_declared_shape_is_a_problem_error(tmp_path):
             return []
         '''))
     spec = load_file(p)
-    with pytest.raises(RuntimeError, match="reference fails"):
+    from kbench.errors import ProblemError
+
+    with pytest.raises(ProblemError, match="reference fails"):
         run(spec, HONEST)
 
 
