@@ -142,6 +142,29 @@ def _make_inputs(prob: Any, params: dict[str, Any], seed: int, device: str) -> l
     return [x.to(device) if isinstance(x, torch.Tensor) else x for x in xs]
 
 
+def _hand_over(out: Any, path: str, msg: dict[str, Any]) -> None:
+    """Give an output to the parent: by CUDA IPC if it can open it, else through a file.
+    The output stays alive (and untouched: nothing else runs) until the parent answers."""
+    import torch
+
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    shared = None
+    if all(isinstance(o, torch.Tensor) and o.is_cuda for o in outs):
+        try:
+            from sandbox._ipc import describe
+
+            shared = [describe(o) for o in outs]
+        except Exception:  # noqa: BLE001 - IPC unavailable: the file path below
+            shared = None
+    if shared is not None:
+        _send(**msg, ipc=shared, tuple=isinstance(out, (tuple, list)))
+        if sys.stdin.readline().strip() == "ok":
+            return
+    torch.save(_to_cpu(out), path)
+    _send(**msg, file=path)
+    sys.stdin.readline()
+
+
 def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
     import torch
 
@@ -230,10 +253,10 @@ def main() -> int:
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 faults = _audit(out, bufs, snapshot) if job["mode"] == "candidate" else []
-                path = f"out_{name}_{i}.pt"
-                if not faults and job["mode"] == "candidate":
-                    torch.save(_to_cpu(out), path)
-                _send(event="trial", shape=name, trial=i, file=path, faults=faults)
+                if faults or job["mode"] != "candidate":
+                    _send(event="trial", shape=name, trial=i, faults=faults)
+                else:
+                    _hand_over(out, f"out_{name}_{i}.pt", dict(event="trial", shape=name, trial=i))
                 del out, snapshot
                 if not shape.get("timed"):
                     trials.clear()
@@ -267,14 +290,12 @@ def main() -> int:
                     return model(*bufs)
 
             raw = time_cuda(call, prepare, cfg, keep)
-            files = {}
-            for s, out in last.items():
-                if job["mode"] == "candidate":
-                    path = f"timed_{name}_{s}.pt"
-                    torch.save(_to_cpu(out), path)
-                    files[str(s)] = path
-            _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms,
-                  files=files)
+            _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms)
+            if job["mode"] == "candidate":
+                for s, out in last.items():
+                    _hand_over(out, f"timed_{name}_{s}.pt",
+                               dict(event="timed_output", shape=name, set=s))
+            last.clear()
         _send(event="done")
         return 0
     except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure

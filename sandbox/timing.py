@@ -131,5 +131,5 @@ def time_cuda(
                 break
             if time.perf_counter() - t_start >= cfg.budget_s:
                 break
-    del flush
+
     return RawTimes(events, hosts)

@@ -257,17 +257,37 @@ def _error_status(msg: dict[str, Any]) -> tuple[Status, str]:
                                   f"last frames:\n{_trim(text, 12)}")
 
 
+def _fetch(msg: dict[str, Any], work: Path, device: str, child: Child) -> Any | None:
+    """The output a message hands over (by CUDA IPC or file), or None if the child must
+    send it again as a file. Always answers the child."""
+    if "ipc" in msg:
+        try:
+            from sandbox._ipc import open_shared
+
+            parts = [open_shared(d).clone() for d in msg["ipc"]]
+        except Exception:  # noqa: BLE001 - IPC unavailable here: ask for a file
+            child.send("file")
+            return None
+        child.send("ok")
+        return tuple(parts) if msg.get("tuple") else parts[0]
+    out = _to(_load_out(work / msg["file"]), device)
+    child.send("ok")
+    return out
+
+
 def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
-              spec: ProblemSpec, res: _Outcome, check: bool) -> None:
+              spec: ProblemSpec, res: _Outcome, check: bool, child: Child) -> None:
     c = by_name[msg["shape"]]
     i = int(msg["trial"])
     where = f"shape {c.name!r}{' (derived)' if c.derived else ''} trial {i}"
     if msg.get("faults"):
         res.shape_fail.setdefault(c.name, f"{where}: {'; '.join(msg['faults'])}")
         return
-    if not check:
+    if "ipc" not in msg and "file" not in msg:
+        return  # a baseline run: nothing handed over
+    out = _fetch(msg, work, device, child)
+    if out is None or not check:
         return
-    out = _to(_load_out(work / msg["file"]), device)
     bad, errs = compare_outputs(out, c.refs[i], *spec.tolerance, spec.meta.check, c.inputs[i])
     if bad:
         res.shape_fail.setdefault(c.name, f"{where}: {bad.reason}")
@@ -277,20 +297,18 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
         res.errs.setdefault(c.name, []).append(errs)
 
 
-def _on_timing(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
-               spec: ProblemSpec, res: _Outcome, check: bool) -> None:
+def _on_timed_output(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
+                     spec: ProblemSpec, res: _Outcome, child: Child) -> None:
     c = by_name[msg["shape"]]
-    res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]))
-    if not check:
+    s = int(msg["set"])
+    out = _fetch(msg, work, device, child)
+    if out is None:
         return
-    for s, f in msg["files"].items():
-        out = _to(_load_out(work / f), device)
-        bad, _ = compare_outputs(out, c.refs[int(s)], *spec.tolerance, spec.meta.check,
-                                 c.inputs[int(s)])
-        if bad:
-            res.shape_fail.setdefault(c.name, (
-                f"shape {c.name!r}: the output of a timed call (input set {s}) is wrong "
-                f"though the checked calls were right: {bad.reason}"))
+    bad, _ = compare_outputs(out, c.refs[s], *spec.tolerance, spec.meta.check, c.inputs[s])
+    if bad:
+        res.shape_fail.setdefault(c.name, (
+            f"shape {c.name!r}: the output of a timed call (input set {s}) is wrong "
+            f"though the checked calls were right: {bad.reason}"))
 
 
 def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec: ProblemSpec,
@@ -322,7 +340,9 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     i = int(msg["trial"])
                     child.send(json.dumps({"seed": c.seeds[i], "checksum": c.checksums[i]}))
                 elif ev == "trial":
-                    _on_trial(msg, by_name, work, device, spec, res, check)
+                    _on_trial(msg, by_name, work, device, spec, res, check, child)
+                elif ev == "timed_output":
+                    _on_timed_output(msg, by_name, work, device, spec, res, child)
                 elif ev == "checked":
                     if res.shape_fail or not do_time:
                         child.send("stop")
@@ -332,7 +352,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                         phase = "timing"
                         deadline = time.monotonic() + limits.timing_s
                 elif ev == "timing":
-                    _on_timing(msg, by_name, work, device, spec, res, check)
+                    c = by_name[msg["shape"]]
+                    res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]))
                 elif ev == "done":
                     finished = True
             ex = child.finish()
