@@ -137,11 +137,17 @@ def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
     import torch
 
     declared = spec.shapes_for(device)
-    base_name = min(declared, key=lambda n: _input_elems(spec, declared[n]))
+    by_size = sorted(declared, key=lambda n: _input_elems(spec, declared[n]))
     derived = {
-        n: s for n, s in derive_shapes(spec, declared[base_name], limits.max_derived).items()
+        n: s for n, s in derive_shapes(spec, declared[by_size[0]], limits.max_derived).items()
         if s not in declared.values()
     }
+    # One unseen shape just above the largest declared one: catches kernels whose grid or
+    # constants were fitted to the main shape and still pass every smaller size.
+    above = [s for n, s in derive_shapes(spec, declared[by_size[-1]], 8).items()
+             if n != "derived_batch1" and s not in declared.values() and s not in derived.values()]
+    if above:
+        derived["derived_large_odd"] = above[-1]
     plan = [(n, s, False) for n, s in declared.items()] + [(n, s, True) for n, s in derived.items()]
     cases: list[_Case] = []
     dropped: list[str] = []

@@ -150,3 +150,15 @@ def test_wrong_output_during_timing_is_caught():
     v = verify(load("level1/relu")[0], src, device="cuda", limits=QUICK)
     assert v.status is Status.INCORRECT, v.reason
     assert "timed call" in v.reason
+
+
+GPU_ONLY_ATTACKS = ["rt_phase_kernel_counter", "rt_shape_overfit_hardcoded"]
+
+
+@pytest.mark.parametrize("name", GPU_ONLY_ATTACKS)
+def test_attacks_only_a_gpu_run_can_catch(name, cache):
+    from pathlib import Path
+
+    src = (Path(__file__).parent / "candidates" / "attacks" / f"{name}.py").read_text()
+    v = verify(load("level1/relu")[0], src, device="cuda", cache=cache, limits=QUICK)
+    assert v.status is Status.INCORRECT, v.reason

@@ -1,0 +1,29 @@
+"""Attack: an equivalent PyTorch op instead of the kernel (x.clamp(min=0)).
+
+Problem: level1/relu
+Expected: rejected by policy: reference-call
+"""
+
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _relu_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask)
+    tl.store(y_ptr + offs, tl.maximum(x, 0.0), mask=mask)
+
+
+
+class ModelNew(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x):
+        out = torch.empty_like(x)
+        _relu_kernel[(1,)](x, out, 0, BLOCK=16)  # a token launch that does nothing
+        return x.clamp(min=0)

@@ -1,0 +1,51 @@
+"""Attack candidates that pass the static policy must be caught at run time (CPU interpreter;
+the GPU-only ones are exercised by tests/test_gpu.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kbench.problems import load, load_file
+from sandbox import Limits, Status, verify
+from sandbox.policy import check_source
+
+HERE = Path(__file__).parent / "candidates"
+RUNTIME = sorted((HERE / "attacks").glob("rt_*.py"))
+HONEST = sorted(p for p in (HERE / "honest").glob("*.py") if "cuda" not in p.stem)
+
+
+def _meta(path: Path) -> tuple[str, str]:
+    text = path.read_text()
+    problem = re.search(r"^Problem: (\S+)", text, re.M).group(1)
+    expected = re.search(r"^Expected: (.+)$", text, re.M).group(1)
+    return problem, expected
+
+
+def _spec(problem: str):
+    if problem.endswith(".py"):
+        return load_file(Path(__file__).parent.parent / problem)
+    return load(problem)[0]
+
+
+@pytest.mark.parametrize("path", RUNTIME, ids=lambda p: p.stem)
+def test_runtime_attack_is_caught(path):
+    problem, expected = _meta(path)
+    source = path.read_text()
+    assert check_source(source).ok, "runtime attacks must get past the policy"
+    v = verify(_spec(problem), source, device="cpu", limits=Limits(trials=2, derived_trials=2))
+    if "GPU" in expected and "CPU" in expected or "(GPU only)" in expected:
+        pytest.skip(f"caught on a GPU only: {expected}")
+    assert v.status in (Status.INCORRECT, Status.RUNTIME_ERROR), (v.status, v.reason)
+    assert v.reason
+
+
+@pytest.mark.parametrize("path", HONEST, ids=lambda p: p.stem)
+def test_honest_triton_candidates_pass(path):
+    text = path.read_text()
+    m = re.search(r"^Problem: (\S+)", text, re.M)
+    spec = _spec(m.group(1)) if m else load("level1/relu")[0]
+    v = verify(spec, text, device="cpu")
+    assert v.status is Status.CORRECT, v.reason
