@@ -161,4 +161,5 @@ def test_attacks_only_a_gpu_run_can_catch(name, cache):
 
     src = (Path(__file__).parent / "candidates" / "attacks" / f"{name}.py").read_text()
     v = verify(load("level1/relu")[0], src, device="cuda", cache=cache, limits=QUICK)
-    assert v.status is Status.INCORRECT, v.reason
+    # skipping work while timed can also make the time impossible (faster than the roofline)
+    assert v.status in (Status.INCORRECT, Status.REJECTED), v.reason
