@@ -32,7 +32,7 @@ class Task:
     ``device`` holds the GPU's facts: ``name``, ``sms``, ``bandwidth_gbs`` (measured),
     ``matmul_tflops`` (measured); absent ones are shown as unknown. ``roofline_ms`` maps a
     shape name to its speed-of-light floor in ms on that GPU, where known. ``example`` is
-    the text of a correct candidate in ``backend`` (e.g. examples/candidates/level1/relu.py).
+    the text of a correct candidate in ``backend`` (e.g. kbench/examples/level1/relu.py).
     """
 
     problem: ProblemSpec

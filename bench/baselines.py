@@ -22,7 +22,11 @@ from typing import Any
 EAGER_RANGE_MS = (0.2, 50.0)
 
 
-def _compile_worker(keys: list[str], cache_dir: str, q: Any) -> None:
+def _shapes(spec: Any, which: str) -> dict[str, Any]:
+    return spec.shapes if which == "all" else {"main": spec.shapes["main"]}
+
+
+def _compile_worker(keys: list[str], cache_dir: str, q: Any, which: str) -> None:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
     import torch
 
@@ -30,7 +34,7 @@ def _compile_worker(keys: list[str], cache_dir: str, q: Any) -> None:
 
     for key in keys:
         spec = load(key)[0]
-        for name, shape in spec.shapes.items():
+        for name, shape in _shapes(spec, which).items():
             t0 = time.perf_counter()
             try:
                 init = spec.make_init_inputs(shape)
@@ -47,11 +51,12 @@ def _compile_worker(keys: list[str], cache_dir: str, q: Any) -> None:
                 torch.cuda.empty_cache()
 
 
-def warm_compile(keys: list[str], workers: int, cache_dir: str) -> dict[tuple[str, str], Any]:
+def warm_compile(keys: list[str], workers: int, cache_dir: str,
+                 which: str) -> dict[tuple[str, str], Any]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     chunks = [keys[i::workers] for i in range(workers)]
-    procs = [ctx.Process(target=_compile_worker, args=(c, cache_dir, q)) for c in chunks if c]
+    procs = [ctx.Process(target=_compile_worker, args=(c, cache_dir, q, which)) for c in chunks if c]
     for p in procs:
         p.start()
     out: dict[tuple[str, str], Any] = {}
@@ -67,7 +72,8 @@ def warm_compile(keys: list[str], workers: int, cache_dir: str) -> dict[tuple[st
     return out
 
 
-def measure(keys: list[str], compiled: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
+def measure(keys: list[str], compiled: dict[tuple[str, str], Any], which: str,
+            jsonl: str | None) -> list[dict[str, Any]]:
     import torch
 
     from kbench.problems import load
@@ -76,11 +82,12 @@ def measure(keys: list[str], compiled: dict[tuple[str, str], Any]) -> list[dict[
     from sandbox.verifier import roofline_ms
 
     facts = measure_device_facts()
-    cfg = TimingConfig(budget_s=1.0, max_reps=300)
+    cfg = TimingConfig(budget_s=0.5, max_reps=200, warmup_ms=20)
     rows = []
+    sink = open(jsonl, "a") if jsonl else None  # noqa: SIM115 - closed below
     for key in keys:
         spec = load(key)[0]
-        for name, shape in spec.shapes.items():
+        for name, shape in _shapes(spec, which).items():
             row: dict[str, Any] = {"problem": key, "shape": name, "dtype": spec.meta.dtype}
             try:
                 init = spec.make_init_inputs(shape)
@@ -96,25 +103,32 @@ def measure(keys: list[str], compiled: dict[tuple[str, str], Any]) -> list[dict[
                 roof = roofline_ms(flops, nbytes, spec.meta.dtype, facts)
                 row["roofline_ms"] = roof
                 row["sol_eager_pct"] = 100 * roof / row["eager"]["median_ms"] if roof else None
-                err = compiled.get((key, name), (None, 0))[0]
-                if err is None:
+                # phase 1 only warmed the cache; this process decides (a phase-1 failure
+                # may have been memory pressure from the parallel workers)
+                try:
                     cm = torch.compile(model)
                     t0 = time.perf_counter()
                     run(cm)
                     row["compile_load_s"] = time.perf_counter() - t0
                     row["compile"] = summarize(time_cuda(lambda m=cm: run(m), cfg=cfg).event_ms)
-                else:
-                    row["compile_error"] = err
+                except Exception as e:  # noqa: BLE001 - reported in the table
+                    row["compile_error"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+                    torch._dynamo.reset()
                 del model, sets
             except Exception as e:  # noqa: BLE001 - reported in the table
                 row["error"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
                 traceback.print_exc()
             torch.cuda.empty_cache()
             rows.append(row)
+            if sink:
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
             eg = row.get("eager", {}).get("median_ms")
             cp = row.get("compile", {}).get("median_ms")
             print(f"{key:45s} {name:12s} eager {eg if eg is None else round(eg, 4)} ms  "
                   f"compile {cp if cp is None else round(cp, 4)} ms", flush=True)
+    if sink:
+        sink.close()
     return rows
 
 
@@ -163,6 +177,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="markdown file to write")
     ap.add_argument("--json", default=None)
     ap.add_argument("--cache-dir", default="/tmp/kbench_inductor")
+    ap.add_argument("--shapes", choices=["main", "all"], default="main")
+    ap.add_argument("--jsonl", default=None, help="append each row here as it is measured")
     args = ap.parse_args()
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.cache_dir
     from kbench.problems import load
@@ -170,11 +186,13 @@ def main() -> None:
 
     keys = [s.key for s in load(args.selector)]
     t0 = time.perf_counter()
-    compiled = warm_compile(keys, args.workers, args.cache_dir) if args.workers > 0 else {}
+    compiled = (warm_compile(keys, args.workers, args.cache_dir, args.shapes)
+                if args.workers > 0 else {})
     print(f"phase 1 (compile, {args.workers} workers): {time.perf_counter() - t0:.0f} s", flush=True)
-    rows = measure(keys, compiled)
+    rows = measure(keys, compiled, args.shapes, args.jsonl)
     fp = fingerprint("cuda")
-    cmd = f"python bench/baselines.py {args.selector} --workers {args.workers} --out docs/baselines.md"
+    cmd = (f"python bench/baselines.py {args.selector} --workers {args.workers} "
+           f"--shapes {args.shapes} --out docs/baselines.md")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"fingerprint": fp, "rows": rows}, f, indent=2)

@@ -49,7 +49,7 @@ def device_facts(store: Store, device: str) -> dict[str, Any]:
     if facts is None:
         facts = measure_device_facts()
         store.put_device_facts(fph, fp, facts)
-    return {"name": fp["gpu"], "sms": fp["sms"], "bandwidth_gbs": facts.get("bandwidth_gbs"),
+    return {"name": fp["gpu"], "gpu": fp["gpu"], "sms": fp["sms"], "bandwidth_gbs": facts.get("bandwidth_gbs"),
             "matmul_tflops": facts.get("bf16_tflops"), "l2_mb": fp.get("l2_mb"), **facts}
 
 

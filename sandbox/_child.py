@@ -142,14 +142,50 @@ def _make_inputs(prob: Any, params: dict[str, Any], seed: int, device: str) -> l
     return [x.to(device) if isinstance(x, torch.Tensor) else x for x in xs]
 
 
-def _interpreter_autotune() -> None:
-    """Under TRITON_INTERPRET there is no driver to benchmark autotune configs with; every
-    config then ties and the autotuner keeps the first, which is all correctness needs."""
+def _interpreter_fixes() -> None:
+    """Make Triton's CPU interpreter agree with the GPU where it is known not to.
+
+    * Autotuning: there is no driver to benchmark configs with; every config ties and the
+      autotuner keeps the first, which is all a correctness check needs.
+    * bf16 (triton-lang/triton#11584): ``tl.dot`` on bf16 multiplies raw bit patterns, and
+      fp32 -> bf16 casts truncate instead of rounding to nearest-even. Operands of a bf16 dot
+      are widened to fp32 (exact), and the cast rounds through torch.
+    Each fix is skipped if this Triton version's internals differ.
+    """
     try:
         from triton.runtime.autotuner import Autotuner
+
+        Autotuner.do_bench = property(lambda self: lambda fn, quantiles=None: [1.0, 1.0, 1.0])
     except ImportError:
+        pass
+    try:
+        import numpy as np
+        import torch
+        import triton.language as tl
+        from triton.runtime import interpreter as interp
+
+        builder = interp.InterpreterBuilder
+        dot, cast = builder.create_dot, builder.cast_impl
+        convert, handle = interp._convert_float, interp.TensorHandle
+    except (ImportError, AttributeError):
         return
-    Autotuner.do_bench = property(lambda self: lambda fn, quantiles=None: [1.0, 1.0, 1.0])
+
+    def widen(t: Any) -> Any:
+        if t.dtype == tl.bfloat16:
+            return handle(convert(t.data, t.dtype, tl.float32, None).view(np.float32), tl.float32)
+        return t
+
+    def create_dot(self: Any, a: Any, b: Any, d: Any, *rest: Any) -> Any:
+        return dot(self, widen(a), widen(b), d, *rest)
+
+    def cast_impl(self: Any, src: Any, ty: Any) -> Any:
+        if src.dtype.scalar == tl.float32 and ty.scalar == tl.bfloat16:
+            t = torch.from_numpy(np.ascontiguousarray(src.data, np.float32)).to(torch.bfloat16)
+            return handle(t.view(torch.int16).numpy().view(np.uint16), tl.bfloat16)
+        return cast(self, src, ty)
+
+    builder.create_dot = create_dot
+    builder.cast_impl = cast_impl
 
 
 def _hand_over(out: Any, path: str, msg: dict[str, Any]) -> None:
@@ -203,7 +239,7 @@ def main() -> int:
         device = job["device"]
         _send(event="started", pid=os.getpid())
         if not device.startswith("cuda"):
-            _interpreter_autotune()
+            _interpreter_fixes()
         # The problem module is trusted; it is loaded before any candidate code runs and is
         # used only to make inputs from the seeds the parent sends one trial at a time.
         prob = _load_module(Path(job["problem"]), "kbench_problem")

@@ -25,7 +25,7 @@ from kbench.problems import ProblemSpec, Shape, derive_shapes
 from sandbox._child import checksum
 from sandbox._process import Child, ChildError, job_dir
 from sandbox.compare import compare_outputs
-from sandbox.fingerprint import fingerprint, fingerprint_hash, measure_device_facts
+from sandbox.fingerprint import DATASHEET, fingerprint, fingerprint_hash, measure_device_facts
 from sandbox.policy import check_source
 from sandbox.timing import RawTimes, TimingConfig, hidden_work, summarize
 from sandbox.verdict import ShapeResult, Status, Timing, Verdict
@@ -394,14 +394,19 @@ def _peaks(cache: Cache | None, fp: dict[str, Any], fph: str) -> dict[str, Any]:
         facts = measure_device_facts()
         if cache:
             cache.put_device_facts(fph, fp, facts)
-    return facts
+    return {**facts, "gpu": fp.get("gpu")}
 
 
 def roofline_ms(flops: float | None, nbytes: float | None, dtype: str | None,
                 facts: dict[str, Any]) -> float | None:
-    """The speed-of-light time: max(FLOPs / peak rate for the dtype, bytes / bandwidth)."""
+    """The speed-of-light time: max(FLOPs / peak rate for the dtype, bytes / bandwidth).
+
+    Peaks are the larger of the measured ceiling and the datasheet's for a known GPU, so an
+    honest kernel that beats cuBLAS or a plain copy never shows more than 100% SOL."""
     if flops is None or nbytes is None:
         return None
+    sheet = next((v for k, v in DATASHEET.items() if k in str(facts.get("gpu", ""))), {})
+    facts = {**facts, **{k: max(v, facts.get(k) or 0.0) for k, v in sheet.items()}}
     rate = {"bfloat16": "bf16_tflops", "float16": "fp16_tflops", "float32": "tf32_tflops",
             "float64": "fp32_tflops"}.get(dtype or "float32")
     peak = facts.get(rate) if rate else 2 * facts.get("bf16_tflops", 0.0)  # int8/fp8 paths

@@ -89,9 +89,8 @@ def test_candidate_folder_prefers_cuda_variant(tmp_path: Path) -> None:
 
 
 def test_repository_examples_replay() -> None:
-    folder = REPO / "examples" / "candidates"
-    if not (folder / "level1" / "relu.py").is_file():
-        pytest.skip("examples/candidates not present")
+    folder = REPO / "kbench" / "examples"
+    assert (folder / "level1" / "relu.py").is_file()
     p = make_provider(f"replay:{folder}")
     [c] = ask(p, "level1/relu")
     assert c.ok and "class ModelNew" in extract_code(c.text)

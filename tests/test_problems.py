@@ -100,7 +100,7 @@ def test_inputs_are_fresh_per_seed_and_reproducible():
     b = spec.make_inputs(shape, 1, "cpu")[0]
     c = spec.make_inputs(shape, 2, "cpu")[0]
     assert (a == b).all() and not (a == c).all()
-    assert spec.constants["dim"] == 1 << 20, "at_shape restores the module constants"
+    assert spec.constants["dim"] == 1 << 23, "at_shape restores the module constants"
 
 
 @pytest.mark.parametrize("body, message", [

@@ -9,7 +9,7 @@
   written, slashes included (``Qwen/Qwen2.5-Coder-32B-Instruct``).
 
 Example:
-    >>> p = make_provider("replay:examples/candidates")              # doctest: +SKIP
+    >>> p = make_provider("replay:kbench/examples")              # doctest: +SKIP
     >>> [c] = p.complete_sync([], max_tokens=1, temperature=0,
     ...                       context=CallContext("level1/relu"))   # doctest: +SKIP
 """

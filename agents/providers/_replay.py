@@ -9,7 +9,7 @@ PATH may be:
 * a JSONL file of ``{"problem": "level1/relu", "response": "...", "sample": 0}`` lines
   (``turn`` optional, default 0; ``text`` is accepted for ``response``);
 * a folder of candidate files ``<suite>/<name>.py`` (or ``<name>.py``), like
-  ``examples/candidates/``; with the CUDA backend ``<name>_cuda.py`` is preferred. Such a
+  ``kbench/examples/``; with the CUDA backend ``<name>_cuda.py`` is preferred. Such a
   folder holds one sample per problem.
 """
 

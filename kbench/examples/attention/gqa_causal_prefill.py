@@ -11,9 +11,9 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
-BLOCK_M = 128
+BLOCK_M = 64
 BLOCK_N = 64
-NUM_WARPS = 8
+NUM_WARPS = 4
 NUM_STAGES = 3
 TUNE = {"BLOCK_M": [64, 128], "BLOCK_N": [32, 64], "NUM_WARPS": [4, 8], "NUM_STAGES": [2, 3, 4]}
 

@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 ROWS = 16
-NUM_WARPS = 4
+NUM_WARPS = 8
 TUNE = {"ROWS": [4, 8, 16, 32, 64], "NUM_WARPS": [2, 4, 8]}
 
 

@@ -8,11 +8,11 @@ import triton
 import triton.language as tl
 
 BLOCK_M = 128
-BLOCK_N = 128
-BLOCK_K = 64
+BLOCK_N = 256
+BLOCK_K = 32
 GROUP_M = 8
 NUM_WARPS = 8
-NUM_STAGES = 3
+NUM_STAGES = 4
 TUNE = {
     "BLOCK_M": [64, 128],
     "BLOCK_N": [64, 128, 256],

@@ -5,8 +5,8 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
-BLOCK = 4096
-NUM_WARPS = 8
+BLOCK = 8192
+NUM_WARPS = 4
 TUNE = {"BLOCK": [1024, 2048, 4096, 8192], "NUM_WARPS": [4, 8]}
 
 
