@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,20 @@ def _problem_keys() -> list[str]:
     return keys
 
 
+def _extra_keys() -> list[str]:
+    """Problem files or folders named in $KBENCH_QUALITY_PATHS (os.pathsep-separated): run
+    the same checks on your own problems, e.g. a scaffold from `kbench problems new`."""
+    raw = os.environ.get("KBENCH_QUALITY_PATHS", "")
+    out = []
+    for part in filter(None, raw.split(os.pathsep)):
+        p = Path(part)
+        out += [str(f) for f in sorted(p.glob("*.py"))] if p.is_dir() else [str(p)]
+    return out
+
+
 def _collect() -> tuple[dict[str, ProblemSpec], dict[str, str]]:
     specs, errors = {}, {}
-    for key in _problem_keys():
+    for key in _problem_keys() + _extra_keys():
         try:
             specs[key] = load(key)[0]
         except ProblemError as e:
