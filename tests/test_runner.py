@@ -173,3 +173,31 @@ def test_config_file_unknown_key_is_named(tmp_path):
     (tmp_path / "kbench.toml").write_text('model = "openai/gpt-4o"\nmax_cots_usd = 3\n')
     r = kbench("run", "--problems", "level1/relu", cwd=tmp_path, timeout=300)
     assert r.returncode == 2 and "unknown key 'max_cots_usd'" in r.stderr
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes(tmp_path):
+    keys = ["level1/relu", "level1/softmax", "level1/matmul"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kbench.cli", "run", "--model", f"replay:{EXAMPLES}",
+         "--problems", ",".join(keys), "--device", "cpu", "--name", "ctrlc"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db_path = tmp_path / "kbench.db"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if db_path.exists():
+            run = Store(str(db_path)).get_run("ctrlc")
+            if run is not None and Store(str(db_path)).llm_calls_for(run.id):
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume ctrlc" in err + _
+    db = Store(str(db_path))
+    assert db.get_run("ctrlc").status.value == "interrupted"
+    r = kbench("run", "--resume", "ctrlc", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = db.get_run("ctrlc")
+    assert run.status.value == "finished"
+    assert {k for k, v in db.results(run.id) if v and v["status"] == "correct"} == set(keys)
+    assert len(db.llm_calls_for(run.id)) == len(keys)
