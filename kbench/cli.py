@@ -111,21 +111,25 @@ def _print_verdict(v: Any) -> None:
     out.print(f"[bold]{v.problem}[/] ({v.backend}, {v.device}): [bold {color}]{v.status.value}[/]")
     out.print(v.reason, highlight=False, markup=False)
     if v.shapes:
+        timed = v.timing_available
         t = Table(show_edge=False)
-        for col in ("shape", "sizes", "trials", "ok", "max abs err", "ms", "eager ms",
-                    "compile ms", "× eager", "× compile", "SOL%"):
-            t.add_column(col, justify="right" if col not in ("shape", "sizes") else "left")
+        cols = ["shape", "sizes", "trials", "ok", "max abs err", "rel L2 err"]
+        if timed:
+            cols += ["ms", "eager ms", "compile ms", "× eager", "× compile", "SOL%"]
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("shape", "sizes") else "right")
         for s in v.shapes:
             sizes = ",".join(f"{k}={val}" for k, val in s.params.items() if isinstance(val, int))
-            t.add_row(
-                s.name + (" *" if s.derived else ""), sizes[:40], str(s.trials),
-                "yes" if s.passed else "no", _fmt(s.max_abs_err, ".2e"),
-                _fmt(s.timing.median_ms if s.timing else None, ".4f"),
-                _fmt(s.eager.median_ms if s.eager else None, ".4f"),
-                _fmt(s.compiled.median_ms if s.compiled else None, ".4f"),
-                _fmt(s.speedup_eager, ".2f"), _fmt(s.speedup_compile, ".2f"),
-                _fmt(s.sol_pct, ".0f"),
-            )
+            row = [s.name + (" *" if s.derived else ""), sizes[:48], str(s.trials),
+                   "yes" if s.passed else "no", _fmt(s.max_abs_err, ".2e"),
+                   _fmt(s.rel_l2_err, ".2e")]
+            if timed:
+                row += [_fmt(s.timing.median_ms if s.timing else None, ".4f"),
+                        _fmt(s.eager.median_ms if s.eager else None, ".4f"),
+                        _fmt(s.compiled.median_ms if s.compiled else None, ".4f"),
+                        _fmt(s.speedup_eager, ".2f"), _fmt(s.speedup_compile, ".2f"),
+                        _fmt(s.sol_pct, ".0f")]
+            t.add_row(*row)
         out.print(t)
         out.print("* derived shape: never shown to the candidate", style="dim")
     if not v.timing_available:
