@@ -142,6 +142,60 @@ def _make_inputs(prob: Any, params: dict[str, Any], seed: int, device: str) -> l
     return [x.to(device) if isinstance(x, torch.Tensor) else x for x in xs]
 
 
+# ATen ops a candidate's forward may dispatch: allocation, views, copies, dtype conversion,
+# concatenation. Anything else (mm, relu, softmax, add, sum, ...) is PyTorch doing the work the
+# kernel should do -- whether called from Python or from a C++/CUDA extension.
+_ALLOWED_ATEN = frozenset({
+    "empty", "empty_like", "empty_strided", "empty_permuted", "new_empty", "new_empty_strided",
+    "zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like",
+    "new_full", "fill_", "zero_", "arange", "scalar_tensor", "lift_fresh", "lift_fresh_copy",
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "expand", "permute",
+    "transpose", "t", "unsqueeze", "squeeze", "flatten", "unflatten", "slice", "select", "narrow",
+    "split", "split_with_sizes", "chunk", "unbind", "detach", "alias", "view_as", "movedim",
+    "diagonal", "clone", "copy_", "_copy_from", "_copy_from_and_resize", "_to_copy",
+    "contiguous", "resize_", "set_", "cat", "stack", "_local_scalar_dense", "is_same_size",
+    "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "record_stream",
+})
+
+
+def _caller_is_triton() -> bool:
+    """True if the innermost frame outside torch that dispatched the op belongs to Triton
+    itself (its autotuner and do_bench use torch ops to benchmark configs)."""
+    f = sys._getframe(2)
+    sep = os.sep
+    while f is not None and f"{sep}torch{sep}" in f.f_code.co_filename:
+        f = f.f_back
+    return f is not None and f"{sep}triton{sep}" in f.f_code.co_filename
+
+
+def _compute_ops(model: Any, bufs: list[Any]) -> tuple[Any, set[str]]:
+    """Call the model once while recording the ATen ops it dispatches outside the allowlist
+    (from Python or from C++ extension code alike)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Trace(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bad: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            name = func._overloadpacket.__name__
+            if name not in _ALLOWED_ATEN and not _caller_is_triton():
+                self.bad.add(f"aten.{name}")
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), _Trace() as trace:
+        out = model(*bufs)
+    return out, trace.bad
+
+
+def _reject_ops(ops: set[str], phase: str) -> None:
+    _send(event="error", phase=phase, kind="policy", message=(
+        f"forward ran PyTorch compute ops {sorted(ops)} (the reference or a vendor library "
+        "doing the work); compute in your own kernel"))
+
+
 def _interpreter_fixes() -> None:
     """Make Triton's CPU interpreter agree with the GPU where it is known not to.
 
@@ -296,8 +350,14 @@ def main() -> int:
                 if job["mode"] == "candidate":
                     _poison(device, 2 * in_bytes)
                 snapshot = [x.clone() if isinstance(x, torch.Tensor) else x for x in bufs]
-                with torch.no_grad():
-                    out = model(*bufs)
+                if job["mode"] == "candidate":  # every checked call is traced
+                    out, ops = _compute_ops(model, bufs)
+                    if ops:
+                        _reject_ops(ops, phase)
+                        return 1
+                else:
+                    with torch.no_grad():
+                        out = model(*bufs)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 faults = _audit(out, bufs, snapshot) if job["mode"] == "candidate" else []
@@ -338,6 +398,13 @@ def main() -> int:
                     return model(*bufs)
 
             raw = time_cuda(call, prepare, cfg, keep)
+            if job["mode"] == "candidate":
+                # one more call, traced, after the timed ones: code that switched to a
+                # library op once it was being timed is still on that path now
+                _, ops = _compute_ops(model, bufs)
+                if ops:
+                    _reject_ops(ops, phase)
+                    return 1
             _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms)
             if job["mode"] == "candidate":
                 for s, out in last.items():

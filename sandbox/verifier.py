@@ -255,6 +255,8 @@ def _error_status(msg: dict[str, Any]) -> tuple[Status, str]:
     phase = str(msg.get("phase", "")).replace(":", " ")
     if kind == "compile":
         return Status.COMPILE_ERROR, _compile_reason(text)
+    if kind == "policy":
+        return Status.REJECTED, text
     if kind == "harness":
         raise ProblemError(text)  # a problem-side fault, not the candidate's
     if kind == "oom":
