@@ -1,0 +1,1 @@
+"""Internals of :mod:`sandbox.policy`, one concern per module."""

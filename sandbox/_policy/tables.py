@@ -1,0 +1,289 @@
+"""What the static policy allows and forbids, and how dotted names resolve."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import types
+from collections.abc import Iterable
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+_ROOTS = ("torch", "triton", "math", "typing", "functools", "dataclasses")
+_ALLOWED_MODULES = {"torch", "torch.nn", "torch.nn.functional", "torch.cuda",
+                    "torch.utils.cpp_extension", "triton", "triton.language", "math", "typing",
+                    "functools", "dataclasses", "__future__"}
+_THREAD_MODULES = {"threading", "_thread", "multiprocessing", "concurrent", "asyncio", "queue",
+                   "sched", "selectors"}
+_FORBIDDEN_BUILTINS = {"__import__", "eval", "exec", "compile", "open", "globals", "locals",
+                       "vars", "getattr", "setattr", "delattr", "breakpoint", "input",
+                       "__builtins__", "memoryview", "dir", "exit", "quit", "help"}
+_DUNDER_NAMES_OK = {"__name__", "__all__", "__slots__"}
+_DUNDER_DEFS_OK = {"__init__", "__repr__", "__str__", "__post_init__"}
+_FRAME_ATTRS = {"gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await",
+                "ag_frame", "ag_code", "f_back", "f_globals", "f_locals", "f_builtins", "f_code",
+                "f_trace", "tb_frame", "tb_next", "func_globals", "func_code", "co_code",
+                "co_consts", "co_names", "co_varnames", "co_filename"}
+_TORCH_CONCURRENCY = ("torch.cuda.Stream", "torch.cuda.stream", "torch.cuda.set_stream",
+                      "torch.cuda.ExternalStream", "torch.cuda.StreamContext", "torch.cuda.streams",
+                      "torch.cuda.graphs", "torch.cuda.graph", "torch.cuda.CUDAGraph",
+                      "torch.cuda.make_graphed_callables", "torch.cuda.Event", "torch.Stream",
+                      "torch.Event", "torch.multiprocessing", "torch.futures")
+_TORCH_INTERNAL = ("torch.compile", "torch.jit", "torch.ops", "torch.backends", "torch.library",
+                   "torch.fx", "torch.export", "torch.overrides", "torch.autograd.graph",
+                   "torch.autograd.profiler", "torch.profiler", "torch.distributed", "torch.hub",
+                   "torch.package", "torch.testing", "torch.classes", "torch.func", "torch.random",
+                   "torch.manual_seed", "torch.seed", "torch.initial_seed", "torch.get_rng_state",
+                   "torch.use_deterministic_algorithms", "torch.autocast", "torch.amp",
+                   "torch.storage", "torch.UntypedStorage", "torch.TypedStorage", "torch.nn.utils",
+                   "torch.nn.modules.module", "torch.cpu", "torch.mps", "torch.xpu",
+                   "torch.accelerator", "torch.monitor", "torch.onnx", "torch.vmap", "torch.cond")
+_FILE_IO = ("torch.load", "torch.save", "torch.from_file", "torch.serialization",
+            "torch.utils.cpp_extension.load", "typing.get_type_hints", "typing.ForwardRef",
+            "functools.singledispatch", "functools.singledispatchmethod")
+_CUDA_OK = {"current_device", "is_available", "get_device_properties", "device_count",
+            "synchronize", "current_stream", "default_stream", "device", "get_device_name",
+            "get_device_capability", "is_bf16_supported", "OutOfMemoryError"}
+_TRITON_OK = ("triton.jit", "triton.autotune", "triton.Config", "triton.heuristics", "triton.cdiv",
+              "triton.next_power_of_2", "triton.language", "triton.runtime.driver",
+              "triton.reinterpret", "triton.constexpr_function", "triton.JITFunction")
+_FUNCTOOLS_CACHING = {"lru_cache", "cache", "cached_property"}
+_PRIVATE_OK = {"torch.nn.init._calculate_fan_in_and_fan_out",  # nn.Linear's reset_parameters
+               "torch.nn.init._calculate_correct_fan"}
+_SELF_MUTATORS = {"register_buffer", "register_parameter", "add_module", "register_module",
+                  "register_forward_hook", "register_forward_pre_hook",
+                  "register_full_backward_hook",
+                  "apply", "load_state_dict", "to", "cuda", "cpu", "half", "float", "double",
+                  "bfloat16", "requires_grad_", "train", "eval", "zero_grad", "share_memory"}
+_TORCH_OK_CALLS = {
+    "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full",
+    "full_like", "arange", "tensor", "as_tensor", "as_strided", "cat", "concat", "concatenate",
+    "stack", "finfo", "iinfo", "device", "dtype", "Size", "is_tensor", "is_floating_point",
+    "is_complex", "numel", "get_default_dtype", "broadcast_shapes", "result_type",
+    "promote_types", "can_cast", "no_grad", "inference_mode",
+}
+_TORCH_NON_TENSOR = {"finfo", "iinfo", "device", "dtype", "Size", "is_tensor", "is_floating_point",
+                     "is_complex", "numel", "get_default_dtype", "broadcast_shapes", "result_type",
+                     "promote_types", "can_cast", "no_grad", "inference_mode"}
+# torch.Tensor methods that only describe, allocate or move data.
+_TENSOR_OK = {
+    "size", "dim", "numel", "stride", "storage_offset", "data_ptr", "element_size",
+    "is_contiguous", "contiguous", "view", "view_as", "reshape", "reshape_as", "flatten",
+    "unflatten", "squeeze", "unsqueeze", "expand", "expand_as", "t", "transpose", "permute",
+    "movedim", "moveaxis", "swapaxes", "swapdims", "narrow", "select", "chunk", "split",
+    "split_with_sizes", "tensor_split", "unbind", "unfold", "as_strided", "to", "type", "float",
+    "half", "bfloat16", "double", "int", "long", "short", "bool", "byte", "char", "cuda", "cpu",
+    "clone", "copy_", "fill_", "zero_", "new_empty", "new_empty_strided", "new_zeros", "new_ones",
+    "new_full", "new_tensor", "item", "tolist", "get_device", "detach", "requires_grad_",
+    "is_floating_point", "is_complex", "is_signed", "nelement", "ndimension", "dim_order",
+    "pin_memory", "is_pinned", "const_data_ptr",
+}
+_TENSOR_SCALAR = {"size", "dim", "numel", "stride", "storage_offset", "data_ptr", "element_size",
+                  "is_contiguous", "item", "tolist", "get_device", "is_floating_point",
+                  "is_complex", "is_signed", "nelement", "ndimension", "dim_order", "is_pinned",
+                  "const_data_ptr"}
+_TENSOR_ATTRS = {"T", "mT", "H", "mH", "data", "real", "imag", "grad"}
+_TENSOR_EVIDENCE = {"shape", "dtype", "device", "numel", "stride", "data_ptr", "contiguous",
+                    "is_contiguous", "element_size", "ndim", "storage_offset", "view", "reshape",
+                    "is_cuda", "new_empty", "new_zeros", "T", "mT", "unsqueeze", "squeeze",
+                    "permute", "transpose", "flatten", "expand", "dim"}
+_MODULE_TENSORS = {"weight", "bias", "running_mean", "running_var", "in_proj_weight",
+                   "in_proj_bias"}
+_NON_MODULE_ATTRS = _MODULE_TENSORS | {
+    "num_batches_tracked", "eps", "momentum", "in_features", "out_features", "in_channels",
+    "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "normalized_shape",
+    "num_features", "p", "negative_slope", "dim", "training", "padding_mode", "output_padding",
+    "elementwise_affine", "affine", "track_running_stats", "num_heads", "embed_dim", "head_dim",
+    "num_embeddings", "embedding_dim", "padding_idx", "inplace", "approximate", "beta",
+    "threshold", "alpha", "lambd", "min_val", "max_val", "upscale_factor", "scale_factor", "mode",
+    "align_corners", "parameters", "named_parameters", "buffers", "named_buffers", "state_dict",
+    "hidden_size", "input_size", "num_layers", "batch_first", "bidirectional", "dropout",
+}
+_MODULE_ITER = {"children", "modules", "named_children", "named_modules", "values", "items",
+                "get_submodule"}
+_ITER_BUILTINS = {"enumerate", "zip", "list", "tuple", "reversed", "iter", "next", "sorted", "dict"}
+_SAFE_WITH_MODULES = _ITER_BUILTINS | {"len", "isinstance", "print", "str", "repr", "id", "type",
+                                       "hasattr", "callable"}
+_TENSOR_BUILTINS = {"abs", "pow", "round", "sum", "max", "min", "divmod", "sorted", "any", "all"}
+_ELEMENT_OF = {"next", "min", "max", "sum", "abs", "pow", "round"}  # builtins returning an element
+_CONTAINER_OF = {"iter", "list", "tuple", "reversed", "sorted", "dict", "set", "frozenset",
+                 "enumerate", "zip"}  # builtins returning a container of their arguments' items
+_MUTATING = {"append", "extend", "insert", "remove", "pop", "popitem", "clear", "update",
+             "setdefault", "add", "discard", "sort", "reverse", "__setitem__"}
+_VENDORISH = {"mm", "matmul", "bmm", "addmm", "baddbmm", "einsum", "linear", "conv1d", "conv2d",
+              "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+              "scaled_dot_product_attention", "tensordot", "mv", "dot", "addmv", "chain_matmul"}
+_LOAD_INLINE = "torch.utils.cpp_extension.load_inline"
+_SOURCE_KWARGS = ("cpp_sources", "cuda_sources", "sycl_sources")
+_FLAG_KWARGS = ("extra_cflags", "extra_cuda_cflags", "extra_sycl_cflags", "extra_ldflags",
+                "extra_include_paths")
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _under(q: str, prefixes: Iterable[str]) -> bool:
+    return any(q == p or q.startswith(p + ".") for p in prefixes)
+
+
+# --------------------------------------------------------------------------------------------
+# Introspection of the trusted libraries (lazy: importing this module imports no torch)
+# --------------------------------------------------------------------------------------------
+@functools.cache
+def _tensor_methods() -> frozenset[str]:
+    import torch
+
+    return frozenset(n for n in dir(torch.Tensor)
+                     if not n.startswith("_") and callable(getattr(torch.Tensor, n, None)))
+
+
+@functools.cache
+def _compute_methods() -> frozenset[str]:
+    """torch.Tensor methods that compute (everything callable that is not data movement)."""
+    return _tensor_methods() - _TENSOR_OK
+
+
+@functools.cache
+def _ambiguous_methods() -> frozenset[str]:
+    """Compute methods that lists, dicts, sets and strings also have (flag only on tensors)."""
+    py: set[str] = set()
+    for t in (list, dict, set, str, bytes, tuple, int, float):
+        py.update(n for n in dir(t) if not n.startswith("_"))
+    return frozenset(_compute_methods() & py)
+
+
+@functools.cache
+def _aten_names() -> frozenset[str]:
+    """Op names ATen exposes as free functions (what ``relu(x)`` finds by ADL in C++)."""
+    import torch
+    import torch.nn.functional
+
+    def ops(mod: object, prefix: str = "") -> set[str]:
+        return {prefix + n for n in dir(mod) if not n.startswith("_") and n.islower()
+                and callable(getattr(mod, n, None)) and not isinstance(getattr(mod, n), type)}
+
+    funcs = ops(torch) | ops(torch.nn.functional) | ops(torch._C._nn)
+    funcs |= ops(torch.linalg, "linalg_") | ops(torch.special, "special_") | ops(torch.fft, "fft_")
+    return frozenset((funcs | _compute_methods()) - _TORCH_OK_CALLS - _TENSOR_OK)
+
+
+def _root_module(name: str) -> types.ModuleType | None:
+    if name not in _ROOTS:
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # triton is optional off Linux: fall back to textual names
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(q: str) -> str:
+    """Follow module re-exports: ``F.torch._C`` -> ``torch._C``, ``torch.os`` -> ``os``."""
+    parts = q.split(".")
+    obj = _root_module(parts[0])
+    if obj is None:
+        return q
+    name = parts[0]
+    for i, seg in enumerate(parts[1:], 1):
+        nxt = vars(obj).get(seg)
+        if not isinstance(nxt, types.ModuleType):
+            return ".".join([name, *parts[i:]])
+        obj, name = nxt, nxt.__name__
+    return name
+
+
+_MISSING = object()
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve(q: str) -> object:
+    """The object a canonical dotted name denotes, without triggering lazy imports."""
+    parts = q.split(".")
+    obj: object = _root_module(parts[0])
+    if obj is None:
+        return _MISSING
+    for seg in parts[1:]:
+        if isinstance(obj, types.ModuleType):
+            obj = vars(obj).get(seg, _MISSING)
+        elif isinstance(obj, type):
+            obj = inspect.getattr_static(obj, seg, _MISSING)
+        else:
+            return _MISSING
+        if obj is _MISSING:
+            return _MISSING
+    return obj
+
+
+def _qual_rule(q: str) -> tuple[str, str] | None:
+    """The rule a reference to canonical dotted name ``q`` breaks wherever it appears."""
+    parts = q.split(".")
+    top = parts[0]
+    if top not in _ROOTS:
+        return "forbidden-import", f"reaches the {top} module ({q})"
+    if q not in _PRIVATE_OK and any(p.startswith("_") and not _is_dunder(p) for p in parts[1:]):
+        return "internals", f"uses {q}, a private API"
+    if _under(q, _FILE_IO):
+        return "forbidden-name", (f"uses {q}, which reads files or evaluates code; pass CUDA "
+                                  "source strings to load_inline instead")
+    if top == "torch" and len(parts) > 1:
+        if _under(q, _TORCH_CONCURRENCY):
+            return "concurrency", (f"uses {q}: work on side streams, graphs or events escapes "
+                                   "timing; launch on the current stream")
+        if parts[1] == "utils":
+            if len(parts) > 2 and not _under(q, ("torch.utils.cpp_extension",)):
+                return "internals", f"uses {q}; only cpp_extension.load_inline is allowed"
+            if len(parts) > 3 and q != _LOAD_INLINE:
+                return "internals", f"uses {q}; only load_inline is allowed from cpp_extension"
+            return None
+        if _under(q, _TORCH_INTERNAL) or parts[1].startswith("set_"):
+            return "internals", (f"uses {q} (torch internals, compilers or global state); "
+                                 "write the kernel yourself")
+        if parts[1] == "cuda" and len(parts) > 2 and parts[2] not in _CUDA_OK:
+            return "internals", (f"uses {q}; from torch.cuda only {', '.join(sorted(_CUDA_OK))} "
+                                 "are allowed")
+    if top == "triton" and len(parts) > 1 and not _under(q, _TRITON_OK):
+        return "internals", (f"uses {q}; kernels need only triton.jit/autotune/heuristics/Config/"
+                             "cdiv/next_power_of_2 and triton.language")
+    if top == "functools" and len(parts) > 1 and parts[1] in _FUNCTOOLS_CACHING:
+        return "caching", f"uses {q}, which caches results across calls"
+    return None
+
+
+def _torch_call_rule(q: str) -> str | None:
+    """Why calling canonical ``q`` in runtime code is a reference call, or None if it is fine."""
+    parts = q.split(".")
+    if parts[0] != "torch" or len(parts) < 2:
+        return None
+    if len(parts) == 2 and (parts[1] in _TORCH_OK_CALLS or parts[1] in _TENSOR_OK):
+        return None
+    if parts[1] in ("cuda", "utils") or q in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
+        return None  # allowed or not is _qual_rule's business
+    if parts[1] == "Tensor" and len(parts) == 3 and parts[2] in _TENSOR_OK:
+        return None
+    if parts[1] == "autograd" and len(parts) > 2 and parts[2] == "Function":
+        return None
+    name = parts[-1]
+    if _under(q, ("torch.nn",)) and not _under(q, ("torch.nn.functional",)) and name[:1].isupper():
+        return f"builds or runs the torch.nn module {q}; use its weights in your kernel"
+    what = "a vendor-library op" if name in _VENDORISH else "a PyTorch op"
+    return f"calls {q} ({what}); compute it in your kernel"
+
+
+def _is_nn_class(q: str) -> bool:
+    """torch.nn.Linear, torch.nn.Sequential ... (not functional, init or Parameter)."""
+    last = q.split(".")[-1]
+    return q.startswith("torch.nn.") and last[:1].isupper() and "Parameter" not in last and \
+        not _under(q, ("torch.nn.functional", "torch.nn.init", "torch.nn.utils"))
+
+
+def _is_compute_ref(q: str) -> bool:
+    """True if ``q`` names a torch function or method that computes (for non-call references)."""
+    if not q.startswith("torch.") or _torch_call_rule(q) is None:
+        return False
+    obj = _resolve(q)
+    return obj is not _MISSING and callable(obj) and not isinstance(obj, type)
+
+
