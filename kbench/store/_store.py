@@ -1,46 +1,18 @@
-"""The result store: every run, problem, candidate, verdict, baseline and LLM call.
-
-SQLite by default (one file, WAL, one writer at a time), PostgreSQL for runs spread over
-machines. Each write method commits its own short transaction before it returns, so a
-verdict is durable as soon as it is produced; a crash loses at most the call in flight.
-Reads return frozen records, never live ORM objects, so callers never hold a session.
-
-Example:
-    >>> from kbench.store import Store
-    >>> store = Store("sqlite://")  # in memory
-    >>> run = store.create_run("demo", model="fake")
-    >>> store.get_run("demo").status
-    <RunStatus.RUNNING: 'running'>
-"""
+"""The Store: opening a database and every read and write, each in its own transaction."""
 
 from __future__ import annotations
 
-import enum
-import math
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    CheckConstraint,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -49,394 +21,47 @@ from sqlalchemy.exc import (
     NoSuchModuleError,
     SQLAlchemyError,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.types import TypeDecorator
 
 from kbench.errors import StoreError
-from sandbox.verdict import Status, Timing, Verdict
-
-__all__ = [
-    "Store",
-    "RunStatus",
-    "RunRecord",
-    "ProblemRecord",
-    "CandidateRecord",
-    "VerdictRecord",
-    "BaselineRecord",
-    "DeviceFactsRecord",
-    "LLMCallRecord",
-    "ResultRow",
-    "ENV_VAR",
-]
-
-ENV_VAR = "KBENCH_STORE"
-_POSTGRES_HINT = "pip install 'kbench[postgres]'"
-_BUSY_TIMEOUT_MS = 30_000
-_MODES = ("eager", "compile")
-T = TypeVar("T")
-
-
-class RunStatus(str, enum.Enum):
-    """Lifecycle of a run. Compares equal to its string value."""
-
-    RUNNING = "running"
-    FINISHED = "finished"
-    INTERRUPTED = "interrupted"
-    FAILED = "failed"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _utc(t: datetime) -> datetime:
-    # SQLite hands timestamps back naive; they were written in UTC.
-    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is None or math.isfinite(x) else None
-
-
-# -- JSON columns ------------------------------------------------------------------------
-
-_NONFINITE = "__float__"
-
-
-def _to_json(x: Any) -> Any:
-    """A JSON-safe copy: non-finite floats become ``{"__float__": "nan"}`` markers (strict
-    JSON and PostgreSQL's JSONB reject NaN), tuples become lists, enums their values."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else {_NONFINITE: repr(x)}
-    if x is None or isinstance(x, (bool, int, str)):
-        return x
-    if isinstance(x, enum.Enum):
-        return _to_json(x.value)
-    if isinstance(x, Mapping):
-        return {str(k): _to_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_json(v) for v in x]
-    return str(x)  # e.g. a torch.dtype in shape params: keep something readable
-
-
-def _from_json(x: Any) -> Any:
-    if isinstance(x, dict):
-        if len(x) == 1 and _NONFINITE in x:
-            return float(x[_NONFINITE])
-        return {k: _from_json(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_from_json(v) for v in x]
-    return x
-
-
-class _JSON(TypeDecorator):
-    """JSON (JSONB on PostgreSQL) that round-trips NaN and infinities."""
-
-    impl = JSON
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Any) -> Any:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(JSONB())
-        return dialect.type_descriptor(JSON())
-
-    def process_bind_param(self, value: Any, dialect: Any) -> Any:
-        return None if value is None else _to_json(value)
-
-    def process_result_value(self, value: Any, dialect: Any) -> Any:
-        return None if value is None else _from_json(value)
-
-
-# -- Secrets never stored --------------------------------------------------------------
-
-_SECRET_KEYS = {
-    "authorization", "proxy-authorization", "headers", "api_key", "api-key", "apikey",
-    "x-api-key", "openai-api-key", "anthropic-api-key", "password", "secret",
-}
-_SECRET_ENV = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
-_SECRET_TEXT = re.compile(r"(sk-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{16,})")
-
-
-def _scrub_text(s: str) -> str:
-    for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_ENV.search(name) and value in s:
-            s = s.replace(value, "[redacted]")
-    return _SECRET_TEXT.sub("[redacted]", s)
-
-
-def _scrub(x: Any) -> Any:
-    """Drops header- and key-like entries and redacts secret values anywhere in ``x``."""
-    if isinstance(x, str):
-        return _scrub_text(x)
-    if isinstance(x, Mapping):
-        return {k: _scrub(v) for k, v in x.items() if str(k).lower() not in _SECRET_KEYS}
-    if isinstance(x, (list, tuple)):
-        return [_scrub(v) for v in x]
-    return x
-
-
-# -- Tables ----------------------------------------------------------------------------
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class _Run(_Base):
-    __tablename__ = "runs"
-    __table_args__ = (
-        CheckConstraint(
-            "status IN ('running', 'finished', 'interrupted', 'failed')", name="run_status"
-        ),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
-    config: Mapped[Any] = mapped_column(_JSON, nullable=True)
-    model: Mapped[str | None] = mapped_column(String(200))
-    strategy: Mapped[str | None] = mapped_column(String(100))
-    notes: Mapped[str | None] = mapped_column(Text)
-
-
-class _Problem(_Base):
-    __tablename__ = "problems"
-    __table_args__ = (UniqueConstraint("key", "source_hash"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String(300), index=True)
-    suite: Mapped[str | None] = mapped_column(String(100))
-    source_hash: Mapped[str] = mapped_column(String(128))
-    source: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class _Candidate(_Base):
-    __tablename__ = "candidates"
-    __table_args__ = (Index("ix_candidates_run_problem", "run_id", "problem_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
-    problem_id: Mapped[int] = mapped_column(ForeignKey("problems.id"))
-    source: Mapped[str] = mapped_column(Text)
-    backend: Mapped[str] = mapped_column(String(32))
-    origin: Mapped[str] = mapped_column(String(32), default="eval")
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-    knobs: Mapped[Any] = mapped_column(_JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class _Verdict(_Base):
-    __tablename__ = "verdicts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
-    status: Mapped[str] = mapped_column(String(32))
-    reason: Mapped[str] = mapped_column(Text)
-    passed: Mapped[bool]
-    speedup_eager: Mapped[float | None] = mapped_column(Float)
-    speedup_compile: Mapped[float | None] = mapped_column(Float)
-    sol_pct: Mapped[float | None] = mapped_column(Float)
-    payload: Mapped[Any] = mapped_column(_JSON)
-    fingerprint_hash: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class _Baseline(_Base):
-    __tablename__ = "baselines"
-    __table_args__ = (
-        UniqueConstraint("problem_key", "source_hash", "shape_name", "mode", "fingerprint_hash"),
-        CheckConstraint("mode IN ('eager', 'compile')", name="baseline_mode"),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    problem_key: Mapped[str] = mapped_column(String(300))
-    source_hash: Mapped[str] = mapped_column(String(128))
-    shape_name: Mapped[str] = mapped_column(String(200))
-    shape: Mapped[Any] = mapped_column(_JSON, nullable=True)
-    mode: Mapped[str] = mapped_column(String(16))
-    fingerprint_hash: Mapped[str] = mapped_column(String(128))
-    fingerprint: Mapped[Any] = mapped_column(_JSON, nullable=True)
-    median_ms: Mapped[float] = mapped_column(Float)
-    iqr_ms: Mapped[float] = mapped_column(Float)
-    count: Mapped[int] = mapped_column(Integer)
-    payload: Mapped[Any] = mapped_column(_JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class _DeviceFacts(_Base):
-    __tablename__ = "device_facts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    fingerprint_hash: Mapped[str] = mapped_column(String(128), unique=True)
-    fingerprint: Mapped[Any] = mapped_column(_JSON)
-    facts: Mapped[Any] = mapped_column(_JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class _LLMCall(_Base):
-    __tablename__ = "llm_calls"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    problem_id: Mapped[int | None] = mapped_column(ForeignKey("problems.id"))
-    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
-    provider: Mapped[str] = mapped_column(String(100))
-    model: Mapped[str] = mapped_column(String(200))
-    prompt: Mapped[Any] = mapped_column(_JSON)
-    response: Mapped[str] = mapped_column(Text)
-    usage: Mapped[Any] = mapped_column(_JSON, nullable=True)
-    input_tokens: Mapped[int | None] = mapped_column(Integer)
-    output_tokens: Mapped[int | None] = mapped_column(Integer)
-    cost_usd: Mapped[float | None] = mapped_column(Float)
-    latency_s: Mapped[float | None] = mapped_column(Float)
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-# -- Frozen records --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    id: int
-    name: str
-    created_at: datetime
-    status: RunStatus
-    config: dict[str, Any] | None
-    model: str | None
-    strategy: str | None
-    notes: str | None
-
-
-@dataclass(frozen=True)
-class ProblemRecord:
-    id: int
-    key: str
-    suite: str | None
-    source_hash: str
-    source: str
-
-
-@dataclass(frozen=True)
-class VerdictRecord:
-    """One stored verdict; :meth:`verdict` rebuilds the full :class:`Verdict`."""
-
-    id: int
-    candidate_id: int
-    status: Status
-    reason: str
-    passed: bool
-    speedup_eager: float | None
-    speedup_compile: float | None
-    sol_pct: float | None
-    payload: dict[str, Any]
-    fingerprint_hash: str
-    created_at: datetime
-
-    def verdict(self) -> Verdict:
-        return Verdict.from_dict(self.payload)
-
-
-@dataclass(frozen=True)
-class CandidateRecord:
-    """One stored candidate with its latest verdict (``None`` if never verified)."""
-
-    id: int
-    run_id: int | None
-    problem_id: int
-    problem_key: str
-    source: str
-    backend: str
-    origin: str
-    parent_id: int | None
-    attempt: int
-    knobs: dict[str, Any] | None
-    created_at: datetime
-    verdict: VerdictRecord | None
-
-
-@dataclass(frozen=True)
-class BaselineRecord:
-    id: int
-    problem_key: str
-    source_hash: str
-    shape_name: str
-    shape: dict[str, Any] | None
-    mode: str
-    fingerprint_hash: str
-    fingerprint: dict[str, Any] | None
-    median_ms: float
-    iqr_ms: float
-    count: int
-    timing: Timing
-    payload: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class DeviceFactsRecord:
-    fingerprint_hash: str
-    fingerprint: dict[str, Any]
-    facts: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class LLMCallRecord:
-    id: int
-    run_id: int
-    problem_id: int | None
-    candidate_id: int | None
-    provider: str
-    model: str
-    prompt: list[dict[str, Any]]
-    response: str
-    usage: dict[str, Any] | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cost_usd: float | None
-    latency_s: float | None
-    error: str | None
-    created_at: datetime
-
-
-class ResultRow(NamedTuple):
-    """A problem attempted in a run and its best verdict's payload (``None``: no verdict).
-
-    A pair, so ``dict(store.results(run_id))`` is what :mod:`kbench.scoring` takes.
-    """
-
-    problem_key: str
-    verdict: dict[str, Any] | None
-
-
-def _run_rec(r: _Run) -> RunRecord:
-    return RunRecord(r.id, r.name, _utc(r.created_at), RunStatus(r.status), r.config,
-                     r.model, r.strategy, r.notes)
-
-
-def _verdict_rec(v: _Verdict) -> VerdictRecord:
-    return VerdictRecord(v.id, v.candidate_id, Status(v.status), v.reason, v.passed,
-                         v.speedup_eager, v.speedup_compile, v.sol_pct, v.payload,
-                         v.fingerprint_hash, _utc(v.created_at))
-
-
-def _baseline_rec(b: _Baseline) -> BaselineRecord:
-    return BaselineRecord(b.id, b.problem_key, b.source_hash, b.shape_name, b.shape, b.mode,
-                          b.fingerprint_hash, b.fingerprint, b.median_ms, b.iqr_ms, b.count,
-                          Timing.from_dict(b.payload["timing"]), b.payload, _utc(b.created_at))
-
-
-def _llm_rec(c: _LLMCall) -> LLMCallRecord:
-    return LLMCallRecord(c.id, c.run_id, c.problem_id, c.candidate_id, c.provider, c.model,
-                         c.prompt, c.response, c.usage, c.input_tokens, c.output_tokens,
-                         c.cost_usd, c.latency_s, c.error, _utc(c.created_at))
-
-
-def _rank(v: _Verdict) -> tuple[bool, float, int]:
-    # Best: correct first, then the highest eager speedup (unmeasured lowest), then latest.
-    speed = v.speedup_eager if v.passed and v.speedup_eager is not None else -math.inf
-    return (v.passed, speed, v.id)
-
-
-# -- Opening ---------------------------------------------------------------------------
+from kbench.store._records import (
+    BaselineRecord,
+    CandidateRecord,
+    DeviceFactsRecord,
+    LLMCallRecord,
+    ProblemRecord,
+    ResultRow,
+    RunRecord,
+    VerdictRecord,
+    _baseline_rec,
+    _llm_rec,
+    _rank,
+    _run_rec,
+    _verdict_rec,
+)
+from kbench.store._tables import (
+    _BUSY_TIMEOUT_MS,
+    _MODES,
+    _POSTGRES_HINT,
+    ENV_VAR,
+    RunStatus,
+    T,
+    _Base,
+    _Baseline,
+    _Candidate,
+    _DeviceFacts,
+    _finite,
+    _LLMCall,
+    _now,
+    _Problem,
+    _Run,
+    _scrub,
+    _scrub_text,
+    _utc,
+    _Verdict,
+)
+from sandbox.verdict import Timing, Verdict
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,0 +1,41 @@
+"""The result store: every run, problem, candidate, verdict, baseline and LLM call.
+
+SQLite by default (one file, WAL, one writer at a time), PostgreSQL for runs spread over
+machines. Each write method commits its own short transaction before it returns, so a
+verdict is durable as soon as it is produced; a crash loses at most the call in flight.
+Reads return frozen records, never live ORM objects, so callers never hold a session.
+
+Example:
+    >>> from kbench.store import Store
+    >>> store = Store("sqlite://")  # in memory
+    >>> run = store.create_run("demo", model="fake")
+    >>> store.get_run("demo").status
+    <RunStatus.RUNNING: 'running'>
+"""
+
+from kbench.store._records import (
+    BaselineRecord,
+    CandidateRecord,
+    DeviceFactsRecord,
+    LLMCallRecord,
+    ProblemRecord,
+    ResultRow,
+    RunRecord,
+    VerdictRecord,
+)
+from kbench.store._store import Store
+from kbench.store._tables import ENV_VAR, RunStatus
+
+__all__ = [
+    "Store",
+    "RunStatus",
+    "RunRecord",
+    "ProblemRecord",
+    "CandidateRecord",
+    "VerdictRecord",
+    "BaselineRecord",
+    "DeviceFactsRecord",
+    "LLMCallRecord",
+    "ResultRow",
+    "ENV_VAR",
+]
