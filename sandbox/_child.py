@@ -291,6 +291,8 @@ def main() -> int:
         import torch
 
         device = job["device"]
+        if device.startswith("cuda:"):
+            torch.cuda.set_device(int(device.split(":", 1)[1]))  # events and the flush follow
         _send(event="started", pid=os.getpid())
         if not device.startswith("cuda"):
             _interpreter_fixes()
