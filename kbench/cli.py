@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from kbench.errors import ConfigError, KbenchError
+from kbench.errors import ConfigError, KbenchError, ProblemError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,11 +34,38 @@ def main() -> None:
     try:
         app()
     except KbenchError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except UnicodeDecodeError as e:  # a read this module did not route through _read_text
+        err.print(f"[bold red]error:[/] a file is not UTF-8 text ({escape(str(e))})",
+                  highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+@contextmanager
+def _json_errors(as_json: bool) -> Iterator[None]:
+    """Under ``--json`` a fatal error is JSON too: ``{"error": ...}`` on stdout (and the usual
+    one line on stderr, exit 2), so a script reading stdout always gets JSON."""
+    try:
+        yield
+    except KbenchError as e:
+        if as_json:
+            print(json.dumps({"error": str(e)}))
+        raise
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A user's file as UTF-8 text; anything else is one clear :class:`ConfigError`."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                          f"offset {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: cannot be read ({e.strerror or e})") from None
 
 
 def _device(device: str | None) -> str:
@@ -79,18 +109,27 @@ def eval_cmd(
     knob: Annotated[list[str] | None, typer.Option(help="Set a TUNE knob, NAME=VALUE (repeatable).")] = None,
 ) -> None:
     """Verify one candidate against one problem. Exit 0 if and only if it is correct."""
-    from kbench.problems import load
+    with _json_errors(as_json):
+        _eval(problem, candidate, device, as_json, store, timing, knob)
+
+
+def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, store: str | None,
+          timing: bool, knob: list[str] | None) -> None:
+    from kbench.problems import load_report
     from kbench.store import Store
     from sandbox import verify
     from sandbox.fingerprint import fingerprint_hash
 
-    specs = load(problem)
-    if len(specs) != 1:
-        raise ConfigError(f"--problem {problem!r} matches {len(specs)} problems; name exactly one")
+    specs, failures = load_report(problem)
+    if len(specs) + len(failures) != 1:
+        raise ConfigError(f"--problem {problem!r} matches {len(specs) + len(failures)} problems; "
+                          "name exactly one")
+    if failures:
+        raise ProblemError(f"--problem {failures[0].path}: {failures[0].error}")
     spec = specs[0]
     if not candidate.is_file():
         raise ConfigError(f"--candidate {candidate}: no such file")
-    source = candidate.read_text()
+    source = _read_text(candidate, "--candidate")
     dev = _device(device)
     db = Store(store)
     verdict = verify(spec, source, device=dev, cache=db, timing=timing,
@@ -182,10 +221,11 @@ def runs_list(
     store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Every stored run with its status and score."""
+    """Every stored run with its status and score. Never creates a store."""
     from kbench.runflow import list_runs
 
-    list_runs(store, as_json, out)
+    with _json_errors(as_json):
+        list_runs(store, as_json, out)
 
 
 @runs_app.command("show")
@@ -194,10 +234,11 @@ def runs_show(
     store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """One run: per-problem best verdicts and the fast_p summary."""
+    """One run: per-problem best verdicts and the fast_p summary. Never creates a store."""
     from kbench.runflow import show_run
 
-    show_run(run, store, as_json, out)
+    with _json_errors(as_json):
+        show_run(run, store, as_json, out)
 
 
 @problems_app.command("list")
@@ -205,26 +246,63 @@ def problems_list(
     selector: Annotated[str, typer.Argument(help="Suite, id, glob, path or 'all'.")] = "all",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List problems with their dtype, shapes and tags."""
-    from kbench.problems import load
+    """List problems with their dtype, shapes and tags.
 
-    specs = load(selector)
+    A file that fails to load is listed with its error and the others still load; the exit
+    status is then 1 (0 when every file loaded, 2 when the selector itself is wrong).
+    ``--json`` prints ``{"problems": [...], "errors": [{"id", "path", "error"}]}``.
+    """
+    from kbench.problems import load_report
+
+    with _json_errors(as_json):
+        specs, failures = load_report(selector)
     if as_json:
-        print(json.dumps([{
+        print(json.dumps({"problems": [{
             "id": s.key, "suite": s.suite, "path": str(s.path), "dtype": s.meta.dtype,
             "shapes": s.shapes, "cpu_shapes": s.cpu_shapes, "tolerance": s.tolerance,
             "tags": s.meta.tags,
-        } for s in specs], indent=2, default=str))
-        return
+        } for s in specs], "errors": [f.to_dict() for f in failures]}, indent=2, default=str))
+        raise typer.Exit(1 if failures else 0)
     t = Table(show_edge=False)
-    for col in ("id", "dtype", "main shape", "shapes", "tags"):
-        t.add_column(col)
+    # ids are copied into other commands: never cut, fold or wrap them (see _print_unclipped)
+    id_width = max((len(s.key) for s in specs), default=2)
+    t.add_column("id", no_wrap=True, min_width=id_width)
+    for col in ("dtype", "main shape", "shapes", "tags"):
+        t.add_column(col, overflow="fold")
     for s in specs:
         main = ", ".join(f"{k}={v}" for k, v in s.constants.items() if isinstance(v, int))
-        t.add_row(s.key, s.meta.dtype or "float32", main[:60], str(len(s.shapes)),
+        t.add_row(s.key, s.meta.dtype or "float32", main, str(len(s.shapes)),
                   ",".join(s.meta.tags))
-    out.print(t)
-    out.print(f"{len(specs)} problems", style="dim")
+    if specs:
+        _print_unclipped(t, id_width)
+    out.print(f"{len(specs)} problems" + (f"; {len(failures)} could not be loaded:"
+                                          if failures else ""), style="dim", highlight=False)
+    for f in failures:
+        out.print(f"[bold red]error[/] {escape(f.id)} ({escape(str(f.path))}): {escape(f.error)}",
+                  highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if failures else 0)
+
+
+def _print_unclipped(table: Table, keep: int) -> None:
+    """Print ``table`` without cutting its first column (``keep`` wide), however narrow the
+    console.
+
+    rich fits a table to the console width (80 columns or ``$COLUMNS`` when piped) and
+    ellipsizes what does not fit. Piped to a file, rows are printed at their natural width,
+    one line each; on a terminal, the other columns fold, down to about 8 columns each.
+    """
+    from rich.measure import Measurement
+
+    if out.is_terminal:
+        need = keep + 2 + 11 * (len(table.columns) - 1)  # cell padding 2, separator 1
+    else:
+        need = Measurement.get(out, out.options.update_width(100_000), table).maximum
+    if need <= out.width:
+        out.print(table)
+        return
+    wide = Console(file=out.file, width=need, force_terminal=out.is_terminal,
+                   color_system=out.color_system, no_color=out.no_color)  # type: ignore[arg-type]
+    wide.print(table)
 
 
 @problems_app.command("show")

@@ -410,3 +410,61 @@ def _human(n: float | None) -> str:
         return "0"
     exp = min(int(math.log10(abs(n)) // 3), 4)
     return f"{n / 10 ** (3 * exp):.3g}{['', 'K', 'M', 'G', 'T'][exp]}"
+
+
+# -- Loading with a report: one bad file does not hide the others ----------------------
+@dataclass(frozen=True)
+class LoadFailure:
+    """A problem file that could not be loaded, and why (one line, without the path)."""
+
+    path: Path
+    key: str | None
+    error: str
+
+    @property
+    def id(self) -> str:
+        return self.key or self.path.stem
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "path": str(self.path), "error": self.error}
+
+
+def load_report(selector: str) -> tuple[list[ProblemSpec], list[LoadFailure]]:
+    """Like :func:`load`, but a file that fails to load is reported, not raised.
+
+    Returns the problems that loaded and one :class:`LoadFailure` per file that did not
+    (bad Python, missing ``Model``, a malformed ``KBENCH``, bytes that are not UTF-8, ...).
+    A selector that matches nothing is still a :class:`ProblemError`.
+
+    Example:
+        >>> specs, failures = load_report("level1/relu")
+        >>> [s.key for s in specs], failures
+        (['level1/relu'], [])
+    """
+    parts = [s.strip() for s in selector.split(",") if s.strip()]
+    if not parts:
+        raise ProblemError("empty problem selector; try a suite (level1), an id (level1/relu) or a path")
+    specs: dict[Path, ProblemSpec] = {}
+    failures: dict[Path, LoadFailure] = {}
+    for part in parts:
+        found = _resolve_one(part)
+        if not found:
+            raise ProblemError(
+                f"no problem matches {part!r}; suites are {', '.join(SUITES)} "
+                "(see `kbench problems list`), or pass a file or directory path"
+            )
+        for key, p in found:
+            rp = p.resolve()
+            if rp in specs or rp in failures:
+                continue
+            try:
+                specs[rp] = load_file(p, key=key, suite=key.split("/")[0] if key else None)
+            except ProblemError as e:
+                msg = str(e)
+                failures[rp] = LoadFailure(p, key, msg.removeprefix(f"{p}: "))
+            except UnicodeDecodeError as e:
+                failures[rp] = LoadFailure(
+                    p, key, f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})")
+            except Exception as e:  # noqa: BLE001 - the reason is kept and shown per file
+                failures[rp] = LoadFailure(p, key, f"{type(e).__name__}: {e}")
+    return list(specs.values()), list(failures.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -16,9 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from kbench.config import RunConfig, load_config
-from kbench.errors import ConfigError
+from kbench.errors import ConfigError, ProblemError
 from kbench.scoring import summary
-from kbench.store import Store
+from kbench.store import ENV_VAR, Store
 
 __all__ = ["execute", "list_runs", "show_run", "summary_table"]
 
@@ -27,9 +28,32 @@ def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "–" if x is None else f"{x:{spec}}{suffix}"
 
 
+def _missing_store(db_url: str | None) -> Path | None:
+    """The SQLite file a store URL names, if that file does not exist yet (else ``None``).
+
+    Reading commands check this first: opening a :class:`Store` creates its file."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    raw = db_url if db_url is not None else os.environ.get(ENV_VAR) or "kbench.db"
+    if "://" in raw:
+        try:
+            u = make_url(raw)
+        except ArgumentError:
+            return None  # Store() says what is wrong with it
+        if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+            return None
+        raw = u.database
+    path = Path(raw).expanduser().absolute()
+    return None if path.exists() else path
+
+
 def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | None,
              db_url: str | None) -> tuple[RunConfig, Store, Any]:
     if resume:
+        missing = _missing_store(db_url or overrides.get("store"))
+        if missing is not None:
+            raise ConfigError(f"no run named {resume!r}: no store at {missing}")
         db = Store(db_url or overrides.get("store"))
         rec = db.get_run(resume)
         if rec is None:
@@ -43,7 +67,11 @@ def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | 
                 base[k] = overrides[k]
         cfg = RunConfig(**base)
         return cfg, db, rec
-    cfg = load_config(config_path, overrides)
+    try:
+        cfg = load_config(config_path, overrides)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{config_path or 'kbench.toml'}: not UTF-8 text (byte "
+                          f"0x{e.object[e.start]:02x} at offset {e.start})") from None
     return cfg, Store(cfg.store), None
 
 
@@ -51,7 +79,7 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
             resume: str | None, device_of: Callable[[str | None], str], console: Console) -> None:
     """Validate everything that can be validated before any call, then run."""
     from agents import make_provider, require_price
-    from kbench.problems import load
+    from kbench.problems import load_report
     from kbench.runner import Runner, check_budget
 
     cfg, db, rec = _resolve(overrides, config_path, resume, overrides.get("store"))
@@ -61,10 +89,17 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
     if not cfg.problems:
         raise ConfigError("--problems is required, e.g. --problems level1 (see `kbench problems list`)")
     check_budget(cfg)
-    specs = load(cfg.problems)
+    specs, failures = load_report(cfg.problems)
+    if failures:
+        more = f" (and {len(failures) - 1} more; see `kbench problems list`)" if failures[1:] else ""
+        raise ProblemError(f"{failures[0].path}: {failures[0].error}{more}")
     device = device_of(cfg.device)
     provider = make_provider(cfg.model, cfg.base_url, prices=cfg.prices or None,
                              concurrency=cfg.concurrency)
+    warn = Console(stderr=True)
+    for w in getattr(provider, "warnings", ()):  # e.g. replay files that map to no problem
+        warn.print(f"warning: {w}", style="yellow", highlight=False, markup=False,
+                   soft_wrap=True)
     if cfg.max_cost_usd is not None:
         require_price(provider)
 
@@ -80,6 +115,14 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
             db.set_run_status(run_id, "running")
         runner = Runner(db, provider, specs, cfg, device, run_id)
         runner.name = run_name  # type: ignore[attr-defined]
+        if not console.is_terminal:
+            # Piped: no live redraws, the final view once. (rich's Live leaves its last
+            # frame without a newline there, so the summary's title ran into the last row.)
+            try:
+                await runner.run()
+            finally:
+                console.print(_view(runner, run_name))
+            return runner
         with Live(_view(runner, run_name), console=console, refresh_per_second=4,
                   transient=False) as live:
             runner.on_change = lambda: live.update(_view(runner, run_name))
@@ -106,6 +149,7 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
         raise
     status = "failed" if runner.agent.fatal_error else "finished"
     db.set_run_status(run_id, status)
+    console.line()
     console.print(summary_table(db, run_id, runner.name))  # type: ignore[attr-defined]
     if runner.stop_reason:
         console.print(f"stopped early: {runner.stop_reason}", style="yellow")
@@ -118,9 +162,8 @@ def _view(runner: Any, run_name: str) -> Group:
     for col in ("problem", "attempts", "status", "best × eager", "cost $"):
         t.add_column(col, justify="left" if col in ("problem", "status") else "right")
     for st in runner.states.values():
-        status = st.last + (f" (+{st.verifying} verifying)" if st.verifying else "")
         style = "green" if st.correct else ""
-        t.add_row(st.key, str(st.attempts), status, _fmt(st.best_speedup, ".2f", "x"),
+        t.add_row(st.key, str(st.attempts), st.status, _fmt(st.best_speedup, ".2f", "x"),
                   f"{st.cost_usd:.3f}", style=style)
     sp = runner.spend
     head = Text(f"run {run_name}  model {runner.cfg.model}  calls {sp.completions} "
@@ -149,6 +192,13 @@ def summary_table(db: Store, run_id: int, run_name: str) -> Table:
 
 
 def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
+    missing = _missing_store(db_url)
+    if missing is not None:  # reading never creates a store
+        if as_json:
+            print(json.dumps([]))
+        else:
+            console.print(f"no runs yet (no store at {missing})", highlight=False, soft_wrap=True)
+        return
     db = Store(db_url)
     runs = db.list_runs()
     data = []
@@ -172,6 +222,9 @@ def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
 
 
 def show_run(name: str, db_url: str | None, as_json: bool, console: Console) -> None:
+    missing = _missing_store(db_url)
+    if missing is not None:  # reading never creates a store
+        raise ConfigError(f"no run named {name!r}: no store at {missing}")
     db = Store(db_url)
     r = db.get_run(name)
     if r is None:

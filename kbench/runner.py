@@ -60,11 +60,23 @@ class ProblemState:
     key: str
     attempts: int = 0
     verifying: int = 0
-    last: str = "waiting"
+    last: str = "waiting"  # the latest event: asking, a verdict's status, call failed, ...
+    best: str | None = None  # status of the best verdict so far, ranked as the store ranks
     best_speedup: float | None = None
     correct: bool = False
     cost_usd: float = 0.0
     done: bool = False
+
+    @property
+    def status(self) -> str:
+        """The status shown: the best verdict so far, as the summary and ``runs show`` rank
+        it (correct first, else the latest verdict); before any verdict, the latest event.
+        Work in progress follows in parentheses."""
+        shown = self.best or self.last
+        now = ["asking"] if self.last == "asking" and shown != "asking" else []
+        if self.verifying:
+            now.append(f"+{self.verifying} verifying")
+        return shown + (f" ({', '.join(now)})" if now else "")
 
 
 @dataclass
@@ -175,11 +187,11 @@ class Runner:
             st.last = "no code" if att.completion.ok else "call failed"
         else:
             st.last = v.status.value
-            if v.passed:
-                st.correct = True
-                if v.speedup_eager is not None and (st.best_speedup is None
-                                                    or v.speedup_eager > st.best_speedup):
-                    st.best_speedup = v.speedup_eager
+            st.correct = st.correct or v.passed
+            st.best = Status.CORRECT.value if st.correct else v.status.value
+            if v.passed and v.speedup_eager is not None and (
+                    st.best_speedup is None or v.speedup_eager > st.best_speedup):
+                st.best_speedup = v.speedup_eager
         self.on_change()
 
     def _out_of_time(self) -> str | None:

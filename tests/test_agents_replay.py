@@ -112,3 +112,69 @@ def test_bad_replay_paths(tmp_path: Path, make) -> None:
     with pytest.raises(ConfigError, match="replay:") as e:
         make_provider(f"replay:{path}")
     assert "\n" not in str(e.value)
+
+
+KERNELBENCH = REPO.parent / "shared" / "kernelbench"
+
+
+@pytest.fixture
+def rk_run(tmp_path: Path) -> Path:
+    """A robust-kbench run folder: level_L/task_P/P_Name.py, plus files that map nowhere."""
+    tmp_path = tmp_path / "robust-kbench-run"  # beside kb_run's files, when both are used
+    for level, number, name in [(1, 19, "ReLU"), (2, 19, "Conv2d_ReLU_BiasAdd"),
+                                (1, 3, "Batched_matrix_multiplication")]:
+        task = tmp_path / f"level_{level}" / f"task_{number}"
+        task.mkdir(parents=True)
+        (task / f"{number}_{name}.py").write_text(KERNEL.format(tag=f"L{level} P{number}"))
+    (tmp_path / "level_1" / "task_19" / "19_ReLU_v2.py").write_text(KERNEL.format(tag="v2"))
+    (tmp_path / "level_1" / "task_19" / "helpers.py").write_text("# no number\n")
+    (tmp_path / "level_1" / "task_19" / "20_Other.py").write_text("# wrong task\n")
+    (tmp_path / "level_1" / "task_19" / "results.json").write_text("{}")
+    return tmp_path
+
+
+def test_robust_kbench_folder_matched_by_level_and_number(rk_run: Path) -> None:
+    p = make_provider(f"replay:{rk_run}")
+    assert p.kind == "kernelbench"
+    a, b = ask(p, "level1/19_ReLU", n=2)  # two files in the task folder: samples in name order
+    assert "L1 P19" in a.text and "v2" in b.text
+    assert "L2 P19" in ask(p, "level2/19_Conv2d_ReLU_BiasAdd")[0].text
+    assert "L1 P3" in ask(p, "level1/3_Batched_matrix_multiplication")[0].text
+    assert not ask(p, "level1/relu")[0].ok  # no leading number: no match
+    level = make_provider(f"replay:{rk_run / 'level_1'}")  # one level folder works too
+    assert "L1 P19" in ask(level, "level1/19_ReLU")[0].text
+
+
+def test_unmappable_files_are_named_with_the_reason(rk_run: Path, kb_run: Path) -> None:
+    p = make_provider(f"replay:{rk_run}")
+    assert len(p.warnings) == 2 and all("maps to no problem" in w for w in p.warnings)
+    assert {Path(w.split()[2].rstrip(":")).name for w in p.warnings} == {"helpers.py",
+                                                                         "20_Other.py"}
+    (kb_run / "level_1_problem_4_kernel.py").write_text("no sample number")
+    (kb_run / "level_1_problem_5_sample_0_kernel.py").write_bytes(b"# caf\xe9\n")
+    k = make_provider(f"replay:{kb_run}")
+    assert k.kind == "kernelbench" and len(k.warnings) == 2
+    assert any("level_1_problem_4_kernel.py: maps to no problem" in w for w in k.warnings)
+    assert any("level_1_problem_5_sample_0_kernel.py: not UTF-8" in w for w in k.warnings)
+    assert not ask(k, "level1/5_Matrix_scalar_multiplication")[0].ok
+
+
+def test_a_layout_folder_with_nothing_usable_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "level_1" / "task_2").mkdir(parents=True)
+    (tmp_path / "level_1" / "task_2" / "kernel.py").write_text("x")
+    with pytest.raises(ConfigError, match=r"no usable generation.*kernel\.py"):
+        make_provider(f"replay:{tmp_path}")
+
+
+@pytest.mark.skipif(not (KERNELBENCH / "level1" / "19_ReLU.py").is_file(),
+                    reason="KernelBench's problem files (../shared/kernelbench) are absent")
+def test_both_layouts_map_to_kernelbench_problem_files(rk_run: Path, kb_run: Path) -> None:
+    """The problems as `--problems path/to/KernelBench/level1` loads them."""
+    from kbench.problems import load
+
+    [spec] = load(str(KERNELBENCH / "level1" / "19_ReLU.py"))
+    ctx = CallContext(spec.key, suite=spec.suite, name=spec.name)
+    for run, tag in ((rk_run, "L1 P19"), (kb_run, "L1 P19 S0")):
+        [c] = make_provider(f"replay:{run}").complete_sync([], max_tokens=1, temperature=0.0,
+                                                           context=ctx)
+        assert c.ok and tag in c.text

@@ -201,3 +201,31 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes(tmp_path):
     assert run.status.value == "finished"
     assert {k for k, v in db.results(run.id) if v and v["status"] == "correct"} == set(keys)
     assert len(db.llm_calls_for(run.id)) == len(keys)
+
+
+def test_live_view_shows_the_best_status_and_ends_before_the_summary(llm_server, tmp_path,
+                                                                      monkeypatch):
+    """Two refine turns, correct then a failed call: the live view says correct, as the
+    summary and `runs show` do; piped (not a TTY), the view's last row and the summary's
+    title are separate lines."""
+    honest = (EXAMPLES / "level1" / "relu.py").read_text()
+    llm_server.script(Reply(f"```python\n{honest}\n```"), *[server_error()] * 5)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [
+        "run", "--model", "fake-model", "--base-url", llm_server.openai_url,
+        "--problems", "level1/relu", "--strategy", "refine", "--turns", "2",
+        "--device", "cpu", "--name", "best",
+    ])
+    assert result.exit_code == 0, result.output
+    db = Store(str(tmp_path / "kbench.db"))
+    run = db.get_run("best")
+    calls = db.llm_calls_for(run.id)
+    assert len(calls) == 2 and calls[0].error is None and calls[1].error  # the second failed
+    assert dict(db.results(run.id))["level1/relu"]["status"] == "correct"
+    lines = result.output.splitlines()
+    [row] = [ln for ln in lines if ln.lstrip().startswith("level1/relu")]
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[1:3] == ["2", "correct"], row
+    title = next(i for i, ln in enumerate(lines) if "run best: 1/1 correct" in ln)
+    assert lines[title].strip().startswith("run best:"), lines[title]
+    assert lines.index(row) < title and "level1/relu" not in lines[title]
