@@ -170,7 +170,10 @@ def _print_verdict(v: Any) -> None:
                         _fmt(s.sol_pct, ".0f")]
             t.add_row(*row)
         out.print(t)
-        out.print("* derived shape: never shown to the candidate", style="dim")
+        out.print("* derived shape: never shown to the candidate; +params: the reference's "
+                  "constant parameters redrawn", style="dim")
+    for note in getattr(v, "notes", ()):
+        out.print(f"note: {note}", style="dim", highlight=False, markup=False)
     if not v.timing_available:
         why = "no GPU" if v.device == "cpu" else "not measured"
         out.print(f"timing: unavailable ({why})", style="dim")
@@ -256,10 +259,12 @@ def problems_list(
 
     with _json_errors(as_json):
         specs, failures = load_report(selector)
+    cpu_errors = _cpu_shape_errors(specs)
     if as_json:
         print(json.dumps({"problems": [{
             "id": s.key, "suite": s.suite, "path": str(s.path), "dtype": s.meta.dtype,
-            "shapes": s.shapes, "cpu_shapes": s.cpu_shapes, "tolerance": s.tolerance,
+            "shapes": s.shapes, "cpu_shapes": s.cpu_shapes,
+            "cpu_shape_error": s.cpu_shape_error, "tolerance": s.tolerance,
             "tags": s.meta.tags,
         } for s in specs], "errors": [f.to_dict() for f in failures]}, indent=2, default=str))
         raise typer.Exit(1 if failures else 0)
@@ -280,7 +285,17 @@ def problems_list(
     for f in failures:
         out.print(f"[bold red]error[/] {escape(f.id)} ({escape(str(f.path))}): {escape(f.error)}",
                   highlight=False, soft_wrap=True)
+    for key, reason in cpu_errors:
+        out.print(f"[yellow]no CPU shape[/] {escape(key)}: {escape(reason)}",
+                  highlight=False, soft_wrap=True)
     raise typer.Exit(1 if failures else 0)
+
+
+def _cpu_shape_errors(specs: list[Any]) -> list[tuple[str, str]]:
+    """(id, why) for each problem for which no CPU shape could be derived. Deriving runs the
+    reference; it is cached per file content, so only a first listing waits."""
+    with err.status("deriving CPU shapes (first time for these files only)"):
+        return [(s.key, s.cpu_shape_error) for s in specs if s.cpu_shape_error]
 
 
 def _print_unclipped(table: Table, keep: int) -> None:
@@ -327,16 +342,42 @@ def problems_show(
               "(and relative L2 error <= rtol)" + (
                   "; custom check function" if s.meta.check else ""))
     t = Table(show_edge=False, title="shapes")
-    for col in ("shape", "where", "sizes", "GFLOP", "min MB", "FLOP/byte"):
-        t.add_column(col)
-    for where, group in (("gpu", s.shapes), ("cpu", s.cpu_shapes)):
-        for name, shape in group.items():
-            flops, nbytes = s.roofline(shape)
-            ai = f"{flops / nbytes:.2f}" if flops is not None and nbytes else "–"
-            sizes = ", ".join(f"{k}={v}" for k, v in shape.items() if isinstance(v, int))
-            t.add_row(name, where, sizes[:60], _fmt(flops / 1e9 if flops is not None else None, ".3f"),
-                      _fmt(nbytes / 1e6 if nbytes is not None else None, ".2f"), ai)
-    out.print(t)
+    rows = _all_shapes(s)
+    keep = max(len(name) for name, _, _ in rows)
+    t.add_column("shape", no_wrap=True, min_width=keep)
+    t.add_column("on")
+    for col in ("GFLOP", "min MB", "FLOP/B"):
+        t.add_column(col, justify="right")
+    t.add_column("sizes", overflow="fold")
+    for name, where, shape in rows:
+        flops, nbytes = s.roofline(shape)
+        ai = f"{flops / nbytes:.3g}" if flops is not None and nbytes else "–"
+        t.add_row(name, where, _fmt(flops / 1e9 if flops is not None else None, ".3g"),
+                  _fmt(nbytes / 1e6 if nbytes is not None else None, ".3g"), ai, _sizes(shape))
+    _print_unclipped(t, keep)
+    out.print("derived_*: shapes the candidate is never shown, checked wherever the reference "
+              "runs on them", style="dim", highlight=False)
+    if s.cpu_shape_error:
+        out.print(f"[yellow]no CPU shape within budget:[/] {escape(s.cpu_shape_error)}",
+                  highlight=False, soft_wrap=True)
+
+
+def _all_shapes(spec: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, where, shape): the declared GPU shapes, the CPU shapes (declared or derived),
+    and the unseen shapes derived from the first of each."""
+    from kbench.problems import derive_shapes
+
+    rows = []
+    for where, group in (("gpu", spec.shapes), ("cpu", spec.cpu_shapes)):
+        rows += [(name, where, shape) for name, shape in group.items()]
+        base = next(iter(group.values()))
+        rows += [(name, where, shape) for name, shape in derive_shapes(spec, base).items()]
+    return rows
+
+
+def _sizes(shape: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in shape.items()
+                     if isinstance(v, (int, tuple, list)) and not isinstance(v, bool))
 
 
 @problems_app.command("new")

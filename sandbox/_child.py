@@ -26,6 +26,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from sandbox.perturb import perturb_inputs
+
 _KEY = b""
 _FD = -1
 
@@ -130,14 +132,44 @@ def checksum(xs: list[Any]) -> str:
     return "|".join(parts)
 
 
+def _like(current: Any, v: Any) -> Any:
+    """A tuple constant of the problem comes back from job.json as a list: make it a tuple."""
+    return tuple(v) if isinstance(v, list) and isinstance(current, tuple) else v
+
+
+class _CudaTo:
+    """While the trusted problem file makes inputs, ``.cuda()`` (KernelBench's few-shot
+    style) places on ``device``: as kbench.problems._cuda_to does in the parent."""
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.saved = torch.Tensor.cuda, torch.nn.Module.cuda
+        device = self.device
+
+        def place(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            return obj.to(device)
+
+        torch.Tensor.cuda = place  # type: ignore[method-assign]
+        torch.nn.Module.cuda = place  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        torch.Tensor.cuda, torch.nn.Module.cuda = self.saved  # type: ignore[method-assign]
+
+
 def _make_inputs(prob: Any, params: dict[str, Any], seed: int, device: str) -> list[Any]:
     """Exactly what kbench.problems.ProblemSpec.make_inputs does, in this process."""
     import torch
 
     for k, v in params.items():
-        setattr(prob, k, v)
+        setattr(prob, k, _like(getattr(prob, k, None), v))
     torch.manual_seed(seed)
-    with torch.device(device):
+    with torch.device(device), _CudaTo(device):
         xs = list(prob.get_inputs())
     return [x.to(device) if isinstance(x, torch.Tensor) else x for x in xs]
 
@@ -242,6 +274,38 @@ def _interpreter_fixes() -> None:
     builder.cast_impl = cast_impl
 
 
+def _redraw(prob: Any, init: list[Any], shape: dict[str, Any], model: Any, device: str) -> None:
+    """The redrawn-parameter case: build the trusted reference after the same seed, redraw
+    its constant tensors from the parent's seed and copy them into the candidate's model."""
+    import torch
+
+    from sandbox.perturb import hand_over, redraw_constant_tensors
+
+    _send(event="need_params", shape=shape["name"])
+    seed = int(json.loads(sys.stdin.readline())["seed"])
+    torch.manual_seed(shape["init_seed"])
+    ref = prob.Model(*init).to(device).train(model.training)
+    names = redraw_constant_tensors(ref, seed)
+    missing = hand_over(ref, model, names)
+    del ref
+    _send(event="handed_over", shape=shape["name"], missing=missing)
+
+
+def _disarm_harness_functions(mod: Any) -> None:
+    """KernelBench-style candidates keep the problem's ``get_inputs`` / ``get_init_inputs``
+    at the end of the file. kbench never uses them, and code that calls them fails."""
+
+    def disarmed(name: str) -> Any:
+        def call(*_: Any, **__: Any) -> Any:
+            raise RuntimeError(f"the candidate called its own {name}(): kbench supplies "
+                               "inputs; a candidate must not make or read them itself")
+        return call
+
+    for name in ("get_inputs", "get_init_inputs"):
+        if hasattr(mod, name):
+            setattr(mod, name, disarmed(name))
+
+
 def _hand_over(out: Any, path: str, msg: dict[str, Any]) -> None:
     """Give an output to the parent: by CUDA IPC if it can open it, else through a file.
     The output stays alive (and untouched: nothing else runs) until the parent answers."""
@@ -312,6 +376,7 @@ def main() -> int:
                 _send(event="error", phase="import", kind="compile",
                       message="the candidate defines no class ModelNew")
                 return 1
+            _disarm_harness_functions(mod)
         else:
             cls = prob.Model
         _send(event="imported")
@@ -322,33 +387,49 @@ def main() -> int:
             name = shape["name"]
             phase = f"build:{name}"
             for k, v in shape["params"].items():
-                setattr(prob, k, v)
+                setattr(prob, k, _like(getattr(prob, k, None), v))
             torch.manual_seed(shape["init_seed"])
-            init = list(prob.get_init_inputs())
+            with _CudaTo("cpu"):
+                init = list(prob.get_init_inputs())
             torch.manual_seed(shape["init_seed"])
             model = cls(*init)
-            model = model.to(device).eval()
+            model = model.to(device).train(bool(job.get("train", False)))
+            if shape.get("redraw") and job["mode"] == "candidate":
+                _redraw(prob, init, shape, model, device)
             if job["mode"] == "compile":
                 model = torch.compile(model)
-            trials: list[list[Any]] = []
+            own_seeds: list[int] = []  # timing remakes these input sets from their seeds
             bufs: list[Any] = []
             for i in range(int(shape["trials"])):
                 phase = f"inputs:{name}:{i}"
                 _send(event="need_inputs", shape=name, trial=i)
                 req = json.loads(sys.stdin.readline())
+                if req.get("skip"):
+                    continue  # a perturbation outside the reference's domain
                 src = _make_inputs(prob, shape["params"], int(req["seed"]), device)
                 if checksum(src) != req["checksum"]:
                     _send(event="error", phase=phase, kind="harness", message=(
                         "inputs made in the sandbox differ from the verifier's for the same "
                         "seed: the problem's get_inputs() is not deterministic"))
                     return 1
+                own = req.get("kind", "own") == "own"
+                if not own:
+                    src = perturb_inputs(src, req["kind"], int(req["pseed"]),
+                                         bool(req["positive"]))
+                    if checksum(src) != req["pchecksum"]:
+                        _send(event="error", phase=phase, kind="harness", message=(
+                            "perturbed inputs made in the sandbox differ from the verifier's "
+                            "for the same seed"))
+                        return 1
                 if i == 0:
                     bufs = [x.clone() if isinstance(x, torch.Tensor) else x for x in src]
                     in_bytes = sum(x.numel() * x.element_size() for x in bufs
                                    if isinstance(x, torch.Tensor))
-                trials.append(src)
+                if own:
+                    own_seeds.append(int(req["seed"]))  # timing rotates own inputs only
                 phase = f"trial:{name}:{i}"
                 bufs = _copy_into(bufs, src)
+                del src
                 if job["mode"] == "candidate":
                     _poison(device, 2 * in_bytes)
                 snapshot = [x.clone() if isinstance(x, torch.Tensor) else x for x in bufs]
@@ -368,13 +449,11 @@ def main() -> int:
                 else:
                     _hand_over(out, f"out_{name}_{i}.pt", dict(event="trial", shape=name, trial=i))
                 del out, snapshot
-                if not shape.get("timed"):
-                    trials.clear()
             if shape.get("timed"):
                 models[name] = model
-                sets[name] = [trials, bufs]
+                sets[name] = [own_seeds, bufs, shape["params"]]
             else:
-                del model, trials, bufs
+                del model, bufs
         _send(event="checked")
 
         cmd = sys.stdin.readline().strip()
@@ -385,12 +464,14 @@ def main() -> int:
         cfg = TimingConfig(**job.get("timing", {}))
         for name, model in models.items():
             phase = f"timing:{name}"
-            trials, bufs = sets[name]
-            k = len(trials)
+            own_seeds, bufs, params = sets[name]
+            k = len(own_seeds)
             last: dict[int, Any] = {}
 
-            def prepare(i: int, trials: list[list[Any]] = trials, bufs: list[Any] = bufs) -> None:
-                _copy_into(bufs, trials[i % len(trials)])
+            def prepare(i: int, seeds: list[int] = own_seeds, bufs: list[Any] = bufs,
+                        params: dict[str, Any] = params) -> None:
+                # remade from the seed rather than kept: a problem's inputs can be gigabytes
+                _copy_into(bufs, _make_inputs(prob, params, seeds[i % len(seeds)], device))
 
             def keep(i: int, out: Any, k: int = k, last: dict[int, Any] = last) -> None:
                 last[i % k] = out
@@ -399,7 +480,7 @@ def main() -> int:
                 with torch.no_grad():
                     return model(*bufs)
 
-            raw = time_cuda(call, prepare, cfg, keep)
+            raw = time_cuda(call, prepare, cfg, keep if job["mode"] == "candidate" else None)
             if job["mode"] == "candidate":
                 # one more call, traced, after the timed ones: code that switched to a
                 # library op once it was being timed is still on that path now

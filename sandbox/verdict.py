@@ -93,6 +93,7 @@ class Verdict:
     wall_s: float | None = None
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent per phase
     log_tail: str = ""
+    notes: tuple[str, ...] = ()  # checks skipped and why (a perturbation outside the domain)
 
     @property
     def passed(self) -> bool:
@@ -110,4 +111,5 @@ class Verdict:
         d.pop("passed", None)
         d["status"] = Status(d["status"])
         d["shapes"] = tuple(ShapeResult.from_dict(s) for s in d.get("shapes", ()))
+        d["notes"] = tuple(d.get("notes", ()))
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})

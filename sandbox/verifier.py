@@ -26,6 +26,7 @@ from sandbox._child import checksum
 from sandbox._process import Child, ChildError, job_dir
 from sandbox.compare import compare_outputs
 from sandbox.fingerprint import DATASHEET, fingerprint, fingerprint_hash, measure_device_facts
+from sandbox.perturb import INPUT_KINDS, describe, perturb_inputs, redraw_constant_tensors
 from sandbox.policy import check_source
 from sandbox.timing import RawTimes, TimingConfig, hidden_work, summarize
 from sandbox.verdict import ShapeResult, Status, Timing, Verdict
@@ -113,15 +114,46 @@ def default_device() -> str:
 # ---------------------------------------------------------------------------------------
 @dataclass
 class _Case:
+    """One shape (or the redrawn-parameter variant of one) and its planned trials: the
+    problem's own input sets first (timing rotates those), perturbed ones after.
+
+    References are computed when the child asks for a trial's inputs and dropped once its
+    output is compared (kept only for the own trials of a timed shape, which timed outputs
+    are checked against again), so the parent holds a bounded number of outputs however
+    large the problem."""
+
     name: str
     params: Shape
     derived: bool
     timed: bool
     init_seed: int
-    seeds: list[int]
-    checksums: list[str]
-    refs: list[Any]
-    inputs: list[list[Any]]
+    model: Any = field(default=None, repr=False)
+    kinds: list[str] = field(default_factory=list)  # "own" | "signed" | "scaled", per trial
+    seeds: list[int] = field(default_factory=list)
+    refs: dict[int, Any] = field(default_factory=dict, repr=False)
+    inputs: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # for `check`
+    positive: dict[int, bool] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)
+    param_seed: int | None = None  # set for the case whose constant parameters are redrawn
+    redrawn: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # redrawn names ModelNew holds no match for
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_run(self) -> int:
+        return len(self.kinds) - len(self.skipped)
+
+    def label(self, i: int) -> str:
+        what = []
+        if self.param_seed is not None:
+            what.append(describe("params"))
+        if self.kinds[i] != "own":
+            what.append(describe(self.kinds[i], self.positive.get(i, False)))
+        if self.missing:
+            what.append("ModelNew holds no tensor matching the reference's "
+                        + ", ".join(self.missing[:6]))
+        tag = f" ({'; '.join(what)})" if what else ""
+        return f"shape {self.name!r}{' (derived)' if self.derived else ''} trial {i}{tag}"
 
 
 def _input_elems(spec: ProblemSpec, shape: Shape) -> float:
@@ -132,10 +164,92 @@ def _input_elems(spec: ProblemSpec, shape: Shape) -> float:
         return float(math.prod(v for v in shape.values() if isinstance(v, int) and v > 0))
 
 
-def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
-                 timed: bool) -> tuple[list[_Case], list[str]]:
+def _finite(x: Any) -> bool:
     import torch
 
+    if isinstance(x, torch.Tensor):
+        return not x.is_floating_point() or bool(torch.isfinite(x).all())
+    if isinstance(x, (list, tuple)):
+        return all(_finite(y) for y in x)
+    return True
+
+
+def _reference(spec: ProblemSpec, case: _Case, xs: list[Any]) -> Any:
+    import torch
+
+    keep = spec.meta.check is not None  # a custom check reads the inputs afterwards
+    args = [x.clone() if keep and isinstance(x, torch.Tensor) else x for x in xs]
+    with torch.no_grad():
+        return case.model(*args)
+
+
+def _prepare_trial(spec: ProblemSpec, case: _Case, i: int, device: str) -> dict[str, Any]:
+    """Make trial ``i``'s inputs and reference here, and the reply that lets the child make
+    the same inputs: the seed, the checksum, and for a perturbed trial how to perturb. A
+    perturbed trial on which the reference has no finite output is skipped."""
+    kind, seed = case.kinds[i], case.seeds[i]
+    xs: list[Any] | None = spec.make_inputs(case.params, seed, device)
+    assert xs is not None
+    reply: dict[str, Any] = {"seed": seed, "checksum": checksum(xs), "kind": kind}
+    if kind == "own":
+        if i not in case.refs:
+            case.refs[i] = _reference(spec, case, xs)
+        if spec.meta.check is not None:
+            case.inputs[i] = xs
+        return reply
+    domain = spec.meta.perturb.inputs
+    pseed = secrets.randbits(62)
+    for positive in {"auto": (False, True), "signed": (False,), "positive": (True,)}[domain]:
+        xs = xs if xs is not None else spec.make_inputs(case.params, seed, device)
+        px = perturb_inputs(xs, kind, pseed, positive)
+        xs = None  # remade if needed: at most one input set and one output alive at a time
+        ref = _reference(spec, case, px)
+        if _finite(ref):
+            case.refs[i], case.positive[i] = ref, positive
+            if spec.meta.check is not None:
+                case.inputs[i] = px
+            return {**reply, "pseed": pseed, "positive": positive, "pchecksum": checksum(px)}
+        del ref
+    case.skipped.add(i)
+    case.notes.append(f"{kind} inputs skipped on shape {case.name!r}: the reference's output "
+                      "is not finite there (outside the op's domain)")
+    return {"skip": True}
+
+
+# References larger than this are not kept on the device between uses: made again when
+# needed (plan time) or parked in host memory (the own trials of a timed shape).
+_KEEP_BYTES = 256 << 20
+
+
+def _nbytes(x: Any) -> int:
+    if isinstance(x, (list, tuple)):
+        return sum(_nbytes(y) for y in x)
+    return x.numel() * x.element_size() if hasattr(x, "element_size") else 0
+
+
+def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
+          device: str) -> None:
+    """Seeds for ``n_own`` own trials and one per perturbation kind; trial 0's reference is
+    computed now, which also tells whether the reference runs on this shape at all."""
+    case.kinds = ["own"] * n_own
+    case.seeds = [secrets.randbits(62) for _ in range(n_own)]
+    import torch
+
+    xs = spec.make_inputs(case.params, case.seeds[0], device)
+    ref = _reference(spec, case, xs)
+    if _nbytes(ref) <= _KEEP_BYTES:  # else made again when the child asks for it
+        case.refs[0] = ref
+        if spec.meta.check is not None:
+            case.inputs[0] = xs
+    del ref
+    floats = any(isinstance(x, torch.Tensor) and x.is_floating_point() for x in xs)
+    if floats and spec.meta.perturb.inputs != "none":
+        case.kinds += list(perturb)
+        case.seeds += [secrets.randbits(62) for _ in perturb]
+
+
+def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
+                 timed: bool) -> tuple[list[_Case], list[str]]:
     declared = spec.shapes_for(device)
     by_size = sorted(declared, key=lambda n: _input_elems(spec, declared[n]))
     derived = {
@@ -152,44 +266,54 @@ def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
     cases: list[_Case] = []
     dropped: list[str] = []
     for name, shape, is_derived in plan:
-        init_seed = secrets.randbits(31)
+        case = _Case(name, shape, is_derived, timed and not is_derived, secrets.randbits(31))
         try:
-            init = spec.make_init_inputs(shape, seed=init_seed)
-            model = spec.make_model(init, init_seed, device)
-            refs, inputs, seeds, sums = [], [], [], []
-            n_trials = limits.derived_trials if is_derived else limits.trials
-            for _ in range(n_trials):
-                seed = secrets.randbits(62)
-                xs = spec.make_inputs(shape, seed, device)
-                sums.append(checksum(xs))
-                with torch.no_grad():
-                    ref = model(*[x.clone() if isinstance(x, torch.Tensor) else x for x in xs])
-                refs.append(ref)
-                inputs.append(xs)
-                seeds.append(seed)
-            del model
+            init = spec.make_init_inputs(shape, seed=case.init_seed)
+            case.model = spec.make_model(init, case.init_seed, device)
+            _plan(spec, case, limits.derived_trials if is_derived else limits.trials,
+                  () if is_derived else INPUT_KINDS, device)
         except Exception as e:  # noqa: BLE001 - a derived shape the reference rejects is dropped
             if is_derived:
-                dropped.append(name)
+                dropped.append(f"derived shape {name!r} skipped: the reference fails on it "
+                               f"({type(e).__name__})")
                 continue
             raise ProblemError(f"{spec.key}: the reference fails on its own shape {name!r}: "
                                f"{type(e).__name__}: {e}") from e
-        cases.append(_Case(name, shape, is_derived, timed and not is_derived, init_seed,
-                           seeds, sums, refs, inputs))
+        cases.append(case)
+    if spec.meta.perturb.params:
+        pc = _params_case(spec, device, by_size[0], declared[by_size[0]])
+        if pc is not None:
+            cases.append(pc)
     return cases, dropped
+
+
+def _params_case(spec: ProblemSpec, device: str, base: str, shape: Shape) -> _Case | None:
+    """The smallest declared shape again, with the reference's constant parameters and
+    buffers redrawn (handed to ModelNew in the child): None if the model has none."""
+    case = _Case(f"{base}+params", shape, False, False, secrets.randbits(31),
+                 param_seed=secrets.randbits(62))
+    init = spec.make_init_inputs(shape, seed=case.init_seed)
+    case.model = spec.make_model(init, case.init_seed, device)
+    case.redrawn = redraw_constant_tensors(case.model, case.param_seed)
+    if not case.redrawn:
+        return None
+    _plan(spec, case, 1, INPUT_KINDS[:1], device)
+    return case if _finite(case.refs[0]) else None
 
 
 # ---------------------------------------------------------------------------------------
 # Running a child
 # ---------------------------------------------------------------------------------------
 def _job(work: Path, mode: str, device: str, cases: list[_Case], limits: Limits,
-         problem: Path, knobs: dict[str, Any] | None = None) -> None:
+         spec: ProblemSpec, knobs: dict[str, Any] | None = None) -> None:
     # No seed is written here: each trial's seed reaches the child only when it asks for it.
     job = {
         "mode": mode, "device": device, "candidate": "candidate.py",
-        "problem": str(problem), "knobs": knobs or {},
+        "problem": str(spec.path), "knobs": knobs or {}, "train": spec.meta.mode == "train",
         "shapes": [{"name": c.name, "params": c.params, "init_seed": c.init_seed,
-                    "trials": len(c.seeds), "timed": c.timed} for c in cases],
+                    "trials": len(c.kinds) if mode == "candidate" else c.kinds.count("own"),
+                    "timed": c.timed,
+                    "redraw": c.param_seed is not None} for c in cases],
         "timing": {k: getattr(limits.timing, k) for k in TimingConfig.__dataclass_fields__},
     }
     if not device.startswith("cuda"):
@@ -287,7 +411,7 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
               spec: ProblemSpec, res: _Outcome, check: bool, child: Child) -> None:
     c = by_name[msg["shape"]]
     i = int(msg["trial"])
-    where = f"shape {c.name!r}{' (derived)' if c.derived else ''} trial {i}"
+    where = c.label(i)
     if msg.get("faults"):
         res.shape_fail.setdefault(c.name, f"{where}: {'; '.join(msg['faults'])}")
         return
@@ -296,7 +420,14 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
     out = _fetch(msg, work, device, child)
     if out is None or not check:
         return
-    bad, errs = compare_outputs(out, c.refs[i], *spec.tolerance, spec.meta.check, c.inputs[i])
+    bad, errs = compare_outputs(out, c.refs[i], *spec.tolerance, spec.meta.check,
+                                c.inputs.get(i))
+    del out
+    if not (c.timed and c.kinds[i] == "own"):  # timed outputs are checked against these
+        c.refs.pop(i, None)
+        c.inputs.pop(i, None)
+    elif _nbytes(c.refs[i]) > _KEEP_BYTES:
+        c.refs[i] = _to(c.refs[i], "cpu")  # back on the device when a timed output comes
     if bad:
         res.shape_fail.setdefault(c.name, f"{where}: {bad.reason}")
     if not bad:
@@ -312,7 +443,8 @@ def _on_timed_output(msg: dict[str, Any], by_name: dict[str, _Case], work: Path,
     out = _fetch(msg, work, device, child)
     if out is None:
         return
-    bad, _ = compare_outputs(out, c.refs[s], *spec.tolerance, spec.meta.check, c.inputs[s])
+    bad, _ = compare_outputs(out, _to(c.refs[s], device), *spec.tolerance, spec.meta.check,
+                             c.inputs.get(s))
     if bad:
         res.shape_fail.setdefault(c.name, (
             f"shape {c.name!r}: the output of a timed call (input set {s}) is wrong "
@@ -346,7 +478,19 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 elif ev == "need_inputs":
                     c = by_name[msg["shape"]]
                     i = int(msg["trial"])
-                    child.send(json.dumps({"seed": c.seeds[i], "checksum": c.checksums[i]}))
+                    if check:
+                        child.send(json.dumps(_prepare_trial(spec, c, i, device)))
+                    else:  # a baseline: the same own inputs, no reference needed
+                        xs = spec.make_inputs(c.params, c.seeds[i], device)
+                        child.send(json.dumps({"seed": c.seeds[i], "checksum": checksum(xs),
+                                               "kind": "own"}))
+                        del xs
+                elif ev == "need_params":
+                    c = by_name[msg["shape"]]
+                    child.send(json.dumps({"seed": c.param_seed}))
+                elif ev == "handed_over":
+                    c = by_name[msg["shape"]]
+                    c.missing = [str(n) for n in msg.get("missing", [])][:50]
                 elif ev == "trial":
                     _on_trial(msg, by_name, work, device, spec, res, check, child)
                 elif ev == "timed_output":
@@ -434,7 +578,7 @@ def _baselines(spec: ProblemSpec, device: str, cases: list[_Case], work: Path, l
             continue
         sub = work / f"baseline_{mode}"
         sub.mkdir()
-        _job(sub, mode, device, missing, limits, spec.path)
+        _job(sub, mode, device, missing, limits, spec)
         res = _run_child(sub, device, missing, limits, spec, do_time=True, check=False)
         for c in missing:
             raw = res.raw.get(c.name)
@@ -499,13 +643,18 @@ def verify(
         (work / "candidate.py").write_text(source)
         do_time = timing and on_gpu
         t_prep = time.monotonic()
-        cases, dropped = _build_cases(spec, device, limits, do_time)
+        cases, notes = _build_cases(spec, device, limits, do_time)
         t_built = time.monotonic()
-        _job(work, "candidate", device, cases, limits, spec.path, knobs=knobs)
+        _job(work, "candidate", device, cases, limits, spec, knobs=knobs)
         res = _run_child(work, device, cases, limits, spec, do_time=do_time, check=True)
         shapes, status, reason = _judge(cases, res)
+        for c in cases:  # free the references before the baselines need the device
+            c.model = None
+            c.refs.clear()
+            c.inputs.clear()
+        notes += [n for c in cases for n in c.notes]
         verdict = Verdict(status=status, backend=backend, reason=reason, shapes=tuple(shapes),
-                          log_tail=res.log_tail[-2000:], **base)
+                          log_tail=res.log_tail[-2000:], notes=tuple(notes), **base)
         t_base = time.monotonic()
         if status is Status.CORRECT and do_time:
             verdict = _with_timing(verdict, spec, device, cases, res, work, limits, cache, fp)
@@ -546,8 +695,8 @@ def _judge(cases: list[_Case], res: _Outcome) -> tuple[list[ShapeResult], Status
         errs = res.errs.get(c.name, [])
         fail = res.shape_fail.get(c.name)
         shapes.append(ShapeResult(
-            name=c.name, params=dict(c.params), derived=c.derived, trials=len(c.seeds),
-            passed=fail is None and res.status is None and res.passes.get(c.name, 0) == len(c.seeds),
+            name=c.name, params=dict(c.params), derived=c.derived, trials=c.n_run,
+            passed=fail is None and res.status is None and res.passes.get(c.name, 0) == c.n_run,
             reason=fail,
             max_abs_err=max((e.max_abs_err for e in errs), default=None),
             max_rel_err=max((e.max_rel_err for e in errs), default=None),

@@ -15,6 +15,7 @@ width = 112
 eps = 1e-5
 
 KBENCH = {
+    "mode": "eval",  # inference: BatchNorm on its running statistics
     "dtype": "float32",
     # A per-channel affine map: (x - m) * rsqrt(v + eps) vs / sqrt differ by an ulp or two.
     "atol": 1e-5,

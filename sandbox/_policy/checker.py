@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import string
 import types
 
@@ -36,10 +37,13 @@ from sandbox._policy.tables import (
     _torch_call_rule,
 )
 
-
 # --------------------------------------------------------------------------------------------
 # The checker
 # --------------------------------------------------------------------------------------------
+# Device code a load_inline extension can launch: its own kernels, or CUTLASS/CuTe templates.
+_DEVICE_CODE = re.compile(r"__global__|<<<|\bcutlass\b|\bcute\s*::")
+
+
 class _Checker(ast.NodeVisitor):
     def __init__(self, facts: _Facts, envs: dict[ast.AST, _Env]) -> None:
         self.f = facts
@@ -458,17 +462,27 @@ class _Checker(ast.NodeVisitor):
                      "keyword")
         args = dict(zip(("name", "cpp_sources"), node.args, strict=False))
         args |= {k.arg: k.value for k in node.keywords if k.arg}
+        texts: list[str] = []
+        dynamic = False
         for key in _SOURCE_KWARGS:
             if key not in args:
                 continue
             pieces = self._strings(args[key])
             if pieces is None:
+                dynamic = True
                 self.add("cuda-dynamic", args[key], f"{key} is not built from string constants; "
                          "pass literals or module-level string constants (no .format/.replace)")
                 continue
+            texts += [t for t, _ in pieces]
             for text, line in pieces:
                 for rule, offset, msg in scan_source(text, _compute_methods(), _aten_names()):
                     self.add(rule, line + offset, f"(CUDA source) {msg}")
+        if not dynamic and not any(_DEVICE_CODE.search(t) for t in texts):
+            # Host code alone can only allocate, fill or call ATen: no work of its own on
+            # the GPU (KernelBench's zero_out and result_reuse adversarial kernels).
+            self.add("no-kernel", node, "the load_inline sources define no __global__ kernel "
+                     "and launch none: the extension only allocates or fills tensors; write "
+                     "the computation in a CUDA kernel")
         for key in _FLAG_KWARGS:
             if key not in args:
                 continue

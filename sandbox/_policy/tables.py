@@ -101,6 +101,21 @@ _NON_MODULE_ATTRS = _MODULE_TENSORS | {
     "align_corners", "parameters", "named_parameters", "buffers", "named_buffers", "state_dict",
     "hidden_size", "input_size", "num_layers", "batch_first", "bidirectional", "dropout",
 }
+
+
+def _nn_constants() -> frozenset[str]:
+    """Every ``__constants__`` name torch.nn's module classes declare (``num_groups``,
+    ``num_channels``, ``eps`` ...): scalar settings, never submodules."""
+    import torch.nn as nn
+
+    names: set[str] = set()
+    for obj in vars(nn).values():
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            names.update(getattr(obj, "__constants__", ()) or ())
+    return frozenset(names)
+
+
+_NON_MODULE_ATTRS = frozenset(_NON_MODULE_ATTRS | _nn_constants())
 _MODULE_ITER = {"children", "modules", "named_children", "named_modules", "values", "items",
                 "get_submodule"}
 _ITER_BUILTINS = {"enumerate", "zip", "list", "tuple", "reversed", "iter", "next", "sorted", "dict"}
