@@ -107,14 +107,18 @@ def eval_cmd(
     store: Annotated[str | None, typer.Option(help="Store URL or SQLite path (default kbench.db / $KBENCH_STORE).")] = None,
     timing: Annotated[bool, typer.Option(help="Time the candidate and baselines on a GPU.")] = True,
     knob: Annotated[list[str] | None, typer.Option(help="Set a TUNE knob, NAME=VALUE (repeatable).")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show which checks ran, what each saw and which rule fired where.")] = False,
+    allow_library: Annotated[list[str] | None, typer.Option("--allow-library", help="Let the candidate run this library's kernels (module or kernel-name prefix; repeatable).")] = None,
 ) -> None:
     """Verify one candidate against one problem. Exit 0 if and only if it is correct."""
     with _json_errors(as_json):
-        _eval(problem, candidate, device, as_json, store, timing, knob)
+        _eval(problem, candidate, device, as_json, store, timing, knob, explain,
+              tuple(allow_library or ()))
 
 
 def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, store: str | None,
-          timing: bool, knob: list[str] | None) -> None:
+          timing: bool, knob: list[str] | None, explain: bool = False,
+          allow_libraries: tuple[str, ...] = ()) -> None:
     from kbench.problems import load_report
     from kbench.store import Store
     from sandbox import verify
@@ -133,16 +137,70 @@ def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, stor
     dev = _device(device)
     db = Store(store)
     verdict = verify(spec, source, device=dev, cache=db, timing=timing,
-                     knobs=_parse_knobs(knob or []))
+                     knobs=_parse_knobs(knob or []), allow_libraries=allow_libraries)
     pid = db.upsert_problem(spec.key, spec.suite, spec.source_hash, spec.source)
     cid = db.add_candidate(pid, source, verdict.backend, origin="eval",
                            knobs=_parse_knobs(knob or []) or None)
     db.add_verdict(cid, verdict, fingerprint_hash(verdict.fingerprint))
     if as_json:
-        print(json.dumps(verdict.to_dict(), indent=2, default=str))
+        d = verdict.to_dict()
+        if not explain:
+            d.pop("explain", None)
+        print(json.dumps(d, indent=2, default=str))
     else:
         _print_verdict(verdict)
+        if explain:
+            _print_explain(verdict)
     raise typer.Exit(0 if verdict.passed else 1)
+
+
+def _print_explain(v: Any) -> None:
+    """How the verdict was reached: every check that ran and what it saw, in order."""
+    e = v.explain or {}
+    out.print("\n[bold]How this verdict was reached[/]")
+    pol = e.get("policy", {})
+    if not pol.get("checked", True):
+        out.print("1. static policy: skipped")
+    elif pol.get("violations"):
+        out.print(f"1. static policy ({pol.get('backend')}): {len(pol['violations'])} rule(s) fired")
+        for line in pol["violations"]:
+            out.print(f"   {line}", highlight=False, markup=False)
+    else:
+        out.print(f"1. static policy ({pol.get('backend')}): passed (no rule fired)")
+    cases = e.get("cases", [])
+    if cases:
+        out.print(f"2. correctness in a sandboxed child, Model and ModelNew in {e.get('mode')} "
+                  "mode, fresh inputs per trial in the same buffers:")
+        for c in cases:
+            kinds: dict[str, int] = {}
+            for t in c["trials"]:
+                k = t["kind"] + (" (non-negative)" if t.get("positive") else "") + \
+                    (" SKIPPED: reference not finite" if t.get("skipped") else "")
+                kinds[k] = kinds.get(k, 0) + 1
+            what = ", ".join(f"{n}x {k}" for k, n in kinds.items())
+            extra = " (derived, never shown)" if c.get("derived") else ""
+            extra += " (timed)" if c.get("timed") else ""
+            out.print(f"   {c['name']}{extra}: {what}", highlight=False, markup=False)
+            if c.get("redrawn"):
+                held = [n for n in c["redrawn"] if n not in c.get("not_handed_over", [])]
+                out.print(f"     redrawn constant tensors handed to ModelNew: {held or 'none'}; "
+                          f"not found in ModelNew: {c.get('not_handed_over') or 'none'}",
+                          highlight=False, markup=False)
+        tol = e.get("tolerance", {})
+        out.print(f"3. comparison: {tol.get('check')} (atol={tol.get('atol')}, "
+                  f"rtol={tol.get('rtol')}); outputs audited for type, aliasing and mutated "
+                  "inputs; freed memory poisoned with NaN", highlight=False, markup=False)
+        ran = e.get("ran", {})
+        out.print("4. every checked call traced (ATen ops beyond allocation, views and copies "
+                  f"are refused): seen {ran.get('ops') or 'none'}", highlight=False,
+                  markup=False)
+        out.print(f"5. kernel provenance: Triton launches {ran.get('launches') or 'none'}; "
+                  f"device kernels on the profiled calls {ran.get('kernels') or 'not profiled (no GPU)'}",
+                  highlight=False, markup=False)
+    if e.get("first_failure"):
+        out.print(f"[bold]first failing check:[/] {e['first_failure']}", highlight=False)
+    elif v.passed:
+        out.print("[bold]every check passed[/]")
 
 
 def _print_verdict(v: Any) -> None:

@@ -41,6 +41,8 @@ __all__ = [
     "load",
     "load_file",
     "derive_shapes",
+    "CPU_FLOPS_BUDGET",
+    "CPU_BYTES_BUDGET",
 ]
 
 SUITES = ("level1", "level2", "level3", "attention", "quant", "kvcache")
@@ -122,6 +124,8 @@ class ProblemMeta(BaseModel):
     """The mode Model and ModelNew run in: ``train`` is nn.Module's default and what
     KernelBench's harness uses (BatchNorm on batch statistics); ``eval`` for inference
     problems (BatchNorm on running statistics). Both always run under ``torch.no_grad``."""
+    allow_libraries: list[str] = []
+    """Libraries whose kernels a candidate may run (Python module or kernel-name prefixes)."""
     perturb: PerturbMeta = PerturbMeta()
     """Extra correctness cases: perturbed inputs and redrawn constant parameters."""
     tags: list[str] = []
@@ -407,7 +411,6 @@ _LADDER = ((64, 8), (64, 2), (64, 1), (32, 2), (32, 1), (16, 2), (16, 1), (8, 2)
 # accepts it) while its FLOPs and bytes are at most these many times the budget.
 _PROBE_FLOPS, _PROBE_BYTES = 10.0, 2.5
 _CPU_SHAPE_VERSION = 4  # bump when the derivation changes: part of the on-disk cache key
-_SEARCH_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -612,7 +615,7 @@ def _derived_cpu_shape(spec: ProblemSpec) -> _CpuShape:
     hit = _CPU_SHAPES.get(spec.source_hash)
     if hit is not None:
         return hit
-    with _SEARCH_LOCK:
+    with _GEN_LOCK:  # the search sets module constants too: one search, one thread
         hit = _CPU_SHAPES.get(spec.source_hash)
         if hit is not None:
             return hit

@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from sandbox._provenance import Watch, own_cuda_kernels, own_triton_kernels
 from sandbox.perturb import perturb_inputs
 
 _KEY = b""
@@ -215,6 +216,8 @@ def _compute_ops(model: Any, bufs: list[Any]) -> tuple[Any, set[str]]:
             name = func._overloadpacket.__name__
             if name not in _ALLOWED_ATEN and not _caller_is_triton():
                 self.bad.add(f"aten.{name}")
+            else:
+                _SEEN["ops"].add(name)
             return func(*args, **(kwargs or {}))
 
     with torch.no_grad(), _Trace() as trace:
@@ -222,10 +225,35 @@ def _compute_ops(model: Any, bufs: list[Any]) -> tuple[Any, set[str]]:
     return out, trace.bad
 
 
-def _reject_ops(ops: set[str], phase: str) -> None:
+# What the watched calls of this job did, for `kbench eval --explain`: ATen ops dispatched,
+# Triton kernels launched, device kernels on the profiled calls.
+_SEEN: dict[str, set[str]] = {"ops": set(), "launches": set(), "kernels": set()}
+
+
+def _watched_call(model: Any, bufs: list[Any], watch: Watch, phase: str) -> tuple[Any, bool]:
+    """A traced call whose kernels are watched: (output, True), or (None, False) once PyTorch
+    compute or a kernel that is not the candidate's own has been reported."""
+    with watch:
+        out, ops = _compute_ops(model, bufs)
+    foreign = watch.foreign()
+    _SEEN["launches"].update(f"{n} ({m})" for m, n in watch.launches)
+    _SEEN["kernels"].update(watch.all_kernels)
+    if watch.excused:
+        _send(event="excused", names=sorted(set(watch.excused)))
+    if not ops and not foreign:
+        return out, True
+    parts = []
+    if ops:
+        parts.append(f"forward ran PyTorch compute ops {sorted(ops)} (the reference or a vendor "
+                     "library doing the work)")
+    if foreign:
+        parts.append(f"forward ran kernels that are not the candidate's own: "
+                     f"{'; '.join(foreign[:8])}")
     _send(event="error", phase=phase, kind="policy", message=(
-        f"forward ran PyTorch compute ops {sorted(ops)} (the reference or a vendor library "
-        "doing the work); compute in your own kernel"))
+        "; ".join(parts) + ". Every kernel must come from a @triton.jit function or a "
+        "load_inline extension defined in the candidate (or from a library the problem or "
+        "run allows with --allow-library NAME)"))
+    return None, False
 
 
 def _interpreter_fixes() -> None:
@@ -364,6 +392,7 @@ def main() -> int:
         # used only to make inputs from the seeds the parent sends one trial at a time.
         prob = _load_module(Path(job["problem"]), "kbench_problem")
         if job["mode"] == "candidate":
+            own_source = (job_dir / job["candidate"]).read_text()
             try:
                 mod = _load_module(job_dir / job["candidate"], "candidate")
             except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure
@@ -377,6 +406,12 @@ def main() -> int:
                       message="the candidate defines no class ModelNew")
                 return 1
             _disarm_harness_functions(mod)
+            own_kernels = own_triton_kernels(mod, "candidate") | own_cuda_kernels(own_source)
+            libs = tuple(job.get("allow_libraries") or ())
+
+            def watch(profile: bool) -> Watch:
+                return Watch("candidate", own_kernels, _ALLOWED_ATEN, libs,
+                             profile=profile and device.startswith("cuda"))
         else:
             cls = prob.Model
         _send(event="imported")
@@ -434,9 +469,8 @@ def main() -> int:
                     _poison(device, 2 * in_bytes)
                 snapshot = [x.clone() if isinstance(x, torch.Tensor) else x for x in bufs]
                 if job["mode"] == "candidate":  # every checked call is traced
-                    out, ops = _compute_ops(model, bufs)
-                    if ops:
-                        _reject_ops(ops, phase)
+                    out, ok = _watched_call(model, bufs, watch(bool(req.get("profile"))), phase)
+                    if not ok:
                         return 1
                 else:
                     with torch.no_grad():
@@ -454,6 +488,8 @@ def main() -> int:
                 sets[name] = [own_seeds, bufs, shape["params"]]
             else:
                 del model, bufs
+        if job["mode"] == "candidate":
+            _send(event="seen", **{k: sorted(v)[:200] for k, v in _SEEN.items()})
         _send(event="checked")
 
         cmd = sys.stdin.readline().strip()
@@ -484,9 +520,8 @@ def main() -> int:
             if job["mode"] == "candidate":
                 # one more call, traced, after the timed ones: code that switched to a
                 # library op once it was being timed is still on that path now
-                _, ops = _compute_ops(model, bufs)
-                if ops:
-                    _reject_ops(ops, phase)
+                _, ok = _watched_call(model, bufs, watch(True), phase)
+                if not ok:
                     return 1
             _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms)
             if job["mode"] == "candidate":
@@ -494,6 +529,7 @@ def main() -> int:
                     _hand_over(out, f"timed_{name}_{s}.pt",
                                dict(event="timed_output", shape=name, set=s))
             last.clear()
+        _send(event="seen", **{k: sorted(v)[:200] for k, v in _SEEN.items()})
         _send(event="done")
         return 0
     except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure

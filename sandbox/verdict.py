@@ -94,6 +94,7 @@ class Verdict:
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent per phase
     log_tail: str = ""
     notes: tuple[str, ...] = ()  # checks skipped and why (a perturbation outside the domain)
+    explain: dict[str, Any] = field(default_factory=dict)  # which checks ran, what each saw
 
     @property
     def passed(self) -> bool:

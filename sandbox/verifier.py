@@ -138,6 +138,7 @@ class _Case:
     redrawn: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # redrawn names ModelNew holds no match for
     notes: list[str] = field(default_factory=list)
+    profile_trial: int = 0  # the checked call whose device kernels are listed (GPU)
 
     @property
     def n_run(self) -> int:
@@ -190,7 +191,8 @@ def _prepare_trial(spec: ProblemSpec, case: _Case, i: int, device: str) -> dict[
     kind, seed = case.kinds[i], case.seeds[i]
     xs: list[Any] | None = spec.make_inputs(case.params, seed, device)
     assert xs is not None
-    reply: dict[str, Any] = {"seed": seed, "checksum": checksum(xs), "kind": kind}
+    reply: dict[str, Any] = {"seed": seed, "checksum": checksum(xs), "kind": kind,
+                             "profile": i == case.profile_trial}
     if kind == "own":
         if i not in case.refs:
             case.refs[i] = _reference(spec, case, xs)
@@ -233,6 +235,7 @@ def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
     computed now, which also tells whether the reference runs on this shape at all."""
     case.kinds = ["own"] * n_own
     case.seeds = [secrets.randbits(62) for _ in range(n_own)]
+    case.profile_trial = secrets.randbelow(n_own)  # the candidate cannot tell which
     import torch
 
     xs = spec.make_inputs(case.params, case.seeds[0], device)
@@ -305,11 +308,13 @@ def _params_case(spec: ProblemSpec, device: str, base: str, shape: Shape) -> _Ca
 # Running a child
 # ---------------------------------------------------------------------------------------
 def _job(work: Path, mode: str, device: str, cases: list[_Case], limits: Limits,
-         spec: ProblemSpec, knobs: dict[str, Any] | None = None) -> None:
+         spec: ProblemSpec, knobs: dict[str, Any] | None = None,
+         allow_libraries: tuple[str, ...] = ()) -> None:
     # No seed is written here: each trial's seed reaches the child only when it asks for it.
     job = {
         "mode": mode, "device": device, "candidate": "candidate.py",
         "problem": str(spec.path), "knobs": knobs or {}, "train": spec.meta.mode == "train",
+        "allow_libraries": sorted({*spec.meta.allow_libraries, *allow_libraries}),
         "shapes": [{"name": c.name, "params": c.params, "init_seed": c.init_seed,
                     "trials": len(c.kinds) if mode == "candidate" else c.kinds.count("own"),
                     "timed": c.timed,
@@ -363,6 +368,8 @@ class _Outcome:
     raw: dict[str, RawTimes] = field(default_factory=dict)
     log_tail: str = ""
     marks: dict[str, float] = field(default_factory=dict)
+    excused: set[str] = field(default_factory=set)  # kernels of allowed libraries
+    seen: dict[str, set[str]] = field(default_factory=dict)  # what the watched calls did
 
 
 def _headline(text: str) -> str:
@@ -488,6 +495,11 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 elif ev == "need_params":
                     c = by_name[msg["shape"]]
                     child.send(json.dumps({"seed": c.param_seed}))
+                elif ev == "seen":
+                    for k in ("ops", "launches", "kernels"):
+                        res.seen.setdefault(k, set()).update(str(x) for x in msg.get(k, []))
+                elif ev == "excused":
+                    res.excused.update(str(n) for n in msg.get("names", []))
                 elif ev == "handed_over":
                     c = by_name[msg["shape"]]
                     c.missing = [str(n) for n in msg.get("missing", [])][:50]
@@ -610,9 +622,15 @@ def verify(
     knobs: dict[str, Any] | None = None,
     limits: Limits | None = None,
     keep_dir: bool = False,
+    allow_libraries: tuple[str, ...] = (),
+    static_policy: bool = True,
 ) -> Verdict:
     """Verify ``source`` (a candidate file's text) against ``spec``; never raises for faults
-    of the candidate — each becomes a :class:`Verdict` status with a reason."""
+    of the candidate — each becomes a :class:`Verdict` status with a reason.
+
+    ``allow_libraries`` names libraries whose kernels the candidate may run (added to the
+    problem's own list). ``static_policy=False`` skips the static checks so that the run-time
+    defences can be tested on their own; verdicts a user sees always run both."""
     t0 = time.monotonic()
     limits = limits or Limits()
     device = device or default_device()
@@ -627,8 +645,10 @@ def verify(
                        reason=f"syntax error at line {e.lineno}: {e.msg}", **base)
     policy = check_source(source)
     backend = policy.backend
-    if not policy.ok:
-        return Verdict(status=Status.REJECTED, backend=backend, reason=policy.reason(), **base)
+    if not policy.ok and static_policy:
+        return Verdict(status=Status.REJECTED, backend=backend, reason=policy.reason(), **base,
+                       explain={"policy": _policy_explain(policy, static_policy),
+                                "first_failure": policy.reason()})
     if backend == "cuda" and not on_gpu:
         return Verdict(status=Status.UNSUPPORTED, backend=backend, **base, reason=(
             "CUDA candidates need a CUDA GPU; run this on a GPU machine "
@@ -645,7 +665,8 @@ def verify(
         t_prep = time.monotonic()
         cases, notes = _build_cases(spec, device, limits, do_time)
         t_built = time.monotonic()
-        _job(work, "candidate", device, cases, limits, spec, knobs=knobs)
+        _job(work, "candidate", device, cases, limits, spec, knobs=knobs,
+             allow_libraries=tuple(allow_libraries))
         res = _run_child(work, device, cases, limits, spec, do_time=do_time, check=True)
         shapes, status, reason = _judge(cases, res)
         for c in cases:  # free the references before the baselines need the device
@@ -653,8 +674,10 @@ def verify(
             c.refs.clear()
             c.inputs.clear()
         notes += [n for c in cases for n in c.notes]
+        notes += [f"kernel from an allowed library: {n}" for n in sorted(res.excused)]
         verdict = Verdict(status=status, backend=backend, reason=reason, shapes=tuple(shapes),
-                          log_tail=res.log_tail[-2000:], notes=tuple(notes), **base)
+                          log_tail=res.log_tail[-2000:], notes=tuple(notes),
+                          explain=_explain(spec, policy, static_policy, cases, res), **base)
         t_base = time.monotonic()
         if status is Status.CORRECT and do_time:
             verdict = _with_timing(verdict, spec, device, cases, res, work, limits, cache, fp)
@@ -671,6 +694,35 @@ def verify(
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _policy_explain(policy: Any, checked: bool) -> dict[str, Any]:
+    return {"checked": checked, "backend": policy.backend,
+            "violations": [f"[{v.rule}] line {v.line}: {v.message}" for v in policy.violations]}
+
+
+def _explain(spec: ProblemSpec, policy: Any, static_policy: bool, cases: list[_Case],
+             res: _Outcome) -> dict[str, Any]:
+    """Which checks ran and what each saw (``kbench eval --explain``)."""
+    atol, rtol = spec.tolerance
+    return {
+        "policy": _policy_explain(policy, static_policy),
+        "mode": spec.meta.mode,
+        "tolerance": {"atol": atol, "rtol": rtol,
+                      "check": "custom check function" if spec.meta.check else
+                      "elementwise atol + rtol * |ref|, and relative L2 <= rtol"},
+        "cases": [{
+            "name": c.name, "derived": c.derived, "timed": c.timed,
+            "params": {k: v for k, v in c.params.items() if isinstance(v, (int, float))},
+            "trials": [{"kind": k, "positive": c.positive.get(i, False),
+                        "skipped": i in c.skipped, "profiled": i == c.profile_trial}
+                       for i, k in enumerate(c.kinds)],
+            "redrawn": list(c.redrawn), "not_handed_over": list(c.missing),
+        } for c in cases],
+        "ran": {k: sorted(v) for k, v in res.seen.items()},
+        "first_failure": next(iter(res.shape_fail.values()), None) or (
+            res.reason if res.status is not None else None),
+    }
 
 
 def _bad_knobs(source: str, knobs: dict[str, Any]) -> str | None:

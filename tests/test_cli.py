@@ -167,3 +167,56 @@ def test_run_names_replay_files_that_map_to_no_problem(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     [warning] = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
     assert str(task / "notes.py") in warning and "maps to no problem" in warning
+
+
+COPY_RELU = '''
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _copy(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=offs < n), mask=offs < n)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        y = torch.empty_like(x)
+        _copy[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+        return y
+'''
+
+
+def test_explain_says_which_checks_ran_and_which_failed(tmp_path: Path) -> None:
+    cand = tmp_path / "copy_relu.py"
+    cand.write_text(COPY_RELU)
+    r = kbench("eval", "--problem", "level1/relu", "--candidate", str(cand), "--device", "cpu",
+               "--explain", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    for part in ("How this verdict was reached", "1. static policy (triton): passed",
+                 "1x signed", "1x scaled", "(derived, never shown)", "4. every checked call traced",
+                 "_copy (candidate)", "first failing check: shape 'small' trial 0"):
+        assert part in text, (part, r.stdout)
+    r = kbench("eval", "--problem", "level1/relu", "--candidate", str(cand), "--device", "cpu",
+               "--json", "--explain", cwd=tmp_path)
+    e = json.loads(r.stdout)["explain"]
+    assert e["policy"]["violations"] == [] and "first_failure" in e
+    assert any(t["kind"] == "signed" for c in e["cases"] for t in c["trials"])
+    r = kbench("eval", "--problem", "level1/relu", "--candidate", str(cand), "--device", "cpu",
+               "--json", cwd=tmp_path)
+    assert "explain" not in json.loads(r.stdout)
+
+
+def test_explain_names_the_rule_and_line_of_a_policy_rejection(tmp_path: Path) -> None:
+    cand = tmp_path / "ref_relu.py"
+    cand.write_text(COPY_RELU.replace("        y = torch.empty_like(x)\n",
+                                      "        y = torch.empty_like(x)\n        x = torch.relu(x)\n"))
+    r = kbench("eval", "--problem", "level1/relu", "--candidate", str(cand), "--device", "cpu",
+               "--explain", cwd=tmp_path)
+    assert r.returncode == 1
+    text = " ".join(r.stdout.split())
+    assert "rule(s) fired" in text and "[reference-call] line 17" in text, r.stdout

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from kbench.errors import ProblemError
-from kbench.problems import SUITES, derive_shapes, load, load_file
+from kbench.problems import SUITES, _shrink, derive_shapes, load, load_file
 
 KERNELBENCH_STYLE = '''
 import torch
@@ -145,3 +146,166 @@ def test_derived_shapes_perturb_sizes_but_not_fixed_constants(tmp_path):
     assert any(d["in_features"] % 2 == 1 for d in derived.values())
     p = write(tmp_path, "b.py", KERNELBENCH_STYLE + "\nKBENCH = {'derive': False}\n")
     assert derive_shapes(load_file(p), spec.constants) == {}
+
+
+# ---------------------------------------------------------------------------------------
+# Derived CPU shapes: tuples and lists, divisibility, the fallback search, the cache
+# ---------------------------------------------------------------------------------------
+@pytest.fixture
+def shape_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KBENCH_CACHE_DIR", str(cache))
+    return cache
+
+
+SEQUENCES = '''
+import torch
+import torch.nn as nn
+
+
+class Model(nn.Module):
+    def __init__(self, channels, groups, layer_sizes, kernel_size):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size[0], groups=groups, padding=1)
+        dims = [input_shape[0], *layer_sizes]
+        self.mlp = nn.Sequential(*[nn.Linear(a, b) for a, b in zip(dims, dims[1:])])
+
+    def forward(self, x, y):
+        return self.conv(x).sum(), self.mlp(y)
+
+
+batch_size = 128
+channels = 96
+groups = 3
+length = 1000
+input_shape = (4096,)
+layer_sizes = [400, 800]
+kernel_size = (3, 5)
+
+
+def get_inputs():
+    return [torch.randn(batch_size, channels, length), torch.randn(batch_size, *input_shape)]
+
+
+def get_init_inputs():
+    return [channels, groups, layer_sizes, kernel_size]
+'''
+
+
+def test_tuple_and_list_constants_shrink_with_scalars(tmp_path, shape_cache):
+    spec = load_file(write(tmp_path, "seq.py", SEQUENCES))
+    assert spec.constants["input_shape"] == (4096,) and spec.constants["layer_sizes"] == [400, 800]
+    small = spec.cpu_shapes["small"]
+    assert spec.cpu_shape_error is None
+    assert isinstance(small["input_shape"], tuple) and small["input_shape"][0] <= 64
+    assert isinstance(small["layer_sizes"], list) and max(small["layer_sizes"]) <= 64
+    assert small["kernel_size"] == (3, 5), "small ints (kernel sizes) are left alone"
+    assert small["groups"] == 3 and small["channels"] % 3 == 0 and small["channels"] <= 64
+    assert small["length"] <= 64 and small["batch_size"] <= 8
+    # the reference runs there; shapes that came back through JSON (lists) work too
+    for shape in (small, json.loads(json.dumps(small))):
+        model = spec.make_model(spec.make_init_inputs(shape, seed=0), 0, "cpu", shape=shape)
+        x, y = spec.make_inputs(shape, 1, "cpu")
+        assert model(x, y)[1].shape == (small["batch_size"], small["layer_sizes"][-1])
+    assert spec.module.input_shape == (4096,), "at_shape restores the module's constants"
+
+
+@pytest.mark.parametrize("constants, expect", [
+    ({"n_embd": 768, "n_head": 12}, {"n_embd": 48, "n_head": 12}),
+    ({"out_features": 8192, "num_groups": 512}, {"out_features": 512, "num_groups": 512}),
+    ({"in_channels": 128, "out_channels": 128, "groups": 128},
+     {"in_channels": 64, "out_channels": 64, "groups": 64}),  # depthwise stays depthwise
+    ({"dim1": 4096, "dim2": 4095}, {"dim1": 64, "dim2": 63}),  # an odd size stays odd
+    ({"features": 96, "bias_shape": (96, 1, 1)}, {"features": 48, "bias_shape": (48, 1, 1)}),
+    ({"dim": 127}, {"dim": 64}),  # a prime has no useful divisor
+    ({"batch_size": 4096, "dim": 393216}, {"batch_size": 8, "dim": 64}),
+    ({"batch_size": 10, "height": 224, "num_classes": 1000},
+     {"batch_size": 8, "height": 56, "num_classes": 50}),
+])
+def test_shrink_keeps_divisibility_and_equal_sizes(constants, expect):
+    assert _shrink(constants, []) == expect
+
+
+def test_shrink_by_one_factor_keeps_ratios():
+    c = {"out_channels": 64, "W": 32, "H": 32, "in_channels": 32}
+    assert _shrink(c, [], scale=2) == {"out_channels": 32, "W": 16, "H": 16, "in_channels": 16}
+
+
+NEEDS_WIDTH = '''
+import torch
+import torch.nn as nn
+
+
+class Model(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.pool = nn.AvgPool1d(100)  # the input must be at least 100 wide
+        self.hidden = torch.zeros(batch_size, channels, 1)  # reads a module constant
+
+    def forward(self, x):
+        return self.pool(x) + self.hidden
+
+
+batch_size = 16
+channels = 256
+width = 1024
+
+
+def get_inputs():
+    return [torch.randn(batch_size, channels, width)]
+
+
+def get_init_inputs():
+    return [channels]
+'''
+
+
+def test_search_finds_a_shape_when_the_first_one_fails(tmp_path, shape_cache):
+    spec = load_file(write(tmp_path, "needs_width.py", NEEDS_WIDTH))
+    first = _shrink(spec.constants, [])
+    assert first["width"] < 100, "the first derived shape is too narrow for the reference"
+    small = spec.cpu_shapes["small"]
+    assert spec.cpu_shape_error is None, spec.cpu_shape_error
+    assert 100 <= small["width"] < 1024 and small["channels"] <= 64
+    model = spec.make_model(spec.make_init_inputs(small), 0, "cpu", shape=small)
+    (x,) = spec.make_inputs(small, 1, "cpu")
+    assert model(x).shape == (small["batch_size"], small["channels"], small["width"] // 100)
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("raise ValueError('never on CPU')", "fails on every CPU shape tried"),
+    ("return self.big(x.new_zeros(x.shape[0], 16384))", "no CPU shape within 1GFLOP and 200MB"),
+])
+def test_a_problem_without_a_cpu_shape_says_why(tmp_path, shape_cache, body, reason):
+    src = KERNELBENCH_STYLE.replace("        return torch.relu(self.linear(x))", "        " + body)
+    if "self.big" in body:  # 1 GB of weights, whatever the shape
+        src = src.replace("        self.linear = nn.Linear(in_features, out_features)",
+                          "        self.linear = nn.Linear(in_features, out_features)\n"
+                          "        self.big = nn.Linear(16384, 16384)")
+    spec = load_file(write(tmp_path, "hopeless.py", src))
+    assert spec.cpu_shapes["small"], "the closest shape is still given"
+    assert spec.cpu_shape_error and reason in spec.cpu_shape_error
+
+
+def test_declared_cpu_shapes_are_kept_as_they_are():
+    spec = load("level1/relu")[0]
+    assert spec.cpu_shape_error is None
+    assert spec.cpu_shapes == {n: {**spec.constants, **o} for n, o in spec.meta.cpu_shapes.items()}
+
+
+def test_derived_cpu_shapes_are_cached_on_disk(tmp_path, shape_cache, monkeypatch):
+    from kbench import problems as kp
+
+    spec = load_file(write(tmp_path, "seq.py", SEQUENCES + "\n# cache test\n"))
+    small = spec.cpu_shapes["small"]
+    files = list(shape_cache.glob("cpu_shapes/*.json"))
+    assert len(files) == 1 and spec.source_hash in files[0].name
+    monkeypatch.setattr(kp, "_CPU_SHAPES", {})  # a new process: memory is empty
+
+    def no_search(_spec):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(kp, "_search_cpu_shape", no_search)
+    again = load_file(write(tmp_path, "seq_copy.py", SEQUENCES + "\n# cache test\n"))
+    assert again.cpu_shapes["small"] == small
+    assert isinstance(again.cpu_shapes["small"]["input_shape"], tuple)

@@ -1,0 +1,185 @@
+"""Kernel provenance, in the sandbox child: which kernels did the candidate's forward run?
+
+Every kernel a candidate's forward launches must be its own: a Triton function defined in the
+candidate's source, or a ``__global__`` function of its own ``load_inline`` extension. Two
+kinds of evidence, both taken at run time:
+
+* **Triton launches** (CPU and GPU): ``JITFunction.run`` (and the interpreter's
+  ``InterpretedFunction.run``) are wrapped while a call is watched, so every Triton launch is
+  recorded with the Python module that defined the kernel. A kernel from another module (an
+  installed library's Triton kernel reached through an import) is foreign.
+* **Device kernels** (GPU, one chosen checked call per shape): the profiler's activity records
+  (CUPTI) list every kernel that ran on the device. A kernel is accounted for if an allowed
+  ATen op launched it (allocation, fills, copies: ``torch.zeros``, ``.contiguous()``), or
+  if its name is one of the candidate's own Triton or CUDA kernels. Anything else — cuBLAS
+  through ctypes, a library's kernels, cuDNN — is foreign and named.
+
+Libraries a problem or a run allows (``--allow-library NAME``) are excused: Triton kernels of
+a module under that name, device kernels whose name contains it; the verdict says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Watch", "own_cuda_kernels", "own_triton_kernels", "base_name"]
+
+_BOUNDS = re.compile(r"__launch_bounds__\s*\([^)]*\)")
+_KERNEL = re.compile(r"__global__\s+([^;{(]*?)\s*\(")
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+# Device activity that is data movement, not computation.
+_MOVES = ("Memcpy", "Memset", "memcpy", "memset")
+
+
+def own_cuda_kernels(source: str) -> set[str]:
+    """Names of the ``__global__`` functions in a candidate's source (its CUDA strings)."""
+    src = _BOUNDS.sub(" ", source)
+    return {ids[-1] for m in _KERNEL.finditer(src) if (ids := _IDENT.findall(m.group(1)))}
+
+
+def _unwrap(obj: Any) -> Any:
+    seen = 0
+    while hasattr(obj, "fn") and seen < 8:  # Autotuner -> Heuristics -> JITFunction -> def
+        obj = obj.fn
+        seen += 1
+    return obj
+
+
+def own_triton_kernels(module: Any, module_name: str) -> set[str]:
+    """Names of the Triton kernels defined in the candidate's module (at module level or as
+    class attributes)."""
+    names = set()
+    items = list(vars(module).values())
+    for v in list(items):
+        if isinstance(v, type):
+            items += list(vars(v).values())
+    for v in items:
+        f = _unwrap(v)
+        if f is not v and callable(f) and getattr(f, "__module__", None) == module_name:
+            names.add(getattr(f, "__name__", ""))
+    return names
+
+
+def base_name(kernel: str) -> str:
+    """``void ns::relu_kernel<128>(float const*, float*, long)`` -> ``relu_kernel``."""
+    k = kernel.split("(")[0]
+    depth, out = 0, []
+    for ch in k:  # drop template arguments
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            out.append(ch)
+    ids = _IDENT.findall("".join(out).split("::")[-1])
+    return ids[-1] if ids else kernel
+
+
+@dataclass
+class Watch:
+    """Watch one forward call. ``profile`` adds the device kernels (GPU only)."""
+
+    module_name: str
+    own: set[str]
+    allowed_aten: frozenset[str]
+    allow_libraries: tuple[str, ...] = ()
+    profile: bool = False
+    launches: list[tuple[str, str]] = field(default_factory=list)  # (module, kernel)
+    kernels: list[str] = field(default_factory=list)  # device kernels not by an allowed op
+    all_kernels: list[str] = field(default_factory=list)  # every device kernel that ran
+    excused: list[str] = field(default_factory=list)
+    _saved: list[tuple[Any, Any]] = field(default_factory=list)
+    _prof: Any = None
+
+    def __enter__(self) -> Watch:
+        for cls in _launch_classes():
+            orig = cls.run
+            self._saved.append((cls, orig))
+            cls.run = _recording(orig, self.launches)
+        if self.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            self._prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for cls, orig in reversed(self._saved):
+            cls.run = orig
+        self._saved.clear()
+        if self._prof is not None:
+            import torch
+
+            torch.cuda.synchronize()
+            self._prof.__exit__(None, None, None)
+            self.kernels, self.all_kernels = _unaccounted(self._prof.events(), self.allowed_aten)
+            self._prof = None
+
+    def _allowed(self, module: str = "", kernel: str = "") -> bool:
+        for lib in self.allow_libraries:
+            if module == lib or module.startswith(lib + ".") or (kernel and lib in kernel):
+                self.excused.append(f"{module or kernel} (allowed library {lib})")
+                return True
+        return False
+
+    def foreign(self) -> list[str]:
+        """What ran that is not the candidate's own, each named once."""
+        out: list[str] = []
+        for module, name in self.launches:
+            if module != self.module_name and not self._allowed(module=module):
+                out.append(f"Triton kernel {name} from {module}")
+        own = self.own | {n for m, n in self.launches if m == self.module_name}
+        for k in self.kernels:
+            if base_name(k) not in own and not self._allowed(kernel=k):
+                out.append(f"device kernel {k}")
+        return list(dict.fromkeys(out))
+
+
+def _launch_classes() -> list[Any]:
+    classes = []
+    try:
+        from triton.runtime.jit import JITFunction
+
+        classes.append(JITFunction)
+    except ImportError:
+        pass
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        classes.append(InterpretedFunction)
+    except ImportError:
+        pass
+    return classes
+
+
+def _recording(orig: Any, launches: list[tuple[str, str]]) -> Any:
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("warmup", False):
+            f = _unwrap(self)
+            launches.append((getattr(f, "__module__", "?") or "?", getattr(f, "__name__", "?")))
+        return orig(self, *args, **kwargs)
+
+    return run
+
+
+def _unaccounted(events: Iterable[Any],
+                 allowed_aten: frozenset[str]) -> tuple[list[str], list[str]]:
+    """Device kernels minus those an allowed ATen op launched (matched by name and count),
+    and every device kernel that ran."""
+    from torch.autograd import DeviceType
+
+    ran: Counter[str] = Counter()
+    by_ops: Counter[str] = Counter()
+    for e in events:
+        if e.device_type == DeviceType.CUDA:
+            if not e.name.startswith(_MOVES):
+                ran[e.name] += 1
+        elif e.name.startswith("aten::") and e.name[6:] in allowed_aten:
+            for k in getattr(e, "kernels", ()):
+                by_ops[k.name] += 1
+    left = ran - by_ops
+    return sorted(left), sorted(ran)

@@ -1,0 +1,216 @@
+"""Kernel provenance: every kernel a candidate's forward runs must be its own.
+
+On CPU the Triton launches are checked (a library's Triton kernel reached through an import is
+refused, by name); on a GPU the profiler's device-kernel records are checked as well (cuBLAS
+through ctypes, torch.mm from a C++ extension). The static policy would refuse most of these
+candidates first, so they are verified with ``static_policy=False``: this file tests the
+run-time defence on its own.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from kbench.problems import load_file
+from sandbox import Status, verify
+from sandbox._provenance import base_name, own_cuda_kernels, own_triton_kernels
+
+LIB = '''
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def lib_relu_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    tl.store(y_ptr + offs, tl.maximum(tl.load(x_ptr + offs, mask=m), 0.0), mask=m)
+'''
+
+PROBLEM = '''
+import torch
+import torch.nn as nn
+n = 4096
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.relu(x)
+def get_inputs():
+    return [torch.randn(n)]
+def get_init_inputs():
+    return []
+'''
+
+USES_LIB = '''
+import torch
+import torch.nn as nn
+import triton
+from kbench_fakelib.ops import lib_relu_kernel
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        y = torch.empty_like(x)
+        n = x.numel()
+        lib_relu_kernel[(triton.cdiv(n, 1024),)](x, y, n, BLOCK=1024)
+        return y
+'''
+
+
+@pytest.fixture
+def fakelib(tmp_path, monkeypatch):
+    """An installed library with a Triton kernel of its own (on the child's path too)."""
+    pkg = tmp_path / "site" / "kbench_fakelib"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "ops.py").write_text(LIB)
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), *sys.path])
+    (tmp_path / "relu_problem.py").write_text(PROBLEM)
+    return load_file(tmp_path / "relu_problem.py")
+
+
+def test_own_kernel_names():
+    src = ('template <int B> __global__ void __launch_bounds__(256) relu_k(float* x) {}\n'
+           '__global__\nvoid other(int a) {}\n')
+    assert own_cuda_kernels(src) == {"relu_k", "other"}
+    assert base_name("void ns::relu_k<128>(float const*, float*, long)") == "relu_k"
+    assert base_name("_relu_kernel") == "_relu_kernel"
+
+
+def test_own_triton_kernels_are_those_defined_in_the_candidate(tmp_path):
+    import importlib.util
+
+    path = tmp_path / "cand_mod.py"
+    path.write_text(LIB + "\n\nclass K:\n    inner = lib_relu_kernel\n")
+    spec = importlib.util.spec_from_file_location("cand_mod", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert own_triton_kernels(mod, "cand_mod") == {"lib_relu_kernel"}
+    assert own_triton_kernels(mod, "other_module") == set()
+
+
+def test_a_library_triton_kernel_is_refused_by_name(fakelib):
+    v = verify(fakelib, USES_LIB, device="cpu", timing=False, static_policy=False)
+    assert v.status is Status.REJECTED, v.reason
+    assert "Triton kernel lib_relu_kernel from kbench_fakelib.ops" in v.reason
+
+
+def test_an_allowed_library_is_excused_and_the_verdict_says_so(fakelib):
+    v = verify(fakelib, USES_LIB, device="cpu", timing=False, static_policy=False,
+               allow_libraries=("kbench_fakelib",))
+    assert v.status is Status.CORRECT, v.reason
+    assert any("allowed library kbench_fakelib" in n for n in v.notes)
+
+
+def test_the_candidates_own_kernel_is_not_foreign(fakelib):
+    own = LIB + USES_LIB.replace("from kbench_fakelib.ops import lib_relu_kernel\n", "")
+    v = verify(fakelib, own, device="cpu", timing=False, static_policy=False)
+    assert v.status is Status.CORRECT, v.reason
+
+
+# --- on a GPU: device kernels from the profiler's activity records ------------------------
+MATMUL = '''
+import torch
+import torch.nn as nn
+n = 256
+class Model(nn.Module):
+    def forward(self, a, b):
+        return a @ b
+def get_inputs():
+    return [torch.randn(n, n), torch.randn(n, n)]
+def get_init_inputs():
+    return []
+'''
+
+CTYPES_CUBLAS = '''
+import ctypes
+import glob
+import os
+
+import torch
+import torch.nn as nn
+
+_here = os.path.dirname(torch.__file__)
+_names = sorted(glob.glob(os.path.join(_here, "..", "nvidia", "cu*", "lib", "libcublas.so*")))
+_lib = None
+for _n in _names + ["libcublas.so", "libcublas.so.12", "libcublas.so.13"]:
+    try:
+        _lib = ctypes.CDLL(_n)
+        break
+    except OSError:
+        pass
+_handle = ctypes.c_void_p()
+_lib.cublasCreate_v2(ctypes.byref(_handle))
+
+
+class ModelNew(nn.Module):
+    def forward(self, a, b):
+        m, k = a.shape
+        n = b.shape[1]
+        c = torch.empty((m, n), device=a.device, dtype=a.dtype)
+        one, zero = ctypes.c_float(1.0), ctypes.c_float(0.0)
+        # row-major C = A B is column-major C^T = B^T A^T
+        _lib.cublasSgemm_v2(_handle, 0, 0, n, m, k, ctypes.byref(one),
+                            ctypes.c_void_p(b.data_ptr()), n, ctypes.c_void_p(a.data_ptr()), k,
+                            ctypes.byref(zero), ctypes.c_void_p(c.data_ptr()), n)
+        return c
+'''
+
+EXT_MM = r'''
+import torch
+import torch.nn as nn
+from torch.utils.cpp_extension import load_inline
+
+_CPP = "torch::Tensor mm(torch::Tensor a, torch::Tensor b) { return torch::mm(a, b); }"
+_ext = load_inline(name="prov_ext_mm", cpp_sources=_CPP, functions=["mm"])
+
+
+class ModelNew(nn.Module):
+    def forward(self, a, b):
+        return _ext.mm(a, b)
+'''
+
+
+@pytest.fixture
+def matmul(tmp_path):
+    (tmp_path / "mm_problem.py").write_text(MATMUL)
+    return load_file(tmp_path / "mm_problem.py")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_cublas_through_ctypes_is_named(matmul):
+    v = verify(matmul, CTYPES_CUBLAS, device="cuda", timing=False, static_policy=False)
+    assert v.status is Status.REJECTED, v.reason
+    assert "not the candidate's own" in v.reason and "device kernel" in v.reason, v.reason
+    # and the static policy refuses it before it runs
+    assert verify(matmul, CTYPES_CUBLAS, device="cuda", timing=False).status is Status.REJECTED
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_library_triton_kernel_is_named(fakelib):
+    v = verify(fakelib, USES_LIB, device="cuda", timing=False, static_policy=False)
+    assert v.status is Status.REJECTED, v.reason
+    assert "lib_relu_kernel" in v.reason
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_torch_mm_from_an_extension_is_named(matmul):
+    v = verify(matmul, EXT_MM, device="cuda", timing=False, static_policy=False)
+    assert v.status is Status.REJECTED, v.reason
+    assert "aten.mm" in v.reason and "device kernel" in v.reason, v.reason
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_honest_kernels_with_allocation_and_copies_pass(fakelib):
+    own = LIB + USES_LIB.replace("from kbench_fakelib.ops import lib_relu_kernel\n", "")
+    own = own.replace("y = torch.empty_like(x)", "y = torch.zeros_like(x.contiguous())")
+    v = verify(fakelib, own, device="cuda", timing=False, static_policy=False)
+    assert v.status is Status.CORRECT, v.reason
