@@ -10,8 +10,6 @@ run-time defence on its own.
 from __future__ import annotations
 
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
