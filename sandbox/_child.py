@@ -256,50 +256,15 @@ def _watched_call(model: Any, bufs: list[Any], watch: Watch, phase: str) -> tupl
     return None, False
 
 
-def _interpreter_fixes() -> None:
-    """Make Triton's CPU interpreter agree with the GPU where it is known not to.
+def _cpu_gap(e: BaseException, device: str) -> str | None:
+    """On CPU runs, why Triton's interpreter could not run what a GPU would (then the
+    verdict is ``unsupported``, not a fault of the kernel); else None."""
+    if device.startswith("cuda"):
+        return None
+    from sandbox._interp import unsupported
 
-    * Autotuning: there is no driver to benchmark configs with; every config ties and the
-      autotuner keeps the first, which is all a correctness check needs.
-    * bf16 (triton-lang/triton#11584): ``tl.dot`` on bf16 multiplies raw bit patterns, and
-      fp32 -> bf16 casts truncate instead of rounding to nearest-even. Operands of a bf16 dot
-      are widened to fp32 (exact), and the cast rounds through torch.
-    Each fix is skipped if this Triton version's internals differ.
-    """
-    try:
-        from triton.runtime.autotuner import Autotuner
-
-        Autotuner.do_bench = property(lambda self: lambda fn, quantiles=None: [1.0, 1.0, 1.0])
-    except ImportError:
-        pass
-    try:
-        import numpy as np
-        import torch
-        import triton.language as tl
-        from triton.runtime import interpreter as interp
-
-        builder = interp.InterpreterBuilder
-        dot, cast = builder.create_dot, builder.cast_impl
-        convert, handle = interp._convert_float, interp.TensorHandle
-    except (ImportError, AttributeError):
-        return
-
-    def widen(t: Any) -> Any:
-        if t.dtype == tl.bfloat16:
-            return handle(convert(t.data, t.dtype, tl.float32, None).view(np.float32), tl.float32)
-        return t
-
-    def create_dot(self: Any, a: Any, b: Any, d: Any, *rest: Any) -> Any:
-        return dot(self, widen(a), widen(b), d, *rest)
-
-    def cast_impl(self: Any, src: Any, ty: Any) -> Any:
-        if src.dtype.scalar == tl.float32 and ty.scalar == tl.bfloat16:
-            t = torch.from_numpy(np.ascontiguousarray(src.data, np.float32)).to(torch.bfloat16)
-            return handle(t.view(torch.int16).numpy().view(np.uint16), tl.bfloat16)
-        return cast(self, src, ty)
-
-    builder.create_dot = create_dot
-    builder.cast_impl = cast_impl
+    what = unsupported(e)
+    return f"cannot be checked on CPU: {what}" if what else None
 
 
 def _redraw(prob: Any, init: list[Any], shape: dict[str, Any], model: Any, device: str) -> None:
@@ -387,7 +352,9 @@ def main() -> int:
             torch.cuda.set_device(int(device.split(":", 1)[1]))  # events and the flush follow
         _send(event="started", pid=os.getpid())
         if not device.startswith("cuda"):
-            _interpreter_fixes()
+            from sandbox import _interp
+
+            _interp.install()  # CPU runs only: Triton's interpreter made to run as the GPU does
         # The problem module is trusted; it is loaded before any candidate code runs and is
         # used only to make inputs from the seeds the parent sends one trial at a time.
         prob = _load_module(Path(job["problem"]), "kbench_problem")
@@ -396,7 +363,9 @@ def main() -> int:
             try:
                 mod = _load_module(job_dir / job["candidate"], "candidate")
             except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure
-                _send(event="error", phase="import", kind="compile", message=_tail(e))
+                gap = _cpu_gap(e, device)
+                _send(event="error", phase="import", kind="unsupported" if gap else "compile",
+                      message=gap or _tail(e))
                 return 1
             for k, v in (job.get("knobs") or {}).items():
                 setattr(mod, k, v)
@@ -538,6 +507,8 @@ def main() -> int:
         if ("OutOfMemoryError" in type(e).__name__ or isinstance(e, MemoryError)
                 or "out of memory" in str(e) or "can't allocate memory" in str(e)):
             kind = "oom"
+        elif gap := _cpu_gap(e, str(job.get("device", ""))):
+            kind, text = "unsupported", gap
         _send(event="error", phase=phase, kind=kind, message=text)
         return 1
 

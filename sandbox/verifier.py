@@ -388,6 +388,8 @@ def _error_status(msg: dict[str, Any]) -> tuple[Status, str]:
         return Status.COMPILE_ERROR, _compile_reason(text)
     if kind == "policy":
         return Status.REJECTED, text
+    if kind == "unsupported":  # CPU: what Triton's interpreter cannot run (sandbox._interp)
+        return Status.UNSUPPORTED, f"{text} (during {phase})"
     if kind == "harness":
         raise ProblemError(text)  # a problem-side fault, not the candidate's
     if kind == "oom":
