@@ -64,7 +64,7 @@ def rows(kb: Path) -> list[dict]:
     return out
 
 
-def run_row(row: dict, device: str, store: str, work: Path) -> dict:
+def run_row(row: dict, device: str, store: str, work: Path, timing: bool = True) -> dict:
     src = Path(row["path"]).read_text()
     if row.get("trailing"):
         src += _trailing(Path(row["problem"]))
@@ -72,7 +72,8 @@ def run_row(row: dict, device: str, store: str, work: Path) -> dict:
     cand.write_text(src)
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "kbench.cli", "eval", "--problem", str(row["problem"]),
-                        "--candidate", str(cand), "--device", device, "--json", "--store", store],
+                        "--candidate", str(cand), "--device", device, "--json", "--store", store,
+                        *([] if timing else ["--no-timing"])],
                        capture_output=True, text=True, cwd=work)
     wall = time.monotonic() - t0
     try:
@@ -97,8 +98,12 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--markdown", type=Path)
-    ap.add_argument("-k", default="", help="only candidates whose name contains this")
+    ap.add_argument("-k", default="", help="only candidates whose name contains one of these "
+                    "comma-separated words")
+    ap.add_argument("--no-timing", action="store_true", help="correctness only (kbench eval "
+                    "--no-timing): no baselines")
     args = ap.parse_args()
+    args.kernelbench = args.kernelbench.resolve()
     if not (args.kernelbench / "level1").is_dir():
         print(f"error: no KernelBench checkout at {args.kernelbench}; pass --kernelbench DIR")
         return 2
@@ -107,9 +112,9 @@ def main() -> int:
         work = Path(tmp)
         store = str(work / "kbench.db")
         for row in rows(args.kernelbench):
-            if args.k and args.k not in row["candidate"]:
+            if args.k and not any(w and w in row["candidate"] for w in args.k.split(",")):
                 continue
-            r = run_row(row, args.device, store, work)
+            r = run_row(row, args.device, store, work, not args.no_timing)
             results.append(r)
             sp = f"{r['speedup_eager']:.2f}x" if r["speedup_eager"] else "-"
             print(f"{'ok ' if r['holds'] else 'BAD'} {r['candidate']:42s} {r['status']:13s} "

@@ -404,13 +404,17 @@ CPU_FLOPS_BUDGET = 1e9
 CPU_BYTES_BUDGET = 200e6
 """A derived CPU shape is one on which the reference runs on CPU within these FLOPs (torch's
 flop counter) and bytes (inputs + parameters + buffers + outputs)."""
+CPU_BYTES_TARGET = 2e6
+"""Within the budget, the search goes on shrinking (while the reference accepts it) to this
+many bytes: Triton's interpreter runs a candidate's kernels about 10^4 times slower than a
+GPU, and every candidate is checked on several CPU shapes and trials."""
 
 # (limit, batch) for _shrink, tried in turn while the shape is above the budget.
 _LADDER = ((64, 8), (64, 2), (64, 1), (32, 2), (32, 1), (16, 2), (16, 1), (8, 2), (8, 1))
 # During the search a shape above the budget is still run (to learn whether the reference
 # accepts it) while its FLOPs and bytes are at most these many times the budget.
 _PROBE_FLOPS, _PROBE_BYTES = 10.0, 2.5
-_CPU_SHAPE_VERSION = 4  # bump when the derivation changes: part of the on-disk cache key
+_CPU_SHAPE_VERSION = 5  # bump when the derivation changes: part of the on-disk cache key
 
 
 @dataclass(frozen=True)
@@ -546,12 +550,20 @@ def _search_cpu_shape(spec: ProblemSpec) -> _CpuShape:
 
     first = trial(*_LADDER[0])
     failed_at: tuple[int, int] | None = None
+    within: _Trial | None = None
     for limit, batch in _LADDER:
         t = trial(limit, batch)
-        if t.ok:
+        if t.ok and t.nbytes is not None and t.nbytes <= CPU_BYTES_TARGET:
             return _CpuShape(t.shape, None)
+        if t.ok:
+            within = within or t  # within the budget; a smaller one runs faster interpreted
+            continue
         if t.error and failed_at is None:
             failed_at = (limit, batch)
+        if t.error and within is not None:
+            break  # smaller still is refused by the reference: keep the one that ran
+    if within is not None:
+        return _CpuShape(within.shape, None)
     if failed_at is not None:
         limit = failed_at[0]
         for batch in sorted({1, failed_at[1]}):
@@ -657,13 +669,20 @@ def derive_shapes(spec: ProblemSpec, base: Shape, max_n: int = 3) -> dict[str, S
         out["derived_batch1"] = {**base, **{k: 1 for k in batch}}
     others = sorted((k for k in sizes if k not in batch), key=lambda k: -sizes[k])
 
-    def odd(v: int) -> int:
-        return v + 1 if v % 2 == 0 else v + 2
+    # Sizes that a group or head count divides stay multiples of it (an odd multiple).
+    counts = [v for k, v in base.items() if _is_int(v) and v >= 2 and k not in sizes
+              and any(w in k.lower() for w in ("group", "head"))]
+
+    def odd(k: str) -> int:
+        v = sizes[k]
+        step = math.lcm(1, *(d for d in counts if v % d == 0 and d < v))
+        q = v // step
+        return step * (q + 1 if q % 2 == 0 else q + 2)
 
     for k in others[:2]:
-        out[f"derived_{k}_odd"] = {**base, k: odd(sizes[k])}
+        out[f"derived_{k}_odd"] = {**base, k: odd(k)}
     if len(others) > 1:
-        out["derived_all_odd"] = {**base, **{k: odd(sizes[k]) for k in others}}
+        out["derived_all_odd"] = {**base, **{k: odd(k) for k in others}}
     # Keep the total work of a derived shape close to the base's (never much larger).
     return dict(list(out.items())[:max_n])
 

@@ -117,17 +117,21 @@ def _to_cpu(x: Any) -> Any:
 
 
 def checksum(xs: list[Any]) -> str:
-    """Order-sensitive digest of inputs, equal in both processes for the same seed."""
+    """Order-sensitive digest of inputs, equal in both processes for the same seed. Sums run
+    in float64 over chunks, so a multi-gigabyte input never gets a float64 copy."""
     import torch
 
     parts = []
     for x in xs:
         if isinstance(x, torch.Tensor):
-            y = x.detach().flatten()
-            d = y.double() if y.is_floating_point() else y.long().double()
-            ends = f"{float(d[0])!r},{float(d[-1])!r}" if y.numel() else ""
-            parts.append(f"{tuple(x.shape)}:{x.dtype}:{float(d.sum())!r}:"
-                         f"{float((d * d).sum())!r}:{ends}")
+            y = x.detach().reshape(-1)
+            s1 = s2 = 0.0
+            for c in y.split(1 << 24):
+                d = c.double() if c.is_floating_point() else c.long().double()
+                s1 += float(d.sum())
+                s2 += float((d * d).sum())
+            ends = f"{float(y[0].double())!r},{float(y[-1].double())!r}" if y.numel() else ""
+            parts.append(f"{tuple(x.shape)}:{x.dtype}:{s1!r}:{s2!r}:{ends}")
         else:
             parts.append(repr(x))
     return "|".join(parts)

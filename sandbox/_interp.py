@@ -202,8 +202,13 @@ def _bf16() -> None:
         return ternary(self, lhs, rhs, other, op)
 
     def create_fma(self: Any, x: Any, y: Any, z: Any) -> Any:
-        if is_bf16(z):
-            return back(fma(self, wide(x), wide(y), wide(z)).data, z.dtype.scalar)
+        if is_bf16(z) or np.asarray(z.data).dtype == np.float16:
+            # as the GPU: the product of 16-bit values is exact in fp32, the sum rounds in
+            # fp32, then once more to the 16-bit type
+            a, b, c = (np.asarray(wide(h).data, dtype=np.float32) for h in (x, y, z))
+            out = np.add(np.multiply(a, b), c, dtype=np.float32)
+            return back(out, bf16) if is_bf16(z) else handle(out.astype(np.float16),
+                                                              z.dtype.scalar)
         return fma(self, x, y, z)
 
     def cast_impl(self: Any, src: Any, ty: Any) -> Any:
@@ -231,6 +236,8 @@ def _bf16() -> None:
     builder.cast_impl = cast_impl
     builder.create_fp_to_fp = create_fp_to_fp
     builder.create_dot = create_dot
+    if not hasattr(builder, "get_bf16"):  # Triton < 3.7 cannot make a bf16 constant
+        builder.get_bf16 = lambda self, value: self.cast_impl(self.get_fp32(value), bf16)
 
 
 # ------------------------------------------------------------------------------------------
@@ -391,41 +398,54 @@ def _kbench_value(obj: Any) -> Any:
         raise
 
 
+class _Rewrites(ast.NodeTransformer):
+    """The rewrites kbench adds to the interpreter's own (each is idempotent)."""
+
+    count = 0
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Any:
+        node = self.generic_visit(node)
+        if getattr(node, "_kbench", False):  # the steps of a chain made here
+            return node
+        _Rewrites.count += 1
+        name = f"_kbench_chain_{_Rewrites.count}"
+        op = "and" if isinstance(node.op, ast.And) else "or"
+        chain = ast.NamedExpr(target=ast.Name(id=name, ctx=ast.Store()), value=ast.Call(
+            func=ast.Name(id="_kbench_BoolChain", ctx=ast.Load()),
+            args=[ast.Constant(value=op)], keywords=[]))
+        steps = ast.BoolOp(op=ast.And(), values=[ast.Call(
+            func=ast.Attribute(value=ast.Name(id=name, ctx=ast.Load()), attr="step",
+                               ctx=ast.Load()), args=[v], keywords=[]) for v in node.values])
+        steps._kbench = True  # type: ignore[attr-defined]
+        # chain.result(<steps>): the walrus binds the chain before the steps run
+        call = ast.Call(func=ast.Attribute(value=chain, attr="result", ctx=ast.Load()),
+                        args=[steps], keywords=[])
+        return ast.copy_location(call, node)
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        node = self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            return ast.copy_location(ast.Call(
+                func=ast.Name(id="_kbench_not", ctx=ast.Load()), args=[node.operand],
+                keywords=[]), node)
+        return node
+
+    def visit_Attribute(self, node: ast.Attribute) -> Any:
+        node = self.generic_visit(node)
+        if node.attr == "value" and isinstance(node.ctx, ast.Load):
+            return ast.copy_location(ast.Call(
+                func=ast.Name(id="_kbench_value", ctx=ast.Load()), args=[node.value],
+                keywords=[]), node)
+        return node
+
+
 def _rewriter(base: type) -> type:
-    class Rewriter(base):  # type: ignore[misc, valid-type]
-        count = 0
-
-        def visit_BoolOp(self, node: ast.BoolOp) -> Any:
-            node = self.generic_visit(node)
-            Rewriter.count += 1
-            name = f"_kbench_chain_{Rewriter.count}"
-            op = "and" if isinstance(node.op, ast.And) else "or"
-            chain = ast.NamedExpr(target=ast.Name(id=name, ctx=ast.Store()), value=ast.Call(
-                func=ast.Name(id="_kbench_BoolChain", ctx=ast.Load()),
-                args=[ast.Constant(value=op)], keywords=[]))
-            steps = ast.BoolOp(op=ast.And(), values=[ast.Call(
-                func=ast.Attribute(value=ast.Name(id=name, ctx=ast.Load()), attr="step",
-                                   ctx=ast.Load()), args=[v], keywords=[]) for v in node.values])
-            # chain.result(<steps>): the walrus binds the chain before the steps run
-            call = ast.Call(func=ast.Attribute(value=chain, attr="result", ctx=ast.Load()),
-                            args=[steps], keywords=[])
-            return ast.copy_location(call, node)
-
-        def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
-            node = self.generic_visit(node)
-            if isinstance(node.op, ast.Not):
-                return ast.copy_location(ast.Call(
-                    func=ast.Name(id="_kbench_not", ctx=ast.Load()), args=[node.operand],
-                    keywords=[]), node)
-            return node
-
-        def visit_Attribute(self, node: ast.Attribute) -> Any:
-            node = self.generic_visit(node)
-            if node.attr == "value" and isinstance(node.ctx, ast.Load):
-                return ast.copy_location(ast.Call(
-                    func=ast.Name(id="_kbench_value", ctx=ast.Load()), args=[node.value],
-                    keywords=[]), node)
-            return node
+    class Rewriter(_Rewrites, base):  # type: ignore[misc, valid-type]
+        def visit_Assign(self, node: ast.Assign) -> Any:
+            # Triton < 3.7 does not visit an assignment's value: rewrite it here, then let
+            # the interpreter's own transformer wrap it
+            node.value = _Rewrites().visit(node.value)
+            return base.visit_Assign(self, node)
 
     return Rewriter
 

@@ -23,6 +23,7 @@ kbench and runs in the sandbox child.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,17 +76,20 @@ def perturb_inputs(xs: list[Any], kind: str, seed: int, positive: bool = False) 
             out.append(x)
             continue
         g = _generator(x.device, seed + i)
-        xf = x.detach().float()
-        rms = float(xf.pow(2).mean().sqrt())
+        x = x.detach()
+        # in place where possible: an input can be gigabytes, and both processes do this
+        rms = float(torch.linalg.vector_norm(x, dtype=torch.float32)) / math.sqrt(x.numel())
         if not (rms > 0.0 and rms < float("inf")):
             rms = 1.0
-        v = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32) * rms
-        if kind == "scaled":
-            v *= torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32).exp()
-        if positive and bool((xf >= 0).all()):
-            v = v.abs()
         y = torch.empty_like(x)  # keeps the original's strides
-        y.copy_(v)
+        v = y if y.dtype == torch.float32 else torch.empty(x.shape, device=x.device)
+        v.normal_(generator=g).mul_(rms)
+        if kind == "scaled":
+            v.mul_(torch.empty_like(v).normal_(generator=g).exp_())
+        if positive and float(x.min()) >= 0.0:
+            v.abs_()
+        if v is not y:
+            y.copy_(v)
         out.append(y)
     return out
 

@@ -9,31 +9,52 @@ Rule ids (see :data:`RULES`): ``forbidden-import``, ``forbidden-name``, ``dunder
 ``tensor-subclass``, ``reference-call``, ``caching``, ``no-kernel``, ``cuda-vendor``,
 ``cuda-unsafe``, ``cuda-dynamic``, ``too-complex``, ``policy-error``.
 
-Scopes and decisions:
+Run-time evidence decides; the static policy refuses only what is dangerous or unambiguous by
+construction (issue 16):
+
+* **The process and the harness**: subprocesses, sockets, ctypes and native-library loading
+  (only torch, triton and harmless standard modules may be imported; ``importlib``,
+  ``logging``, ``contextlib``, ``warnings`` and ``packaging`` only through the names in
+  ``tables._ROOT_ONLY``); reading files (``open``, ``torch.load``, tensor storages,
+  ``find_spec(...).loader``); reading the environment; ``exec``/``eval``/``compile`` and
+  ``getattr``/``setattr`` with computed names (constant names are plain attribute accesses;
+  ``getattr(torch, device).is_available()`` is a device probe); frames, code objects and
+  other introspection (also through log records and ``warnings.catch_warnings``); dunders
+  other than names, versions and protocol methods; pickles; threads, processes, side streams,
+  CUDA graphs and events; tensor subclasses and ``__torch_function__``.
+* **Patching**: assignments to attributes of imported modules or of their objects
+  (``torch.allclose = ...``, ``triton.testing.do_bench = ...``), of the file's kernels, and of
+  objects the harness passes in (forward's arguments). ``ctx.X = ...`` on the ``ctx`` of an
+  autograd Function is the Function's own state and is fine.
+* **Torch and Triton internals**: private APIs, compilers (``torch.compile``, ``torch.jit``,
+  ``torch.ops``, ``torch.library``), global state (``torch.set_*``, ``torch.backends``),
+  ``triton.testing``/``knobs``/caches. Device probes of every device module, autocast
+  decorators, and launch wrappers subclassing ``triton.KernelInterface`` or
+  ``triton.runtime.Autotuner``/``Heuristics`` are allowed.
+* **Unambiguous by construction**: a catch-all ``except`` (or ``contextlib.suppress``, or an
+  ``__exit__`` that returns true) around code that handles tensors — the silent fallback;
+  a tensor kept across calls in ``self``, a global, a mutable default or a closure, or an
+  ``lru_cache`` in front of a function of tensors — a result cache (settings, configs and
+  counters may be kept); a PyTorch op passed around as a value (Triton's autotuner hooks
+  would call it where the op trace excuses Triton's own frames); host compute outside the
+  op trace (``.numpy()``, ``Tensor.map_``); no kernel at all.
+
+Everything else is judged by what runs (``sandbox._child``): the ATen ops every checked call
+dispatches (PyTorch compute in forward, however it is reached — an op, a tensor method, an
+operator, an ``nn`` module, an inherited forward, a branch only some shapes take), the Triton
+and device kernels it launches (kernel provenance), fresh inputs on every call, output
+aliasing and input-mutation audits, perturbed inputs, redrawn parameters and re-checked timed
+outputs. Code that only looks like a cheat — ``ctx`` attributes, logging, guarded optional
+imports, version and device probes, ``lru_cache``d settings helpers, arithmetic on Python ints
+the inference might take for tensors, a torch op on a branch the problem never takes — is
+therefore accepted here and judged there.
 
 * *Runtime code* is every function or lambda that is not a ``@triton.jit`` kernel and not the
-  ``__init__`` of an ``nn.Module`` subclass: ``forward``, helpers, launchers, autotune hooks.
-  There PyTorch may only allocate, describe and move data (``torch.empty``, ``.view``,
-  ``.contiguous``, ``.to``, ``torch.cat`` ...); ops, compute methods, arithmetic and comparison
-  operators on tensors, ``@``, and calling ``torch.nn`` modules are reference calls.
-* ``__init__`` of an ``nn.Module`` may preprocess weights with any torch op (it never sees an
-  input), but it may not store a torch op or an ``nn`` module for ``forward`` to call: storing
-  ``F.relu`` is flagged where it is written, calling ``self.act = nn.ReLU()`` is flagged where
-  ``forward`` calls it. Helpers called from ``__init__`` are runtime code: preprocess inline.
-* Module level and class bodies run once at import with no inputs; only the file-wide rules
-  (imports, names, internals, patching, ...) apply there.
-* Tensor-ness is inferred, not known: ``forward``'s parameters are tensors unless annotated
-  otherwise (``k: int``) or given a constant default; tensors flow through assignments, views,
-  allocations and calls into the file's own helpers. An unannotated non-tensor ``forward``
-  argument used in arithmetic is therefore flagged; annotate it.
+  ``__init__`` of an ``nn.Module`` subclass; module level, class bodies and ``__init__`` run
+  before any input exists.
 * CUDA strings passed to ``load_inline`` must be string constants (literals, module-level or
   local constants, ``+`` and f-strings of numeric constants) so that ``sandbox._cuda_policy``
   can scan them; the backend is ``"cuda"`` whenever ``load_inline`` is called.
-* What a static check cannot see is left to the run-time defences (see the attack corpus under
-  ``tests/candidates/attacks``): returning inputs/views/untouched buffers, partial work, shape
-  overfitting, precision loss, and state smuggled through tensors that a kernel writes. Type
-  inference is heuristic, so a run-time trace of the ATen ops a forward dispatches is the
-  backstop for PyTorch compute this module misses.
 """
 
 from __future__ import annotations
@@ -44,6 +65,7 @@ from sandbox._policy.checker import _Checker
 from sandbox._policy.facts import _Facts
 from sandbox._policy.infer import _infer
 from sandbox._policy.records import RULES, PolicyResult, Violation
+from sandbox._policy.tables import _torch_call_rule
 
 __all__ = ["RULES", "Violation", "PolicyResult", "check_source", "detect_backend"]
 
@@ -107,6 +129,16 @@ def _set_aside_harness_functions(tree: ast.Module) -> list[Violation]:
     return out
 
 
+def _torch_compute_note(facts: _Facts) -> str:
+    """For a file without a kernel: the PyTorch calls doing its work instead, if any."""
+    calls = sorted({(n.lineno, q) for n in ast.walk(facts.tree) if isinstance(n, ast.Call)
+                    and (q := facts.qual(n.func)) and _torch_call_rule(q)})
+    if not calls:
+        return ""
+    shown = ", ".join(f"{q} at line {line}" for line, q in calls[:3])
+    return f"; it computes with PyTorch instead ({shown}): the reference the kernel replaces"
+
+
 def check_source(source: str) -> PolicyResult:
     """Check a candidate's source against every rule of :data:`RULES`. Never raises.
 
@@ -130,7 +162,8 @@ def check_source(source: str) -> PolicyResult:
         violations = checker.out + harness
         if not facts.kernel_lines:
             violations.append(Violation("no-kernel", "no kernel: ModelNew must launch a Triton "
-                                        "(@triton.jit) or CUDA (load_inline) kernel", None))
+                                        "(@triton.jit) or CUDA (load_inline) kernel" +
+                                        _torch_compute_note(facts), None))
         backend = _backend(facts)
     except RecursionError:
         return _TOO_COMPLEX

@@ -230,7 +230,7 @@ def _nbytes(x: Any) -> int:
 
 
 def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
-          device: str) -> None:
+          device: str) -> bool:
     """Seeds for ``n_own`` own trials and one per perturbation kind; trial 0's reference is
     computed now, which also tells whether the reference runs on this shape at all."""
     case.kinds = ["own"] * n_own
@@ -240,6 +240,7 @@ def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
 
     xs = spec.make_inputs(case.params, case.seeds[0], device)
     ref = _reference(spec, case, xs)
+    finite = _finite(ref)
     if _nbytes(ref) <= _KEEP_BYTES:  # else made again when the child asks for it
         case.refs[0] = ref
         if spec.meta.check is not None:
@@ -249,6 +250,7 @@ def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
     if floats and spec.meta.perturb.inputs != "none":
         case.kinds += list(perturb)
         case.seeds += [secrets.randbits(62) for _ in perturb]
+    return finite
 
 
 def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
@@ -272,7 +274,7 @@ def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
         case = _Case(name, shape, is_derived, timed and not is_derived, secrets.randbits(31))
         try:
             init = spec.make_init_inputs(shape, seed=case.init_seed)
-            case.model = spec.make_model(init, case.init_seed, device)
+            case.model = spec.make_model(init, case.init_seed, device, shape=shape)
             _plan(spec, case, limits.derived_trials if is_derived else limits.trials,
                   () if is_derived else INPUT_KINDS, device)
         except Exception as e:  # noqa: BLE001 - a derived shape the reference rejects is dropped
@@ -296,12 +298,11 @@ def _params_case(spec: ProblemSpec, device: str, base: str, shape: Shape) -> _Ca
     case = _Case(f"{base}+params", shape, False, False, secrets.randbits(31),
                  param_seed=secrets.randbits(62))
     init = spec.make_init_inputs(shape, seed=case.init_seed)
-    case.model = spec.make_model(init, case.init_seed, device)
+    case.model = spec.make_model(init, case.init_seed, device, shape=shape)
     case.redrawn = redraw_constant_tensors(case.model, case.param_seed)
     if not case.redrawn:
         return None
-    _plan(spec, case, 1, INPUT_KINDS[:1], device)
-    return case if _finite(case.refs[0]) else None
+    return case if _plan(spec, case, 1, INPUT_KINDS[:1], device) else None
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,50 +1,55 @@
-"""The AST visitor that applies every rule and records violations."""
+"""The AST visitor that applies every rule and records violations.
+
+What it still refuses is what is dangerous or unambiguous by construction (see
+``sandbox.policy``); PyTorch compute in forward, however it is reached, is left to the run-time
+op trace, and what a forward keeps across calls to fresh inputs and the output audits.
+"""
 
 from __future__ import annotations
 
 import ast
-import re
 import string
 import types
 
-from sandbox._cuda_policy import scan_flags, scan_source
-from sandbox._policy.facts import _Facts, _walk_scope
-from sandbox._policy.infer import _callee_name, _Env
+from sandbox._policy.facts import _Facts
+from sandbox._policy.infer import _Env
+from sandbox._policy.inline import _SourceStrings
 from sandbox._policy.records import Violation
 from sandbox._policy.tables import (
-    _ALLOWED_MODULES,
+    _CUDA_OK,
     _DUNDER_DEFS_OK,
     _DUNDER_NAMES_OK,
-    _FLAG_KWARGS,
+    _DUNDER_READ_OK,
+    _ESCAPE_ATTRS,
     _FORBIDDEN_BUILTINS,
     _FRAME_ATTRS,
+    _FUNCTOOLS_CACHING,
+    _HOST_COMPUTE_ATTRS,
     _LOAD_INLINE,
+    _LOG_PLUMBING,
     _MUTATING,
-    _SAFE_WITH_MODULES,
     _SELF_MUTATORS,
-    _SOURCE_KWARGS,
-    _TENSOR_BUILTINS,
-    _THREAD_MODULES,
-    _ambiguous_methods,
-    _aten_names,
+    _TRITON_BASES,
     _canonical,
     _compute_methods,
+    _import_rule,
     _is_compute_ref,
     _is_dunder,
     _qual_rule,
     _resolve,
     _tensor_methods,
-    _torch_call_rule,
 )
 
 # --------------------------------------------------------------------------------------------
 # The checker
 # --------------------------------------------------------------------------------------------
-# Device code a load_inline extension can launch: its own kernels, or CUTLASS/CuTe templates.
-_DEVICE_CODE = re.compile(r"__global__|<<<|\bcutlass\b|\bcute\s*::")
+# Handlers that swallow any failure of a kernel (a narrow `except ImportError` does not).
+_BROAD_EXCEPTIONS = {"Exception", "BaseException", "RuntimeError"}
+_AUTOGRAD_BASES = ("torch.autograd.Function", "torch.autograd.function.Function")
+_MODULE_BASES = ("torch.nn.Module", "torch.nn.modules.module.Module")
 
 
-class _Checker(ast.NodeVisitor):
+class _Checker(_SourceStrings, ast.NodeVisitor):
     def __init__(self, facts: _Facts, envs: dict[ast.AST, _Env]) -> None:
         self.f = facts
         self.envs = envs
@@ -52,6 +57,15 @@ class _Checker(ast.NodeVisitor):
         self.fn_stack: list[ast.AST] = []
         self.out: list[Violation] = []
         self._seen: set[tuple[str, int | None, str]] = set()
+        # names bound by imports that are themselves refused (reported once, at the import)
+        self.bad_aliases: set[str] = set()
+        for n in ast.walk(facts.tree):
+            if isinstance(n, ast.Import):
+                self.bad_aliases |= {a.asname or a.name.split(".")[0] for a in n.names
+                                     if _import_rule(a.name)}
+            elif isinstance(n, ast.ImportFrom) and n.module and not n.level:
+                self.bad_aliases |= {a.asname or a.name for a in n.names
+                                     if _from_import_rule(n.module, a.name)}
 
     def add(self, rule: str, node: ast.AST | int | None, msg: str) -> None:
         line = node if isinstance(node, int) or node is None else getattr(node, "lineno", None)
@@ -73,7 +87,9 @@ class _Checker(ast.NodeVisitor):
     # -- imports ------------------------------------------------------------------------------
     def visit_Import(self, node: ast.Import) -> None:
         for a in node.names:
-            self._check_import(node, a.name)
+            rule = _import_rule(a.name)
+            if rule:
+                self.add(rule[0], node, rule[1])
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         mod = node.module or ""
@@ -83,36 +99,15 @@ class _Checker(ast.NodeVisitor):
         if mod == "__future__":
             return
         for a in node.names:
-            full = f"{mod}.{a.name}"
-            if a.name == "*":
-                self.add("forbidden-import", node, f"`from {mod} import *` hides names; "
-                         "import them by name")
-            elif full in _ALLOWED_MODULES or full.startswith("triton.language."):
-                continue
-            elif self._check_import(node, mod):
-                rule = _qual_rule(_canonical(full))
-                if rule:
-                    self.add(rule[0], node, rule[1])
-
-    def _check_import(self, node: ast.AST, name: str) -> bool:
-        top = name.split(".")[0]
-        if name in _ALLOWED_MODULES or name.startswith("triton.language."):
-            return True
-        if top in _THREAD_MODULES:
-            self.add("concurrency", node, f"imports {name}: threads and processes hide work from "
-                     "timing; do all work in your kernel on the current stream")
-        else:
-            self.add("forbidden-import", node, f"imports {name}; candidates may import only "
-                     "torch, torch.nn(.functional), torch.utils.cpp_extension, triton(.language), "
-                     "math, typing, functools, dataclasses")
-        return False
+            rule = _from_import_rule(mod, a.name)
+            if rule:
+                self.add(rule[0], node, rule[1])
 
     # -- names and attributes -----------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
         if node.id in _FORBIDDEN_BUILTINS and isinstance(node.ctx, ast.Load) and \
                 node.id not in self.f.own_defs and not self.env.is_local(node.id):
-            self.add("forbidden-name", node, f"uses {node.id}(); it can evaluate code, read files "
-                     "or reach the interpreter. Write the code out directly")
+            self._check_builtin(node)
         elif _is_dunder(node.id) and node.id not in _DUNDER_NAMES_OK | _FORBIDDEN_BUILTINS:
             self.add("dunder-access", node, f"uses {node.id}; dunder names are off limits")
         if not isinstance(self.f.parent.get(node), ast.Attribute):
@@ -120,51 +115,117 @@ class _Checker(ast.NodeVisitor):
             if q:
                 self._check_ref(q, node)
 
+    def _check_builtin(self, node: ast.Name) -> None:
+        """getattr/setattr with a constant attribute name are plain attribute accesses, and
+        ``getattr(torch, device).is_available()`` is a device probe; every other use of a
+        builtin that evaluates code or reaches the interpreter is refused."""
+        call = self.f.parent.get(node)
+        ok = False
+        if node.id in ("getattr", "setattr") and isinstance(call, ast.Call) and \
+                call.func is node and not call.keywords and \
+                not any(isinstance(a, ast.Starred) for a in call.args) and \
+                len(call.args) in ((2, 3) if node.id == "getattr" else (3,)):
+            obj, name = call.args[0], call.args[1]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                ok = self._check_const_attr(call, obj, name.value, node.id == "setattr")
+            elif node.id == "getattr" and self.f.qual(obj) == "torch":
+                probe = self.f.parent.get(call)  # getattr(torch, device).is_available()
+                ok = isinstance(probe, ast.Attribute) and probe.attr in _CUDA_OK and \
+                    isinstance(self.f.parent.get(probe), ast.Call) and \
+                    self.f.parent[probe].func is probe  # type: ignore[attr-defined]
+        if not ok:
+            self.add("forbidden-name", node, f"uses {node.id}(); it can evaluate code, read "
+                     "files or reach the interpreter. Write the code out directly (getattr and "
+                     "setattr are fine with a constant attribute name)")
+
+    def _check_const_attr(self, call: ast.Call, obj: ast.expr, attr: str, store: bool) -> bool:
+        """``getattr(obj, "attr")`` / ``setattr(obj, "attr", v)``: the checks of ``obj.attr``."""
+        if not attr.isidentifier():
+            return False
+        node = ast.Attribute(value=obj, attr=attr, ctx=ast.Store() if store else ast.Load())
+        ast.copy_location(node, call)
+        self.f.parent[node] = self.f.parent.get(call, call)
+        self._check_attr(node, called=isinstance(self.f.parent.get(call), ast.Call)
+                         and self.f.parent[call].func is call)  # type: ignore[attr-defined]
+        if store:
+            self._check_store(node, call.args[2])
+        return True
+
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        parent = self.f.parent.get(node)
+        self._check_attr(node, called=isinstance(parent, ast.Call) and parent.func is node)
+        self.generic_visit(node)
+
+    def _check_attr(self, node: ast.Attribute, called: bool) -> None:
         attr = node.attr
         parent = self.f.parent.get(node)
-        if _is_dunder(attr) and attr != "__init__":
-            self.add("dunder-access", node, f"accesses .{attr}; dunder attributes are off limits")
+        store = isinstance(node.ctx, (ast.Store, ast.Del))
+        if _is_dunder(attr) and (attr not in _DUNDER_READ_OK or store) and attr != "__init__":
+            self.add("dunder-access", node, f"accesses .{attr}; of dunder attributes only "
+                     f"{', '.join(sorted(_DUNDER_READ_OK - _DUNDER_DEFS_OK))} and protocol "
+                     "methods may be read, and none written")
         elif attr in _FRAME_ATTRS:
             self.add("introspection", node, f"accesses .{attr} (frames and code objects)")
         elif attr.startswith("_") and not _is_dunder(attr) and self.f.qual(node.value) is None \
                 and attr not in self.f.owned_attrs:
             self.add("introspection", node, f"accesses the private attribute .{attr}, which this "
                      "file does not define")
+        elif attr in _ESCAPE_ATTRS:
+            what = ("tensor storages read and share files" if _ESCAPE_ATTRS[attr] ==
+                    "forbidden-name" else "log records carry the caller's frames")
+            self.add(_ESCAPE_ATTRS[attr], node, f"accesses .{attr}: {what}; work on tensors "
+                     "through their own methods and log through logger.debug/info/warning")
+        elif attr in _HOST_COMPUTE_ATTRS and self.runtime:
+            self.add("reference-call", node, f"{self.where} uses .{attr}: computing on the host "
+                     "is outside both your kernel and the op trace; compute in your kernel")
+        elif attr in ("addHandler", "setFormatter") and not self._log_plumbing(node):
+            self.add("introspection", node, f"calls .{attr} with a handler or formatter of its "
+                     "own, which would receive log records (and the caller's frames); use "
+                     "logging.NullHandler()/StreamHandler()/Formatter(...) or leave logging "
+                     "alone")
         if not (isinstance(parent, ast.Attribute) and parent.value is node):
             q = self.f.qual(node)
             if q:
-                self._check_ref(q, node)
-            elif self.runtime and attr in _compute_methods() and \
-                    not (isinstance(parent, ast.Call) and parent.func is node) and \
+                self._check_ref(q, node, called)
+            elif self.runtime and attr in _compute_methods() and not called and not store and \
                     self.env.is_tensor(node.value):
                 self.add("reference-call", node, f"takes the tensor method .{attr} (a PyTorch op) "
-                         "as a value; compute it in your kernel")
-        self.generic_visit(node)
+                         "as a value; PyTorch ops handed to other code escape the op trace. "
+                         "Call your kernel instead")
 
-    def _check_ref(self, q: str, node: ast.AST) -> None:
+    def _check_ref(self, q: str, node: ast.AST, called: bool | None = None) -> None:
         rule = _qual_rule(q)
         if rule:
             root = node
             while isinstance(root, ast.Attribute):
                 root = root.value
-            raw = self.f.aliases.get(getattr(root, "id", ""), "")
-            if not (rule[0] == "forbidden-import" and raw.split(".")[0] == q.split(".")[0]):
-                self.add(rule[0], node, rule[1])  # (a forbidden import is reported once, above)
+            if not (rule[0] in ("forbidden-import", "concurrency")
+                    and getattr(root, "id", "") in self.bad_aliases):
+                self.add(rule[0], node, rule[1])  # (a refused import is reported once, above)
             return
         parent = self.f.parent.get(node)
-        called = isinstance(parent, ast.Call) and parent.func is node
+        if called is None:
+            called = isinstance(parent, ast.Call) and parent.func is node
         if isinstance(getattr(node, "ctx", None), (ast.Store, ast.Del)):
             return  # assignments to torch names are monkeypatching, reported by _check_store
         if not called and _is_compute_ref(q):
-            self.add("reference-call", node, f"refers to {q} without calling it: PyTorch ops may "
-                     "not be stored or passed around; compute in your kernel")
-        elif not called and isinstance(_resolve(q), types.ModuleType) and not (
-                isinstance(parent, ast.Assign) and len(parent.targets) == 1
-                and isinstance(parent.targets[0], ast.Name)
-                and parent.targets[0].id in self.f.aliases):  # a tracked alias is fine
+            self.add("reference-call", node, f"refers to {q} without calling it: PyTorch ops "
+                     "may not be stored or passed around (code that calls them for you escapes "
+                     "the op trace); compute in your kernel")
+        elif not called and isinstance(_resolve(q), types.ModuleType) and not self._module_ok(node):
             self.add("introspection", node, f"uses the module {q} as a value; call its "
                      "functions directly")
+
+    def _module_ok(self, node: ast.AST) -> bool:
+        """A module may be named as a value only by a tracked alias, or probed with
+        hasattr/getattr."""
+        parent = self.f.parent.get(node)
+        if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and \
+                isinstance(parent.targets[0], ast.Name) and parent.targets[0].id in self.f.aliases:
+            return True
+        return isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name) and \
+            parent.func.id in ("hasattr", "getattr") and bool(parent.args) and \
+            parent.args[0] is node
 
     # -- calls --------------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call) -> None:
@@ -177,10 +238,67 @@ class _Checker(ast.NodeVisitor):
                      "run time")
         if isinstance(func, ast.Attribute) and func.attr in ("format", "format_map"):
             self._check_format(node)
+        if not self._is_decorator(node) and node.args and (
+                _is_cache_factory(q) or (isinstance(func, ast.Call) and
+                                         _is_cache_factory(self.f.qual(func.func)))):
+            self._check_cached(node, node.args[0])  # functools.cache(f), lru_cache(8)(f)
+        if q == "importlib.util.find_spec":
+            self._check_find_spec(node)
         if self.runtime:
-            self._runtime_call(node, q)
             self._check_mutation(node, q)
         self.generic_visit(node)
+
+    def _log_plumbing(self, node: ast.Attribute) -> bool:
+        call = self.f.parent.get(node)
+        if not (isinstance(call, ast.Call) and call.func is node and len(call.args) == 1):
+            return False
+        arg = call.args[0]
+        return isinstance(arg, ast.Call) and self.f.qual(arg.func) in _LOG_PLUMBING and \
+            all(isinstance(a, ast.Constant) for a in [*arg.args, *(k.value for k in arg.keywords)])
+
+    def _check_find_spec(self, node: ast.Call) -> None:
+        """``find_spec("name") is not None`` only: a spec's loader reads files and loads code,
+        and a dotted name imports its parent packages."""
+        arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        literal = isinstance(arg, ast.Constant) and isinstance(arg.value, str) and \
+            "." not in arg.value
+        parent = self.f.parent.get(node)
+        tested = (isinstance(parent, ast.Compare) and parent.left is node and
+                  all(isinstance(o, (ast.Is, ast.IsNot)) for o in parent.ops)) or \
+            isinstance(parent, (ast.BoolOp, ast.UnaryOp)) or \
+            (isinstance(parent, (ast.If, ast.IfExp, ast.While)) and parent.test is node)
+        if not (literal and tested):
+            self.add("forbidden-name", node, "uses importlib.util.find_spec other than as "
+                     "`find_spec(\"name\") is not None` with a literal top-level name: a spec's "
+                     "loader reads files and loads code")
+
+    def _is_decorator(self, node: ast.expr) -> bool:
+        parent = self.f.parent.get(node)
+        return isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
+            node in parent.decorator_list
+
+    def _check_cached(self, at: ast.AST, fn: ast.AST | None) -> None:
+        """A cache in front of a function is a result cache if the function takes or returns
+        tensors; caching settings derived from sizes, dtypes and device properties is fine."""
+        if isinstance(fn, ast.Name):
+            fn = self.f.functions.get(fn.id)
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            self.add("caching", at, "caches a function this file does not define; cache only "
+                     "your own helpers of sizes, dtypes and device properties")
+            return
+        env = self.envs.get(fn)
+        tensors = sorted(p for p in (env.params if env else ()) if env and
+                         env.has(p, "tensors") and p != env.self_name)
+        returns = isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+            fn.name in self.f.returns_tensor
+        if tensors or returns:
+            what = f"tensor arguments ({', '.join(tensors)})" if tensors else "a tensor result"
+            self.add("caching", at, f"caches {getattr(fn, 'name', 'a lambda')}, which has {what}, "
+                     "across calls: a result cache. Cache only settings derived from sizes, "
+                     "dtypes and device properties")
+
+    def _holds_tensor(self, e: ast.AST) -> bool:
+        return self.env.is_tensor(e) or self.env.is_container(e)
 
     def _check_mutation(self, node: ast.Call, q: str | None) -> None:
         env, func = self.env, node.func
@@ -188,57 +306,25 @@ class _Checker(ast.NodeVisitor):
         method = ""
         if isinstance(func, ast.Attribute) and q is None:
             target, method = func.value, func.attr
-            if env.is_self(target) and method in _SELF_MUTATORS:
+            if env.is_self(target) and method in _SELF_MUTATORS and env.cls in self.f.nn_classes:
                 self.add("caching", node, f"{self.where} calls self.{method}(), changing the "
                          "module between calls; do that in __init__")
                 return
         elif q and q.startswith("torch.Tensor.") and node.args:  # torch.Tensor.copy_(t, ...)
             target, method = node.args[0], q.rsplit(".", 1)[1]
-        if target is not None and env.is_shared(target) and (
-                method in _MUTATING or (method.endswith("_") and method in _tensor_methods())):
-            self.add("caching", node, f"{self.where} calls .{method}() on state that outlives "
-                     f"the call ({_short(target)}); forward must not remember anything")
-
-    def _runtime_call(self, node: ast.Call, q: str | None) -> None:
-        env, func = self.env, node.func
-        if q:
-            if _qual_rule(q) is None:
-                why = _torch_call_rule(q)
-                if why:
-                    self.add("reference-call", node, f"{self.where} {why}")
+        if target is None or not env.is_shared(target) or self._in_init():
             return
-        if isinstance(func, ast.Name) and func.id in self.f.nn_classes:
-            self.add("reference-call", node, f"{self.where} builds the module {func.id} per "
-                     "call; build modules in __init__")
-        elif isinstance(func, ast.Call) and _callee_name(func.func) == "type":
-            self.add("reference-call", node, "calls the result of type(...); call your own "
-                     "functions by name")
-        if env.is_module(func):
-            self.add("reference-call", node, f"{self.where} calls the torch.nn module "
-                     f"{_short(func)} (the reference implementation); use its .weight/.bias "
-                     "in your kernel")
-        elif isinstance(func, ast.Attribute) and not env.is_ext(func.value):
-            name = func.attr
-            if name in _compute_methods():
-                receiver_is_tensor = env.is_tensor(func.value)
-                known_other = isinstance(func.value, (ast.Constant, ast.JoinedStr)) or \
-                    name in self.f.ext_functions
-                if receiver_is_tensor or (name not in _ambiguous_methods() and not known_other):
-                    self.add("reference-call", node, f"{self.where} calls .{name}() on "
-                             f"{ast.unparse(func.value)} (a PyTorch op); compute it in your kernel")
-        if isinstance(func, ast.Name) and func.id in _TENSOR_BUILTINS and \
-                func.id not in self.f.module_names and \
-                any(env.is_tensor(a) or env.is_container(a) for a in node.args):
-            self.add("reference-call", node, f"{self.where} applies {func.id}() to a tensor "
-                     "(PyTorch computes it); do it in your kernel")
-        callee_is_own = isinstance(func, ast.Name) and (func.id in self.f.functions or
-                                                         func.id in _SAFE_WITH_MODULES)
-        callee_is_own |= isinstance(func, ast.Attribute) and env.is_self(func.value)
-        if not callee_is_own:
-            for a in [*node.args, *(k.value for k in node.keywords)]:
-                if env.is_module(a):
-                    self.add("reference-call", node, f"{self.where} passes the torch.nn module "
-                             f"{_short(a)} to code that may call it; pass its .weight/.bias")
+        args = [*node.args, *(k.value for k in node.keywords)]
+        if method.endswith("_") and method in _tensor_methods():
+            self.add("caching", node, f"{self.where} calls .{method}() on a tensor that outlives "
+                     f"the call ({_short(target)}); forward must not keep tensors across calls")
+        elif method in _MUTATING and any(self._holds_tensor(a) for a in args):
+            self.add("caching", node, f"{self.where} keeps a tensor in {_short(target)} across "
+                     f"calls (.{method}()): a result cache. Keep only settings across calls")
+
+    def _in_init(self) -> bool:
+        fn = self.fn_stack[-1] if self.fn_stack else None
+        return isinstance(fn, ast.FunctionDef) and fn.name == "__init__"
 
     def _check_format(self, node: ast.Call) -> None:
         pieces = self._strings(node.func.value)  # type: ignore[attr-defined]
@@ -254,82 +340,58 @@ class _Checker(ast.NodeVisitor):
             self.add("introspection", node, "a format string looks up attributes or items; "
                      "use an f-string with plain names")
 
-    # -- operators ----------------------------------------------------------------------------
-    def visit_BinOp(self, node: ast.BinOp) -> None:
-        if self.runtime:
-            if isinstance(node.op, ast.MatMult):
-                self.add("reference-call", node, f"{self.where} uses the @ operator (PyTorch "
-                         "matmul, i.e. cuBLAS); compute the product in your kernel")
-            elif self.env.is_tensor(node.left) or self.env.is_tensor(node.right):
-                self.add("reference-call", node, f"{self.where} computes `{_short(node)}` with "
-                         "PyTorch operators; do the arithmetic in your kernel")
-        self.generic_visit(node)
-
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
-        if self.runtime and not isinstance(node.op, ast.Not) and self.env.is_tensor(node.operand):
-            self.add("reference-call", node, f"{self.where} computes `{_short(node)}` with a "
-                     "PyTorch operator; do it in your kernel")
-        self.generic_visit(node)
-
-    def visit_Compare(self, node: ast.Compare) -> None:
-        if self.runtime and not all(isinstance(o, (ast.Is, ast.IsNot)) for o in node.ops) and \
-                any(self.env.is_tensor(e) for e in [node.left, *node.comparators]):
-            self.add("reference-call", node, f"{self.where} compares tensors (`{_short(node)}`) "
-                     "with PyTorch; do it in your kernel")
-        self.generic_visit(node)
-
     # -- statements ---------------------------------------------------------------------------
     def visit_Assign(self, node: ast.Assign) -> None:
         for t in node.targets:
-            self._check_store(t)
+            self._check_store(t, node.value)
         self.generic_visit(node)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        self._check_store(node.target)
+        self._check_store(node.target, node.value)
         self.generic_visit(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        self._check_store(node.target)
-        if self.runtime and isinstance(node.op, ast.MatMult):
-            self.add("reference-call", node, f"{self.where} uses @= (PyTorch matmul); compute "
-                     "the product in your kernel")
-        elif self.runtime and (self.env.is_tensor(node.target) or self.env.is_tensor(node.value)):
-            self.add("reference-call", node, f"{self.where} updates a tensor with PyTorch "
-                     f"(`{_short(node)}`); do it in your kernel")
+        self._check_store(node.target, node.value)
         self.generic_visit(node)
 
     def visit_Delete(self, node: ast.Delete) -> None:
         for t in node.targets:
-            self._check_store(t)
+            self._check_store(t, None)
         self.generic_visit(node)
 
     def visit_For(self, node: ast.For) -> None:
-        self._check_store(node.target)
+        self._check_store(node.target, None)
         self.generic_visit(node)
 
     def visit_withitem(self, node: ast.withitem) -> None:
         if node.optional_vars is not None:
-            self._check_store(node.optional_vars)
+            self._check_store(node.optional_vars, None)
         self.generic_visit(node)
 
-    def _check_store(self, t: ast.expr) -> None:
+    def _check_store(self, t: ast.expr, value: ast.expr | None) -> None:
         if isinstance(t, (ast.Tuple, ast.List)):
             for e in t.elts:
-                self._check_store(e)
+                self._check_store(e, None if value is None else value)
             return
         if isinstance(t, ast.Starred):
-            self._check_store(t.value)
+            self._check_store(t.value, value)
+            return
+        env = self.env
+        if env.kind == "jit":
+            return
+        if isinstance(t, ast.Name):
+            if self.runtime and t.id in env.globals_decl and value is not None and \
+                    self._holds_tensor(value):
+                self.add("caching", t, f"{self.where} keeps a tensor in the global {t.id} "
+                         "across calls: a result cache. Keep only settings across calls")
             return
         if not isinstance(t, (ast.Attribute, ast.Subscript)):
             return
-        env = self.env
         root: ast.expr = t
         while isinstance(root, (ast.Attribute, ast.Subscript)):
             root = root.value
         text = _short(t)
         is_attr = isinstance(t, ast.Attribute)
-        if env.kind == "jit":
-            return
         if not isinstance(root, ast.Name):
             if is_attr:
                 self.add("monkeypatch", t, f"assigns to {text} on a computed object; set "
@@ -338,12 +400,17 @@ class _Checker(ast.NodeVisitor):
             self.add("monkeypatch", t, f"assigns to {text}, which belongs to an imported module; "
                      "never patch torch/triton or the harness")
         elif self.runtime and env.is_shared(t):
-            self.add("caching", t, f"{self.where} writes {text}, state that outlives the call; "
-                     "forward must not remember anything (set attributes only in __init__)")
+            if value is not None and self._holds_tensor(value) and not self._in_init():
+                self.add("caching", t, f"{self.where} keeps a tensor in {text} across calls: a "
+                         "result cache (inputs are fresh on every call). Keep only settings "
+                         "across calls, or allocate per call")
         elif env.is_self(root) or env.is_local(root.id):
-            if is_attr and root.id in env.params and not env.is_self(root):
+            if is_attr and root.id in env.params and not env.is_self(root) and \
+                    not (env.has(root.id, "ctx") and not env.has(root.id, "tensors")) and \
+                    (self.where == "forward"
+                                                     or env.has(root.id, "tensors")):
                 self.add("monkeypatch", t, f"sets {text} on an object passed in; set attributes "
-                         "only on objects you create")
+                         "only on objects you create (ctx of an autograd Function is yours)")
         elif is_attr and not (root.id in self.f.classes or self._module_object(root.id)):
             self.add("monkeypatch", t, f"sets {text} on an object this file does not create "
                      "(functions and kernels included)")
@@ -359,19 +426,45 @@ class _Checker(ast.NodeVisitor):
                     return True
         return False
 
-    def visit_Try(self, node: ast.AST) -> None:
-        self.add("try-except", node, "uses try/except; a fallback path hides a failing kernel. "
-                 "Remove it and let errors surface")
+    def visit_Try(self, node: ast.Try) -> None:
+        """Exceptions may be caught; what may not is every failure of code that handles tensors
+        (``except Exception: return torch.relu(x)``): that fallback hides a broken kernel.
+        Module-level guards (optional imports, probes) run before any input exists."""
+        if self.fn_stack and self._touches_tensors(node.body):
+            for h in node.handlers:
+                broad = _broad(h.type)
+                if broad:
+                    self.add("try-except", h, f"catches {broad} around code that handles "
+                             "tensors: a fallback path hides a failing kernel. Catch the "
+                             "specific error you expect (ImportError, OutOfResources ...) or "
+                             "let errors surface")
+        if self.fn_stack and any(isinstance(n, (ast.Return, ast.Break, ast.Continue))
+                                 for s in node.finalbody for n in ast.walk(s)):
+            self.add("try-except", node, "returns from a finally block, which swallows any "
+                     "error of the try block; let errors surface")
         self.generic_visit(node)
 
     visit_TryStar = visit_Try
 
-    def visit_Global(self, node: ast.Global | ast.Nonlocal) -> None:
-        kw = "global" if isinstance(node, ast.Global) else "nonlocal"
-        self.add("caching", node, f"`{kw} {', '.join(node.names)}` keeps state across calls; "
-                 "build what you need at module level or in __init__ and never rebind it")
+    def visit_With(self, node: ast.With) -> None:
+        for item in node.items:
+            e = item.context_expr
+            if isinstance(e, ast.Call) and self.f.qual(e.func) == "contextlib.suppress" and \
+                    self.fn_stack and self._touches_tensors(node.body):
+                broad = next((b for a in e.args if (b := _broad(a))), None)
+                if broad:
+                    self.add("try-except", node, f"suppresses {broad} around code that handles "
+                             "tensors: a fallback path hides a failing kernel")
+        self.generic_visit(node)
 
-    visit_Nonlocal = visit_Global
+    def _touches_tensors(self, body: list[ast.stmt]) -> bool:
+        for s in body:
+            for n in ast.walk(s):
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Subscript):
+                    return True  # a kernel launch: kernel[grid](...)
+                if isinstance(n, ast.Name) and self.env.is_tensor(n):
+                    return True
+        return False
 
     def visit_Await(self, node: ast.AST) -> None:
         self.add("concurrency", node, "uses async code; run the kernel synchronously")
@@ -392,12 +485,16 @@ class _Checker(ast.NodeVisitor):
                 if isinstance(t, ast.Name) and t.id in ("__torch_function__", "__torch_dispatch__"):
                     self.add("tensor-subclass", n, f"sets {t.id}: tensors that intercept torch "
                              "calls are lazy-tensor tricks")
-        self.generic_visit(node)
+        for d in node.decorator_list:
+            self.visit(d)
+        for b in [*node.bases, *node.keywords]:
+            self.visit(b)
+        for stmt in node.body:
+            self.visit(stmt)
 
     def _check_base(self, cls: ast.ClassDef, b: ast.expr) -> None:
         q = self.f.qual(b)
-        if not q or q in ("torch.nn.Module", "torch.nn.modules.module.Module",
-                          "torch.autograd.Function", "torch.autograd.function.Function") or \
+        if not q or q in _MODULE_BASES or q in _AUTOGRAD_BASES or q in _TRITON_BASES or \
                 q.startswith("typing."):
             return
         import torch
@@ -407,10 +504,14 @@ class _Checker(ast.NodeVisitor):
             self.add("tensor-subclass", cls, f"class {cls.name} subclasses {q}; return plain "
                      "torch.Tensor outputs computed by your kernel")
         elif isinstance(obj, type) and issubclass(obj, torch.nn.Module):
-            self.add("reference-call", cls, f"class {cls.name} subclasses {q} and inherits its "
-                     "forward (the reference); subclass nn.Module")
+            return  # what its forward runs is traced like any other
+        elif q.startswith(("logging.", "warnings.")):
+            self.add("introspection", cls, f"class {cls.name} subclasses {q}, which would "
+                     "receive log records (and the caller's frames); log through a logger")
         elif q.startswith(("torch.", "triton.")):
-            self.add("internals", cls, f"class {cls.name} subclasses {q}; subclass nn.Module")
+            self.add("internals", cls, f"class {cls.name} subclasses {q}; subclass nn.Module, "
+                     "torch.autograd.Function, triton.KernelInterface or "
+                     "triton.runtime.Autotuner")
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         if isinstance(node, ast.AsyncFunctionDef):
@@ -419,10 +520,18 @@ class _Checker(ast.NodeVisitor):
             self.add("tensor-subclass", node, f"defines {node.name}: intercepting torch calls is "
                      "a lazy-tensor trick; return plain tensors")
         elif _is_dunder(node.name) and node.name not in _DUNDER_DEFS_OK:
-            self.add("dunder-access", node, f"defines {node.name}; only __init__ (and __repr__) "
-                     "may be defined")
+            self.add("dunder-access", node, f"defines {node.name}; of dunder methods only "
+                     f"{', '.join(sorted(_DUNDER_DEFS_OK))} may be defined")
+        elif node.name == "__exit__" and any(
+                isinstance(r, ast.Return) and r.value is not None and not (
+                    isinstance(r.value, ast.Constant) and not r.value.value)
+                for r in ast.walk(node)):
+            self.add("try-except", node, "__exit__ may return a true value, which swallows "
+                     "the errors of the with-block (a silent fallback); return None")
         for d in node.decorator_list:
             self.visit(d)
+            if _is_cache_factory(self.f.qual(d.func if isinstance(d, ast.Call) else d)):
+                self._check_cached(d, node)
         self._visit_args(node.args)
         if node.returns is not None:
             self.visit(node.returns)
@@ -450,113 +559,35 @@ class _Checker(ast.NodeVisitor):
         self.fn_stack.pop()
         self.env = saved
 
-    # -- load_inline --------------------------------------------------------------------------
-    def _check_load_inline(self, node: ast.Call) -> None:
-        if any(isinstance(a, ast.Starred) for a in node.args) or \
-                any(k.arg is None for k in node.keywords):
-            self.add("cuda-dynamic", node, "passes *args/**kwargs to load_inline; spell out "
-                     "name=, cpp_sources=, cuda_sources=, functions=")
-            return
-        if len(node.args) > 2:
-            self.add("cuda-dynamic", node, "pass load_inline arguments after cpp_sources by "
-                     "keyword")
-        args = dict(zip(("name", "cpp_sources"), node.args, strict=False))
-        args |= {k.arg: k.value for k in node.keywords if k.arg}
-        texts: list[str] = []
-        dynamic = False
-        for key in _SOURCE_KWARGS:
-            if key not in args:
-                continue
-            pieces = self._strings(args[key])
-            if pieces is None:
-                dynamic = True
-                self.add("cuda-dynamic", args[key], f"{key} is not built from string constants; "
-                         "pass literals or module-level string constants (no .format/.replace)")
-                continue
-            texts += [t for t, _ in pieces]
-            for text, line in pieces:
-                for rule, offset, msg in scan_source(text, _compute_methods(), _aten_names()):
-                    self.add(rule, line + offset, f"(CUDA source) {msg}")
-        if not dynamic and not any(_DEVICE_CODE.search(t) for t in texts):
-            # Host code alone can only allocate, fill or call ATen: no work of its own on
-            # the GPU (KernelBench's zero_out and result_reuse adversarial kernels).
-            self.add("no-kernel", node, "the load_inline sources define no __global__ kernel "
-                     "and launch none: the extension only allocates or fills tensors; write "
-                     "the computation in a CUDA kernel")
-        for key in _FLAG_KWARGS:
-            if key not in args:
-                continue
-            pieces = self._strings(args[key])
-            if pieces is None:
-                self.add("cuda-dynamic", args[key], f"{key} is not a list of string constants")
-                continue
-            for rule, msg in scan_flags((t for t, _ in pieces), key):
-                self.add(rule, args[key], msg)
-
-    def _strings(self, e: ast.expr, depth: int = 0) -> list[tuple[str, int]] | None:
-        """The string pieces (text, first line) an expression is built from, or None if dynamic."""
-        if depth > 20:
-            return None
-        if isinstance(e, ast.Constant) and isinstance(e.value, str):
-            return [(e.value, e.lineno)]
-        if isinstance(e, (ast.List, ast.Tuple)):
-            out: list[tuple[str, int]] = []
-            for x in e.elts:
-                part = self._strings(x, depth + 1)
-                if part is None:
-                    return None
-                out += part
-            return out
-        if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add):
-            left, right = self._strings(e.left, depth + 1), self._strings(e.right, depth + 1)
-            if left is None or right is None:
-                return None
-            if len(left) == 1 and len(right) == 1:  # keep adjacent text joinable ("cub" + "las")
-                return [(left[0][0] + right[0][0], left[0][1])]
-            return left + right
-        if isinstance(e, ast.JoinedStr):
-            text = ""
-            for v in e.values:
-                if isinstance(v, ast.Constant):
-                    text += str(v.value)
-                elif isinstance(v, ast.FormattedValue):
-                    val = self._constant(v.value, depth + 1)
-                    if not isinstance(val, (int, float)) or isinstance(val, bool):
-                        return None
-                    text += str(val)
-            return [(text, e.lineno)]
-        if isinstance(e, ast.Name):
-            value = self._single_assignment(e.id)
-            return None if value is None else self._strings(value, depth + 1)
-        return None
-
-    def _constant(self, e: ast.expr, depth: int) -> object:
-        if isinstance(e, ast.Constant):
-            return e.value
-        if isinstance(e, ast.Name) and depth < 20:
-            v = self._single_assignment(e.id)
-            return None if v is None else self._constant(v, depth + 1)
-        return None
-
-    def _single_assignment(self, name: str) -> ast.expr | None:
-        scopes = [*reversed(self.fn_stack), self.f.tree]
-        for scope in scopes:
-            stores = [n for n in _walk_scope(scope) if isinstance(n, ast.Name)
-                      and n.id == name and isinstance(n.ctx, (ast.Store, ast.Del))]
-            if not stores:
-                continue
-            if len(stores) > 1:
-                return None
-            parent = self.f.parent.get(stores[0])
-            if isinstance(parent, (ast.Assign, ast.AnnAssign)) and parent.value is not None and \
-                    (isinstance(parent, ast.AnnAssign) or len(parent.targets) == 1):
-                return parent.value
-            return None
-        return None
-
 
 def _short(node: ast.AST, limit: int = 60) -> str:
     text = ast.unparse(node)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+
+
+def _is_cache_factory(q: str | None) -> bool:
+    return bool(q) and q.startswith("functools.") and q.split(".")[1] in _FUNCTOOLS_CACHING
+
+
+def _from_import_rule(mod: str, name: str) -> tuple[str, str] | None:
+    """``from mod import name``: judged by the name imported (``from torch.amp import
+    custom_fwd`` is fine though most of torch.amp is not)."""
+    if name == "*":
+        return "forbidden-import", f"`from {mod} import *` hides names; import them by name"
+    rule = _import_rule(mod)
+    if rule and rule[0] in ("forbidden-import", "concurrency"):
+        return rule
+    return _qual_rule(_canonical(f"{mod}.{name}"))
+
+
+def _broad(t: ast.expr | None) -> str | None:
+    """The catch-all exception class a handler names (``except:`` is BaseException)."""
+    if t is None:
+        return "every exception (bare except)"
+    for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
+        name = e.id if isinstance(e, ast.Name) else e.attr if isinstance(e, ast.Attribute) else ""
+        if name in _BROAD_EXCEPTIONS:
+            return name
+    return None

@@ -9,12 +9,10 @@ from sandbox._policy.tables import (
     _LOAD_INLINE,
     _MISSING,
     _MODULE_TENSORS,
-    _NON_MODULE_ATTRS,
     _TENSOR_ATTRS,
     _TENSOR_OK,
     _TORCH_NON_TENSOR,
     _canonical,
-    _is_nn_class,
     _resolve,
 )
 
@@ -46,7 +44,7 @@ def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[ast
 
 
 class _Facts:
-    """What the whole file defines: import aliases, classes, kernels, extensions, modules."""
+    """What the whole file defines: import aliases, classes, kernels, extensions, tensors."""
 
     def __init__(self, tree: ast.Module) -> None:
         self.tree = tree
@@ -87,6 +85,13 @@ class _Facts:
             for name, c in self.classes.items():
                 if any(self._is_nn_base(b) for b in c.bases):
                     self.nn_classes.add(name)
+        self.autograd_classes: set[str] = set()
+        for _ in range(len(self.classes) + 1):
+            for name, c in self.classes.items():
+                if any((isinstance(b, ast.Name) and b.id in self.autograd_classes) or
+                       self.qual(b) in ("torch.autograd.Function",
+                                        "torch.autograd.function.Function") for b in c.bases):
+                    self.autograd_classes.add(name)
         self.owned_attrs: set[str] = set()
         for c in self.classes.values():
             self.owned_attrs |= _stored_names(c)
@@ -130,36 +135,25 @@ class _Facts:
                     if fn is not None:
                         self.ext_factories.add(fn.name)
         self.kernel_lines += [f.lineno for f in self.jit]
-        # self attributes / class attributes / globals holding torch.nn modules or tensors
-        self.module_attrs: set[str] = set()
-        self.module_globals: set[str] = set()
+        # self attributes holding tensors (parameters, buffers, tensors made in __init__)
         self.tensor_attrs: set[str] = set()
         self.returns_tensor: set[str] = set()  # filled by _infer
         assigns = [n for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
                    and n.value is not None]
-        for _ in range(4):
-            for n in assigns:
-                targets = n.targets if isinstance(n, ast.Assign) else [n.target]
-                assert n.value is not None
-                mod, ten = self._builds_module(n.value), self._builds_tensor(n.value)
-                at_top = self.enclosing_function(n) is None
-                in_class = isinstance(self.parent.get(n), ast.ClassDef)
-                for t in targets:
-                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and \
-                            t.value.id == "self":
-                        if mod:
-                            self.module_attrs.add(t.attr)
-                        if ten:
-                            self.tensor_attrs.add(t.attr)
-                    elif isinstance(t, ast.Name) and mod and at_top:
-                        (self.module_attrs if in_class else self.module_globals).add(t.id)
-        for n in ast.walk(tree):  # self.register_buffer("name", t), self.add_module("name", m)
+        for n in assigns:
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+            assert n.value is not None
+            if not self._builds_tensor(n.value):
+                continue
+            for t in targets:
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and \
+                        t.value.id == "self":
+                    self.tensor_attrs.add(t.attr)
+        for n in ast.walk(tree):  # self.register_buffer("name", t)
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.args and \
-                    isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str):
-                if n.func.attr in ("register_buffer", "register_parameter"):
-                    self.tensor_attrs.add(n.args[0].value)
-                elif n.func.attr in ("add_module", "register_module"):
-                    self.module_attrs.add(n.args[0].value)
+                    isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str) and \
+                    n.func.attr in ("register_buffer", "register_parameter"):
+                self.tensor_attrs.add(n.args[0].value)
         # names of builtins this file really redefines (def/class, never plain assignment)
         assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
                     and isinstance(n.ctx, ast.Store)}
@@ -196,30 +190,6 @@ class _Facts:
 
         return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
 
-    def _builds_module(self, e: ast.expr) -> bool:
-        """Does ``e`` evaluate to (a container of) torch.nn modules, or an nn class?"""
-        if isinstance(e, (ast.Name, ast.Attribute, ast.Call)):
-            q = self.qual(e.func if isinstance(e, ast.Call) else e)
-            if q:
-                return _is_nn_class(q)
-        if isinstance(e, ast.Name):
-            return e.id in self.module_globals
-        if isinstance(e, ast.Attribute):
-            if isinstance(e.value, ast.Name) and e.value.id == "self":
-                return e.attr in self.module_attrs
-            return e.attr not in _NON_MODULE_ATTRS and self._builds_module(e.value)
-        if isinstance(e, ast.Subscript):
-            return self._builds_module(e.value)
-        if isinstance(e, (ast.List, ast.Tuple, ast.Set)):
-            return any(self._builds_module(x) for x in e.elts)
-        if isinstance(e, ast.Dict):
-            return any(self._builds_module(v) for v in e.values)
-        if isinstance(e, ast.IfExp):
-            return self._builds_module(e.body) or self._builds_module(e.orelse)
-        if isinstance(e, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
-            return self._builds_module(e.elt)
-        return False
-
     def _builds_tensor(self, e: ast.expr) -> bool:
         if isinstance(e, ast.Call):
             q = self.qual(e.func)
@@ -236,4 +206,4 @@ class _Facts:
 
 
 # --------------------------------------------------------------------------------------------
-# Per-function inference: which local names hold tensors, nn modules, persistent state
+# Per-function inference: which local names hold tensors, persistent state, ctx

@@ -1,4 +1,8 @@
-"""Heuristic inference of which values are tensors, per function scope."""
+"""Heuristic inference of which values are tensors, per function scope.
+
+The policy no longer refuses PyTorch compute on what it infers to be tensors (the run-time op
+trace judges that); inference now only tells a tensor kept across calls (a result cache) from
+settings kept across calls, and an autograd Function's ``ctx`` from objects passed in."""
 
 from __future__ import annotations
 
@@ -8,16 +12,12 @@ from sandbox._policy.facts import _Facts, _params, _stored_names, _walk_scope
 from sandbox._policy.tables import (
     _CONTAINER_OF,
     _ELEMENT_OF,
-    _ITER_BUILTINS,
     _LOAD_INLINE,
-    _MODULE_ITER,
     _MODULE_TENSORS,
-    _NON_MODULE_ATTRS,
     _TENSOR_ATTRS,
     _TENSOR_EVIDENCE,
     _TENSOR_SCALAR,
     _TORCH_NON_TENSOR,
-    _is_nn_class,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -32,9 +32,9 @@ class _Env:
         self.f, self.node, self.kind, self.cls, self.outer = facts, node, kind, cls, outer
         self.tensors: set[str] = set()
         self.containers: set[str] = set()
-        self.modules: set[str] = set()
         self.shared: set[str] = set()
         self.exts: set[str] = set()
+        self.ctx: set[str] = set()  # the ctx of an autograd Function (created per call)
         self.self_name = outer.self_name if outer else None
         self.params: set[str] = set()
         self.globals_decl = {g for n in _walk_scope(node)
@@ -62,8 +62,11 @@ class _Env:
         defaults |= {p.arg: d for p, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults,
                                                strict=False) if d}
         is_forward = is_method and getattr(fn, "name", "") == "forward"
+        if is_method and static and positional and self.cls in self.f.autograd_classes and \
+                getattr(fn, "name", "") in ("forward", "backward", "setup_context", "jvp", "vjp"):
+            self.ctx.add(positional[0].arg)
         for p in params:
-            if p.arg == self.self_name:
+            if p.arg == self.self_name or p.arg in self.ctx:
                 continue
             kinds = param_kinds.get(p.arg, set())
             ann = ast.unparse(p.annotation) if p.annotation is not None else None
@@ -72,14 +75,14 @@ class _Env:
             if "tensor" in kinds or (ann is not None and "Tensor" in ann) or (
                     is_forward and ann is None and no_default):
                 self.tensors.add(p.arg)
-            if "module" in kinds:
-                self.modules.add(p.arg)
+            if "ctx" in kinds:
+                self.ctx.add(p.arg)
             if "shared" in kinds or (d is not None and not isinstance(d, ast.Constant)):
                 self.shared.add(p.arg)  # a default argument's object persists across calls
         for n in _walk_scope(fn):  # x.shape, x.stride(0) ... : x is a tensor
             if isinstance(n, ast.Attribute) and n.attr in _TENSOR_EVIDENCE and \
                     isinstance(n.value, ast.Name) and n.value.id in self.locals and \
-                    n.value.id != self.self_name:
+                    n.value.id != self.self_name and n.value.id not in self.ctx:
                 self.tensors.add(n.value.id)
 
     def _propagate(self) -> None:
@@ -101,8 +104,8 @@ class _Env:
                 break
 
     def _sizes(self) -> tuple[int, ...]:
-        return (len(self.tensors), len(self.containers), len(self.modules), len(self.shared),
-                len(self.exts))
+        return (len(self.tensors), len(self.containers), len(self.shared), len(self.exts),
+                len(self.ctx))
 
     def _bind(self, t: ast.expr, v: ast.expr | None, it: bool) -> None:
         if isinstance(t, (ast.Tuple, ast.List)):
@@ -128,8 +131,6 @@ class _Env:
             self.tensors.add(t.id)
         elif self.is_container(v):
             self.containers.add(t.id)
-        if self.is_module(v):
-            self.modules.add(t.id)
         if not it and self.is_shared(v):
             self.shared.add(t.id)
         if not it and self.is_ext(v):
@@ -166,7 +167,7 @@ class _Env:
         if isinstance(e, ast.Attribute):
             if self.is_self(e.value):
                 return e.attr in f.tensor_attrs
-            if e.attr in _MODULE_TENSORS and self.is_module(e.value):
+            if e.attr in _MODULE_TENSORS:  # (a module's) weight, bias, running stats
                 return True
             return e.attr in _TENSOR_ATTRS and self.is_tensor(e.value)
         if isinstance(e, ast.Subscript):
@@ -227,28 +228,6 @@ class _Env:
             return self.is_container(e.body) or self.is_container(e.orelse)
         return False
 
-    def is_module(self, e: ast.AST) -> bool:
-        f = self.f
-        if isinstance(e, ast.Name):
-            if self.is_local(e.id):
-                return self.has(e.id, "modules")
-            return e.id in f.module_globals
-        if isinstance(e, ast.Attribute):
-            if self.is_self(e.value):
-                return e.attr in f.module_attrs
-            return e.attr not in _NON_MODULE_ATTRS and self.is_module(e.value)
-        if isinstance(e, ast.Subscript):
-            return self.is_module(e.value)
-        if isinstance(e, ast.Call):
-            fn = e.func
-            if isinstance(fn, ast.Attribute) and fn.attr in _MODULE_ITER:
-                return self.is_module(fn.value) or (self.is_self(fn.value) and bool(f.module_attrs))
-            if isinstance(fn, ast.Name) and fn.id in _ITER_BUILTINS:
-                return any(self.is_module(a) for a in e.args)
-            q = f.qual(fn)
-            return bool(q and _is_nn_class(q))
-        return False
-
     def is_shared(self, e: ast.AST) -> bool:
         """Does ``e`` denote state that outlives one call (self, globals, mutable defaults)?"""
         root = e
@@ -266,6 +245,9 @@ class _Env:
         if owner is not None:  # a local of this or an enclosing function
             return (owner is not self and owner.kind != "runtime") or owner.has(root.id, "shared")
         return root.id in self.f.module_names
+
+    def is_ctx(self, e: ast.AST) -> bool:
+        return isinstance(e, ast.Name) and self.has(e.id, "ctx")
 
     def is_ext(self, e: ast.AST) -> bool:
         if isinstance(e, ast.Name):
@@ -347,8 +329,8 @@ def _record_call(facts: _Facts, env: _Env, call: ast.Call,
     pairs += [(k.arg, k.value) for k in call.keywords if k.arg]
     kinds = param_kinds.setdefault(target, {})
     for name, arg in pairs:
-        for kind, test in (("tensor", env.is_tensor), ("module", env.is_module),
-                           ("shared", env.is_shared)):
+        for kind, test in (("tensor", env.is_tensor), ("shared", env.is_shared),
+                           ("ctx", env.is_ctx)):
             if test(arg):
                 kinds.setdefault(name, set()).add(kind)
 

@@ -5,22 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RULES: dict[str, str] = {
-    "forbidden-import": "imports (or reaches) a module other than torch, triton, math, typing, "
-                        "functools, dataclasses",
+    "forbidden-import": "imports (or reaches) a module other than torch, triton and harmless "
+                        "standard modules, or loads a module by name",
     "forbidden-name": "uses a builtin or API that evaluates code, reads files or reaches the "
-                      "interpreter (eval, exec, open, getattr, torch.load, cpp_extension.load ...)",
-    "dunder-access": "touches a dunder attribute or defines a dunder method other than __init__",
-    "introspection": "reaches frames, code objects, private attributes, module objects or "
-                     "format-string attribute lookups",
-    "try-except": "catches exceptions: a silent fallback hides a broken kernel",
+                      "interpreter (eval, exec, open, computed getattr, torch.load, storages ...)",
+    "dunder-access": "touches a dunder attribute other than names, versions and protocol "
+                     "methods, or defines a hook dunder (__getattr__, __del__ ...)",
+    "introspection": "reaches frames, code objects, private attributes, module objects, log "
+                     "records or format-string attribute lookups",
+    "try-except": "catches every exception around code that handles tensors: a silent fallback",
     "concurrency": "side streams, CUDA graphs, events, threads, processes or async code",
-    "monkeypatch": "assigns to or deletes attributes of modules, classes or objects it does "
-                   "not own",
-    "internals": "uses torch/triton internals, global torch state or harness tools",
+    "monkeypatch": "assigns to or deletes attributes of modules, kernels or objects passed in",
+    "internals": "uses torch/triton internals, compilers, global torch state or harness tools",
     "tensor-subclass": "subclasses torch.Tensor or defines __torch_function__/__torch_dispatch__",
-    "reference-call": "computes with PyTorch (ops, tensor methods, operators, nn modules) in "
-                      "runtime code instead of in the kernel",
-    "caching": "keeps state across calls (writes to self or globals in forward, lru_cache ...)",
+    "reference-call": "hands a PyTorch op around as a value, or computes on the host outside "
+                      "the op trace (PyTorch compute in forward is refused at run time)",
+    "caching": "keeps a tensor across calls (in self, a global, a default or a cache): a "
+               "result cache",
     "no-kernel": "defines no @triton.jit kernel and no load_inline extension",
     "cuda-vendor": "CUDA source calls a vendor library or ATen compute",
     "cuda-unsafe": "CUDA source reaches the OS, threads, side streams, Python or the linker",

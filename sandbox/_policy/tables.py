@@ -11,17 +11,61 @@ from collections.abc import Iterable
 # --------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------
-_ROOTS = ("torch", "triton", "math", "typing", "functools", "dataclasses")
-_ALLOWED_MODULES = {"torch", "torch.nn", "torch.nn.functional", "torch.cuda",
-                    "torch.utils.cpp_extension", "triton", "triton.language", "math", "typing",
-                    "functools", "dataclasses", "__future__"}
+# Modules a candidate may import. Those in _ROOT_ONLY may be used only through the names
+# listed there; the rest through any public name (private names are internals everywhere).
+_ROOTS = ("torch", "triton", "math", "typing", "functools", "dataclasses", "logging", "enum",
+          "importlib", "operator", "contextlib", "itertools", "collections", "copy", "warnings",
+          "packaging", "abc", "numbers", "re")
+_ROOT_ONLY: dict[str, tuple[str, ...]] = {
+    # optional-dependency probes; import_module / spec_from_file_location load code by name
+    "importlib": ("importlib.util", "importlib.util.find_spec", "importlib.metadata",
+                  "importlib.metadata.version", "importlib.metadata.PackageNotFoundError"),
+    # loggers and levels; FileHandler, handlers, config and basicConfig(filename=) write files
+    # (no Handler/Filter/Formatter classes to subclass: they would receive log records)
+    "logging": tuple(f"logging.{n}" for n in (
+        "getLogger", "Logger", "NullHandler", "StreamHandler", "Formatter", "getLevelName",
+        "debug", "info", "warning", "warn", "error", "exception", "critical", "log", "NOTSET",
+        "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")),
+    "contextlib": tuple(f"contextlib.{n}" for n in (
+        "contextmanager", "nullcontext", "ExitStack", "suppress", "AbstractContextManager",
+        "ContextDecorator", "closing")),
+    "packaging": ("packaging.version", "packaging.version.parse", "packaging.version.Version",
+                  "packaging.version.InvalidVersion"),
+    # (no catch_warnings: its records name the frames up the stack)
+    "warnings": ("warnings.warn", "warnings.simplefilter", "warnings.filterwarnings"),
+}
+# Attribute names refused on any object. Tensor storages read and share files
+# (``x.untyped_storage().from_file(...)``); log records carry the caller's frames and stack
+# (a handler, filter or formatter of the candidate's would receive them).
+_ESCAPE_ATTRS = {
+    "untyped_storage": "forbidden-name", "storage": "forbidden-name",
+    "from_file": "forbidden-name", "share_memory_": "forbidden-name",
+    "addFilter": "introspection", "filters": "introspection", "handlers": "introspection",
+    "findCaller": "introspection", "makeRecord": "introspection", "manager": "introspection",
+    "callHandlers": "introspection",
+}
+# Host compute that is neither a kernel nor an ATen op the trace sees (in runtime code).
+_HOST_COMPUTE_ATTRS = {"numpy", "map_", "map2_", "apply_"}
+# Log handlers and formatters a logger may be given (the library's own, never a custom one).
+_LOG_PLUMBING = {"logging.NullHandler", "logging.StreamHandler", "logging.Formatter"}
+# Public names of allowed modules that still evaluate code or look attributes up by string.
+_ROOT_DENIED = ("operator.attrgetter", "operator.methodcaller", "dataclasses.make_dataclass")
 _THREAD_MODULES = {"threading", "_thread", "multiprocessing", "concurrent", "asyncio", "queue",
                    "sched", "selectors"}
 _FORBIDDEN_BUILTINS = {"__import__", "eval", "exec", "compile", "open", "globals", "locals",
                        "vars", "getattr", "setattr", "delattr", "breakpoint", "input",
                        "__builtins__", "memoryview", "dir", "exit", "quit", "help"}
 _DUNDER_NAMES_OK = {"__name__", "__all__", "__slots__"}
-_DUNDER_DEFS_OK = {"__init__", "__repr__", "__str__", "__post_init__"}
+# Protocol methods a class may define: none of them runs behind the harness's back (no
+# attribute hooks, finalizers, pickling, torch-function hooks or class-creation hooks).
+_DUNDER_DEFS_OK = {"__init__", "__repr__", "__str__", "__post_init__", "__call__", "__getitem__",
+                   "__len__", "__iter__", "__next__", "__contains__", "__enter__", "__exit__",
+                   "__eq__", "__ne__", "__hash__", "__lt__", "__le__", "__gt__", "__ge__",
+                   "__bool__"}
+# Dunder attributes that may be read: names, versions and the protocol methods above. The
+# escape routes (__class__, __globals__, __dict__, __subclasses__, __code__ ...) stay closed.
+_DUNDER_READ_OK = _DUNDER_DEFS_OK | {"__name__", "__qualname__", "__doc__", "__module__",
+                                     "__version__"}
 _FRAME_ATTRS = {"gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await",
                 "ag_frame", "ag_code", "f_back", "f_globals", "f_locals", "f_builtins", "f_code",
                 "f_trace", "tb_frame", "tb_next", "func_globals", "func_code", "co_code",
@@ -38,17 +82,42 @@ _TORCH_INTERNAL = ("torch.compile", "torch.jit", "torch.ops", "torch.backends", 
                    "torch.manual_seed", "torch.seed", "torch.initial_seed", "torch.get_rng_state",
                    "torch.use_deterministic_algorithms", "torch.autocast", "torch.amp",
                    "torch.storage", "torch.UntypedStorage", "torch.TypedStorage", "torch.nn.utils",
-                   "torch.nn.modules.module", "torch.cpu", "torch.mps", "torch.xpu",
-                   "torch.accelerator", "torch.monitor", "torch.onnx", "torch.vmap", "torch.cond")
+                   "torch.nn.modules.module", "torch.monitor", "torch.onnx", "torch.vmap",
+                   "torch.cond")
 _FILE_IO = ("torch.load", "torch.save", "torch.from_file", "torch.serialization",
             "torch.utils.cpp_extension.load", "typing.get_type_hints", "typing.ForwardRef",
             "functools.singledispatch", "functools.singledispatchmethod")
+# Read-only device probes, the same for every device module (torch.cuda, torch.xpu, ...).
 _CUDA_OK = {"current_device", "is_available", "get_device_properties", "device_count",
             "synchronize", "current_stream", "default_stream", "device", "get_device_name",
-            "get_device_capability", "is_bf16_supported", "OutOfMemoryError"}
+            "get_device_capability", "is_bf16_supported", "is_tf32_supported", "OutOfMemoryError",
+            "is_initialized", "get_arch_list", "device_of", "current_device_index",
+            "current_device_idx", "current_accelerator"}
+_DEVICE_MODULES = ("cuda", "xpu", "npu", "mps", "cpu", "accelerator", "musa", "mlu", "hpu")
+# autocast decorators for autograd Functions (they cast inputs only under autocast)
+_TORCH_OK_NAMES = ("torch.amp.custom_fwd", "torch.amp.custom_bwd", "torch.cuda.amp.custom_fwd",
+                   "torch.cuda.amp.custom_bwd", "torch.backends.cuda.is_built",
+                   "torch.backends.mps.is_available", "torch.backends.mps.is_built")
 _TRITON_OK = ("triton.jit", "triton.autotune", "triton.Config", "triton.heuristics", "triton.cdiv",
               "triton.next_power_of_2", "triton.language", "triton.runtime.driver",
-              "triton.reinterpret", "triton.constexpr_function", "triton.JITFunction")
+              "triton.reinterpret", "triton.constexpr_function", "triton.JITFunction",
+              "triton.KernelInterface", "triton.OutOfResources", "triton.CompilationError",
+              "triton.TritonError", "triton.must_use_result", "triton.__version__")
+# Launch wrappers and their base classes (exact names: the modules hold caches and builders).
+_TRITON_EXACT = {"triton.runtime", "triton.runtime.Autotuner", "triton.runtime.Heuristics",
+                 "triton.runtime.Config", "triton.runtime.KernelInterface",
+                 "triton.runtime.JITFunction", "triton.runtime.OutOfResources",
+                 "triton.runtime.autotuner", "triton.runtime.autotuner.Autotuner",
+                 "triton.runtime.autotuner.Heuristics", "triton.runtime.autotuner.Config",
+                 "triton.runtime.autotuner.autotune", "triton.runtime.autotuner.heuristics",
+                 "triton.runtime.jit", "triton.runtime.jit.JITFunction",
+                 "triton.runtime.jit.KernelInterface", "triton.runtime.jit.jit",
+                 "triton.runtime.errors", "triton.runtime.errors.OutOfResources"}
+# Triton classes a candidate's launch wrapper may subclass.
+_TRITON_BASES = {"triton.KernelInterface", "triton.runtime.KernelInterface",
+                 "triton.runtime.jit.KernelInterface", "triton.runtime.Autotuner",
+                 "triton.runtime.autotuner.Autotuner", "triton.runtime.Heuristics",
+                 "triton.runtime.autotuner.Heuristics"}
 _FUNCTOOLS_CACHING = {"lru_cache", "cache", "cached_property"}
 _PRIVATE_OK = {"torch.nn.init._calculate_fan_in_and_fan_out",  # nn.Linear's reset_parameters
                "torch.nn.init._calculate_correct_fan"}
@@ -91,37 +160,6 @@ _TENSOR_EVIDENCE = {"shape", "dtype", "device", "numel", "stride", "data_ptr", "
                     "permute", "transpose", "flatten", "expand", "dim"}
 _MODULE_TENSORS = {"weight", "bias", "running_mean", "running_var", "in_proj_weight",
                    "in_proj_bias"}
-_NON_MODULE_ATTRS = _MODULE_TENSORS | {
-    "num_batches_tracked", "eps", "momentum", "in_features", "out_features", "in_channels",
-    "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "normalized_shape",
-    "num_features", "p", "negative_slope", "dim", "training", "padding_mode", "output_padding",
-    "elementwise_affine", "affine", "track_running_stats", "num_heads", "embed_dim", "head_dim",
-    "num_embeddings", "embedding_dim", "padding_idx", "inplace", "approximate", "beta",
-    "threshold", "alpha", "lambd", "min_val", "max_val", "upscale_factor", "scale_factor", "mode",
-    "align_corners", "parameters", "named_parameters", "buffers", "named_buffers", "state_dict",
-    "hidden_size", "input_size", "num_layers", "batch_first", "bidirectional", "dropout",
-}
-
-
-def _nn_constants() -> frozenset[str]:
-    """Every ``__constants__`` name torch.nn's module classes declare (``num_groups``,
-    ``num_channels``, ``eps`` ...): scalar settings, never submodules."""
-    import torch.nn as nn
-
-    names: set[str] = set()
-    for obj in vars(nn).values():
-        if isinstance(obj, type) and issubclass(obj, nn.Module):
-            names.update(getattr(obj, "__constants__", ()) or ())
-    return frozenset(names)
-
-
-_NON_MODULE_ATTRS = frozenset(_NON_MODULE_ATTRS | _nn_constants())
-_MODULE_ITER = {"children", "modules", "named_children", "named_modules", "values", "items",
-                "get_submodule"}
-_ITER_BUILTINS = {"enumerate", "zip", "list", "tuple", "reversed", "iter", "next", "sorted", "dict"}
-_SAFE_WITH_MODULES = _ITER_BUILTINS | {"len", "isinstance", "print", "str", "repr", "id", "type",
-                                       "hasattr", "callable"}
-_TENSOR_BUILTINS = {"abs", "pow", "round", "sum", "max", "min", "divmod", "sorted", "any", "all"}
 _ELEMENT_OF = {"next", "min", "max", "sum", "abs", "pow", "round"}  # builtins returning an element
 _CONTAINER_OF = {"iter", "list", "tuple", "reversed", "sorted", "dict", "set", "frozenset",
                  "enumerate", "zip"}  # builtins returning a container of their arguments' items
@@ -159,15 +197,6 @@ def _tensor_methods() -> frozenset[str]:
 def _compute_methods() -> frozenset[str]:
     """torch.Tensor methods that compute (everything callable that is not data movement)."""
     return _tensor_methods() - _TENSOR_OK
-
-
-@functools.cache
-def _ambiguous_methods() -> frozenset[str]:
-    """Compute methods that lists, dicts, sets and strings also have (flag only on tensors)."""
-    py: set[str] = set()
-    for t in (list, dict, set, str, bytes, tuple, int, float):
-        py.update(n for n in dir(t) if not n.startswith("_"))
-    return frozenset(_compute_methods() & py)
 
 
 @functools.cache
@@ -243,7 +272,20 @@ def _qual_rule(q: str) -> tuple[str, str] | None:
     if _under(q, _FILE_IO):
         return "forbidden-name", (f"uses {q}, which reads files or evaluates code; pass CUDA "
                                   "source strings to load_inline instead")
+    if top in _ROOT_ONLY and len(parts) > 1 and q not in _ROOT_ONLY[top]:
+        if top == "importlib":
+            return "forbidden-import", (f"uses {q}, which imports or loads code by name; write "
+                                        "an import statement (guard optional ones with "
+                                        "try/except ImportError or importlib.util.find_spec)")
+        return "forbidden-name", (f"uses {q}; from {top} only "
+                                  f"{', '.join(n.split('.', 1)[1] for n in _ROOT_ONLY[top])} "
+                                  "are allowed (nothing that writes files or runs code)")
+    if _under(q, _ROOT_DENIED):
+        return "forbidden-name", (f"uses {q}, which looks attributes up by string; write a "
+                                  "lambda or a def instead")
     if top == "torch" and len(parts) > 1:
+        if q in _TORCH_OK_NAMES:
+            return None
         if _under(q, _TORCH_CONCURRENCY):
             return "concurrency", (f"uses {q}: work on side streams, graphs or events escapes "
                                    "timing; launch on the current stream")
@@ -256,15 +298,31 @@ def _qual_rule(q: str) -> tuple[str, str] | None:
         if _under(q, _TORCH_INTERNAL) or parts[1].startswith("set_"):
             return "internals", (f"uses {q} (torch internals, compilers or global state); "
                                  "write the kernel yourself")
-        if parts[1] == "cuda" and len(parts) > 2 and parts[2] not in _CUDA_OK:
-            return "internals", (f"uses {q}; from torch.cuda only {', '.join(sorted(_CUDA_OK))} "
-                                 "are allowed")
-    if top == "triton" and len(parts) > 1 and not _under(q, _TRITON_OK):
+        if parts[1] in _DEVICE_MODULES and len(parts) > 2 and parts[2] not in _CUDA_OK:
+            return "internals", (f"uses {q}; from torch.{parts[1]} only the device probes "
+                                 f"{', '.join(sorted(_CUDA_OK))} are allowed")
+    if top == "triton" and len(parts) > 1 and q not in _TRITON_EXACT and \
+            not _under(q, _TRITON_OK):
         return "internals", (f"uses {q}; kernels need only triton.jit/autotune/heuristics/Config/"
-                             "cdiv/next_power_of_2 and triton.language")
-    if top == "functools" and len(parts) > 1 and parts[1] in _FUNCTOOLS_CACHING:
-        return "caching", f"uses {q}, which caches results across calls"
+                             "cdiv/next_power_of_2, triton.language, and for launch wrappers "
+                             "triton.KernelInterface / triton.runtime.Autotuner")
     return None
+
+
+def _import_rule(name: str) -> tuple[str, str] | None:
+    """The rule ``import name`` (or ``from name import ...``) breaks, if any."""
+    if name == "__future__":
+        return None
+    top = name.split(".")[0]
+    if top in _THREAD_MODULES:
+        return "concurrency", (f"imports {name}: threads and processes hide work from timing; "
+                               "do all work in your kernel on the current stream")
+    if top not in _ROOTS:
+        return "forbidden-import", (
+            f"imports {name}; candidates may import torch, triton and the standard modules "
+            f"{', '.join(r for r in _ROOTS if r not in ('torch', 'triton'))} (no os, sys, "
+            "subprocess, socket, ctypes, pickle, inspect, gc, numpy ...)")
+    return _qual_rule(_canonical(name))
 
 
 def _torch_call_rule(q: str) -> str | None:
@@ -285,13 +343,6 @@ def _torch_call_rule(q: str) -> str | None:
         return f"builds or runs the torch.nn module {q}; use its weights in your kernel"
     what = "a vendor-library op" if name in _VENDORISH else "a PyTorch op"
     return f"calls {q} ({what}); compute it in your kernel"
-
-
-def _is_nn_class(q: str) -> bool:
-    """torch.nn.Linear, torch.nn.Sequential ... (not functional, init or Parameter)."""
-    last = q.split(".")[-1]
-    return q.startswith("torch.nn.") and last[:1].isupper() and "Parameter" not in last and \
-        not _under(q, ("torch.nn.functional", "torch.nn.init", "torch.nn.utils"))
 
 
 def _is_compute_ref(q: str) -> bool:
