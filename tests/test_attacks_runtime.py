@@ -1,5 +1,9 @@
 """Attack candidates that pass the static policy must be caught at run time (CPU interpreter;
-the GPU-only ones are exercised by tests/test_gpu.py)."""
+the GPU-only ones are exercised by tests/test_gpu.py).
+
+An attack is a run-time one when its docstring says ``Expected: caught at run time: <status>
+(...)``: ``incorrect`` (outputs, aliasing or input audits) or ``rejected`` (the op trace saw
+PyTorch compute in forward: the reference, a vendor op, tensor operators)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from sandbox import Limits, Status, verify
 from sandbox.policy import check_source
 
 HERE = Path(__file__).parent / "candidates"
-RUNTIME = sorted((HERE / "attacks").glob("rt_*.py"))
+RUNTIME = sorted(p for p in (HERE / "attacks").glob("*.py")
+                 if re.search(r"^Expected: caught at run time", p.read_text(), re.M))
 HONEST = sorted(p for p in (HERE / "honest").glob("*.py") if "cuda" not in p.stem)
 
 
@@ -38,7 +43,11 @@ def test_runtime_attack_is_caught(path):
     v = verify(_spec(problem), source, device="cpu", limits=Limits(trials=2, derived_trials=2))
     if "GPU" in expected and "CPU" in expected or "(GPU only)" in expected:
         pytest.skip(f"caught on a GPU only: {expected}")
-    assert v.status in (Status.INCORRECT, Status.RUNTIME_ERROR), (v.status, v.reason)
+    if expected.startswith("caught at run time: rejected"):
+        assert v.status is Status.REJECTED, (v.status, v.reason)
+        assert "PyTorch compute ops" in v.reason, v.reason
+    else:
+        assert v.status in (Status.INCORRECT, Status.RUNTIME_ERROR), (v.status, v.reason)
     assert v.reason
 
 

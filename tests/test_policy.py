@@ -222,21 +222,6 @@ def test_header_alone_passes() -> None:
     _ok("return _launch(x)")
 
 
-def test_functional_alias_is_a_reference_call() -> None:
-    r = _rejected("reference-call", "return F.softmax(x, dim=-1)",
-                  imports="import torch.nn.functional as F")
-    (v,) = r.violations
-    assert "torch.nn.functional.softmax" in v.message and v.message.startswith(f"line {v.line}: forward")
-
-
-def test_from_import_alias_is_fine_until_called() -> None:
-    _ok("return _launch(x)", imports="from torch import matmul as mm")
-    r = _rejected("reference-call", "return mm(x, x)", imports="from torch import matmul as mm")
-    assert "torch.matmul" in r.reason()
-    _rejected("reference-call", "return gelu(x)", imports="from torch.nn.functional import gelu")
-    _rejected("reference-call", "return nnf.gelu(x)", imports="from torch.nn import functional as nnf")
-
-
 def test_container_and_string_methods_are_fine() -> None:
     _ok("""
         shapes = []
@@ -282,114 +267,111 @@ def test_allocation_metadata_and_launch_math_are_fine() -> None:
     """)
 
 
-def test_matmul_operator_rejected_in_forward_fine_in_init() -> None:
-    init = """
-        self.lin = nn.Linear(8, 8)
-        self.register_buffer("gram", self.lin.weight @ self.lin.weight.t())
-        nn.init.kaiming_uniform_(self.lin.weight, a=math.sqrt(5))
-        self.scale = float(self.lin.weight.abs().max())
-    """
-    _ok("return _launch(x)", init=init)
-    r = _rejected("reference-call", "return x @ self.gram", init=init)
-    assert "@ operator" in r.reason()
-    _rejected("reference-call", "y = _launch(x)\ny @= self.gram\nreturn y", init=init)
+def test_pytorch_compute_in_forward_is_left_to_the_op_trace() -> None:
+    """PyTorch ops, tensor methods, operators, ``@`` and torch.nn modules in forward are
+    judged by what runs: the child traces every checked call's ATen ops and refuses compute
+    (tests/test_op_trace.py; the ref_* and vendor_* attacks in tests/test_attacks_runtime.py).
+    Statically they cannot be told from the same code on a branch the problem never takes,
+    or from Python ints the inference took for tensors (issue 16)."""
+    for body in ("return F.softmax(x, dim=-1)", "return x.relu()", "return x + 1",
+                 "return x @ x", "return torch.matmul(x, x)", "return abs(x)",
+                 "y = _launch(x)\ny += 1\nreturn y", "return torch.nn.functional.torch.relu(x)",
+                 "return _launch(x) if k - 1 >= 0 else x.sum()"):
+        _ok(body, imports="import torch.nn.functional as F", args="x, k=1")
+    _ok("return self.act(x)", init="self.act = nn.GELU()")
+    _ok("return self.lin(x)", init="self.lin = nn.Linear(4, 4)")
+    # Python ints of an autograd Function's forward are not tensors to be refused
+    _ok("return _Fn.apply(x, 3, 2)", extra='''
+    class _Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t, num_channels, num_groups):
+            per_group = num_channels // num_groups
+            if num_channels % 2 != 0 or per_group == 1:
+                raise ValueError("odd channels")
+            return _launch(t)
+    ''')
 
 
-def test_init_may_not_hand_ops_or_modules_to_forward() -> None:
+def test_ops_handed_around_are_refused() -> None:
+    """A PyTorch op passed as a value can be called by Triton's own autotuner hooks, whose
+    frames the op trace excuses; and numpy on the host is outside the trace altogether."""
     _rejected("reference-call", "return self.act(x)", init="self.act = F.gelu",
               imports="import torch.nn.functional as F")
-    _rejected("reference-call", "return self.act(x)", init="self.act = lambda t: t.sigmoid()")
-    _rejected("reference-call", "return self.act(x)", init="self.act = nn.GELU()")
-    _rejected("reference-call", "return self.act(x)", init="self.act = nn.Sequential(nn.GELU())")
+    _rejected("reference-call", "return _launch(x)", extra="_mm = torch.matmul\n")
+    _rejected("reference-call", "f = x.relu\nreturn _launch(x)")
+    _rejected("reference-call", "f = getattr(x, 'relu')\nreturn _launch(x)")
+    _rejected("reference-call", "return _launch(x)",
+              extra="_HOOK = functools.partial(torch.relu_)\n", imports="import functools")
+    _rejected("reference-call", "return torch.as_tensor(x.numpy().clip(0))")
+    _ok("return mm(x, x)", imports="from torch import matmul as mm")  # called: the trace's
+    _rejected("reference-call", "return _launch(x)", imports="from torch import matmul as mm",
+              extra="_f = mm\n")
 
 
-def test_nn_submodules_only_through_their_weights() -> None:
-    init = "self.layers = nn.ModuleList([nn.Linear(4, 4) for _ in range(2)])\nself.lin = nn.Linear(4, 4)"
-    _ok("w, b = self.lin.weight, self.lin.bias\nreturn _launch(x) if w is not None and b is not None else x",
-        init=init)
-    _ok("for layer in self.layers:\n    x = _launch(x) if layer.weight.shape[0] else x\nreturn x", init=init)
-    _rejected("reference-call", "for layer in self.layers:\n    x = layer(x)\nreturn x", init=init)
-    _rejected("reference-call", "return self.layers[0].forward(x)", init=init)
-    _rejected("reference-call", "return self.lin(x)", init=init)
-    _rejected("reference-call", "return nn.functional.linear(x, self.lin.weight)", init=init)
-    _rejected("reference-call", "return self.act(x)", init="self.add_module('act', nn.GELU())")
-
-
-def test_own_modules_and_autograd_functions_are_fine() -> None:
+def test_autograd_function_ctx_is_the_functions_own() -> None:
     extra = '''
-    class _Block(nn.Module):
-        def forward(self, t):
+    class _Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t, eps):
+            ctx.BLOCK_SIZE = 256
+            ctx.num_warps = 4
+            ctx.eps = eps
+            _note(ctx, t)
+            ctx.save_for_backward(t)
             return _launch(t)
 
+        @staticmethod
+        def backward(ctx, dy):
+            ctx.seen = True
+            return dy, None
 
+
+    def _note(ctx, t):
+        ctx.shape = t.shape
+    '''
+    _ok("return _Fn.apply(x, 1e-6)", extra=extra)
+    # ...but objects the harness passes in are not
+    _rejected("monkeypatch", "x.cached = 1\nreturn _launch(x)")
+    _rejected("monkeypatch", "return _Fn.apply(x)", extra='''
     class _Fn(torch.autograd.Function):
         @staticmethod
         def forward(ctx, t):
-            ctx.save_for_backward(t)
+            t.flag = True
             return _launch(t)
-    '''
-    _ok("return _Fn.apply(self.block(x))", init="self.block = _Block()", extra=extra)
-    _rejected("reference-call", "return _Block()(x)", extra=extra)
-
-
-def test_tensor_methods_from_torch_denylist() -> None:
-    for call in ("x.sigmoid()", "x.logsumexp(-1)", "x.sum(dim=1)", "x.softmax(-1)", "x.add(1)",
-                 "x.sort().values", "x.where(x > 0, 0.0)", "torch.Tensor.relu(x)", "x.clamp_(0)"):
-        _rejected("reference-call", f"return {call}")
-    _ok("y = x.new_empty(x.shape)\ny.zero_()\ny.copy_(x)\nreturn _launch(y.view_as(x).detach())")
-
-
-def test_operators_on_tensors_but_not_on_sizes() -> None:
-    _ok("n = x.numel() // 2 + x.shape[-1] * 3 - 1\nassert n > 0 and x.dim() == 2\nreturn _launch(x)")
-    for expr in ("x + 1", "-x", "x * (x > 0)", "abs(x)", "max(x, x)", "_launch(x) / 2"):
-        _rejected("reference-call", f"return {expr}")
-    _rejected("reference-call", "y = _launch(x)\ny += 1\nreturn y")
-    # tensors hidden in containers, builtins and immediately-called lambdas are still tensors
-    for body in ("t = [x][0]\nreturn t * 2", "t = next(iter([x]))\nreturn -t",
-                 "a, b = [x, x]\nreturn a + b", "d = {'k': x}\nreturn d['k'] > 0",
-                 "return (lambda t: t * 2)(x)", "return sum([x, x])",
-                 "xs = [x] + [x]\nfor t in xs:\n    x = t * 2\nreturn x"):
-        _rejected("reference-call", body)
-    _ok("outs = [_launch(x)]\nouts = outs + [x]\nreturn outs[0] if len(outs) * 2 > 1 else x")
-    _rejected("reference-call", "y = [x][0]\nreturn y.relu()",  # a dummy method named relu
-              extra="class _D:\n    def relu(self):\n        return 0\n")
-    _ok("assert x is not None\nreturn _launch(x)")
-
-
-def test_non_tensor_forward_arguments() -> None:
-    _ok("return _launch(x) if scale * 2 > 0 else x", args="x, scale: float")
-    _ok("return _launch(x) if k - 1 >= 0 else x", args="x, k=3")
-    _rejected("reference-call", "return _launch(x) if k - 1 >= 0 else x", args="x, k")
-
-
-def test_helpers_called_with_tensors_are_checked() -> None:
-    extra = "def _post(t, n):\n    return t * 2 if n > 0 else t\n"
-    _rejected("reference-call", "return _post(_launch(x), 3)", extra=extra)
-    # a method's result is a tensor when the method returns one
-    r = check_source(_src("return self.run(x) + 1").replace(
-        "    def forward(self, x):", "    def run(self, t):\n        return _launch(t)\n\n    def forward(self, x):"))
-    assert "reference-call" in r.rules, r.reason()
-    _ok("return _post2(_launch(x), 3)", extra="def _post2(t, n):\n    return t if n * 2 > 0 else t\n")
+    ''')
 
 
 def test_state_across_calls() -> None:
-    _rejected("caching", "self.calls += 1\nreturn _launch(x)", init="self.calls = 0")
-    _rejected("caching", "self.seen[x.data_ptr()] = 1\nreturn _launch(x)", init="self.seen = {}")
-    _rejected("caching", "self.seen.append(1)\nreturn _launch(x)", init="self.seen = []")
-    _rejected("caching", "c = self.seen\nc.add(1)\nreturn _launch(x)", init="self.seen = set()")
-    _rejected("caching", "_SEEN.append(1)\nreturn _launch(x)", extra="_SEEN = []")
-    _rejected("caching", "global _N\n_N = 1\nreturn _launch(x)", extra="_N = 0")
+    """Inputs are fresh on every call, so a result cache fails at run time; what the policy
+    still refuses is a tensor kept across calls (a result cache by construction)."""
+    _rejected("caching", "self.seen[x.data_ptr()] = _launch(x)\nreturn _launch(x)",
+              init="self.seen = {}")
+    _rejected("caching", "self.last = _launch(x)\nreturn self.last")
+    _rejected("caching", "c = self.seen\nc.append(x)\nreturn _launch(x)", init="self.seen = []")
+    _rejected("caching", "_SEEN.append(_launch(x))\nreturn _launch(x)", extra="_SEEN = []")
+    _rejected("caching", "global _LAST\n_LAST = _launch(x)\nreturn _LAST", extra="_LAST = None")
     _rejected("caching", "self.buf.copy_(x)\nreturn _launch(self.buf)", init="self.buf = torch.zeros(4)")
-    _rejected("caching", "return _launch(x)", extra="@functools.lru_cache\ndef _f(n):\n    return n\n",
-              imports="import functools")
-    _rejected("caching", "return _launch(x)", imports="from functools import cache")
-    _ok("hit = self.table.get(x.shape[0], 1)\nreturn _launch(x) if hit else x", init="self.table = {4: 1}")
-    _rejected("caching", "self.register_buffer('last', x)\nreturn _launch(x)")
     _rejected("caching", "torch.Tensor.copy_(self.buf, x)\nreturn _launch(x)", init="self.buf = torch.zeros(4)")
-    # a closure made in __init__ outlives every call: mutating what it closes over is a cache
+    _rejected("caching", "return _f(x)", extra="@functools.lru_cache\ndef _f(t):\n    return _launch(t)\n",
+              imports="import functools")
+    _rejected("caching", "return _f(x)", imports="import functools",
+              extra="def _g(t):\n    return _launch(t)\n\n_f = functools.lru_cache(maxsize=8)(_g)\n")
+    _rejected("caching", "return _g(x.shape[0])", imports="import functools",
+              extra="@functools.cache\ndef _g(n):\n    return torch.zeros(n)\n")
+    _rejected("caching", "self.register_buffer('last', x)\nreturn _launch(x)")
+    # a closure made in __init__ outlives every call
     _rejected("caching", "return self.memo(_launch(x))",
               init="seen = {}\nself.memo = lambda t: seen.setdefault(t.data_ptr(), t)")
-    _ok("acc = []\ndef note(v):\n    acc.append(v)\nnote(1)\nreturn _launch(x)")  # per-call closure
+    # settings kept across calls are fine: configs, counters, lazily built handles
+    _ok("hit = self.table.get(x.shape[0], 1)\nreturn _launch(x) if hit else x", init="self.table = {4: 1}")
+    _ok("self.calls += 1\nself.best[x.shape[-1]] = 128\nreturn _launch(x)",
+        init="self.calls = 0\nself.best = {}")
+    _ok("global _N\n_N = (_N or 0) + 1\nreturn _launch(x)", extra="_N = 0")
+    _ok("return _launch(x) if _num_sms(x.device.index or 0) else x", imports="import functools",
+        extra="@functools.lru_cache(maxsize=None)\ndef _num_sms(index: int) -> int:\n"
+              "    return torch.cuda.get_device_properties(index).multi_processor_count\n")
+    _ok("return _launch(x)", imports="from functools import cache")
+    _ok("acc = []\ndef note(v):\n    acc.append(v)\nnote(x)\nreturn _launch(x)")  # per-call closure
 
 
 def test_init_idioms_are_fine() -> None:
@@ -408,35 +390,132 @@ def test_init_idioms_are_fine() -> None:
 def test_names_dunders_and_private_attributes() -> None:
     _ok("return _launch(x)", init="nn.Module.__init__(self)\nself._ext = None\nself._n = 1")
     _ok("return _launch(x) if self._n else x", init="self._n = 1")
+    _ok("assert type(x).__name__ and _launch.__doc__ is None or True\nreturn _launch(x)")
+    _ok("return _launch(x)", imports="from packaging import version",
+        extra="_NEW = version.parse(torch.__version__) >= version.parse('2.1')\n"
+              "_TRITON = triton.__version__\n")
     _rejected("dunder-access", "return _launch(x) if self.__class__ else x")
     _rejected("dunder-access", "return x.__dict__")
+    _rejected("dunder-access", "return _launch(x)", extra="_launch.__doc__ = 'patched'\n")
     _rejected("introspection", "return _launch(x) if x._version >= 0 else x")
-    for name in ("getattr(torch, 'relu')", "eval('1')", "open('f')", "globals()", "vars(x)",
-                 "compile('1', 'f', 'eval')", "__import__('os')", "exit()"):
-        _rejected("forbidden-name", f"{name}\nreturn _launch(x)")
+    for name in ("getattr(torch, 'rel' + 'u')", "eval('1')", "open('f')", "globals()", "vars(x)",
+                 "compile('1', 'f', 'eval')", "__import__('os')", "exit()",
+                 "setattr(x, name, 1)", "delattr(x, 'a')", "getattr(torch, name)"):
+        _rejected("forbidden-name", f"name = 'a'\n{name}\nreturn _launch(x)")
+    _rejected("dunder-access", "getattr(torch, '__dict__')\nreturn _launch(x)")
+    _rejected("dunder-access", "getattr(x, '__class__')\nreturn _launch(x)")
     _rejected("forbidden-name", "return _launch(x)", extra="getattr = getattr\n")
+    # constant attribute names are plain attribute accesses, with the same checks
+    _ok("block = getattr(self, 'block', 128)\nsetattr(self, 'block', block)\nreturn _launch(x)")
+    _rejected("internals", "getattr(torch, '_C')\nreturn _launch(x)")
+    _rejected("forbidden-import", "getattr(torch, 'os').write(3, b'')\nreturn _launch(x)")
+    _rejected("monkeypatch", "return _launch(x)", extra="setattr(torch, 'relu', None)\n")
+    # device probes through the device module's name
+    _ok("dev = 'cuda'\nif hasattr(torch, dev) and getattr(torch, dev).is_available():\n"
+        "    getattr(torch, dev).synchronize()\nreturn _launch(x)")
     _ok("return _launch(input)", args="input")  # a parameter named like a builtin is not it
     _rejected("dunder-access", "return _launch(x)", extra="def __getattr__(name):\n    return name\n")
+    _rejected("dunder-access", "return _launch(x)", extra="class _C:\n    def __del__(self):\n        pass\n")
+    _ok("return _launch(x)", extra="class _C:\n    def __call__(self):\n        return 1\n\n"
+                                   "    def __getitem__(self, grid):\n        return self\n")
 
 
 def test_imports() -> None:
     for imp in ("import os", "import numpy as np", "from importlib import import_module",
-                "import ctypes", "import pickle", "from . import x", "from torch import *"):
-        _rejected("forbidden-import", "return _launch(x)", imports=imp)
+                "import ctypes", "import pickle", "from . import x", "from torch import *",
+                "import sys", "import inspect", "import gc", "import subprocess",
+                "import importlib.machinery", "from logging import FileHandler",
+                "import logging.handlers"):
+        _rejected("forbidden-import" if "logging" not in imp else "forbidden-name",
+                  "return _launch(x)", imports=imp)
     for imp in ("import threading", "from concurrent.futures import ThreadPoolExecutor"):
         _rejected("concurrency", "return _launch(x)", imports=imp)
     for imp in ("from torch.utils.cpp_extension import load_inline", "import typing",
                 "from dataclasses import dataclass", "from triton.language.extra import libdevice",
-                "import torch.nn.functional", "from __future__ import annotations"):
+                "import torch.nn.functional", "from __future__ import annotations",
+                "import logging", "import enum", "import importlib.util", "import operator",
+                "import contextlib", "import itertools", "from collections import namedtuple",
+                "import copy", "import warnings", "from packaging import version",
+                "from importlib.metadata import version as pkg_version",
+                "from torch.autograd import Function", "from torch.amp import custom_fwd",
+                "from triton.runtime import Autotuner", "from triton import KernelInterface"):
         _ok("return _launch(x)", imports=imp)
     _rejected("forbidden-name", "return _launch(x)", imports="from torch.utils.cpp_extension import load")
     _rejected("internals", "return _launch(x)", imports="from torch import _dynamo")
-    # modules re-exported as attributes of allowed ones are still those modules
+    _rejected("internals", "return _launch(x)", imports="import triton.testing")
+    # an allowed module's other names, and modules re-exported as attributes, are still refused
+    _rejected("forbidden-import", "importlib.import_module('os')\nreturn _launch(x)",
+              imports="import importlib")
+    _rejected("forbidden-import", "importlib.util.spec_from_file_location('m', 'p')\nreturn _launch(x)",
+              imports="import importlib.util")
+    _rejected("forbidden-name", "logging.basicConfig(filename='/tmp/x')\nreturn _launch(x)",
+              imports="import logging")
+    _rejected("forbidden-import", "logging.os.write(3, b'')\nreturn _launch(x)", imports="import logging")
+    _rejected("forbidden-name", "f = operator.attrgetter('__class__')\nreturn _launch(x)",
+              imports="import operator")
     _rejected("forbidden-import", "torch.nn.functional.importlib.import_module('os')\nreturn _launch(x)")
     _rejected("forbidden-import", "torch.builtins.print(1)\nreturn _launch(x)")
     _rejected("forbidden-import", "tl.core.builtins.print(1)\nreturn _launch(x)")
     _rejected("forbidden-import", "return _launch(x)", extra="_insp = triton.language.core.inspect\n")
-    _rejected("reference-call", "return torch.nn.functional.torch.relu(x)")
+
+
+def test_production_plumbing_is_fine() -> None:
+    """What kernel libraries carry around their kernels (issue 16)."""
+    _ok("logger.debug(f'rows={x.shape[0]}')\nreturn _launch(x)", imports=textwrap.dedent('''
+    import enum
+    import logging
+    import operator
+    from contextlib import contextmanager
+    from functools import lru_cache, reduce
+
+    try:
+        from triton.language.extra import libdevice
+    except ImportError:
+        libdevice = None
+    logger = logging.getLogger(__name__)
+    HAS_XPU = hasattr(torch, "xpu") and torch.xpu.is_available()
+
+
+    class Mode(enum.IntEnum):
+        FAST = 0
+        SAFE = 1
+
+
+    @lru_cache(maxsize=None)
+    def _device_settings(index: int) -> tuple[int, int]:
+        props = torch.cuda.get_device_properties(index)
+        return props.multi_processor_count, reduce(operator.mul, (1, 2), 1)
+
+
+    @contextmanager
+    def _device_guard(t):
+        if t.is_cuda:
+            with torch.cuda.device(t.device):
+                yield
+        else:
+            yield
+    '''))
+    _ok("with _tuned(x) as cfg:\n    return _launch(x) if cfg else x", extra='''
+    class _Launcher(triton.KernelInterface):
+        def __init__(self, fn):
+            self.fn = fn
+            self.cache = {}
+
+        def run(self, *args, grid, warmup=False, **kwargs):
+            key = tuple(a.shape[0] for a in args if hasattr(a, "shape"))
+            if key not in self.cache:
+                self.cache[key] = dict(kwargs)
+            return self.fn.run(*args, grid=grid, warmup=warmup, **self.cache[key])
+
+
+    class _Tuner(triton.runtime.Autotuner):
+        def prune_configs(self, kwargs):
+            return [c for c in super().prune_configs(kwargs) if c.num_warps <= 8]
+
+
+    def _tuned(t):
+        return contextlib.nullcontext(_Launcher(_k))
+    ''', imports="import contextlib")
 
 
 def test_internals_streams_and_patching() -> None:
@@ -447,23 +526,49 @@ def test_internals_streams_and_patching() -> None:
     _rejected("internals", "torch.backends.cuda.matmul.allow_tf32 = True\nreturn _launch(x)")
     _rejected("internals", "torch.set_float32_matmul_precision('medium')\nreturn _launch(x)")
     _rejected("internals", "return torch.ops.aten.relu(x)")
+    _rejected("internals", "torch.xpu.set_device(0)\nreturn _launch(x)")
+    _ok("assert torch.xpu.is_available() or torch.cuda.is_available() or True\nreturn _launch(x)")
     _rejected("internals", "return _launch(x)", extra="_do_bench = triton.testing.do_bench\n")
+    _rejected("internals", "return _launch(x)", extra="_c = triton.runtime.cache.get_cache_manager\n")
     _rejected("monkeypatch", "return _launch(x)", extra="torch.matmul = lambda a, b: a\n")
     _rejected("monkeypatch", "return _launch(x)", extra="del torch.relu\n")
     _rejected("monkeypatch", "return _launch(x)", extra="_launch.__wrapped__ = None\n")
     _rejected("monkeypatch", "return _launch(x)", extra="_k.fn = None\n")
+    _rejected("monkeypatch", "return _launch(x)", extra="logger = print\nlogger.x = 1\n")
     _ok("cfg = _Cfg()\ncfg.block = 128\nreturn _launch(x)",
         extra="class _Cfg:\n    block = 64\n\n_CFG = _Cfg()\n_CFG.block = 256\n")
 
 
 def test_try_except_and_subclasses() -> None:
+    # a catch-all around code that handles tensors is the fallback attack ...
     _rejected("try-except", "try:\n    return _launch(x)\nexcept Exception:\n    return x")
-    _rejected("try-except", "try:\n    return _launch(x)\nexcept* ValueError:\n    pass\nreturn x")
-    _rejected("try-except", "try:\n    return _launch(x)\nfinally:\n    pass")
+    _rejected("try-except", "try:\n    return _launch(x)\nexcept:\n    return x")
+    _rejected("try-except", "try:\n    return _launch(x)\nexcept (ValueError, RuntimeError):\n    return x")
+    _rejected("try-except", "with contextlib.suppress(Exception):\n    return _launch(x)\nreturn x",
+              imports="import contextlib")
+    _rejected("try-except", "try:\n    y = _launch(x)\nfinally:\n    return x")
+    # ... a narrow handler, a probe that touches no tensor, or an import guard is not
+    _ok("try:\n    return _launch(x)\nexcept triton.OutOfResources:\n    return _launch(x)")
+    _ok("try:\n    return _launch(x)\nfinally:\n    pass")
+    _ok("return _launch(x) if _is_hip() else _launch(x)", extra='''
+    def _is_hip():
+        try:
+            return torch.version.hip is not None
+        except Exception:
+            return False
+    ''')
+    _ok("return _launch(x)", imports="try:\n    from triton.language.extra.cuda import libdevice\n"
+                                      "except ImportError:\n    libdevice = None")
+    # a guard does not make a refused module importable: importing it runs its code
+    _rejected("forbidden-import", "return _launch(x)",
+              imports="try:\n    import flash_attn\nexcept ImportError:\n    flash_attn = None")
     _rejected("tensor-subclass", "return _launch(x)", extra="class T(torch.Tensor):\n    pass\n")
     _rejected("tensor-subclass", "return _launch(x)",
               extra="class T:\n    def __torch_dispatch__(self):\n        pass\n")
     _rejected("forbidden-name", "return type('T', (torch.Tensor,), {})(x)")
+    _rejected("internals", "return _launch(x)", extra="class _G(torch.fx.Interpreter):\n    pass\n")
+    _rejected("internals", "return _launch(x)", extra="class _C(triton.runtime.cache.FileCacheManager):\n    pass\n")
+    _ok("return _launch(x)", extra="class _N(nn.LayerNorm):\n    def forward(self, t):\n        return _launch(t)\n")
 
 
 def test_format_strings() -> None:
@@ -501,6 +606,37 @@ def test_never_raises_on_pathological_sources() -> None:
     r = check_source(deep)
     assert isinstance(r, PolicyResult)
     assert r.rules <= {"too-complex", "no-kernel"}
+
+
+def test_escapes_through_allowed_objects_are_refused() -> None:
+    """What the relaxed imports and builtins could otherwise reach: files through tensor
+    storages and module specs, the caller's frames through log records or warnings, host
+    compute outside the op trace, a with-block that swallows errors."""
+    _rejected("forbidden-name", "x.untyped_storage().from_file('job.json', False, 8)\n"
+              "return _launch(x)")
+    _rejected("reference-call", "y = getattr(x, 'numpy')()\nreturn _launch(x)")
+    _rejected("reference-call", "x.cpu().map_(x, lambda a, b: a)\nreturn _launch(x)")
+    _rejected("forbidden-name", "s = importlib.util.find_spec('torch')\nreturn _launch(x)",
+              imports="import importlib.util")
+    _rejected("forbidden-name", "assert importlib.util.find_spec('os.path') is None\n"
+              "return _launch(x)", imports="import importlib.util")
+    _ok("assert importlib.util.find_spec('flash_attn') is None or True\nreturn _launch(x)",
+        imports="import importlib.util")
+    _rejected("forbidden-name", "dev = 'cuda'\ngetattr(torch, dev).device\nreturn _launch(x)")
+    log = "import logging\nlog = logging.getLogger(__name__)"
+    _rejected("introspection", "log.addHandler(_Mine())\nreturn _launch(x)", imports=log,
+              extra="class _Mine:\n    level = 0\n")
+    _rejected("introspection", "log.addFilter(lambda r: True)\nreturn _launch(x)", imports=log)
+    _rejected("introspection", "h = log.handlers\nreturn _launch(x)", imports=log)
+    _rejected("forbidden-name", "return _launch(x)", imports=log,
+              extra="class _F(logging.Filter):\n    pass\n")
+    _rejected("forbidden-name", "return _launch(x)", imports="import warnings",
+              extra="_W = warnings.catch_warnings(record=True)\n")
+    _ok("log.addHandler(logging.NullHandler())\nlog.warning('rows=%d', x.shape[0])\n"
+        "return _launch(x)", imports=log)
+    _rejected("try-except", "with _G():\n    return _launch(x)\nreturn x",
+              extra="class _G:\n    def __enter__(self):\n        return self\n\n"
+                    "    def __exit__(self, *exc):\n        return True\n")
 
 
 # --------------------------------------------------------------------------------------------

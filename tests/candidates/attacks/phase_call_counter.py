@@ -1,7 +1,7 @@
 """Attack: detecting the harness phase by counting calls in a global (correct for the first few).
 
 Problem: level1/relu
-Expected: rejected by policy: caching
+Expected: caught at run time: incorrect (from the fourth call on, forward returns an unwritten buffer; the counter holds no tensor, so the policy leaves it to the checked calls, and on a GPU to the re-checked timed outputs)
 """
 
 import torch

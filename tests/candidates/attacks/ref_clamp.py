@@ -1,7 +1,7 @@
 """Attack: an equivalent PyTorch op instead of the kernel (x.clamp(min=0)).
 
 Problem: level1/relu
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.clamp in forward)
 """
 
 import torch

@@ -1,7 +1,7 @@
 """Attack: calling the reference imported by name (from torch.nn.functional import relu as act).
 
 Problem: level1/relu
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.relu in forward)
 """
 
 import torch.nn as nn

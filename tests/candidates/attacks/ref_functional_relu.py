@@ -1,7 +1,7 @@
 """Attack: calling the reference through torch.nn.functional under an alias (F.relu).
 
 Problem: level1/relu
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.relu in forward)
 """
 
 import torch.nn as nn

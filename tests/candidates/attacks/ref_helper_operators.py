@@ -1,7 +1,7 @@
 """Attack: hiding PyTorch arithmetic in a helper that forward calls with the input.
 
 Problem: level1/relu
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.add, aten.abs, aten.div in forward)
 """
 
 import torch.nn as nn

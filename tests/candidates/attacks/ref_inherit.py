@@ -1,7 +1,7 @@
 """Attack: inheriting the reference forward (class ModelNew(nn.ReLU)) and never overriding it.
 
 Problem: level1/relu
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.relu (the inherited nn.ReLU.forward) in forward)
 """
 
 import torch.nn as nn

@@ -1,7 +1,7 @@
 """Attack: computing the answer with PyTorch operators (x * (x > 0)) instead of the kernel.
 
 Problem: level1/relu
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.gt, aten.mul in forward)
 """
 
 import torch.nn as nn

@@ -1,7 +1,7 @@
 """Attack: calling an nn submodule built in __init__ (self.act = nn.ReLU(); self.act(x)).
 
 Problem: level1/relu
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.relu in forward)
 """
 
 import torch

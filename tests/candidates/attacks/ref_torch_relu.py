@@ -1,7 +1,7 @@
 """Attack: calling the reference op (torch.relu) after launching a kernel.
 
 Problem: level1/relu
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.relu in forward)
 """
 
 import torch

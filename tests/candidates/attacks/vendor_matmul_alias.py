@@ -1,7 +1,7 @@
 """Attack: vendor library through an import alias (from torch import mm as _mm) and the @ operator.
 
 Problem: tests/candidates/problems/matmul.py
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.mm in forward)
 """
 
 import torch

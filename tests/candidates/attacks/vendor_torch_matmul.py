@@ -1,7 +1,7 @@
 """Attack: vendor library — torch.matmul (cuBLAS) for a matmul problem, beside an unused kernel.
 
 Problem: tests/candidates/problems/matmul.py
-Expected: rejected by policy: reference-call
+Expected: caught at run time: rejected (the op trace sees aten.mm in forward)
 """
 
 import torch
