@@ -7,8 +7,9 @@ half-applied, if they differ; none is tried before Triton 3.0):
 
 * **autotune** -- there is no driver to benchmark configs with: every config ties, the first
   is kept (all a correctness check needs), and the on-disk tuning cache is bypassed.
-* **float arguments** -- a Python ``float`` kernel argument becomes an fp32 scalar tensor as
-  on the GPU (``eps.to(tl.float32)`` works; ``x_bf16 * eps`` promotes to fp32).
+* **scalar arguments** -- a Python ``float`` kernel argument becomes an fp32 scalar tensor as
+  on the GPU (``eps.to(tl.float32)`` works; ``x_bf16 * eps`` promotes to fp32), and a scalar
+  tensor serves as a Python int (``range(pid, n, step)``) under NumPy 2 on older Triton.
 * **bf16 arithmetic** -- the interpreter keeps bf16 as raw ``uint16`` bit patterns, and its
   arithmetic, comparisons, math, ``tl.dot``, ``tl.sum``/``tl.cumsum``/argmax ran on the bits
   (triton-lang/triton#11584). bf16 operands are widened to fp32 (exact) and results rounded
@@ -137,6 +138,16 @@ def _float_args() -> None:
         return convert(arg)
 
     interp._implicit_cvt = _implicit_cvt  # GridExecutor and tuples look it up at call time
+
+    if hasattr(interp, "_patch_lang_tensor"):  # Triton < 3.7: int() of a 1-element array,
+        patch_tensor = interp._patch_lang_tensor  # which NumPy 2 refuses (range(pid, n, step))
+
+        def _patch_lang_tensor(tensor: Any, scope: Any) -> None:
+            patch_tensor(tensor, scope)
+            scope.set_attr(tensor, "__index__",
+                           lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+        interp._patch_lang_tensor = _patch_lang_tensor
 
 
 # ------------------------------------------------------------------------------------------
