@@ -234,6 +234,41 @@ def _compute_ops(model: Any, bufs: list[Any]) -> tuple[Any, set[str]]:
 _SEEN: dict[str, set[str]] = {"ops": set(), "launches": set(), "kernels": set()}
 
 
+class _Refused(Exception):
+    """An audited call during timing broke the rules (the error is already sent)."""
+
+
+class _Auditor:
+    """Turns timed repetitions, chosen at random (from the OS's entropy, which the candidate
+    cannot predict), into traced and watched calls: one among the first ``min_reps``, then
+    each later one with probability 1/32. Code that behaves only while checked gains
+    nothing, since a timed call and an audited call look alike until it is too late."""
+
+    def __init__(self, model: Any, bufs: list[Any], prepare: Any, watch: Any, phase: str,
+                 min_reps: int) -> None:
+        import random
+
+        self.model, self.bufs, self.prepare, self.watch, self.phase = (
+            model, bufs, prepare, watch, phase)
+        self.rng = random.SystemRandom()
+        self.first_at = self.rng.randrange(max(1, min_reps))
+        self.seen = 0
+        self.count = 0
+
+    def __call__(self, i: int) -> bool:
+        k = self.seen
+        self.seen += 1
+        if not (k == self.first_at or (k > self.first_at and self.rng.random() < 1 / 32)):
+            return False
+        self.prepare(i)
+        _, ok = _watched_call(self.model, self.bufs, self.watch(False),
+                              f"{self.phase} (an audited timed call)")
+        if not ok:
+            raise _Refused
+        self.count += 1
+        return True
+
+
 def _watched_call(model: Any, bufs: list[Any], watch: Watch, phase: str) -> tuple[Any, bool]:
     """A traced call whose kernels are watched: (output, True), or (None, False) once PyTorch
     compute or a kernel that is not the candidate's own has been reported."""
@@ -253,8 +288,9 @@ def _watched_call(model: Any, bufs: list[Any], watch: Watch, phase: str) -> tupl
     if foreign:
         parts.append(f"forward ran kernels that are not the candidate's own: "
                      f"{'; '.join(foreign[:8])}")
+    where = phase.replace(":", " ")
     _send(event="error", phase=phase, kind="policy", message=(
-        "; ".join(parts) + ". Every kernel must come from a @triton.jit function or a "
+        f"{where}: " + "; ".join(parts) + ". Every kernel must come from a @triton.jit function or a "
         "load_inline extension defined in the candidate (or from a library the problem or "
         "run allows with --allow-library NAME)"))
     return None, False
@@ -489,7 +525,14 @@ def main() -> int:
                 with torch.no_grad():
                     return model(*bufs)
 
-            raw = time_cuda(call, prepare, cfg, keep if job["mode"] == "candidate" else None)
+            audit = None
+            if job["mode"] == "candidate":
+                audit = _Auditor(model, bufs, prepare, watch, phase, cfg.min_reps)
+            try:
+                raw = time_cuda(call, prepare, cfg,
+                                keep if job["mode"] == "candidate" else None, audit)
+            except _Refused:
+                return 1
             if job["mode"] == "candidate":
                 # one more call, traced, after the timed ones: code that switched to a
                 # library op once it was being timed is still on that path now

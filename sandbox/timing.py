@@ -74,11 +74,15 @@ def time_cuda(
     prepare: Callable[[int], None] | None = None,
     cfg: TimingConfig | None = None,
     on_output: Callable[[int, object], None] | None = None,
+    audit: Callable[[int], bool] | None = None,
 ) -> RawTimes:
     """Time ``fn`` on the current CUDA device by the protocol in the module docstring.
 
     ``prepare(i)`` runs before repetition ``i`` outside the timed region; ``on_output(i, out)``
     receives each repetition's output (callers keep the last few to re-check correctness).
+    ``audit(i)``, asked before each measured repetition, may make that repetition an audited
+    call instead (checked by the caller, not timed) and return True: the calls that are timed
+    are then indistinguishable from ones that are checked.
     """
     import torch
 
@@ -122,6 +126,9 @@ def time_cuda(
     hosts: list[float] = []
     t_start = time.perf_counter()
     while len(events) < cfg.max_reps:
+        if audit is not None and audit(i):
+            i += 1
+            continue
         ev, host = one(i)
         i += 1
         events.append(ev)

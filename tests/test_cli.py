@@ -214,7 +214,7 @@ def test_explain_says_which_checks_ran_and_which_failed(tmp_path: Path) -> None:
 def test_explain_names_the_rule_and_line_of_a_policy_rejection(tmp_path: Path) -> None:
     cand = tmp_path / "ref_relu.py"
     cand.write_text(COPY_RELU.replace("        y = torch.empty_like(x)\n",
-                                      "        y = torch.empty_like(x)\n        x = torch.relu(x)\n"))
+                                      "        y = torch.empty_like(x)\n        act = torch.relu\n"))
     r = kbench("eval", "--problem", "level1/relu", "--candidate", str(cand), "--device", "cpu",
                "--explain", cwd=tmp_path)
     assert r.returncode == 1

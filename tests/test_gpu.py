@@ -163,3 +163,38 @@ def test_attacks_only_a_gpu_run_can_catch(name, cache):
     v = verify(load("level1/relu")[0], src, device="cuda", cache=cache, limits=QUICK)
     # skipping work while timed can also make the time impossible (faster than the roofline)
     assert v.status in (Status.INCORRECT, Status.REJECTED), v.reason
+
+
+def test_library_calls_only_while_timed_are_caught_by_an_audited_call():
+    """Honest on every checked call, cuBLAS-backed torch ops once the calls outnumber the
+    checks: a timed repetition chosen at random is traced, so it is refused."""
+    src = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+    import triton
+    import triton.language as tl
+
+
+    @triton.jit
+    def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < n
+        tl.store(y_ptr + offs, tl.maximum(tl.load(x_ptr + offs, mask=m), 0.0), mask=m)
+
+
+    class ModelNew(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 12:
+                return torch.relu(x)
+            y = torch.empty_like(x)
+            _relu[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+            return y
+    ''')
+    v = verify(load("level1/relu")[0], src, device="cuda", limits=QUICK)
+    assert v.status is Status.REJECTED, v.reason
+    assert "aten.relu" in v.reason and "timing" in v.reason
