@@ -418,6 +418,23 @@ def problems_show(
     if s.cpu_shape_error:
         out.print(f"[yellow]no CPU shape within budget:[/] {escape(s.cpu_shape_error)}",
                   highlight=False, soft_wrap=True)
+    out.print(_checks_line(s), highlight=False, soft_wrap=True)
+
+
+def _checks_line(spec: Any) -> str:
+    """What kbench checks beyond the problem's own inputs, and any opt-out with its reason."""
+    p = spec.meta.perturb
+    inputs = {"auto": "perturbed inputs of both signs (kept non-negative where the reference "
+                      "needs it)", "signed": "perturbed inputs of both signs",
+              "positive": "perturbed non-negative inputs", "none": "no perturbed inputs"}[p.inputs]
+    params = ("constant parameters and buffers redrawn" if p.params
+              else "parameters never redrawn")
+    line = f"checks: {inputs}; {params}; Model and ModelNew in {spec.meta.mode} mode"
+    if p.reason:
+        line += f" (problem's reason: {p.reason})"
+    if spec.meta.allow_libraries:
+        line += f"; kernels allowed from {', '.join(spec.meta.allow_libraries)}"
+    return line
 
 
 def _all_shapes(spec: Any) -> list[tuple[str, str, dict[str, Any]]]:

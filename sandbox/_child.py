@@ -195,14 +195,21 @@ _ALLOWED_ATEN = frozenset({
 })
 
 
+# Triton's own files that dispatch torch ops while benchmarking autotune configs (do_bench
+# allocates and zeroes its L2 flush buffer, takes quantiles) or moving data for the CPU
+# interpreter. Only these are excused; any other Triton frame is traced as usual.
+_TRITON_BENCH_FILES = tuple(os.path.join("triton", *p) for p in (
+    ("testing.py",), ("runtime", "autotuner.py"), ("runtime", "interpreter.py")))
+
+
 def _caller_is_triton() -> bool:
-    """True if the innermost frame outside torch that dispatched the op belongs to Triton
-    itself (its autotuner and do_bench use torch ops to benchmark configs)."""
+    """True if the innermost frame outside torch that dispatched the op is one of Triton's
+    benchmarking or interpreter files (:data:`_TRITON_BENCH_FILES`)."""
     f = sys._getframe(2)
     sep = os.sep
     while f is not None and f"{sep}torch{sep}" in f.f_code.co_filename:
         f = f.f_back
-    return f is not None and f"{sep}triton{sep}" in f.f_code.co_filename
+    return f is not None and f.f_code.co_filename.endswith(_TRITON_BENCH_FILES)
 
 
 def _compute_ops(model: Any, bufs: list[Any]) -> tuple[Any, set[str]]:

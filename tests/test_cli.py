@@ -220,3 +220,19 @@ def test_explain_names_the_rule_and_line_of_a_policy_rejection(tmp_path: Path) -
     assert r.returncode == 1
     text = " ".join(r.stdout.split())
     assert "rule(s) fired" in text and "[reference-call] line 17" in text, r.stdout
+
+
+def test_problems_show_says_what_is_checked_and_why_a_problem_opts_out(tmp_path: Path) -> None:
+    (tmp_path / "sqrt_op.py").write_text(
+        "import torch\nimport torch.nn as nn\nn = 64\n"
+        "KBENCH = {'perturb': {'inputs': 'positive', 'params': False, "
+        "'reason': 'sqrt is defined on x >= 0'}}\n"
+        "class Model(nn.Module):\n    def forward(self, x):\n        return torch.sqrt(x)\n"
+        "def get_inputs():\n    return [torch.rand(n, n)]\n"
+        "def get_init_inputs():\n    return []\n")
+    r = kbench("problems", "show", str(tmp_path / "sqrt_op.py"), "--no-source", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "perturbed non-negative inputs; parameters never redrawn" in text, r.stdout
+    assert "problem's reason: sqrt is defined on x >= 0" in text
+    assert "in train mode" in text
