@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from agents.pricing import lookup
 from agents.providers import Completion, Provider
-from kbench.errors import ConfigError
+from sandbox.errors import ConfigError
 
 __all__ = ["Spend", "Budget", "require_price"]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from kbench.errors import ConfigError
+from sandbox.errors import ConfigError
 
 __all__ = ["Price", "PriceTable", "DEFAULT_PRICES", "price_table", "lookup", "cost", "is_local_url"]
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 from agents.prompt import build_messages
 from agents.records import History, Request, Task
-from kbench.errors import ConfigError
+from sandbox.errors import ConfigError
 
 __all__ = [
     "Strategy",

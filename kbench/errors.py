@@ -1,20 +1,14 @@
-"""One exception tree for kbench; the CLI turns any ``KbenchError`` into one clear line."""
+"""One exception tree for kbench; the CLI turns any ``KbenchError`` into one clear line.
+
+The root and the errors the lower layers raise live in :mod:`sandbox.errors` (sandbox and
+agents sit below kbench and may not import it); they are re-exported here unchanged.
+"""
 
 from __future__ import annotations
 
+from sandbox.errors import ConfigError, KbenchError, ProblemError
+
 __all__ = ["KbenchError", "ProblemError", "ConfigError", "StoreError"]
-
-
-class KbenchError(Exception):
-    """Root of kbench's errors. The message is meant for the user, as one line."""
-
-
-class ProblemError(KbenchError):
-    """A problem file or problem selector is malformed or matches nothing."""
-
-
-class ConfigError(KbenchError):
-    """Bad flags or configuration."""
 
 
 class StoreError(KbenchError):

@@ -27,7 +27,7 @@ from agents.providers._anthropic import AnthropicProvider
 from agents.providers._base import FATAL_ERRORS, CallContext, Completion, Message, Provider
 from agents.providers._openai import CompatibleProvider, OpenAIProvider
 from agents.providers._replay import ReplayProvider
-from kbench.errors import ConfigError
+from sandbox.errors import ConfigError
 
 __all__ = [
     "Provider",

@@ -4,7 +4,7 @@ A provider never raises for a failed call: rate limits that outlast the SDK's re
 errors, unreachable servers and rejected keys all come back as a ``Completion`` whose
 ``error`` says what happened and what to do, so the runner records a failed attempt and
 moves on (or stops, when ``completion.fatal``). Bad configuration found before any call
-(unknown provider, missing key) raises :class:`kbench.errors.ConfigError` from
+(unknown provider, missing key) raises :class:`sandbox.errors.ConfigError` from
 :func:`agents.providers.make_provider`.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 from agents.pricing import is_local_url, lookup
 from agents.providers._base import CallContext, Completion, Message
 from agents.providers._sdk import SDKProvider
-from kbench.errors import ConfigError
+from sandbox.errors import ConfigError
 
 __all__ = ["OpenAIProvider", "CompatibleProvider"]
 

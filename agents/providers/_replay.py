@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from agents.providers._base import CallContext, Completion, Message, Provider, _failed
-from kbench.errors import ConfigError
+from sandbox.errors import ConfigError
 
 __all__ = ["ReplayProvider"]
 
