@@ -45,16 +45,23 @@ The verifier rejects a candidate that breaks any of these rules:
    torch.matmul, @, F.conv2d, torch.relu, torch.softmax, .sum(), ...), no cuBLAS/cuDNN
    calls, no torch.compile, and never the reference Model. Allocating outputs
    (torch.empty, torch.empty_like) and reading shapes and strides are fine.
-2. No try/except: no fallback paths.
+   Every kernel that runs must be one you wrote (kernels from other libraries are refused
+   by name); what forward dispatches to PyTorch is traced on checked and on random timed
+   calls.
+2. No catch-all try/except around tensor code: no fallback paths (guarded optional imports
+   are fine).
 3. No streams, threads, processes or async work: everything runs on the current stream.
-4. No caching across calls: every forward recomputes its result from its inputs.
+4. No results kept across calls: every forward recomputes its output from its inputs, which
+   are fresh on every call (caching launch configs or settings is fine).
 5. No file, network, subprocess or environment access (CUDA's load_inline build excepted).
 6. forward must launch at least one kernel you wrote in the requested backend.
 7. Any shape must work, not just the ones shown: odd sizes, sizes that are not a multiple of
    your block size, batch 1. Mask or bounds-check every load and store.
 8. Return a new, plain torch.Tensor with the reference's shape, dtype and device: not an
    input, a view of one, or a tensor subclass. Do not compute in lower precision than the
-   reference (accumulate in fp32 or better).
+   reference (accumulate in fp32 or better). Inputs are also drawn with both signs and
+   other scales than the problem's own, and the reference's constant parameters (norm
+   weights, zero biases) are redrawn and handed to ModelNew: use every parameter.
 9. Never modify the inputs.
 10. ModelNew.__init__ takes the same arguments as Model.__init__ and creates the same
     parameters in the same order (the verifier builds both after the same seed), e.g. keep
