@@ -13,7 +13,15 @@ from agents.pricing import DEFAULT_PRICES, Price, cost, price_table
 from agents.prompt import build_messages
 from agents.providers import CallContext, Completion, Provider, make_provider
 from agents.records import Attempt, Request, Task
-from agents.strategies import OneShot, Refine, Strategy, make_strategy, register_strategy
+from agents.strategies import (
+    OneShot,
+    Refine,
+    Strategy,
+    available_strategies,
+    make_strategy,
+    register_strategy,
+    strategy_options,
+)
 
 __all__ = [
     "Agent",
@@ -39,4 +47,6 @@ __all__ = [
     "Refine",
     "make_strategy",
     "register_strategy",
+    "available_strategies",
+    "strategy_options",
 ]

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, TypeVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "register_strategy",
     "make_strategy",
     "available_strategies",
+    "strategy_options",
 ]
 
 
@@ -86,13 +88,33 @@ def available_strategies() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_strategy(name: str, **options: Any) -> Strategy:
-    """The strategy registered as ``name``; ConfigError with one line on a bad name or option."""
+def _lookup(name: str) -> type[Strategy]:
     cls = _REGISTRY.get(name)
     if cls is None:
         raise ConfigError(
             f"unknown strategy {name!r}; choose one of {', '.join(available_strategies())}"
         )
+    return cls
+
+
+def strategy_options(name: str) -> tuple[str, ...]:
+    """The keyword options the strategy registered as ``name`` accepts, in signature order.
+
+    The runner passes a strategy exactly the run settings it names here, so a strategy
+    registered later (evolve, a plug-in) is configured without any change to the runner.
+
+    Example:
+        >>> strategy_options("refine")
+        ('turns', 'samples', 'stop_when_correct')
+    """
+    params = inspect.signature(_lookup(name).__init__).parameters.values()
+    return tuple(p.name for p in params if p.name != "self"
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def make_strategy(name: str, **options: Any) -> Strategy:
+    """The strategy registered as ``name``; ConfigError with one line on a bad name or option."""
+    cls = _lookup(name)
     try:
         return cls(**options)
     except (TypeError, ValueError) as e:

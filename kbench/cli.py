@@ -245,7 +245,7 @@ def run_cmd(
     model: Annotated[str | None, typer.Option(help="openai/<m>, anthropic/<m>, replay:<PATH>, or a name served at --base-url.")] = None,
     problems: Annotated[str | None, typer.Option(help="Suite, id, glob, path, 'all'; comma-separated.")] = None,
     base_url: Annotated[str | None, typer.Option(help="An OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp).")] = None,
-    strategy: Annotated[str | None, typer.Option(help="oneshot or refine.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="A registered strategy (built in: oneshot, refine).")] = None,
     samples: Annotated[int | None, typer.Option(help="Samples per problem (oneshot) or lineages (refine).")] = None,
     turns: Annotated[int | None, typer.Option(help="Turns per lineage (refine).")] = None,
     backend: Annotated[str | None, typer.Option(help="triton (default) or cuda.")] = None,

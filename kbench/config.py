@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
+from agents.strategies import available_strategies, strategy_options
 from kbench.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -40,7 +42,7 @@ class RunConfig(BaseModel):
     model: str | None = None
     base_url: str | None = None
     problems: str | None = None
-    strategy: Literal["oneshot", "refine"] = "oneshot"
+    strategy: str = "oneshot"  # any name in agents' strategy registry
     samples: int = Field(1, ge=1)
     turns: int = Field(3, ge=1)
     backend: Literal["triton", "cuda"] = "triton"
@@ -55,6 +57,22 @@ class RunConfig(BaseModel):
     temperature: float = Field(0.7, ge=0, le=2)
     store: str | None = None
     prices: dict[str, Any] = {}
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        known = available_strategies()
+        if name not in known:
+            raise PydanticCustomError(
+                "unknown_strategy", "unknown strategy {name}; choose one of {known}",
+                {"name": repr(name), "known": ", ".join(known)})
+        return name
+
+    def strategy_options(self) -> dict[str, Any]:
+        """The settings the chosen strategy takes (by its constructor's names), e.g.
+        ``{"turns": 3, "samples": 1}`` for refine; the runner passes exactly these."""
+        return {k: getattr(self, k) for k in strategy_options(self.strategy)
+                if k in type(self).model_fields}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:

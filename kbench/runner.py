@@ -100,9 +100,7 @@ class Runner:
     stop_reason: str | None = None
 
     def __post_init__(self) -> None:
-        self.strategy = (make_strategy("oneshot", samples=self.cfg.samples)
-                         if self.cfg.strategy == "oneshot"
-                         else make_strategy("refine", turns=self.cfg.turns, samples=self.cfg.samples))
+        self.strategy = make_strategy(self.cfg.strategy, **self.cfg.strategy_options())
         self.budget = Budget(max_usd=self.cfg.max_cost_usd, max_tokens=self.cfg.max_tokens_total,
                              max_completions=self.cfg.max_calls)
         self.agent = Agent(self.provider, self.strategy, max_tokens=self.cfg.max_tokens,

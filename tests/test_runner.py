@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kbench.cli import app
+from kbench.problems import load
 from kbench.scoring import summary
 from kbench.store import Store
 from tests.fakes.llm_server import (  # noqa: F401 - fixture
@@ -38,9 +40,50 @@ def kbench(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedP
 
 
 def test_every_starter_problem_has_an_example():
-    assert len(STARTERS) >= 6
+    """The README's replay demo names the starter problems: each has a Triton example, each
+    example is for a problem that exists, and each CUDA example has its Triton sibling."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    m = re.search(r"--model replay:kbench/examples --problems (\S+)", readme)
+    assert m, "README.md no longer shows the replay demo over the starter problems"
+    assert sorted(m.group(1).split(",")) == STARTERS
+    for key in STARTERS:
+        assert load(key)[0].key == key, key
+    for cuda in EXAMPLES.glob("*/*_cuda.py"):
+        twin = f"{cuda.parent.name}/{cuda.stem.removesuffix('_cuda')}"
+        assert twin in STARTERS, f"{cuda.name} has no Triton example {twin}"
     suites = {k.split("/")[0] for k in STARTERS}
     assert suites == {"level1", "level2", "level3", "attention", "quant", "kvcache"}
+
+
+def test_config_takes_any_registered_strategy_and_the_runner_builds_it(tmp_path, monkeypatch):
+    """A strategy registered by name needs no change to the config or the runner: the
+    config validates against the registry, the runner passes the settings it takes."""
+    from agents import OneShot, make_provider, strategies
+    from kbench.config import RunConfig, load_config
+    from kbench.errors import ConfigError
+    from kbench.runner import Runner
+
+    class Probe(OneShot):
+        name = "probe"
+
+        def __init__(self, turns: int = 1, samples: int = 1, width: int = 7):
+            super().__init__(samples)
+            self.turns, self.width = turns, width
+
+    monkeypatch.setitem(strategies._REGISTRY, "probe", Probe)
+    with pytest.raises(ConfigError, match=r"strategy: unknown strategy 'beam'; choose one of "
+                                          r"oneshot, probe, refine"):
+        load_config(None, {"strategy": "beam"})
+    cfg = load_config(None, {"strategy": "probe", "turns": 5, "samples": 2})
+    assert cfg.strategy_options() == {"turns": 5, "samples": 2}  # width: not a run setting
+    store = Store(str(tmp_path / "kbench.db"))
+    runner = Runner(store, make_provider(f"replay:{EXAMPLES}"), [], cfg, "cpu",
+                    store.create_run("r"))
+    assert type(runner.strategy) is Probe
+    assert (runner.strategy.turns, runner.strategy.samples, runner.strategy.width) == (5, 2, 7)
+    refine = Runner(store, make_provider(f"replay:{EXAMPLES}"), [],
+                    RunConfig(strategy="refine", turns=4, samples=3), "cpu", store.create_run("s"))
+    assert (refine.strategy.turns, refine.strategy.samples) == (4, 3)
 
 
 @pytest.mark.slow
