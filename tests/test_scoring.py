@@ -94,6 +94,20 @@ def test_geomean_and_mean_sol() -> None:
     assert geomean_speedup({"x": None}) is None and mean_sol({}) is None
 
 
+def test_one_geomean_for_the_scores_and_the_verifier(monkeypatch) -> None:
+    """sandbox.stats.geomean is the one implementation: scoring delegates to it."""
+    import sandbox.stats
+    from sandbox.stats import geomean
+
+    assert geomean([2.0, 8.0]) == pytest.approx(4.0)
+    assert geomean([4.0, None, 0.0, -1.0, math.nan, math.inf]) == pytest.approx(4.0)
+    assert geomean([]) is None and geomean([None, 0.0]) is None
+    assert kbench.scoring.geomean is sandbox.stats.geomean
+    seen = []
+    monkeypatch.setattr(kbench.scoring, "geomean", lambda xs: seen.append(list(xs)) or 7.0)
+    assert geomean_speedup(RESULTS) == 7.0 and seen == [[2.5, 1.0, 1.5, None]]  # d: untimed
+
+
 def test_best_verdict_order() -> None:
     slow, fast, untimed = _v(eager=1.1), _v(eager=2.0), _v()
     fail1, fail2 = _v(Status.INCORRECT, eager=9.0), _v(Status.COMPILE_ERROR)
