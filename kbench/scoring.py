@@ -84,8 +84,7 @@ def fast_p(results: Results, p: float, baseline: Baseline = "eager", total: int 
         A share in [0, 1]; 0.0 when nothing was attempted.
 
     Example:
-        >>> from sandbox.stats import geomean
-from sandbox.verdict import Status, Verdict
+        >>> from sandbox.verdict import Status, Verdict
         >>> ok = lambda s: Verdict("p", Status.CORRECT, "", "cpu", "triton", speedup_eager=s)
         >>> bad = Verdict("p", Status.INCORRECT, "mismatch", "cpu", "triton", speedup_eager=9.0)
         >>> res = {"a": ok(2.0), "b": ok(1.0), "c": ok(None), "d": bad, "e": None}
@@ -118,8 +117,7 @@ def geomean_speedup(results: Results, baseline: Baseline = "eager") -> float | N
     """Geometric mean speedup over the correct, timed verdicts; ``None`` if there are none.
 
     Example:
-        >>> from sandbox.stats import geomean
-from sandbox.verdict import Status, Verdict
+        >>> from sandbox.verdict import Status, Verdict
         >>> ok = lambda s: Verdict("p", Status.CORRECT, "", "cpu", "triton", speedup_eager=s)
         >>> geomean_speedup({"a": ok(2.0), "b": ok(0.5), "c": ok(None), "d": None})
         1.0
@@ -133,8 +131,7 @@ def mean_sol(results: Results) -> float | None:
     have one; ``None`` if there are none.
 
     Example:
-        >>> from sandbox.stats import geomean
-from sandbox.verdict import Status, Verdict
+        >>> from sandbox.verdict import Status, Verdict
         >>> ok = lambda sol: Verdict("p", Status.CORRECT, "", "cpu", "triton", sol_pct=sol)
         >>> mean_sol({"a": ok(40.0), "b": ok(60.0), "c": ok(None)})
         50.0
@@ -149,8 +146,7 @@ def best_verdict(verdicts: Sequence[V]) -> V | None:
     highest eager speedup (an untimed one ranks below any timed one), then the latest.
 
     Example:
-        >>> from sandbox.stats import geomean
-from sandbox.verdict import Status, Verdict
+        >>> from sandbox.verdict import Status, Verdict
         >>> a = Verdict("p", Status.CORRECT, "", "cpu", "triton", speedup_eager=1.2)
         >>> b = Verdict("p", Status.CORRECT, "", "cpu", "triton", speedup_eager=3.0)
         >>> c = Verdict("p", Status.TIMEOUT, "slow", "cpu", "triton")
@@ -210,8 +206,7 @@ def summary(results: Results, total: int | None = None, ps: Sequence[float] = DE
     """All the scores of :class:`Summary` for one set of results.
 
     Example:
-        >>> from sandbox.stats import geomean
-from sandbox.verdict import Status, Verdict
+        >>> from sandbox.verdict import Status, Verdict
         >>> ok = Verdict("p", Status.CORRECT, "", "cpu", "triton", speedup_eager=2.0)
         >>> s = summary({"a": ok, "b": None})
         >>> (s.n_problems, s.n_correct, s.fast(0), s.fast(1.5), s.fast(1, "compile"))
