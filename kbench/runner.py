@@ -23,6 +23,7 @@ from agents.providers import Provider
 from kbench.config import RunConfig
 from kbench.errors import ConfigError
 from kbench.problems import ProblemSpec
+from kbench.scoring import best_verdict
 from kbench.store import LLMCallRecord, Store
 from sandbox.verdict import Status, Verdict
 
@@ -66,6 +67,16 @@ class ProblemState:
     correct: bool = False
     cost_usd: float = 0.0
     done: bool = False
+    verdicts: list[Verdict] = field(default_factory=list)  # final ones, in arrival order
+
+    def add_verdict(self, v: Verdict) -> None:
+        """A final verdict: the latest event, and the best so far by the rule the store's
+        results and the scores use (:func:`kbench.scoring.best_verdict`)."""
+        self.last = v.status.value
+        self.verdicts.append(v)
+        best = best_verdict(self.verdicts)
+        self.best, self.correct = best.status.value, best.passed
+        self.best_speedup = best.speedup_eager if best.passed else None
 
     @property
     def status(self) -> str:
@@ -184,12 +195,7 @@ class Runner:
         if v is None:
             st.last = "no code" if att.completion.ok else "call failed"
         else:
-            st.last = v.status.value
-            st.correct = st.correct or v.passed
-            st.best = Status.CORRECT.value if st.correct else v.status.value
-            if v.passed and v.speedup_eager is not None and (
-                    st.best_speedup is None or v.speedup_eager > st.best_speedup):
-                st.best_speedup = v.speedup_eager
+            st.add_verdict(v)
         self.on_change()
 
     def _out_of_time(self) -> str | None:

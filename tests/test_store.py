@@ -166,6 +166,41 @@ def test_results_pick_best_and_count_attempts(store: Store) -> None:
     assert res["s/c"] is None and res["s/d"] is None
 
 
+def test_results_and_the_live_view_use_the_scores_best_verdict_rule(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One best-verdict rule: kbench.scoring.best_verdict, given each problem's verdicts oldest
+    first, decides the store's results and the runner's live status alike."""
+    import kbench.scoring
+    import kbench.store._store
+    from kbench.runner import ProblemState
+
+    assert kbench.store._store.best_verdict is kbench.scoring.best_verdict
+    rid = store.create_run("r")
+    a = _candidate(store, rid, "s/a")
+    verdicts = [_verdict(Status.CORRECT, 1.2, reason="slow"), _verdict(Status.CORRECT, None),
+                _verdict(Status.CORRECT, 3.0, reason="fast"), _verdict(Status.TIMEOUT, None)]
+    for v in verdicts:
+        store.add_verdict(a, v, FP)
+    seen: list[list[str]] = []
+
+    def spy(vs):
+        seen.append([v["status"] if isinstance(v, dict) else v.status.value for v in vs])
+        return kbench.scoring.best_verdict(vs)
+
+    monkeypatch.setattr(kbench.store._store, "best_verdict", spy)
+    assert dict(store.results(rid))["s/a"]["reason"] == "fast"
+    assert seen == [["correct", "correct", "correct", "timeout"]]  # every verdict, oldest first
+    st = ProblemState("s/a")
+    for v in verdicts:
+        st.add_verdict(v)
+    assert (st.best, st.best_speedup, st.last) == ("correct", 3.0, "timeout")
+    monkeypatch.setattr("kbench.runner.best_verdict", lambda vs: vs[0])  # a different rule...
+    st = ProblemState("s/a")
+    for v in verdicts:
+        st.add_verdict(v)
+    assert st.best_speedup == 1.2  # ...is the one the live view follows
+
+
 def test_baselines_and_device_facts(store: Store) -> None:
     key = ("level1/relu", "h", "base", "eager", FP)
     assert store.get_baseline(*key) is None

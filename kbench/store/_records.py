@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -146,12 +145,6 @@ def _llm_rec(c: _LLMCall) -> LLMCallRecord:
     return LLMCallRecord(c.id, c.run_id, c.problem_id, c.candidate_id, c.provider, c.model,
                          c.prompt, c.response, c.usage, c.input_tokens, c.output_tokens,
                          c.cost_usd, c.latency_s, c.error, _utc(c.created_at))
-
-
-def _rank(v: _Verdict) -> tuple[bool, float, int]:
-    # Best: correct first, then the highest eager speedup (unmeasured lowest), then latest.
-    speed = v.speedup_eager if v.passed and v.speedup_eager is not None else -math.inf
-    return (v.passed, speed, v.id)
 
 
 # -- Opening ---------------------------------------------------------------------------

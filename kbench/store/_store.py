@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from kbench.errors import StoreError
+from kbench.scoring import best_verdict
 from kbench.store._records import (
     BaselineRecord,
     CandidateRecord,
@@ -36,7 +37,6 @@ from kbench.store._records import (
     VerdictRecord,
     _baseline_rec,
     _llm_rec,
-    _rank,
     _run_rec,
     _verdict_rec,
 )
@@ -354,7 +354,8 @@ class Store:
     def results(self, run_id: int) -> list[ResultRow]:
         """Each problem attempted in a run with its best verdict's payload, by problem key.
 
-        Best: a correct verdict with the highest eager speedup, else the latest. A problem
+        Best: as :func:`kbench.scoring.best_verdict` ranks them (correct, then the highest
+        eager speedup, then the latest). A problem
         counts as attempted if it has a candidate or an LLM call in the run; one without any
         verdict gets ``None`` (it still counts in fast_p's denominator).
         """
@@ -365,17 +366,17 @@ class Store:
             keys |= set(s.scalars(
                 select(_Problem.key).join(_LLMCall, _LLMCall.problem_id == _Problem.id)
                 .where(_LLMCall.run_id == run_id)))
-            best: dict[str, _Verdict] = {}
+            payloads: dict[str, list[dict[str, Any]]] = {}
             rows = s.execute(
-                select(_Verdict, _Problem.key)
+                select(_Verdict.payload, _Problem.key)
                 .join(_Candidate, _Verdict.candidate_id == _Candidate.id)
                 .join(_Problem, _Candidate.problem_id == _Problem.id)
                 .where(_Candidate.run_id == run_id)
+                .order_by(_Verdict.id)  # oldest first, as best_verdict takes them
             )
-            for v, key in rows:
-                if key not in best or _rank(v) > _rank(best[key]):
-                    best[key] = v
-            return [ResultRow(k, best[k].payload if k in best else None) for k in sorted(keys)]
+            for payload, key in rows:
+                payloads.setdefault(key, []).append(payload)
+            return [ResultRow(k, best_verdict(payloads.get(k, []))) for k in sorted(keys)]
 
         return self._tx(fn, write=False)
 
