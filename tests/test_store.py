@@ -235,6 +235,31 @@ def test_llm_call_never_stores_secrets(store: Store, monkeypatch: pytest.MonkeyP
     assert secret not in dump and "Authorization" not in dump
 
 
+def test_stored_calls_and_provider_errors_share_one_scrubber(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """agents.redact is the one scrubber: what a provider error hides, the store hides too,
+    on both write paths (add_llm_call and add_attempt build the row in one place)."""
+    import agents.providers._base
+    import agents.redact
+    import kbench.store._store
+
+    assert agents.providers._base.redact is agents.redact.redact
+    assert kbench.store._store.redact is agents.redact.redact
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789")
+    text = ("masked sk-proj-****wxyz, Bearer abcdefghijklmnopqrst and tok-0123456789; "
+            "keep task-0123456789 and ask-me")
+    expect = ("masked [redacted], [redacted] and [redacted]; keep task-0123456789 and ask-me")
+    assert agents.providers._base.scrub(text) == expect
+    rid = store.create_run("r")
+    pid = store.upsert_problem("s/a", "s", "h", "src")
+    store.add_llm_call(rid, "p", "m", [{"role": "user", "content": text}], text, error=text)
+    store.add_attempt(rid, pid, "p", "m", [{"role": "user", "content": text}], text,
+                      source=None, backend="triton", error=text, usage={"note": text})
+    for call in store.llm_calls_for(rid):
+        assert call.response == call.error == call.prompt[0]["content"] == expect
+    assert call.usage == {"note": expect}
+
+
 def test_concurrent_add_verdict_all_committed(store: Store, db: Path) -> None:
     cid = _candidate(store)
     errors: list[BaseException] = []

@@ -11,7 +11,6 @@ moves on (or stops, when ``completion.fatal``). Bad configuration found before a
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from agents.pricing import PriceTable, cost
+from agents.redact import redact
 
 __all__ = ["Message", "CallContext", "Completion", "Provider", "FATAL_ERRORS"]
 
@@ -235,14 +235,8 @@ def _failed(message: str, kind: str) -> Completion:
     return Completion(text="", finish_reason="error", error=scrub(message), error_kind=kind)
 
 
-_SECRET = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,})")
-
-
 def scrub(message: str, *secrets: str | None, limit: int = 400) -> str:
-    """``message`` as one line, without keys, at most ``limit`` characters."""
-    for s in secrets:
-        if s:
-            message = message.replace(s, "***")
-    message = _SECRET.sub("***", message)
-    message = " ".join(message.split())
+    """``message`` as one line, without keys (:func:`agents.redact.redact`), at most
+    ``limit`` characters."""
+    message = " ".join(redact(message, *secrets).split())
     return message if len(message) <= limit else message[: limit - 3] + "..."

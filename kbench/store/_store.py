@@ -24,6 +24,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from agents.redact import redact, redact_obj
 from kbench.errors import StoreError
 from kbench.scoring import best_verdict
 from kbench.store._records import (
@@ -56,12 +57,28 @@ from kbench.store._tables import (
     _now,
     _Problem,
     _Run,
-    _scrub,
-    _scrub_text,
     _utc,
     _Verdict,
 )
 from sandbox.verdict import Timing, Verdict
+
+
+def _llm_call_row(
+    run_id: int, provider: str, model: str, messages: Iterable[Mapping[str, Any]],
+    response: str, *, problem_id: int | None, candidate_id: int | None,
+    usage: Mapping[str, Any] | None, input_tokens: int | None, output_tokens: int | None,
+    cost_usd: float | None, latency_s: float | None, error: str | None,
+) -> _LLMCall:
+    """The one place an LLM call row is built, so every path stores it scrubbed the same
+    way (:func:`agents.redact.redact_obj` on messages and usage, :func:`redact` on text)."""
+    return _LLMCall(
+        run_id=run_id, provider=provider, model=model,
+        prompt=redact_obj([dict(m) for m in messages]), response=redact(response),
+        problem_id=problem_id, candidate_id=candidate_id,
+        usage=redact_obj(dict(usage)) if usage is not None else None,
+        input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
+        latency_s=latency_s, error=redact(error) if error is not None else None,
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -489,14 +506,10 @@ class Store:
         ``sk-...``/``Bearer ...`` strings are redacted from all stored text.
         """
         def fn(s: Session) -> int:
-            c = _LLMCall(
-                run_id=run_id, provider=provider, model=model,
-                prompt=_scrub([dict(m) for m in messages]), response=_scrub_text(response),
-                problem_id=problem_id, candidate_id=candidate_id,
-                usage=_scrub(dict(usage)) if usage is not None else None,
-                input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
-                latency_s=latency_s, error=_scrub_text(error) if error is not None else None,
-            )
+            c = _llm_call_row(
+                run_id, provider, model, messages, response, problem_id=problem_id,
+                candidate_id=candidate_id, usage=usage, input_tokens=input_tokens,
+                output_tokens=output_tokens, cost_usd=cost_usd, latency_s=latency_s, error=error)
             s.add(c)
             s.flush()
             return c.id
@@ -534,14 +547,10 @@ class Store:
                 s.add(c)
                 s.flush()
                 cand_id = c.id
-            call = _LLMCall(
-                run_id=run_id, provider=provider, model=model,
-                prompt=_scrub([dict(m) for m in messages]), response=_scrub_text(response),
-                problem_id=problem_id, candidate_id=cand_id,
-                usage=_scrub(dict(usage)) if usage is not None else None,
-                input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
-                latency_s=latency_s, error=_scrub_text(error) if error is not None else None,
-            )
+            call = _llm_call_row(
+                run_id, provider, model, messages, response, problem_id=problem_id,
+                candidate_id=cand_id, usage=usage, input_tokens=input_tokens,
+                output_tokens=output_tokens, cost_usd=cost_usd, latency_s=latency_s, error=error)
             s.add(call)
             s.flush()
             return call.id, cand_id

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import enum
 import math
-import os
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -102,34 +100,6 @@ class _JSON(TypeDecorator):
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         return None if value is None else _from_json(value)
-
-
-# -- Secrets never stored --------------------------------------------------------------
-
-_SECRET_KEYS = {
-    "authorization", "proxy-authorization", "headers", "api_key", "api-key", "apikey",
-    "x-api-key", "openai-api-key", "anthropic-api-key", "password", "secret",
-}
-_SECRET_ENV = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
-_SECRET_TEXT = re.compile(r"(sk-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{16,})")
-
-
-def _scrub_text(s: str) -> str:
-    for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_ENV.search(name) and value in s:
-            s = s.replace(value, "[redacted]")
-    return _SECRET_TEXT.sub("[redacted]", s)
-
-
-def _scrub(x: Any) -> Any:
-    """Drops header- and key-like entries and redacts secret values anywhere in ``x``."""
-    if isinstance(x, str):
-        return _scrub_text(x)
-    if isinstance(x, Mapping):
-        return {k: _scrub(v) for k, v in x.items() if str(k).lower() not in _SECRET_KEYS}
-    if isinstance(x, (list, tuple)):
-        return [_scrub(v) for v in x]
-    return x
 
 
 # -- Tables ----------------------------------------------------------------------------
