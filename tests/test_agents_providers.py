@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -290,6 +295,26 @@ def test_registry_reports_availability() -> None:
     assert available_providers() == {
         "openai": True, "compatible": True, "anthropic": True, "replay": True}
     assert isinstance(make_provider("x", base_url="http://127.0.0.1:1/v1"), OpenAIProvider)
+    # With an SDK missing, availability says so (decided at registration) and asking for
+    # that provider is one line naming the package, even with its key set.
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["anthropic"] = None  # importlib.util.find_spec now finds nothing
+        from agents.providers import available_providers, make_provider
+        from sandbox.errors import ConfigError
+        print(sorted(available_providers().items()))
+        try:
+            make_provider("anthropic/claude-sonnet-4-0")
+        except ConfigError as e:
+            print(e)
+        """)
+    env = {**os.environ, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "[('anthropic', False), ('compatible', True), ('openai', True), ('replay', True)]",
+        "the anthropic package is not installed; pip install anthropic"]
 
 
 def test_refused_temperature_is_dropped(openai_env: FakeLLMServer) -> None:
