@@ -389,6 +389,24 @@ class _BoolChain:
         return values[0]
 
 
+def _kbench_range(*args: Any, step: Any = None, **_: Any) -> Any:
+    """A loop over ``range`` / ``tl.range`` in a kernel: on the GPU its induction variable is
+    an int32 tensor (``b.to(tl.int64)`` works), not a Python int. ``tl.static_range`` keeps
+    Python ints, as it unrolls at compile time."""
+    import operator
+
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle
+
+    def plain(v: Any) -> int:
+        return operator.index(v.value if isinstance(v, tl.constexpr) else v)
+
+    bounds = [plain(a) for a in args] + ([plain(step)] if step is not None else [])
+    for v in range(*bounds):
+        yield tl.tensor(TensorHandle(np.array([v], dtype=np.int32), tl.int32), tl.int32)
+
+
 def _kbench_not(value: Any) -> Any:
     if _is_dynamic(value):
         from triton.runtime.interpreter import interpreter_semantic as sem
@@ -413,6 +431,17 @@ class _Rewrites(ast.NodeTransformer):
     """The rewrites kbench adds to the interpreter's own (each is idempotent)."""
 
     count = 0
+
+    def visit_For(self, node: ast.For) -> Any:
+        node = self.generic_visit(node)
+        it = node.iter
+        if isinstance(it, ast.Call) and (
+                (isinstance(it.func, ast.Name) and it.func.id == "range")
+                or (isinstance(it.func, ast.Attribute) and it.func.attr == "range")):
+            node.iter = ast.copy_location(ast.Call(
+                func=ast.Name(id="_kbench_range", ctx=ast.Load()), args=it.args,
+                keywords=it.keywords), it)
+        return node
 
     def visit_BoolOp(self, node: ast.BoolOp) -> Any:
         node = self.generic_visit(node)
@@ -468,6 +497,7 @@ def _ast() -> None:
     # the rewritten kernel's globals receive the interpreter module's names it lacks
     interp._kbench_BoolChain = _BoolChain
     interp._kbench_not = _kbench_not
+    interp._kbench_range = _kbench_range
     interp._kbench_value = _kbench_value
     interp.FunctionRewriter.ast_transformer = _rewriter(interp.ASTTransformer)()
 
