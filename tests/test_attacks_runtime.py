@@ -37,17 +37,22 @@ def _spec(problem: str):
 
 @pytest.mark.parametrize("path", RUNTIME, ids=lambda p: p.stem)
 def test_runtime_attack_is_caught(path):
+    """Exactly the declared outcome: ``incorrect`` is INCORRECT (a crash is not a catch), and
+    ``rejected (the op trace sees aten.x, aten.y in forward)`` names those ops."""
     problem, expected = _meta(path)
     source = path.read_text()
     assert check_source(source).ok, "runtime attacks must get past the policy"
-    v = verify(_spec(problem), source, device="cpu", limits=Limits(trials=2, derived_trials=2))
     if "GPU" in expected and "CPU" in expected or "(GPU only)" in expected:
         pytest.skip(f"caught on a GPU only: {expected}")
-    if expected.startswith("caught at run time: rejected"):
-        assert v.status is Status.REJECTED, (v.status, v.reason)
+    v = verify(_spec(problem), source, device="cpu", limits=Limits(trials=2, derived_trials=2))
+    status = re.match(r"caught at run time: (\w+)", expected).group(1)
+    assert v.status is Status(status), (v.status, v.reason)
+    if v.status is Status.REJECTED:
         assert "PyTorch compute ops" in v.reason, v.reason
-    else:
-        assert v.status in (Status.INCORRECT, Status.RUNTIME_ERROR), (v.status, v.reason)
+        ops = re.findall(r"aten\.\w+", expected)
+        assert ops, f"the docstring names no op: {expected}"
+        for op in ops:
+            assert op in v.reason, (op, v.reason)
     assert v.reason
 
 
