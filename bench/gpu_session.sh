@@ -4,7 +4,8 @@
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
 # Jobs, in order: `kbench doctor`, the gpu-marked tests (tests/test_gpu.py,
 # tests/test_provenance.py), then bench/kernelbench_verdicts.py over KernelBench's adversarial
-# kernels and kbench's KernelBench cheats and honest candidates. Logs in /tmp/kbench_gpu.
+# kernels and kbench's KernelBench cheats and honest candidates, then bench/acceptance.py
+# (the honest-styles corpus and the attack corpus on the GPU). Logs in /tmp/kbench_gpu.
 set -uo pipefail
 cmd=${1:-start}
 LOG=/tmp/kbench_gpu
@@ -27,6 +28,9 @@ if [ "$cmd" = start ]; then
     python3 bench/kernelbench_verdicts.py --kernelbench $kb --device cuda \
       --out $LOG/verdicts.json --markdown $LOG/verdicts.md > $LOG/verdicts.log 2>&1
     echo \$? > $LOG/verdicts.rc
+    python3 bench/acceptance.py --device cuda --json $LOG/acceptance.json \
+      --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1
+    echo \$? > $LOG/acceptance.rc
     touch $LOG/finished
   " > /dev/null 2>&1 < /dev/null &
   echo started
@@ -39,3 +43,4 @@ cp "$LOG"/* "$OUT"/ 2>/dev/null || true
 echo "--- finished: $([ -f "$LOG/finished" ] && echo yes || echo no) after ${t}s"
 tail -5 "$LOG/gpu_tests.log" 2>/dev/null
 tail -30 "$LOG/verdicts.log" 2>/dev/null
+tail -8 "$LOG/acceptance.log" 2>/dev/null
