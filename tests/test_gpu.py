@@ -152,6 +152,8 @@ def test_wrong_output_during_timing_is_caught():
     assert "timed call" in v.reason
 
 
+# Each must be caught by the GPU-only check that names it: timed calls (re-checked outputs or
+# an impossible time), and derived shapes larger than the main one (the main shapes pass).
 GPU_ONLY_ATTACKS = ["rt_phase_kernel_counter", "rt_shape_overfit_hardcoded"]
 
 
@@ -161,8 +163,18 @@ def test_attacks_only_a_gpu_run_can_catch(name, cache):
 
     src = (Path(__file__).parent / "candidates" / "attacks" / f"{name}.py").read_text()
     v = verify(load("level1/relu")[0], src, device="cuda", cache=cache, limits=QUICK)
-    # skipping work while timed can also make the time impossible (faster than the roofline)
-    assert v.status in (Status.INCORRECT, Status.REJECTED), v.reason
+    failed = [s for s in v.shapes if not s.passed]
+    if name == "rt_phase_kernel_counter":
+        # Work skipped once timed: a re-checked timed output is wrong, or (when the timing is
+        # judged first, as seen on an H100, docs/benchmarks.md) the time beats the roofline.
+        caught = {Status.INCORRECT: "the output of a timed call",
+                  Status.REJECTED: "impossible timing"}
+        assert v.status in caught and caught[v.status] in v.reason, (v.status, v.reason)
+        assert not failed or v.status is Status.INCORRECT, "the checked calls were right"
+    else:
+        assert v.status is Status.INCORRECT, (v.status, v.reason)
+        assert failed and all(s.derived for s in failed), [(s.name, s.derived) for s in failed]
+        assert any(not s.derived and s.passed for s in v.shapes), "the main shapes pass"
 
 
 def test_library_calls_only_while_timed_are_caught_by_an_audited_call():
