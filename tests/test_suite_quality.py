@@ -338,21 +338,43 @@ def test_check_accepts_reference(key, shape_name):
     assert reason is None, f"the reference's own output is rejected: {reason}"
 
 
+def _with_output(r: _Run, k: int, t: torch.Tensor) -> Any:
+    """The reference's output with output ``k`` replaced by ``t`` (the others right)."""
+    if not isinstance(r.out, (tuple, list)):
+        return t
+    outs = [o.clone() for o in r.out]
+    outs[k] = t
+    return type(r.out)(outs) if isinstance(r.out, tuple) else outs
+
+
 @by_case
 def test_check_rejects_zeros(key, shape_name):
+    """Zeros in any ONE output, the others right, fail: a check that judges only some of a
+    tuple's outputs is caught (zeros everywhere would fail on the first one alone)."""
     r = _run(key, shape_name)
-    zeros = tuple(torch.zeros_like(t) for t in _tensors(r.out))
-    candidate = zeros if isinstance(r.out, (tuple, list)) else zeros[0]
-    assert _verdict(candidate, r) is not None, "zeros pass the check"
+    for k, o in enumerate(_tensors(r.out)):
+        assert _verdict(_with_output(r, k, torch.zeros_like(o)), r) is not None, \
+            f"zeros in output {k} pass the check"
 
 
 @by_case
 def test_check_rejects_inputs(key, shape_name):
+    """An input handed back as an output fails, also when it has the output's shape and
+    dtype (reshaped and cast where its size allows), so the values are judged, not only the
+    shape."""
     r = _run(key, shape_name)
     tensors = [(i, x) for i, x in enumerate(r.inputs) if isinstance(x, torch.Tensor)]
     assert tensors, "the problem has no tensor inputs"
     for i, x in tensors:
         assert _verdict(x.clone(), r) is not None, f"returning input {i} passes the check"
+        for k, o in enumerate(_tensors(r.out)):
+            if x.numel() != o.numel() or o.numel() == 0:
+                continue
+            fake = x.detach().reshape(o.shape).to(o.dtype).clone()
+            if torch.equal(fake, o):
+                continue  # this output IS the input's values (a copy the op must make)
+            assert _verdict(_with_output(r, k, fake), r) is not None, \
+                f"input {i}, shaped as output {k}, passes the check"
 
 
 @by_case
