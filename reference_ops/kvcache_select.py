@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from reference_ops.checks import tensor_reason
 from reference_ops.kvcache_attention import decode_attention, masked_softmax
 
 __all__ = [
@@ -184,11 +185,9 @@ def outputs_reason(out, ref: tuple[torch.Tensor, ...]) -> str | None:
         return f"expected a tuple of {len(ref)} tensors, got {type(out).__name__}" + (
             f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
     for i, (o, r) in enumerate(zip(out, ref, strict=True)):
-        if type(o) is not torch.Tensor:
-            return f"output[{i}] is {type(o).__name__}, expected a plain torch.Tensor"
-        if o.shape != r.shape or o.dtype != r.dtype or o.device.type != r.device.type:
-            return (f"output[{i}] is {tuple(o.shape)} {o.dtype} on {o.device.type}, expected "
-                    f"{tuple(r.shape)} {r.dtype} on {r.device.type}")
+        bad = tensor_reason(o, r, f"output[{i}]")
+        if bad:
+            return bad
     return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from reference_ops.checks import tensor_reason
 from reference_ops.llama import swiglu
 
 __all__ = ["topk_lowest_index", "softmax_topk", "check_topk_routing", "moe_swiglu"]
@@ -57,13 +58,9 @@ def check_topk_routing(
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         return f"expected a tuple (weights, ids), got {type(out).__name__}"
     w, ids = out
-    for name, o, r in (("weights", w, rw), ("ids", ids, rids)):
-        if type(o) is not torch.Tensor:
-            return f"{name} is {type(o).__name__}, expected a plain torch.Tensor"
-        if o.shape != r.shape or o.dtype != r.dtype:
-            return f"{name}: got {tuple(o.shape)} {o.dtype}, expected {tuple(r.shape)} {r.dtype}"
-        if o.device.type != r.device.type:
-            return f"{name} is on {o.device.type}, expected {r.device.type}"
+    bad = tensor_reason(w, rw, "weights") or tensor_reason(ids, rids, "ids")
+    if bad:
+        return bad
     scores = torch.softmax(inputs[0].float(), dim=-1)  # [T, E]
     n_exp = scores.shape[-1]
     ids64 = ids.long()

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from reference_ops.checks import tensor_reason
+
 __all__ = ["argmax_last", "check_argmax_last", "topk_last", "check_topk_last"]
 
 Tensor = torch.Tensor
@@ -30,18 +32,6 @@ def topk_last(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.topk(x, k, dim=-1, largest=True, sorted=True)
 
 
-def _bad_tensor(out: Any, like: Tensor, what: str) -> str | None:
-    if type(out) is not torch.Tensor:
-        return f"{what} is {type(out).__qualname__}, expected a torch.Tensor"
-    if out.shape != like.shape:
-        return f"{what} shape {tuple(out.shape)} != expected {tuple(like.shape)}"
-    if out.dtype != like.dtype:
-        return f"{what} dtype {out.dtype} != expected {like.dtype}"
-    if out.device.type != like.device.type:
-        return f"{what} is on {out.device.type}, expected {like.device.type}"
-    return None
-
-
 def _bad_indices(idx: Tensor, n: int, what: str) -> str | None:
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         return f"{what} out of range [0, {n}): min {int(idx.min())}, max {int(idx.max())}"
@@ -51,7 +41,7 @@ def _bad_indices(idx: Tensor, n: int, what: str) -> str | None:
 def check_argmax_last(out: Any, ref: Tensor, inputs: list[Any]) -> str | None:
     """Any index whose value equals the row maximum is accepted."""
     x = inputs[0]
-    bad = _bad_tensor(out, ref, "argmax output") or _bad_indices(out, x.shape[-1], "indices")
+    bad = tensor_reason(out, ref, "argmax output") or _bad_indices(out, x.shape[-1], "indices")
     if bad:
         return bad
     xf = x.float()
@@ -73,7 +63,7 @@ def check_topk_last(out: Any, ref: tuple[Tensor, Tensor], inputs: list[Any]) -> 
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         return f"expected a tuple (values, indices), got {type(out).__qualname__}"
     vals, idx = out
-    bad = (_bad_tensor(vals, ref[0], "values") or _bad_tensor(idx, ref[1], "indices")
+    bad = (tensor_reason(vals, ref[0], "values") or tensor_reason(idx, ref[1], "indices")
            or _bad_indices(idx, x.shape[-1], "indices"))
     if bad:
         return bad

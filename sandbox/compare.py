@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from reference_ops.checks import tensor_reason
+
 __all__ = ["Mismatch", "compare", "compare_outputs", "check_output_type"]
 
 
@@ -45,16 +47,9 @@ def _idx(flat_index: int, shape: torch.Size) -> list[int]:
 
 
 def check_output_type(out: Any, ref: torch.Tensor) -> str | None:
-    """Reason if ``out`` is not a plain tensor of ``ref``'s shape, dtype and device type."""
-    if type(out) is not torch.Tensor:
-        return f"output is {type(out).__module__}.{type(out).__qualname__}, expected a plain torch.Tensor"
-    if out.shape != ref.shape:
-        return f"output shape {tuple(out.shape)} != expected {tuple(ref.shape)}"
-    if out.dtype != ref.dtype:
-        return f"output dtype {out.dtype} != expected {ref.dtype}"
-    if out.device.type != ref.device.type:
-        return f"output is on {out.device.type}, expected {ref.device.type}"
-    return None
+    """Reason if ``out`` is not a plain tensor of ``ref``'s shape, dtype and device type
+    (:func:`reference_ops.checks.tensor_reason`, which problems' own checks use too)."""
+    return tensor_reason(out, ref, "output")
 
 
 def compare(

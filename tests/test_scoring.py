@@ -138,3 +138,31 @@ def test_summary() -> None:
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(kbench.scoring)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_one_output_type_check_for_the_verifier_and_the_problem_checks(monkeypatch) -> None:
+    """reference_ops.checks.tensor_reason is the one type/shape/dtype/device check: the
+    verifier's comparison and the selection, top-k routing and KV-selection checks use it."""
+    import torch
+
+    import reference_ops.checks
+    import reference_ops.kvcache_select
+    import reference_ops.moe
+    import reference_ops.selection
+    import sandbox.compare
+
+    for mod in (sandbox.compare, reference_ops.selection, reference_ops.moe,
+                reference_ops.kvcache_select):
+        assert mod.tensor_reason is reference_ops.checks.tensor_reason, mod.__name__
+    ref = torch.zeros(2, 3)
+    half = ref.half()
+    assert sandbox.compare.check_output_type(half, ref) == \
+        "output dtype torch.float16 != expected torch.float32"
+    x = torch.randn(4, 8)
+    vals, idx = torch.topk(x, 2)
+    assert reference_ops.selection.check_topk_last((vals.half(), idx), (vals, idx), [x]) == \
+        "values dtype torch.float16 != expected torch.float32"
+    assert reference_ops.kvcache_select.outputs_reason((idx.int(),), (idx,)) == \
+        "output[0] dtype torch.int32 != expected torch.int64"
+    monkeypatch.setattr(sandbox.compare, "tensor_reason", lambda *a: "one check")
+    assert sandbox.compare.compare_outputs(ref, ref, 1e-3, 1e-3)[0].reason == "one check"
