@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agents.providers import CallContext, Completion, Message
 
 if TYPE_CHECKING:
-    from kbench.problems import ProblemSpec
+    from sandbox.problem import ProblemSpec
     from sandbox.verdict import Verdict
 
 __all__ = ["BACKENDS", "Task", "Request", "Attempt", "History"]

@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from sandbox._inputs import make_init_inputs, make_inputs, set_constants
 from sandbox._provenance import Watch, own_cuda_kernels, own_triton_kernels
 from sandbox.perturb import perturb_inputs
 
@@ -137,46 +138,10 @@ def checksum(xs: list[Any]) -> str:
     return "|".join(parts)
 
 
-def _like(current: Any, v: Any) -> Any:
-    """A tuple constant of the problem comes back from job.json as a list: make it a tuple."""
-    return tuple(v) if isinstance(v, list) and isinstance(current, tuple) else v
-
-
-class _CudaTo:
-    """While the trusted problem file makes inputs, ``.cuda()`` (KernelBench's few-shot
-    style) places on ``device``: as kbench.problems._cuda_to does in the parent."""
-
-    def __init__(self, device: Any) -> None:
-        self.device = device
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.saved = torch.Tensor.cuda, torch.nn.Module.cuda
-        device = self.device
-
-        def place(obj: Any, *args: Any, **kwargs: Any) -> Any:
-            return obj.to(device)
-
-        torch.Tensor.cuda = place  # type: ignore[method-assign]
-        torch.nn.Module.cuda = place  # type: ignore[method-assign]
-
-    def __exit__(self, *exc: Any) -> None:
-        import torch
-
-        torch.Tensor.cuda, torch.nn.Module.cuda = self.saved  # type: ignore[method-assign]
-
-
 def _make_inputs(prob: Any, params: dict[str, Any], seed: int, device: str) -> list[Any]:
-    """Exactly what kbench.problems.ProblemSpec.make_inputs does, in this process."""
-    import torch
-
-    for k, v in params.items():
-        setattr(prob, k, _like(getattr(prob, k, None), v))
-    torch.manual_seed(seed)
-    with torch.device(device), _CudaTo(device):
-        xs = list(prob.get_inputs())
-    return [x.to(device) if isinstance(x, torch.Tensor) else x for x in xs]
+    """Exactly what sandbox.problem.ProblemSpec.make_inputs does (the same functions), here."""
+    set_constants(prob, params)
+    return make_inputs(prob, seed, device)
 
 
 # ATen ops a candidate's forward may dispatch: allocation, views, copies, dtype conversion,
@@ -437,11 +402,8 @@ def main() -> int:
         for shape in job["shapes"]:
             name = shape["name"]
             phase = f"build:{name}"
-            for k, v in shape["params"].items():
-                setattr(prob, k, _like(getattr(prob, k, None), v))
-            torch.manual_seed(shape["init_seed"])
-            with _CudaTo("cpu"):
-                init = list(prob.get_init_inputs())
+            set_constants(prob, shape["params"])
+            init = make_init_inputs(prob, shape["init_seed"])
             torch.manual_seed(shape["init_seed"])
             model = cls(*init)
             model = model.to(device).train(bool(job.get("train", False)))

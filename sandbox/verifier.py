@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from kbench.problems import ProblemSpec, Shape, derive_shapes
 from sandbox._child import checksum
 from sandbox._process import Child, ChildError, job_dir
 from sandbox.compare import compare_outputs
@@ -28,6 +27,7 @@ from sandbox.errors import ProblemError
 from sandbox.fingerprint import DATASHEET, fingerprint, fingerprint_hash, measure_device_facts
 from sandbox.perturb import INPUT_KINDS, describe, perturb_inputs, redraw_constant_tensors
 from sandbox.policy import check_source
+from sandbox.problem import ProblemSpec, Shape, derive_shapes
 from sandbox.timing import RawTimes, TimingConfig, hidden_work, summarize
 from sandbox.verdict import ShapeResult, Status, Timing, Verdict
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kbench.errors import ProblemError
-from kbench.problems import SUITES, _shrink, derive_shapes, load, load_file
+from kbench.problems import SUITES, derive_shapes, load, load_file
+from sandbox._shapes import _shrink
 
 KERNELBENCH_STYLE = '''
 import torch
@@ -294,7 +295,7 @@ def test_declared_cpu_shapes_are_kept_as_they_are():
 
 
 def test_derived_cpu_shapes_are_cached_on_disk(tmp_path, shape_cache, monkeypatch):
-    from kbench import problems as kp
+    from sandbox import _shapes as kp  # the CPU-shape search and its cache
 
     spec = load_file(write(tmp_path, "seq.py", SEQUENCES + "\n# cache test\n"))
     small = spec.cpu_shapes["small"]

@@ -1,0 +1,80 @@
+"""Making a problem's inputs and models from its (trusted) module: one implementation for
+the parent (:class:`sandbox.problem.ProblemSpec`) and the child (``sandbox._child``).
+
+Light on purpose: the child imports it before anything else, so it imports only the standard
+library at import time (torch inside the functions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+__all__ = ["GEN_LOCK", "Shape", "cuda_to", "like", "make_init_inputs", "make_inputs",
+           "set_constants"]
+
+Shape = dict[str, Any]
+
+# Making inputs sets module constants and seeds torch's global generator: one thread at a time,
+# so concurrent verifications (the runner's worker threads) neither race nor lose determinism.
+GEN_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def cuda_to(device: Any) -> Iterator[None]:
+    """While a (trusted) problem file makes its inputs: ``.cuda()`` on a tensor or module, as
+    KernelBench's few-shot files write it, places it on ``device`` instead, so the same file
+    runs on a machine without a GPU. kbench places every input itself."""
+    import torch
+
+    saved = torch.Tensor.cuda, torch.nn.Module.cuda
+
+    def place(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.to(device)
+
+    torch.Tensor.cuda = place  # type: ignore[method-assign]
+    torch.nn.Module.cuda = place  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = saved  # type: ignore[method-assign]
+
+
+def like(current: Any, v: Any) -> Any:
+    """``v`` in the container type of ``current``: shapes travel as JSON, so a tuple
+    constant comes back as a list and is turned back into a tuple here."""
+    if isinstance(v, list) and isinstance(current, tuple):
+        return tuple(v)
+    if isinstance(v, tuple) and isinstance(current, list):
+        return list(v)
+    return v
+
+
+def set_constants(module: ModuleType, values: Shape) -> None:
+    """Set the module's constants to ``values`` (each in the container type it had)."""
+    for k, v in values.items():
+        setattr(module, k, like(getattr(module, k, None), v))
+
+
+def make_init_inputs(module: ModuleType, seed: int | None = None) -> list[Any]:
+    """``get_init_inputs()`` at the module's current constants, on CPU, after ``seed``."""
+    import torch
+
+    with cuda_to("cpu"):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return list(module.get_init_inputs())
+
+
+def make_inputs(module: ModuleType, seed: int, device: str) -> list[Any]:
+    """``get_inputs()`` at the module's current constants after ``seed``, made on ``device``."""
+    import torch
+
+    with cuda_to(device):
+        torch.manual_seed(seed)
+        with torch.device(device):
+            inputs = list(module.get_inputs())
+    return [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
