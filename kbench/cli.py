@@ -262,6 +262,7 @@ def run_cmd(
     config: Annotated[Path | None, typer.Option(help="kbench.toml (default: ./kbench.toml if present).")] = None,
     store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
     timing: Annotated[bool | None, typer.Option(help="Time candidates on a GPU.")] = None,
+    allow_library: Annotated[list[str] | None, typer.Option("--allow-library", help="Let candidates run this library's kernels (module or kernel-name prefix; repeatable; the verdicts say so).")] = None,
 ) -> None:
     """Hand problems to a model; verify, store and score every candidate."""
     from kbench.runflow import execute
@@ -272,7 +273,7 @@ def run_cmd(
                        max_calls=max_calls, max_tokens_total=max_tokens_total,
                        max_cost_usd=max_cost, time_limit_s=time_limit, concurrency=concurrency,
                        max_tokens=max_tokens, temperature=temperature, store=store,
-                       timing=timing),
+                       timing=timing, allow_libraries=allow_library or None),
         config_path=config, name=name, resume=resume, device_of=_device, console=out,
     )
 

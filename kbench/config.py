@@ -56,6 +56,7 @@ class RunConfig(BaseModel):
     max_tokens: int = Field(8192, ge=256)
     temperature: float = Field(0.7, ge=0, le=2)
     store: str | None = None
+    allow_libraries: list[str] = []  # libraries whose kernels candidates may run
     prices: dict[str, Any] = {}
 
     @field_validator("strategy")

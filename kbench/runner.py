@@ -164,7 +164,8 @@ class Runner:
         try:
             return await loop.run_in_executor(
                 self.pool, lambda: verify(spec, code, device=device, cache=self.store,
-                                          timing=self.cfg.timing))
+                                          timing=self.cfg.timing,
+                                          allow_libraries=tuple(self.cfg.allow_libraries)))
         finally:
             self._free.put_nowait(device)
 

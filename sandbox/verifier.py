@@ -28,6 +28,7 @@ from sandbox.fingerprint import DATASHEET, fingerprint, fingerprint_hash, measur
 from sandbox.perturb import INPUT_KINDS, describe, perturb_inputs, redraw_constant_tensors
 from sandbox.policy import check_source
 from sandbox.problem import ProblemSpec, Shape, derive_shapes
+from sandbox.stats import geomean
 from sandbox.timing import RawTimes, TimingConfig, hidden_work, summarize
 from sandbox.verdict import ShapeResult, Status, Timing, Verdict
 
@@ -607,11 +608,6 @@ def _baselines(spec: ProblemSpec, device: str, cases: list[_Case], work: Path, l
     return out
 
 
-def _geomean(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x and x > 0]
-    return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else None
-
-
 # ---------------------------------------------------------------------------------------
 # The entry point
 # ---------------------------------------------------------------------------------------
@@ -806,5 +802,5 @@ def _with_timing(verdict: Verdict, spec: ProblemSpec, device: str, cases: list[_
         if sol is not None:
             sols.append(sol)
     return replace(verdict, shapes=tuple(shapes), timing_available=bool(res.raw),
-                   speedup_eager=_geomean(sp_e), speedup_compile=_geomean(sp_c),
+                   speedup_eager=geomean(sp_e), speedup_compile=geomean(sp_c),
                    sol_pct=statistics.fmean(sols) if sols else None)
