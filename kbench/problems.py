@@ -83,24 +83,13 @@ def _resolve_one(sel: str) -> list[tuple[str | None, Path]]:
 
 
 def load(selector: str) -> list[ProblemSpec]:
-    """Load every problem named by ``selector`` (see the module docstring)."""
-    parts = [s.strip() for s in selector.split(",") if s.strip()]
-    if not parts:
-        raise ProblemError("empty problem selector; try a suite (level1), an id (level1/relu) or a path")
-    seen: dict[Path, ProblemSpec] = {}
-    for part in parts:
-        found = _resolve_one(part)
-        if not found:
-            raise ProblemError(
-                f"no problem matches {part!r}; suites are {', '.join(SUITES)} "
-                "(see `kbench problems list`), or pass a file or directory path"
-            )
-        for key, p in found:
-            rp = p.resolve()
-            if rp not in seen:
-                suite = key.split("/")[0] if key else None
-                seen[rp] = load_file(p, key=key, suite=suite)
-    return list(seen.values())
+    """Load every problem named by ``selector`` (see the module docstring); the first file
+    that fails to load raises :class:`ProblemError` naming it."""
+    specs, failures = load_report(selector)
+    if failures:
+        f = failures[0]
+        raise ProblemError(f"{f.path}: {f.error}")
+    return specs
 
 
 # -- Loading with a report: one bad file does not hide the others ----------------------
