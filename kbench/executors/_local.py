@@ -1,0 +1,192 @@
+"""LocalExecutor: one worker thread per device of this machine."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kbench.executors._base import Executor, ExecutorError
+
+__all__ = ["LocalExecutor", "visible_devices"]
+
+T = TypeVar("T")
+log = logging.getLogger("kbench.executors")
+
+
+def visible_devices(workers: int = 1) -> list[str]:
+    """``cuda:0 .. cuda:N-1`` for the GPUs torch sees (``CUDA_VISIBLE_DEVICES`` decides
+    which, and they are renumbered from 0), else ``workers`` CPU devices (``["cpu"]`` for
+    one, ``cpu:0 ..`` for more). Imports torch, so call it only when devices are needed."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"] if workers == 1 else [f"cpu:{i}" for i in range(workers)]
+
+
+@dataclass
+class _Device:
+    name: str
+    order: int
+    jobs: int = 0
+    busy_s: float = 0.0
+    failures: int = 0  # consecutive jobs that raised
+    retired: str | None = None  # why it left the rotation
+
+
+class LocalExecutor(Executor):
+    """Jobs run in this process, one worker thread per device; each device runs one job at
+    a time. A free device with the least busy time so far takes the next queued job. A
+    device whose jobs raise ``max_failures`` times in a row (harness faults, not verdicts)
+    leaves the rotation with a warning; when none is left, queued and new jobs fail with
+    :class:`ExecutorError`.
+
+    Args:
+        devices: device names to use, opaque to the executor (default: every visible GPU,
+            else CPU, decided at the first job, not at construction).
+        workers: CPU devices when no GPU is visible and ``devices`` is not given.
+        max_failures: consecutive raising jobs that take a device out of rotation.
+
+    Example:
+        >>> with LocalExecutor(devices=["cpu:0", "cpu:1"]) as ex:
+        ...     sorted(set(ex.map([lambda d: d[:3]] * 4)))
+        ['cpu']
+    """
+
+    def __init__(self, devices: Sequence[str] | None = None, *, workers: int = 1,
+                 max_failures: int = 3) -> None:
+        if devices is not None:
+            if not devices:
+                raise ValueError("devices is empty; pass None to use the visible ones")
+            if len(set(devices)) != len(devices):
+                raise ValueError(f"devices repeat a name: {list(devices)}")
+        if workers < 1 or max_failures < 1:
+            raise ValueError("workers and max_failures must be at least 1")
+        self._asked = list(devices) if devices is not None else None
+        self._workers = workers
+        self.max_failures = max_failures
+        self._cond = threading.Condition()
+        self._devs: dict[str, _Device] | None = None
+        self._queue: deque[tuple[Callable[[str], Any], Future[Any]]] = deque()
+        self._held: dict[str, tuple[Callable[[str], Any], Future[Any]]] = {}
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    # -- state ----------------------------------------------------------------------------
+    def _devices(self) -> dict[str, _Device]:
+        if self._devs is None:  # callers hold self._cond
+            names = self._asked or visible_devices(self._workers)
+            self._devs = {n: _Device(n, i) for i, n in enumerate(names)}
+        return self._devs
+
+    @property
+    def devices(self) -> list[str]:
+        with self._cond:
+            return list(self._devices())
+
+    @property
+    def retired(self) -> dict[str, str]:
+        """Devices out of rotation, with the reason."""
+        with self._cond:
+            return {d.name: d.retired for d in self._devices().values() if d.retired}
+
+    def _free(self) -> list[_Device]:
+        return [d for d in self._devices().values() if not d.retired and d.name not in self._held]
+
+    # -- jobs -----------------------------------------------------------------------------
+    def submit(self, fn: Callable[[str], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                raise ExecutorError("the executor is shut down")
+            devs = self._devices()
+            if all(d.retired for d in devs.values()):
+                raise ExecutorError(self._none_left())
+            if not self._threads:
+                self._start(devs)
+            self._queue.append((fn, fut))
+            self._dispatch()
+        return fut
+
+    def _start(self, devs: dict[str, _Device]) -> None:
+        for name in devs:
+            t = threading.Thread(target=self._work, args=(name,), daemon=True,
+                                 name=f"kbench-exec-{name}")
+            t.start()
+            self._threads.append(t)
+
+    def _dispatch(self) -> None:
+        """Hand queued jobs to free devices, least busy first (caller holds the lock)."""
+        free = sorted(self._free(), key=lambda d: (d.busy_s, d.jobs, d.order))
+        while self._queue and free:
+            fn, fut = self._queue.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            self._held[free.pop(0).name] = (fn, fut)
+        self._cond.notify_all()
+
+    def _work(self, name: str) -> None:
+        while True:
+            with self._cond:
+                while name not in self._held and not (self._closed and not self._queue):
+                    self._cond.wait()
+                if name not in self._held:
+                    return
+                fn, fut = self._held[name]
+            t0 = time.monotonic()
+            try:
+                value, error = fn(name), None
+            except BaseException as e:  # noqa: BLE001 - it travels to the caller's future
+                value, error = None, e
+            # settle the future while the device is still held, so that shutdown(wait=True)
+            # returns only after every future it waited for is done
+            if error is None:
+                fut.set_result(value)
+            else:
+                fut.set_exception(error)
+            orphans: list[Future[Any]] = []
+            with self._cond:
+                dev = self._devices()[name]
+                del self._held[name]
+                dev.jobs += 1
+                dev.busy_s += time.monotonic() - t0
+                dev.failures = 0 if error is None else dev.failures + 1
+                if dev.failures >= self.max_failures:
+                    dev.retired = (f"{dev.failures} jobs in a row raised; "
+                                   f"the last: {type(error).__name__}: {error}")
+                    log.warning("device %s taken out of rotation: %s", name, dev.retired)
+                    if all(d.retired for d in self._devices().values()):
+                        orphans = [f for _, f in self._queue]
+                        self._queue.clear()
+                self._dispatch()
+                why = self._none_left() if orphans else ""
+            for f in orphans:
+                if f.set_running_or_notify_cancel():
+                    f.set_exception(ExecutorError(why))
+            if dev.retired:
+                return
+
+    def _none_left(self) -> str:
+        return "no device left in rotation: " + "; ".join(
+            f"{d.name}: {d.retired}" for d in self._devices().values())
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._cond:
+            self._closed = True
+            cancelled = [f for _, f in self._queue] if cancel_futures else []
+            if cancel_futures:
+                self._queue.clear()
+            self._cond.notify_all()
+            threads = list(self._threads)
+        for f in cancelled:
+            f.cancel()
+        if wait:
+            for t in threads:
+                if t is not threading.current_thread():
+                    t.join()
