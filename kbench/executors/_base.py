@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 class ExecutorError(KbenchError):
-    """An executor cannot run a job: it is shut down, or no device is left in rotation."""
+    """An executor cannot take a job (it is shut down, or cannot reach its devices)."""
 
 
 class Executor(abc.ABC):
@@ -44,7 +44,7 @@ class Executor(abc.ABC):
         """Queue ``fn``; it runs once, on one device held by it alone for the call.
 
         Raises:
-            ExecutorError: the executor is shut down or has no device left in rotation.
+            ExecutorError: the executor is shut down.
         """
 
     @abc.abstractmethod

@@ -44,8 +44,7 @@ class LocalExecutor(Executor):
     """Jobs run in this process, one worker thread per device; each device runs one job at
     a time. A free device with the least busy time so far takes the next queued job. A
     device whose jobs raise ``max_failures`` times in a row (harness faults, not verdicts)
-    leaves the rotation with a warning; when none is left, queued and new jobs fail with
-    :class:`ExecutorError`.
+    leaves the rotation with a warning, unless it is the last one in rotation.
 
     Args:
         devices: device names to use, opaque to the executor (default: every visible GPU,
@@ -106,8 +105,6 @@ class LocalExecutor(Executor):
             if self._closed:
                 raise ExecutorError("the executor is shut down")
             devs = self._devices()
-            if all(d.retired for d in devs.values()):
-                raise ExecutorError(self._none_left())
             if not self._threads:
                 self._start(devs)
             self._queue.append((fn, fut))
@@ -150,7 +147,6 @@ class LocalExecutor(Executor):
                 fut.set_result(value)
             else:
                 fut.set_exception(error)
-            orphans: list[Future[Any]] = []
             with self._cond:
                 dev = self._devices()[name]
                 del self._held[name]
@@ -158,23 +154,22 @@ class LocalExecutor(Executor):
                 dev.busy_s += time.monotonic() - t0
                 dev.failures = 0 if error is None else dev.failures + 1
                 if dev.failures >= self.max_failures:
-                    dev.retired = (f"{dev.failures} jobs in a row raised; "
-                                   f"the last: {type(error).__name__}: {error}")
-                    log.warning("device %s taken out of rotation: %s", name, dev.retired)
-                    if all(d.retired for d in self._devices().values()):
-                        orphans = [f for _, f in self._queue]
-                        self._queue.clear()
+                    self._retire(dev, error)
                 self._dispatch()
-                why = self._none_left() if orphans else ""
-            for f in orphans:
-                if f.set_running_or_notify_cancel():
-                    f.set_exception(ExecutorError(why))
             if dev.retired:
                 return
 
-    def _none_left(self) -> str:
-        return "no device left in rotation: " + "; ".join(
-            f"{d.name}: {d.retired}" for d in self._devices().values())
+    def _retire(self, dev: _Device, error: BaseException | None) -> None:
+        """Take ``dev`` out of rotation, unless it is the last one in it: then it keeps
+        taking jobs (each failure still reaches its future) and the warning says so."""
+        why = f"{dev.failures} jobs in a row raised; the last: {type(error).__name__}: {error}"
+        others = [d for d in self._devices().values() if d is not dev and not d.retired]
+        if others:
+            dev.retired = why
+            log.warning("device %s taken out of rotation: %s", dev.name, why)
+        elif dev.failures == self.max_failures:
+            log.warning("device %s keeps failing (%s) but is the last in rotation, so it "
+                        "stays", dev.name, why)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cond:
