@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sandbox._child import checksum
-from sandbox._process import Child, ChildError, job_dir
+from sandbox._process import ChildError
+from sandbox.backends import Backend, RunningChild, default_backend
 from sandbox.compare import compare_outputs
 from sandbox.errors import ProblemError
 from sandbox.fingerprint import DATASHEET, fingerprint, fingerprint_hash, measure_device_facts
@@ -400,7 +401,7 @@ def _error_status(msg: dict[str, Any]) -> tuple[Status, str]:
                                   f"last frames:\n{_trim(text, 12)}")
 
 
-def _fetch(msg: dict[str, Any], work: Path, device: str, child: Child) -> Any | None:
+def _fetch(msg: dict[str, Any], work: Path, device: str, child: RunningChild) -> Any | None:
     """The output a message hands over (by CUDA IPC or file), or None if the child must
     send it again as a file. Always answers the child."""
     if "ipc" in msg:
@@ -419,7 +420,7 @@ def _fetch(msg: dict[str, Any], work: Path, device: str, child: Child) -> Any | 
 
 
 def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
-              spec: ProblemSpec, res: _Outcome, check: bool, child: Child) -> None:
+              spec: ProblemSpec, res: _Outcome, check: bool, child: RunningChild) -> None:
     c = by_name[msg["shape"]]
     i = int(msg["trial"])
     where = c.label(i)
@@ -448,7 +449,7 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
 
 
 def _on_timed_output(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
-                     spec: ProblemSpec, res: _Outcome, child: Child) -> None:
+                     spec: ProblemSpec, res: _Outcome, child: RunningChild) -> None:
     c = by_name[msg["shape"]]
     s = int(msg["set"])
     out = _fetch(msg, work, device, child)
@@ -463,12 +464,12 @@ def _on_timed_output(msg: dict[str, Any], by_name: dict[str, _Case], work: Path,
 
 
 def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec: ProblemSpec,
-               do_time: bool, check: bool) -> _Outcome:
+               do_time: bool, check: bool, isolation: Backend) -> _Outcome:
     """Drive one child through import, trials and (optionally) timing; compare as it goes."""
     res = _Outcome()
     by_name = {c.name: c for c in cases}
     res.marks["start"] = time.monotonic()
-    with Child(work, device) as child:
+    with isolation.start(work, device) as child:
         finished = False
         phase = "import"
         try:
@@ -579,7 +580,8 @@ def roofline_ms(flops: float | None, nbytes: float | None, dtype: str | None,
 
 
 def _baselines(spec: ProblemSpec, device: str, cases: list[_Case], work: Path, limits: Limits,
-               cache: Cache | None, fp: dict[str, Any], fph: str) -> dict[tuple[str, str], Timing | None]:
+               cache: Cache | None, fp: dict[str, Any], fph: str,
+               isolation: Backend) -> dict[tuple[str, str], Timing | None]:
     out: dict[tuple[str, str], Timing | None] = {}
     timed = [c for c in cases if c.timed]
     for mode in ("eager", "compile"):
@@ -595,7 +597,8 @@ def _baselines(spec: ProblemSpec, device: str, cases: list[_Case], work: Path, l
         sub = work / f"baseline_{mode}"
         sub.mkdir()
         _job(sub, mode, device, missing, limits, spec)
-        res = _run_child(sub, device, missing, limits, spec, do_time=True, check=False)
+        res = _run_child(sub, device, missing, limits, spec, do_time=True, check=False,
+                         isolation=isolation)
         for c in missing:
             raw = res.raw.get(c.name)
             t = Timing.from_dict(summarize(raw.event_ms)) if raw else None
@@ -623,15 +626,18 @@ def verify(
     keep_dir: bool = False,
     allow_libraries: tuple[str, ...] = (),
     static_policy: bool = True,
+    isolation: Backend | None = None,
 ) -> Verdict:
     """Verify ``source`` (a candidate file's text) against ``spec``; never raises for faults
     of the candidate — each becomes a :class:`Verdict` status with a reason.
 
     ``allow_libraries`` names libraries whose kernels the candidate may run (added to the
     problem's own list). ``static_policy=False`` skips the static checks so that the run-time
-    defences can be tested on their own; verdicts a user sees always run both."""
+    defences can be tested on their own; verdicts a user sees always run both. ``isolation``
+    is the :class:`~sandbox.backends.Backend` the candidate runs in (default: subprocess)."""
     t0 = time.monotonic()
     limits = limits or Limits()
+    isolation = isolation or default_backend()
     device = device or default_device()
     on_gpu = device.startswith("cuda")
     fp = fingerprint(device)
@@ -657,7 +663,7 @@ def verify(
         if bad:
             return Verdict(status=Status.REJECTED, backend=backend, reason=bad, **base)
 
-    work = job_dir()
+    work = isolation.workdir()
     try:
         (work / "candidate.py").write_text(source)
         do_time = timing and on_gpu
@@ -666,7 +672,8 @@ def verify(
         t_built = time.monotonic()
         _job(work, "candidate", device, cases, limits, spec, knobs=knobs,
              allow_libraries=tuple(allow_libraries))
-        res = _run_child(work, device, cases, limits, spec, do_time=do_time, check=True)
+        res = _run_child(work, device, cases, limits, spec, do_time=do_time, check=True,
+                         isolation=isolation)
         shapes, status, reason = _judge(cases, res)
         for c in cases:  # free the references before the baselines need the device
             c.model = None
@@ -679,7 +686,8 @@ def verify(
                           explain=_explain(spec, policy, static_policy, cases, res), **base)
         t_base = time.monotonic()
         if status is Status.CORRECT and do_time:
-            verdict = _with_timing(verdict, spec, device, cases, res, work, limits, cache, fp)
+            verdict = _with_timing(verdict, spec, device, cases, res, work, limits, cache, fp,
+                                   isolation)
         m = res.marks
         phases = {"inputs_and_references": t_built - t_prep}
         if "imported" in m:
@@ -768,10 +776,10 @@ def _judge(cases: list[_Case], res: _Outcome) -> tuple[list[ShapeResult], Status
 
 def _with_timing(verdict: Verdict, spec: ProblemSpec, device: str, cases: list[_Case],
                  res: _Outcome, work: Path, limits: Limits, cache: Cache | None,
-                 fp: dict[str, Any]) -> Verdict:
+                 fp: dict[str, Any], isolation: Backend) -> Verdict:
     fph = fingerprint_hash(fp)
     facts = _peaks(cache, fp, fph)
-    base = _baselines(spec, device, cases, work, limits, cache, fp, fph)
+    base = _baselines(spec, device, cases, work, limits, cache, fp, fph, isolation)
     shapes = []
     sp_e, sp_c, sols = [], [], []
     for s in verdict.shapes:
