@@ -26,6 +26,7 @@ from sandbox.backends import Backend, RunningChild, default_backend
 from sandbox.compare import compare_outputs
 from sandbox.errors import ProblemError
 from sandbox.fingerprint import DATASHEET, fingerprint, fingerprint_hash, measure_device_facts
+from sandbox.job import Limits
 from sandbox.perturb import INPUT_KINDS, describe, perturb_inputs, redraw_constant_tensors
 from sandbox.policy import check_source
 from sandbox.problem import ProblemSpec, Shape, derive_shapes
@@ -34,20 +35,6 @@ from sandbox.timing import RawTimes, TimingConfig, hidden_work, summarize
 from sandbox.verdict import ShapeResult, Status, Timing, Verdict
 
 __all__ = ["Limits", "Cache", "MemoryCache", "verify", "default_device", "roofline_ms"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Time limits (seconds) for one verification and its trial counts."""
-
-    import_s: float = 300.0  # import + compile (load_inline builds can be slow)
-    check_s: float = 300.0  # all correctness trials after import
-    timing_s: float = 300.0
-    trials: int = 3  # per declared shape (also the number of input sets rotated in timing)
-    derived_trials: int = 2
-    max_derived: int = 3
-    max_sol_pct: float = 125.0  # faster than this share of the roofline time is impossible
-    timing: TimingConfig = field(default_factory=TimingConfig)
 
 
 class Cache(Protocol):
