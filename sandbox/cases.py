@@ -1,0 +1,216 @@
+"""Cases: what the parent checks a candidate on, planned and made here, never in the child.
+
+A :class:`_Case` is one shape (declared, derived, or the smallest one again with the
+reference's constant parameters redrawn) with its planned trials: the problem's own input
+sets first, perturbed ones after. References are computed lazily, when the child asks for a
+trial's inputs, and dropped once compared.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox._child import checksum
+from sandbox.errors import ProblemError
+from sandbox.job import Limits
+from sandbox.perturb import INPUT_KINDS, describe, perturb_inputs, redraw_constant_tensors
+from sandbox.problem import ProblemSpec, Shape, derive_shapes
+
+__all__: list[str] = []  # internal to the verifier; sandbox.verifier re-exports what tests use
+
+
+@dataclass
+class _Case:
+    """One shape (or the redrawn-parameter variant of one) and its planned trials: the
+    problem's own input sets first (timing rotates those), perturbed ones after.
+
+    References are computed when the child asks for a trial's inputs and dropped once its
+    output is compared (kept only for the own trials of a timed shape, which timed outputs
+    are checked against again), so the parent holds a bounded number of outputs however
+    large the problem."""
+
+    name: str
+    params: Shape
+    derived: bool
+    timed: bool
+    init_seed: int
+    model: Any = field(default=None, repr=False)
+    kinds: list[str] = field(default_factory=list)  # "own" | "signed" | "scaled", per trial
+    seeds: list[int] = field(default_factory=list)
+    refs: dict[int, Any] = field(default_factory=dict, repr=False)
+    inputs: dict[int, list[Any]] = field(default_factory=dict, repr=False)  # for `check`
+    positive: dict[int, bool] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)
+    param_seed: int | None = None  # set for the case whose constant parameters are redrawn
+    redrawn: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # redrawn names ModelNew holds no match for
+    notes: list[str] = field(default_factory=list)
+    profile_trial: int = 0  # the checked call whose device kernels are listed (GPU)
+
+    @property
+    def n_run(self) -> int:
+        return len(self.kinds) - len(self.skipped)
+
+    def label(self, i: int) -> str:
+        what = []
+        if self.param_seed is not None:
+            what.append(describe("params"))
+        if self.kinds[i] != "own":
+            what.append(describe(self.kinds[i], self.positive.get(i, False)))
+        if self.missing:
+            what.append("ModelNew holds no tensor matching the reference's "
+                        + ", ".join(self.missing[:6]))
+        tag = f" ({'; '.join(what)})" if what else ""
+        return f"shape {self.name!r}{' (derived)' if self.derived else ''} trial {i}{tag}"
+
+
+def _input_elems(spec: ProblemSpec, shape: Shape) -> float:
+    try:
+        xs = spec.make_inputs(shape, 0, "meta")
+        return float(sum(x.numel() for x in xs if hasattr(x, "numel")))
+    except Exception:  # noqa: BLE001 - meta unsupported: fall back to the product of sizes
+        return float(math.prod(v for v in shape.values() if isinstance(v, int) and v > 0))
+
+
+def _finite(x: Any) -> bool:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return not x.is_floating_point() or bool(torch.isfinite(x).all())
+    if isinstance(x, (list, tuple)):
+        return all(_finite(y) for y in x)
+    return True
+
+
+def _reference(spec: ProblemSpec, case: _Case, xs: list[Any]) -> Any:
+    import torch
+
+    keep = spec.meta.check is not None  # a custom check reads the inputs afterwards
+    args = [x.clone() if keep and isinstance(x, torch.Tensor) else x for x in xs]
+    with torch.no_grad():
+        return case.model(*args)
+
+
+def _prepare_trial(spec: ProblemSpec, case: _Case, i: int, device: str) -> dict[str, Any]:
+    """Make trial ``i``'s inputs and reference here, and the reply that lets the child make
+    the same inputs: the seed, the checksum, and for a perturbed trial how to perturb. A
+    perturbed trial on which the reference has no finite output is skipped."""
+    kind, seed = case.kinds[i], case.seeds[i]
+    xs: list[Any] | None = spec.make_inputs(case.params, seed, device)
+    assert xs is not None
+    reply: dict[str, Any] = {"seed": seed, "checksum": checksum(xs), "kind": kind,
+                             "profile": i == case.profile_trial}
+    if kind == "own":
+        if i not in case.refs:
+            case.refs[i] = _reference(spec, case, xs)
+        if spec.meta.check is not None:
+            case.inputs[i] = xs
+        return reply
+    domain = spec.meta.perturb.inputs
+    pseed = secrets.randbits(62)
+    for positive in {"auto": (False, True), "signed": (False,), "positive": (True,)}[domain]:
+        xs = xs if xs is not None else spec.make_inputs(case.params, seed, device)
+        px = perturb_inputs(xs, kind, pseed, positive)
+        xs = None  # remade if needed: at most one input set and one output alive at a time
+        ref = _reference(spec, case, px)
+        if _finite(ref):
+            case.refs[i], case.positive[i] = ref, positive
+            if spec.meta.check is not None:
+                case.inputs[i] = px
+            return {**reply, "pseed": pseed, "positive": positive, "pchecksum": checksum(px)}
+        del ref
+    case.skipped.add(i)
+    case.notes.append(f"{kind} inputs skipped on shape {case.name!r}: the reference's output "
+                      "is not finite there (outside the op's domain)")
+    return {"skip": True}
+
+
+# References larger than this are not kept on the device between uses: made again when
+# needed (plan time) or parked in host memory (the own trials of a timed shape).
+_KEEP_BYTES = 256 << 20
+
+
+def _nbytes(x: Any) -> int:
+    if isinstance(x, (list, tuple)):
+        return sum(_nbytes(y) for y in x)
+    return x.numel() * x.element_size() if hasattr(x, "element_size") else 0
+
+
+def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
+          device: str) -> bool:
+    """Seeds for ``n_own`` own trials and one per perturbation kind; trial 0's reference is
+    computed now, which also tells whether the reference runs on this shape at all."""
+    case.kinds = ["own"] * n_own
+    case.seeds = [secrets.randbits(62) for _ in range(n_own)]
+    case.profile_trial = secrets.randbelow(n_own)  # the candidate cannot tell which
+    import torch
+
+    xs = spec.make_inputs(case.params, case.seeds[0], device)
+    ref = _reference(spec, case, xs)
+    finite = _finite(ref)
+    if _nbytes(ref) <= _KEEP_BYTES:  # else made again when the child asks for it
+        case.refs[0] = ref
+        if spec.meta.check is not None:
+            case.inputs[0] = xs
+    del ref
+    floats = any(isinstance(x, torch.Tensor) and x.is_floating_point() for x in xs)
+    if floats and spec.meta.perturb.inputs != "none":
+        case.kinds += list(perturb)
+        case.seeds += [secrets.randbits(62) for _ in perturb]
+    return finite
+
+
+def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
+                 timed: bool) -> tuple[list[_Case], list[str]]:
+    declared = spec.shapes_for(device)
+    by_size = sorted(declared, key=lambda n: _input_elems(spec, declared[n]))
+    derived = {
+        n: s for n, s in derive_shapes(spec, declared[by_size[0]], limits.max_derived).items()
+        if s not in declared.values()
+    }
+    # One unseen shape just above the largest declared one: catches kernels whose grid or
+    # constants were fitted to the main shape and still pass every smaller size.
+    above = [s for n, s in derive_shapes(spec, declared[by_size[-1]], 8).items()
+             if n != "derived_batch1" and s not in declared.values() and s not in derived.values()]
+    if above:
+        derived["derived_large_odd"] = above[-1]
+    plan = [(n, s, False) for n, s in declared.items()] + [(n, s, True) for n, s in derived.items()]
+    cases: list[_Case] = []
+    dropped: list[str] = []
+    for name, shape, is_derived in plan:
+        case = _Case(name, shape, is_derived, timed and not is_derived, secrets.randbits(31))
+        try:
+            init = spec.make_init_inputs(shape, seed=case.init_seed)
+            case.model = spec.make_model(init, case.init_seed, device, shape=shape)
+            _plan(spec, case, limits.derived_trials if is_derived else limits.trials,
+                  () if is_derived else INPUT_KINDS, device)
+        except Exception as e:  # noqa: BLE001 - a derived shape the reference rejects is dropped
+            if is_derived:
+                dropped.append(f"derived shape {name!r} skipped: the reference fails on it "
+                               f"({type(e).__name__})")
+                continue
+            raise ProblemError(f"{spec.key}: the reference fails on its own shape {name!r}: "
+                               f"{type(e).__name__}: {e}") from e
+        cases.append(case)
+    if spec.meta.perturb.params:
+        pc = _params_case(spec, device, by_size[0], declared[by_size[0]])
+        if pc is not None:
+            cases.append(pc)
+    return cases, dropped
+
+
+def _params_case(spec: ProblemSpec, device: str, base: str, shape: Shape) -> _Case | None:
+    """The smallest declared shape again, with the reference's constant parameters and
+    buffers redrawn (handed to ModelNew in the child): None if the model has none."""
+    case = _Case(f"{base}+params", shape, False, False, secrets.randbits(31),
+                 param_seed=secrets.randbits(62))
+    init = spec.make_init_inputs(shape, seed=case.init_seed)
+    case.model = spec.make_model(init, case.init_seed, device, shape=shape)
+    case.redrawn = redraw_constant_tensors(case.model, case.param_seed)
+    if not case.redrawn:
+        return None
+    return case if _plan(spec, case, 1, INPUT_KINDS[:1], device) else None
+
