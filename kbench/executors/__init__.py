@@ -24,7 +24,8 @@ from kbench.executors._base import Executor, ExecutorError
 from kbench.executors._local import LocalExecutor, visible_devices
 
 __all__ = ["Executor", "ExecutorError", "LocalExecutor", "available_executors",
-           "check_executor", "executor_names", "make_executor", "register_executor", "visible_devices"]
+           "check_executor", "executor_names", "make_executor", "register_executor",
+           "visible_devices", "why_unavailable"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ def executor_names() -> list[str]:
 def available_executors() -> list[str]:
     """The names :func:`make_executor` can build here."""
     return sorted(n for n, e in _REGISTRY.items() if e.why_not is None)
+
+
+def why_unavailable(name: str) -> str | None:
+    """Why the registered ``name`` cannot be built here; None if it can."""
+    return _REGISTRY[name].why_not
 
 
 def check_executor(name: str) -> None:

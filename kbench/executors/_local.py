@@ -41,14 +41,14 @@ class _Device:
 
 
 class LocalExecutor(Executor):
-    """Jobs run in this process, one worker thread per device; each device runs one job at
-    a time. A free device with the least busy time so far takes the next queued job. A
-    device whose jobs raise ``max_failures`` times in a row (harness faults, not verdicts)
-    leaves the rotation with a warning, unless it is the last one in rotation.
+    """Jobs run in this process, in threads; each device runs one job at a time. A free
+    device with the least busy time so far takes the next queued job. A device whose jobs
+    raise ``max_failures`` times in a row (harness faults, not verdicts) leaves the rotation
+    with a warning, unless it is the last one in rotation.
 
     Args:
         devices: device names to use, opaque to the executor (default: every visible GPU,
-            else CPU, decided at the first job, not at construction).
+            else CPU; found when first needed, not at construction).
         workers: CPU devices when no GPU is visible and ``devices`` is not given.
         max_failures: consecutive raising jobs that take a device out of rotation.
 
@@ -74,7 +74,7 @@ class LocalExecutor(Executor):
         self._devs: dict[str, _Device] | None = None
         self._queue: deque[tuple[Callable[[str], Any], Future[Any]]] = deque()
         self._held: dict[str, tuple[Callable[[str], Any], Future[Any]]] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: set[threading.Thread] = set()  # one per running job
         self._closed = False
 
     # -- state ----------------------------------------------------------------------------
@@ -104,60 +104,50 @@ class LocalExecutor(Executor):
         with self._cond:
             if self._closed:
                 raise ExecutorError("the executor is shut down")
-            devs = self._devices()
-            if not self._threads:
-                self._start(devs)
             self._queue.append((fn, fut))
             self._dispatch()
         return fut
 
-    def _start(self, devs: dict[str, _Device]) -> None:
-        for name in devs:
-            t = threading.Thread(target=self._work, args=(name,), daemon=True,
-                                 name=f"kbench-exec-{name}")
-            t.start()
-            self._threads.append(t)
-
     def _dispatch(self) -> None:
-        """Hand queued jobs to free devices, least busy first (caller holds the lock)."""
+        """Hand queued jobs to free devices, least busy first (caller holds the lock). Each
+        job gets its own thread, which ends with the job: no idle thread outlives the work,
+        and a job still running at interpreter exit is waited for (as ThreadPoolExecutor
+        does), not killed inside torch."""
         free = sorted(self._free(), key=lambda d: (d.busy_s, d.jobs, d.order))
         while self._queue and free:
             fn, fut = self._queue.popleft()
             if not fut.set_running_or_notify_cancel():
                 continue  # cancelled while queued
-            self._held[free.pop(0).name] = (fn, fut)
-        self._cond.notify_all()
+            name = free.pop(0).name
+            self._held[name] = (fn, fut)
+            t = threading.Thread(target=self._run, args=(name, fn, fut),
+                                 name=f"kbench-exec-{name}")
+            self._threads.add(t)
+            t.start()
 
-    def _work(self, name: str) -> None:
-        while True:
-            with self._cond:
-                while name not in self._held and not (self._closed and not self._queue):
-                    self._cond.wait()
-                if name not in self._held:
-                    return
-                fn, fut = self._held[name]
-            t0 = time.monotonic()
-            try:
-                value, error = fn(name), None
-            except BaseException as e:  # noqa: BLE001 - it travels to the caller's future
-                value, error = None, e
-            # settle the future while the device is still held, so that shutdown(wait=True)
-            # returns only after every future it waited for is done
-            if error is None:
-                fut.set_result(value)
-            else:
-                fut.set_exception(error)
-            with self._cond:
-                dev = self._devices()[name]
-                del self._held[name]
-                dev.jobs += 1
-                dev.busy_s += time.monotonic() - t0
-                dev.failures = 0 if error is None else dev.failures + 1
-                if dev.failures >= self.max_failures:
-                    self._retire(dev, error)
-                self._dispatch()
-            if dev.retired:
-                return
+    def _run(self, name: str, fn: Callable[[str], Any], fut: Future[Any]) -> None:
+        t0 = time.monotonic()
+        try:
+            value, error = fn(name), None
+        except BaseException as e:  # noqa: BLE001 - it travels to the caller's future
+            value, error = None, e
+        # settle the future while the device is still held, so that shutdown(wait=True)
+        # returns only after every future it waited for is done
+        if error is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(error)
+        with self._cond:
+            dev = self._devices()[name]
+            del self._held[name]
+            dev.jobs += 1
+            dev.busy_s += time.monotonic() - t0
+            dev.failures = 0 if error is None else dev.failures + 1
+            if dev.failures >= self.max_failures:
+                self._retire(dev, error)
+            self._dispatch()
+            self._threads.discard(threading.current_thread())
+            self._cond.notify_all()
 
     def _retire(self, dev: _Device, error: BaseException | None) -> None:
         """Take ``dev`` out of rotation, unless it is the last one in it: then it keeps
@@ -177,11 +167,11 @@ class LocalExecutor(Executor):
             cancelled = [f for _, f in self._queue] if cancel_futures else []
             if cancel_futures:
                 self._queue.clear()
-            self._cond.notify_all()
-            threads = list(self._threads)
         for f in cancelled:
             f.cancel()
-        if wait:
-            for t in threads:
-                if t is not threading.current_thread():
-                    t.join()
+        if not wait:
+            return
+        me = threading.current_thread()
+        with self._cond:  # queued jobs (not cancelled) still run; a job may shut it down
+            self._cond.wait_for(lambda: not (self._threads - {me})
+                                and not (self._queue and me not in self._threads))

@@ -242,3 +242,14 @@ def test_importing_executors_does_not_import_torch() -> None:
     code = "import sys, kbench.executors; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_local_leaves_no_idle_thread_behind() -> None:
+    """A LocalExecutor's threads end with their jobs, so one never shut down cannot hold up
+    interpreter exit, and a job running at exit is waited for, not killed."""
+    ex = LocalExecutor(devices=["cpu", "cpu:1"])
+    assert list(ex.map([lambda d: d] * 6)) and ex.submit(lambda d: 1).result(timeout=10) == 1
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("kbench-exec-") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, threading.enumerate()
+        time.sleep(0.01)
