@@ -47,6 +47,7 @@ class RunConfig(BaseModel):
     turns: int = Field(3, ge=1)
     backend: Literal["triton", "cuda"] = "triton"
     device: str | None = None
+    executor: str = "local"  # any available name in kbench.executors' registry
     timing: bool = True
     max_calls: int | None = Field(None, ge=0)
     max_tokens_total: int | None = Field(None, ge=0)
@@ -67,6 +68,21 @@ class RunConfig(BaseModel):
             raise PydanticCustomError(
                 "unknown_strategy", "unknown strategy {name}; choose one of {known}",
                 {"name": repr(name), "known": ", ".join(known)})
+        return name
+
+    @field_validator("executor")
+    @classmethod
+    def _executor_available(cls, name: str) -> str:
+        from kbench.executors import available_executors, executor_names, why_unavailable
+
+        if name not in executor_names():
+            raise PydanticCustomError(
+                "unknown_executor", "unknown executor {name}; choose one of {known}",
+                {"name": repr(name), "known": ", ".join(available_executors())})
+        why = why_unavailable(name)
+        if why:
+            raise PydanticCustomError("unavailable_executor", "executor {name} is not "
+                                      "available: {why}", {"name": repr(name), "why": why})
         return name
 
     def strategy_options(self) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 One coroutine per problem asks the agent for the strategy's next requests; each reply is
 stored (reply and extracted candidate in one transaction) before it is verified, and each
-verdict is committed as soon as it exists. Verification runs in worker threads (one per GPU,
-or one on a CPU-only machine), so it overlaps with the LLM calls of other problems. A run
-killed at any point resumes with ``--resume NAME``: stored replies are never asked for again
-and stored candidates without a verdict are verified.
+verdict is committed as soon as it exists. Verification runs on the configured executor
+(:mod:`kbench.executors`; ``local``: one worker per GPU, or one on a CPU-only machine), so it
+overlaps with the LLM calls of other problems. A run killed at any point resumes with
+``--resume NAME``: stored replies are never asked for again and stored candidates without a
+verdict are verified.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import asyncio
 import importlib.resources
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents import Agent, Attempt, Budget, Completion, Task, make_strategy
 from agents.providers import Provider
 from kbench.config import RunConfig
-from kbench.errors import ConfigError
+from kbench.errors import ConfigError, ProblemError
+from kbench.executors import make_executor
 from kbench.problems import ProblemSpec
 from kbench.scoring import best_verdict
 from kbench.store import LLMCallRecord, Store
@@ -118,20 +119,15 @@ class Runner:
                            temperature=self.cfg.temperature, budget=self.budget)
         self.states = {p.key: ProblemState(p.key) for p in self.problems}
         self.t0 = time.monotonic()
-        self._devices = self._gpu_devices()
-        self.pool = ThreadPoolExecutor(max_workers=len(self._devices),
-                                       thread_name_prefix="kbench-verify")
-        self.facts = device_facts(self.store, self._devices[0])
+        self.executor = make_executor(self.cfg.executor, devices=self._devices())
+        self.facts = device_facts(self.store, self.executor.devices[0])
         self.example = example_candidate(self.cfg.backend)
 
-    def _gpu_devices(self) -> list[str]:
+    def _devices(self) -> list[str] | None:
+        """``cpu``, one named GPU, or None: every visible GPU (the executor finds them)."""
         if not self.device.startswith("cuda"):
             return ["cpu"]
-        if ":" in self.device:
-            return [self.device]
-        import torch
-
-        return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
+        return [self.device] if ":" in self.device else None
 
     # -- resuming -----------------------------------------------------------------------
     def _restore(self, spec: ProblemSpec) -> list[_Pending]:
@@ -159,15 +155,19 @@ class Runner:
     async def _verify(self, spec: ProblemSpec, code: str) -> Verdict:
         from sandbox import verify
 
-        loop = asyncio.get_running_loop()
-        device = await self._free.get()
-        try:
-            return await loop.run_in_executor(
-                self.pool, lambda: verify(spec, code, device=device, cache=self.store,
-                                          timing=self.cfg.timing,
-                                          allow_libraries=tuple(self.cfg.allow_libraries)))
-        finally:
-            self._free.put_nowait(device)
+        def job(device: str) -> Verdict:
+            try:
+                return verify(spec, code, device=device, cache=self.store,
+                              timing=self.cfg.timing,
+                              allow_libraries=tuple(self.cfg.allow_libraries))
+            except ProblemError as e:  # the problem's fault, not the device's: a verdict
+                return self._failed(spec, e)
+
+        return await asyncio.wrap_future(self.executor.submit(job))
+
+    def _failed(self, spec: ProblemSpec, e: Exception) -> Verdict:
+        return Verdict(problem=spec.key, status=Status.RUNTIME_ERROR, device=self.device,
+                       backend=self.cfg.backend, reason=f"verifier failed: {e}")
 
     async def _settle(self, spec: ProblemSpec, pending: _Pending, st: ProblemState) -> Attempt:
         """Verify a stored candidate that has no verdict yet, and store the verdict."""
@@ -178,9 +178,8 @@ class Runner:
         self.on_change()
         try:
             verdict = await self._verify(spec, att.code)
-        except Exception as e:  # noqa: BLE001 - a problem-side fault must not end the run
-            verdict = Verdict(problem=spec.key, status=Status.RUNTIME_ERROR, device=self.device,
-                              backend=self.cfg.backend, reason=f"verifier failed: {e}")
+        except Exception as e:  # noqa: BLE001 - a harness fault must not end the run
+            verdict = self._failed(spec, e)
         finally:
             st.verifying -= 1
         from sandbox.fingerprint import fingerprint_hash
@@ -266,16 +265,13 @@ class Runner:
         return out
 
     async def run(self) -> None:
-        self._free: asyncio.Queue[str] = asyncio.Queue()
-        for d in self._devices:
-            self._free.put_nowait(d)
         self._calls = [_with_key(c, self._problem_keys()) for c in self.store.llm_calls_for(self.run_id)]
         self.provider.set_concurrency(self.cfg.concurrency)
         try:
             await asyncio.gather(*[self._problem(p) for p in self.problems])
         finally:
             await self.provider.aclose()
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.executor.shutdown(wait=False, cancel_futures=True)
         self.stop_reason = self.stop_reason or self.agent.stop_reason
 
     def _problem_keys(self) -> dict[int, str]:

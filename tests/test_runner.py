@@ -86,6 +86,25 @@ def test_config_takes_any_registered_strategy_and_the_runner_builds_it(tmp_path,
     assert (refine.strategy.turns, refine.strategy.samples) == (4, 3)
 
 
+def test_config_takes_an_available_executor_and_the_runner_verifies_on_it(tmp_path):
+    """``executor`` is validated against kbench.executors' registry (an unavailable one says
+    why); the runner builds it with the devices ``--device`` names."""
+    from agents import make_provider
+    from kbench.config import RunConfig, load_config
+    from kbench.errors import ConfigError
+    from kbench.executors import LocalExecutor
+    from kbench.runner import Runner
+
+    with pytest.raises(ConfigError, match=r"executor: unknown executor 'slurm'; choose one of "):
+        load_config(None, {"executor": "slurm"})
+    with pytest.raises(ConfigError, match=r"executor: executor 'ray' is not available: "):
+        load_config(None, {"executor": "ray"})
+    store = Store(str(tmp_path / "kbench.db"))
+    runner = Runner(store, make_provider(f"replay:{EXAMPLES}"), [], RunConfig(), "cpu",
+                    store.create_run("r"))
+    assert isinstance(runner.executor, LocalExecutor) and runner.executor.devices == ["cpu"]
+
+
 @pytest.mark.slow
 def test_replay_run_over_the_starter_problems(tmp_path):
     r = kbench("run", "--model", f"replay:{EXAMPLES}", "--problems", ",".join(STARTERS),
