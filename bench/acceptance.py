@@ -16,6 +16,7 @@ import ast
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kbench.problems import load, load_file
@@ -39,26 +40,35 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--markdown", type=Path)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--jobs", type=int, default=1, help="verdicts run at once")
     args = ap.parse_args()
-    rows = []
-    for group, want_correct in (("honest_styles", True), ("attacks", False)):
-        for path in sorted((CANDS / group).glob("*.py")):
-            t0 = time.monotonic()
-            try:
-                v = verify(_problem(path), path.read_text(), device=args.device, timing=False)
-                status, reason = v.status.value, v.reason
-                caught = ("policy" if v.status is Status.REJECTED and reason.startswith("[")
-                          else "run time")
-            except Exception as e:  # noqa: BLE001 - a harness fault is a row, not a crash
-                status, reason, caught = "error", f"{type(e).__name__}: {e}", "-"
-            ok = (status == "correct") if want_correct else status not in ("correct", "error")
-            rows.append({"group": group, "file": path.stem, "status": status, "ok": ok,
-                         "caught": caught if not want_correct else "",
-                         "reason": reason.splitlines()[0][:160] if reason else "",
-                         "wall_s": round(time.monotonic() - t0, 1)})
-            r = rows[-1]
-            print(f"{'ok ' if ok else 'BAD'} {group:13s} {path.stem:34s} {status:13s} "
-                  f"{r['caught']:8s} {r['wall_s']:6.1f}s {r['reason'][:90]!r}", flush=True)
+    jobs = [(group, want, path)
+            for group, want in (("honest_styles", True), ("attacks", False))
+            for path in sorted((CANDS / group).glob("*.py"))]
+
+    def one(job):  # type: ignore[no-untyped-def]
+        group, want_correct, path = job
+        t0 = time.monotonic()
+        try:
+            v = verify(_problem(path), path.read_text(), device=args.device, timing=False)
+            status, reason = v.status.value, v.reason
+            caught = ("policy" if v.status is Status.REJECTED and reason.startswith("[")
+                      else "run time")
+        except Exception as e:  # noqa: BLE001 - a harness fault is a row, not a crash
+            status, reason, caught = "error", f"{type(e).__name__}: {e}", "-"
+        ok = (status == "correct") if want_correct else status not in ("correct", "error")
+        r = {"group": group, "file": path.stem, "status": status, "ok": ok,
+             "caught": caught if not want_correct else "",
+             "reason": reason.splitlines()[0][:160] if reason else "",
+             "wall_s": round(time.monotonic() - t0, 1)}
+        print(f"{'ok ' if ok else 'BAD'} {group:13s} {path.stem:34s} {status:13s} "
+              f"{r['caught']:8s} {r['wall_s']:6.1f}s {r['reason'][:90]!r}", flush=True)
+        return r
+
+    # Each verdict runs in its own child process; --jobs N runs N of them at once (correctness
+    # only, so sharing the device changes no verdict).
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = list(pool.map(one, jobs))
     honest = [r for r in rows if r["group"] == "honest_styles"]
     attacks = [r for r in rows if r["group"] == "attacks"]
     table = "\n".join([

@@ -2,10 +2,10 @@
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR]   # install wheels, start the jobs (setsid)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
-# Jobs, in order: `kbench doctor`, the gpu-marked tests (tests/test_gpu.py,
-# tests/test_provenance.py), then bench/kernelbench_verdicts.py over KernelBench's adversarial
-# kernels and kbench's KernelBench cheats and honest candidates, then bench/acceptance.py
-# (the honest-styles corpus and the attack corpus on the GPU). Logs in /tmp/kbench_gpu.
+# Jobs, in order: `kbench doctor`, bench/kernelbench_verdicts.py (correctness only) over
+# KernelBench's adversarial kernels and kbench's KernelBench cheats and honest candidates,
+# bench/acceptance.py (the honest-styles corpus and the attack corpus on the GPU), then the
+# gpu-marked tests (tests/test_gpu.py, tests/test_provenance.py). Logs in /tmp/kbench_gpu.
 set -uo pipefail
 cmd=${1:-start}
 LOG=/tmp/kbench_gpu
@@ -23,14 +23,14 @@ if [ "$cmd" = start ]; then
   git rev-parse --short HEAD 2>/dev/null | tee -a "$LOG/device.txt"
   setsid bash -c "
     python3 -m kbench.cli doctor > $LOG/doctor.log 2>&1
-    python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_provenance.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1
-    echo \$? > $LOG/gpu_tests.rc
-    python3 bench/kernelbench_verdicts.py --kernelbench $kb --device cuda \
+    python3 bench/kernelbench_verdicts.py --kernelbench $kb --device cuda --no-timing \
       --out $LOG/verdicts.json --markdown $LOG/verdicts.md > $LOG/verdicts.log 2>&1
     echo \$? > $LOG/verdicts.rc
-    python3 bench/acceptance.py --device cuda --json $LOG/acceptance.json \
+    python3 bench/acceptance.py --device cuda --jobs 6 --json $LOG/acceptance.json \
       --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1
     echo \$? > $LOG/acceptance.rc
+    python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_provenance.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1
+    echo \$? > $LOG/gpu_tests.rc
     touch $LOG/finished
   " > /dev/null 2>&1 < /dev/null &
   echo started
