@@ -20,9 +20,10 @@ class ExecutorError(KbenchError):
 
 
 class Executor(abc.ABC):
-    """Runs jobs on devices. ``submit(fn)`` picks a free device and calls ``fn(device)``
-    while holding that device exclusively; the returned future carries ``fn``'s value (a
-    :class:`~sandbox.verdict.Verdict` in the runner) or its exception.
+    """Runs jobs on devices. ``submit(fn)`` picks a device with a free slot and calls
+    ``fn(device)`` there; at most :attr:`jobs_per_device` jobs share a device at once (the
+    verifier's device lock keeps their timed phases apart). The returned future carries
+    ``fn``'s value (a :class:`~sandbox.verdict.Verdict` in the runner) or its exception.
 
     Implementations are registered by name in :mod:`kbench.executors` and pass the contract
     suite in ``tests/contracts/test_executor_contract.py``.
@@ -39,9 +40,15 @@ class Executor(abc.ABC):
     def devices(self) -> list[str]:
         """The devices jobs may be placed on, in rotation or not (e.g. ``["cuda:0"]``)."""
 
+    @property
+    def jobs_per_device(self) -> int:
+        """How many jobs may run on one device at once."""
+        return 1
+
     @abc.abstractmethod
     def submit(self, fn: Callable[[str], T]) -> Future[T]:
-        """Queue ``fn``; it runs once, on one device held by it alone for the call.
+        """Queue ``fn``; it runs once, on one device, sharing it with at most
+        ``jobs_per_device - 1`` other jobs.
 
         Raises:
             ExecutorError: the executor is shut down.

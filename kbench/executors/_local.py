@@ -41,8 +41,10 @@ class _Device:
 
 
 class LocalExecutor(Executor):
-    """Jobs run in this process, in threads; each device runs one job at a time. A free
-    device with the least busy time so far takes the next queued job. A device whose jobs
+    """Jobs run in this process, in threads; each device runs up to ``jobs_per_device``
+    jobs at a time (the verifier's :class:`~sandbox.devicelock.DeviceLock` lets their
+    correctness checks overlap and times one alone). A device with a free slot and the least
+    busy time so far takes the next queued job. A device whose jobs
     raise ``max_failures`` times in a row (harness faults, not verdicts) leaves the rotation
     with a warning, unless it is the last one in rotation.
 
@@ -50,6 +52,7 @@ class LocalExecutor(Executor):
         devices: device names to use, opaque to the executor (default: every visible GPU,
             else CPU; found when first needed, not at construction).
         workers: CPU devices when no GPU is visible and ``devices`` is not given.
+        jobs_per_device: jobs that may run on one device at once.
         max_failures: consecutive raising jobs that take a device out of rotation.
 
     Example:
@@ -59,21 +62,22 @@ class LocalExecutor(Executor):
     """
 
     def __init__(self, devices: Sequence[str] | None = None, *, workers: int = 1,
-                 max_failures: int = 3) -> None:
+                 max_failures: int = 3, jobs_per_device: int = 1) -> None:
         if devices is not None:
             if not devices:
                 raise ValueError("devices is empty; pass None to use the visible ones")
             if len(set(devices)) != len(devices):
                 raise ValueError(f"devices repeat a name: {list(devices)}")
-        if workers < 1 or max_failures < 1:
-            raise ValueError("workers and max_failures must be at least 1")
+        if workers < 1 or max_failures < 1 or jobs_per_device < 1:
+            raise ValueError("workers, max_failures and jobs_per_device must be at least 1")
+        self._slots = jobs_per_device
         self._asked = list(devices) if devices is not None else None
         self._workers = workers
         self.max_failures = max_failures
         self._cond = threading.Condition()
         self._devs: dict[str, _Device] | None = None
         self._queue: deque[tuple[Callable[[str], Any], Future[Any]]] = deque()
-        self._held: dict[str, tuple[Callable[[str], Any], Future[Any]]] = {}
+        self._held: dict[str, int] = {}  # running jobs per device
         self._threads: set[threading.Thread] = set()  # one per running job
         self._closed = False
 
@@ -96,7 +100,12 @@ class LocalExecutor(Executor):
             return {d.name: d.retired for d in self._devices().values() if d.retired}
 
     def _free(self) -> list[_Device]:
-        return [d for d in self._devices().values() if not d.retired and d.name not in self._held]
+        return [d for d in self._devices().values()
+                if not d.retired and self._held.get(d.name, 0) < self._slots]
+
+    @property
+    def jobs_per_device(self) -> int:
+        return self._slots
 
     # -- jobs -----------------------------------------------------------------------------
     def submit(self, fn: Callable[[str], T]) -> Future[T]:
@@ -113,13 +122,16 @@ class LocalExecutor(Executor):
         job gets its own thread, which ends with the job: no idle thread outlives the work,
         and a job still running at interpreter exit is waited for (as ThreadPoolExecutor
         does), not killed inside torch."""
-        free = sorted(self._free(), key=lambda d: (d.busy_s, d.jobs, d.order))
-        while self._queue and free:
+        while self._queue:
+            free = sorted(self._free(),
+                          key=lambda d: (self._held.get(d.name, 0), d.busy_s, d.jobs, d.order))
+            if not free:
+                break
             fn, fut = self._queue.popleft()
             if not fut.set_running_or_notify_cancel():
                 continue  # cancelled while queued
-            name = free.pop(0).name
-            self._held[name] = (fn, fut)
+            name = free[0].name
+            self._held[name] = self._held.get(name, 0) + 1
             t = threading.Thread(target=self._run, args=(name, fn, fut),
                                  name=f"kbench-exec-{name}")
             self._threads.add(t)
@@ -139,7 +151,9 @@ class LocalExecutor(Executor):
             fut.set_exception(error)
         with self._cond:
             dev = self._devices()[name]
-            del self._held[name]
+            self._held[name] -= 1
+            if not self._held[name]:
+                del self._held[name]
             dev.jobs += 1
             dev.busy_s += time.monotonic() - t0
             dev.failures = 0 if error is None else dev.failures + 1

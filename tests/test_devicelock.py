@@ -1,0 +1,151 @@
+"""The device lock: many correctness checks at once, timing alone — across threads and
+processes, with a waiting writer not starved by new readers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from sandbox.devicelock import DeviceLock, Hold
+
+
+@pytest.fixture
+def lock(tmp_path):
+    return DeviceLock("cuda:0", root=tmp_path, timeout_s=10)
+
+
+def test_cpu_devices_are_never_locked(tmp_path):
+    lock = DeviceLock("cpu", root=tmp_path)
+    with lock.exclusive(), lock.exclusive():  # would deadlock if it were a real lock
+        pass
+    assert not list(tmp_path.iterdir())
+
+
+def test_shared_holds_overlap(lock):
+    inside = threading.Barrier(3, timeout=5)
+
+    def reader():
+        with lock.shared():
+            inside.wait()  # all three readers inside at once, or BrokenBarrierError
+
+    ts = [threading.Thread(target=reader) for _ in range(2)]
+    for t in ts:
+        t.start()
+    with lock.shared():
+        inside.wait()
+    for t in ts:
+        t.join()
+
+
+def test_exclusive_waits_for_readers_and_excludes_them(lock):
+    events: list[str] = []
+    reader_in = threading.Event()
+    release = threading.Event()
+
+    def reader():
+        with lock.shared():
+            events.append("reader in")
+            reader_in.set()
+            release.wait(5)
+            events.append("reader out")
+
+    def writer():
+        with lock.exclusive():
+            events.append("writer in")
+
+    r = threading.Thread(target=reader)
+    r.start()
+    reader_in.wait(5)
+    w = threading.Thread(target=writer)
+    w.start()
+    time.sleep(0.2)
+    assert "writer in" not in events  # the reader still holds the device
+    release.set()
+    r.join()
+    w.join()
+    assert events == ["reader in", "reader out", "writer in"]
+
+
+def test_a_waiting_writer_goes_before_readers_that_come_after_it(lock):
+    order: list[str] = []
+    first_in = threading.Event()
+    release_first = threading.Event()
+
+    def first_reader():
+        with lock.shared():
+            first_in.set()
+            release_first.wait(5)
+
+    def writer():
+        with lock.exclusive():
+            order.append("writer")
+            time.sleep(0.1)
+
+    def late_reader():
+        with lock.shared():
+            order.append("late reader")
+
+    a = threading.Thread(target=first_reader)
+    a.start()
+    first_in.wait(5)
+    w = threading.Thread(target=writer)
+    w.start()
+    time.sleep(0.2)  # the writer is now waiting in the turnstile
+    b = threading.Thread(target=late_reader)
+    b.start()
+    time.sleep(0.2)
+    assert order == []  # the late reader did not slip in past the waiting writer
+    release_first.set()
+    for t in (a, w, b):
+        t.join()
+    assert order == ["writer", "late reader"]
+
+
+def test_another_process_timing_keeps_this_one_out(tmp_path):
+    lock = DeviceLock("cuda:0", root=tmp_path, timeout_s=0.5)
+    main = lock._files()[1]
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(main)!r}, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError, match="busy"), lock.shared():
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with lock.shared():  # the holder's exit released it
+        pass
+
+
+def test_a_hold_moves_from_shared_to_exclusive_without_deadlock(lock):
+    """Two jobs both checking, then both timing: each gives up its shared hold before it
+    asks for the exclusive one, so neither waits on the other forever."""
+    done: list[int] = []
+    both_shared = threading.Barrier(2, timeout=5)
+
+    def job(i: int) -> None:
+        with Hold(lock) as hold:
+            hold.share()
+            both_shared.wait()
+            hold.exclude()
+            assert hold.mode == "exclusive"
+            done.append(i)
+
+    ts = [threading.Thread(target=job, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert sorted(done) == [0, 1]
+    with lock.exclusive():  # nothing left held
+        pass
