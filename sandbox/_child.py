@@ -508,7 +508,8 @@ def main() -> int:
                 _, ok = _watched_call(model, bufs, watch(True), phase)
                 if not ok:
                     return 1
-            _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms)
+            _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms,
+                  calls_per_sample=raw.calls_per_sample)
             if job["mode"] == "candidate":
                 for s, out in last.items():
                     _hand_over(out, f"timed_{name}_{s}.pt",

@@ -129,13 +129,31 @@ def _judge(cases: list[_Case], res: _Outcome) -> tuple[list[ShapeResult], Status
     return shapes, Status.CORRECT, f"correct on {len(shapes)} shapes ({n} trials)"
 
 
+def _marked(t: Timing | None, threshold: float) -> Timing | None:
+    """``t`` with ``noisy`` decided by the current threshold (cached baselines included,
+    whatever threshold they were stored under, or none)."""
+    return replace(t, noisy=t.spread > threshold) if t is not None else None
+
+
+def _timing_explain(t: Timing) -> dict[str, Any]:
+    return {"median_ms": t.median_ms, "spread": t.spread, "samples": t.count,
+            "calls_per_sample": t.calls_per_sample, "noisy": t.noisy}
+
+
 def _with_timing(verdict: Verdict, spec: ProblemSpec, res: _Outcome,
                  base: dict[tuple[str, str], Timing | None], facts: dict[str, Any],
                  limits: Limits) -> Verdict:
     """A correct verdict with its timings, speedups over the baselines ``base`` and SOL%
-    against the device ``facts`` — or rejected for hidden work or an impossible time."""
+    against the device ``facts`` — or rejected for hidden work or an impossible time.
+
+    A noisy timing (candidate or baseline, IQR over median above the configured threshold)
+    keeps its speedups, and the verdict says so: ``noisy``, a note, its reason and
+    ``explain["timing"]``."""
+    cfg = limits.timing
     shapes = []
     sp_e, sp_c, sols = [], [], []
+    noisy: list[str] = []
+    seen: dict[str, Any] = {}
     for s in verdict.shapes:
         raw = res.raw.get(s.name)
         if raw is None:
@@ -144,8 +162,13 @@ def _with_timing(verdict: Verdict, spec: ProblemSpec, res: _Outcome,
         hidden = hidden_work(raw)
         if hidden:
             return replace(verdict, status=Status.REJECTED, reason=f"shape {s.name!r}: {hidden}")
-        t = Timing.from_dict(summarize(raw.event_ms))
-        eager, comp = base.get((s.name, "eager")), base.get((s.name, "compile"))
+        t = Timing.from_dict(summarize(raw, cfg.noisy_spread))
+        eager = _marked(base.get((s.name, "eager")), cfg.noisy_spread)
+        comp = _marked(base.get((s.name, "compile")), cfg.noisy_spread)
+        sides = {"candidate": t, "eager": eager, "compile": comp}
+        seen[s.name] = {k: _timing_explain(v) for k, v in sides.items() if v is not None}
+        noisy += [f"{s.name!r} {k} (IQR {v.spread:.0%} of median)"
+                  for k, v in sides.items() if v is not None and v.noisy]
         flops, nbytes = spec.roofline(s.params)
         roof = roofline_ms(flops, nbytes, spec.meta.dtype, facts)
         sol = 100.0 * roof / t.median_ms if roof else None
@@ -163,7 +186,18 @@ def _with_timing(verdict: Verdict, spec: ProblemSpec, res: _Outcome,
             sp_c.append(sc)
         if sol is not None:
             sols.append(sol)
+    reason, notes = verdict.reason, verdict.notes
+    if noisy:
+        what = (f"noisy timing (IQR above {cfg.noisy_spread:.0%} of the median): "
+                f"{', '.join(noisy)}; speedups are less certain")
+        reason, notes = f"{reason}; {what}", (*notes, what)
+    explain = verdict.explain
+    if seen:
+        rule = {k: getattr(cfg, k) for k in ("min_reps", "min_measured_ms", "target_rse",
+                                              "budget_s", "max_reps", "small_call_ms",
+                                              "noisy_spread")}
+        explain = {**explain, "timing": {"rule": rule, "shapes": seen}}
     return replace(verdict, shapes=tuple(shapes), timing_available=bool(res.raw),
                    speedup_eager=geomean(sp_e), speedup_compile=geomean(sp_c),
-                   sol_pct=statistics.fmean(sols) if sols else None)
-
+                   sol_pct=statistics.fmean(sols) if sols else None,
+                   reason=reason, notes=notes, noisy=bool(noisy), explain=explain)

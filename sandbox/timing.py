@@ -1,17 +1,31 @@
 """The timing protocol, shared by candidates, baselines and the benchmark scripts.
 
 Only a zero-argument callable is timed; set-up (copying the next input set into place,
-flushing L2) stays outside the timed region. Each repetition:
+flushing L2) stays outside the timed region. Each sample:
 
   1. ``prepare()`` (outside timing: rotate the input set in place), synchronize the device
   2. queue an L2 flush (zeroing a buffer larger than L2), as ``triton.testing.do_bench`` does
-  3. start event, ``fn()``, end event on the current stream
+  3. start event, ``fn()`` ``k`` times back to back, end event on the current stream
   4. synchronize the whole device and read a host clock
 
-The event time is the measurement. The host time of step 3-4 exposes work hidden from the
-current stream (side streams, threads): if it greatly exceeds the event time the caller
-rejects the measurement. Repetitions continue until the relative standard error of the mean
-is small or the time budget ends.
+The event time divided by ``k`` is the measurement (per call). ``k`` is 1 unless one call
+takes less than ``small_call_ms`` in warm-up: a single call that short is mostly timer
+resolution and launch jitter, so such a kernel is timed in batches of ``k`` calls lasting at
+least ``batch_ms`` (``k <= max_calls``). Only the first call of a batch sees a cold L2 (the
+flush precedes the sample, not each call) and all ``k`` calls see the same input set, so a
+batched per-call time is the steady-state time of back-to-back calls on warm caches; where
+the host launches calls slower than the GPU runs them, it includes that launch cost. Every
+side (candidate, eager, compile) gets the same rule, and ``calls_per_sample`` is recorded.
+
+The host time of step 3-4 exposes work hidden from the current stream (side streams,
+threads): if it greatly exceeds the event time the caller rejects the measurement.
+
+The sampling rule (:func:`sample`), the same for every side: at least ``min_reps`` samples
+*and* at least ``min_measured_ms`` of event time, then stop as soon as the relative standard
+error of the mean is at most ``target_rse`` or ``budget_s`` has passed since measuring
+began; never more than ``max_reps`` samples, never longer than ``limit_s``. The minimums
+keep a quick-to-converge side (eager on an idle moment) from being judged on a handful of
+samples while another side is measured through a burst of load.
 """
 
 from __future__ import annotations
@@ -19,53 +33,136 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["TimingConfig", "RawTimes", "time_cuda", "summarize", "hidden_work"]
+__all__ = ["TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
+           "summarize", "hidden_work"]
 
 
 @dataclass(frozen=True)
 class TimingConfig:
+    """How long and how often to time; the same config times every side of a verdict.
+
+    ``min_reps``/``max_reps`` count samples (one sample is ``calls_per_sample`` calls); the
+    names are kept so that stored jobs and existing callers still load.
+    """
+
     warmup_ms: float = 50.0
-    min_reps: int = 10
-    max_reps: int = 1000
-    budget_s: float = 1.5
+    min_reps: int = 30  # samples, at least
+    max_reps: int = 1000  # samples, at most
+    min_measured_ms: float = 100.0  # event time summed over samples, at least
+    budget_s: float = 1.5  # past the minimums: stop at target_rse or after this long
+    limit_s: float = 30.0  # hard ceiling on the measured loop, minimums or not
     target_rse: float = 0.005
+    small_call_ms: float = 0.020  # a call faster than this is timed in batches
+    batch_ms: float = 0.100  # a batched sample lasts at least this long
+    max_calls: int = 100  # calls per sample, at most
+    noisy_spread: float = 0.10  # IQR / median above this marks a timing noisy
     flush_bytes: int = 256 << 20  # at least this, and at least 2x L2
 
 
 @dataclass(frozen=True)
 class RawTimes:
+    """Per-call times of each sample (a sample's time divided by ``calls_per_sample``)."""
+
     event_ms: list[float]
     host_ms: list[float]
+    calls_per_sample: int = 1
 
 
-def _stats(xs: list[float]) -> tuple[float, float, float, float, float]:
-    xs = sorted(xs)
+# measure(i, k): run sample i of k back-to-back calls; (event ms, host ms) of the whole sample
+Measure = Callable[[int, int], tuple[float, float]]
+
+
+def _rse(xs: Sequence[float]) -> float:
     n = len(xs)
-    med = statistics.median(xs)
-    q1, q3 = (statistics.quantiles(xs, n=4)[0], statistics.quantiles(xs, n=4)[2]) if n >= 2 else (med, med)
     mean = statistics.fmean(xs)
-    sd = statistics.stdev(xs) if n >= 2 else 0.0
-    rse = sd / math.sqrt(n) / mean if mean > 0 else 0.0
-    return med, q3 - q1, mean, xs[0], rse
+    if n < 2 or mean <= 0:
+        return 0.0
+    return statistics.stdev(xs, mean) / math.sqrt(n) / mean
 
 
-def summarize(times_ms: list[float]) -> dict[str, float | int]:
-    """Median, IQR, mean, min, count and relative standard error of ``times_ms``."""
-    med, iqr, mean, lo, rse = _stats(times_ms)
-    return {"median_ms": med, "iqr_ms": iqr, "mean_ms": mean, "min_ms": lo,
-            "count": len(times_ms), "rse": rse}
+def calls_per_sample(call_ms: float, cfg: TimingConfig) -> int:
+    """Calls per sample for a call of ``call_ms``: 1 unless it is below ``small_call_ms``,
+    else enough for a sample of ``batch_ms`` (at most ``max_calls``)."""
+    if call_ms >= cfg.small_call_ms:
+        return 1
+    return max(1, min(cfg.max_calls, math.ceil(cfg.batch_ms / max(call_ms, 1e-6))))
+
+
+def sample(measure: Measure, cfg: TimingConfig, audit: Callable[[int], bool] | None = None,
+           clock: Callable[[], float] = time.perf_counter) -> RawTimes:
+    """The sampling rule (module docstring) over ``measure``; no device needed.
+
+    Warm-up runs single calls until ``warmup_ms`` of event time has passed (at least one
+    call, at most ``max_reps``); from the median of the single calls after the first (which
+    pays for compilation and autotuning) it chooses ``k`` and, if ``k > 1``, finishes
+    warm-up in batches. ``audit(i)``, asked before each measured sample, may take that
+    sample for a check instead of timing it (True).
+    """
+    i, spent, k = 0, 0.0, 1
+    singles: list[float] = []
+    t0 = clock()
+    while True:
+        ev, _ = measure(i, k)
+        i += 1
+        spent += ev
+        if k == 1:
+            singles.append(ev)
+            if len(singles) == 5:
+                k = calls_per_sample(statistics.median(singles[1:]), cfg)
+        if spent >= cfg.warmup_ms or i >= cfg.max_reps or clock() - t0 >= cfg.limit_s:
+            break
+    if len(singles) < 5:  # warm-up ended early: a slow call, or a short warm-up
+        k = calls_per_sample(statistics.median(singles[1:] or singles), cfg)
+
+    events: list[float] = []
+    hosts: list[float] = []
+    measured = 0.0
+    t_start = clock()
+    while len(events) < cfg.max_reps and clock() - t_start < cfg.limit_s:
+        if audit is not None and audit(i):
+            i += 1
+            continue
+        ev, host = measure(i, k)
+        i += 1
+        events.append(ev / k)
+        hosts.append(host / k)
+        measured += ev
+        if len(events) < cfg.min_reps or measured < cfg.min_measured_ms:
+            continue
+        if _rse(events) <= cfg.target_rse or clock() - t_start >= cfg.budget_s:
+            break
+    return RawTimes(events, hosts, k)
+
+
+def summarize(times: RawTimes | Sequence[float],
+              noisy_spread: float = TimingConfig.noisy_spread) -> dict[str, float | int | bool]:
+    """Median, IQR, mean, min, count, relative standard error, spread (IQR / median, robust
+    to outliers), calls per sample and whether the spread exceeds ``noisy_spread``."""
+    calls = times.calls_per_sample if isinstance(times, RawTimes) else 1
+    xs = sorted(times.event_ms if isinstance(times, RawTimes) else times)
+    med = statistics.median(xs)
+    q1, _, q3 = statistics.quantiles(xs, n=4) if len(xs) >= 2 else (med, med, med)
+    spread = (q3 - q1) / med if med > 0 else 0.0
+    return {"median_ms": med, "iqr_ms": q3 - q1, "mean_ms": statistics.fmean(xs),
+            "min_ms": xs[0], "count": len(xs), "rse": _rse(xs), "spread": spread,
+            "calls_per_sample": calls, "noisy": spread > noisy_spread}
 
 
 def hidden_work(raw: RawTimes, slack: float = 1.3, floor_ms: float = 0.2) -> str | None:
-    """A reason if host time says work ran outside the timed stream, else None."""
+    """A reason if host time says work ran outside the timed stream, else None.
+
+    Compares per-call medians. ``floor_ms`` absorbs the fixed cost of one sample (a
+    synchronize, the clock reads), so it is shared by the ``calls_per_sample`` calls of a
+    sample: per call it is ``floor_ms / calls_per_sample``.
+    """
     ev = statistics.median(raw.event_ms)
     host = statistics.median(raw.host_ms)
-    if host > slack * ev + floor_ms:
+    if host > slack * ev + floor_ms / max(1, raw.calls_per_sample):
         return (f"the call's work outlasts its timed stream (host {host:.3f} ms vs "
-                f"event {ev:.3f} ms): work on side streams or threads is not allowed")
+                f"event {ev:.3f} ms per call): work on side streams or threads is not allowed")
     return None
 
 
@@ -78,11 +175,11 @@ def time_cuda(
 ) -> RawTimes:
     """Time ``fn`` on the current CUDA device by the protocol in the module docstring.
 
-    ``prepare(i)`` runs before repetition ``i`` outside the timed region; ``on_output(i, out)``
-    receives each repetition's output (callers keep the last few to re-check correctness).
-    ``audit(i)``, asked before each measured repetition, may make that repetition an audited
-    call instead (checked by the caller, not timed) and return True: the calls that are timed
-    are then indistinguishable from ones that are checked.
+    ``prepare(i)`` runs before sample ``i`` outside the timed region; ``on_output(i, out)``
+    receives the output of each sample's last call (callers keep the last few to re-check
+    correctness). ``audit(i)``, asked before each measured sample, may make that sample an
+    audited call instead (checked by the caller, not timed) and return True: the calls that
+    are timed are then indistinguishable from ones that are checked.
     """
     import torch
 
@@ -91,52 +188,27 @@ def time_cuda(
     l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0)
     flush = torch.empty(max(cfg.flush_bytes, 2 * l2), dtype=torch.int8, device="cuda")
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
     f0, f1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    def one(i: int) -> tuple[float, float]:
+    def measure(i: int, k: int) -> tuple[float, float]:
         if prepare is not None:
             prepare(i)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         # As in triton.testing.do_bench: the flush is queued right before the timed region,
-        # so launching fn overlaps it; the events time fn alone.
+        # so launching fn overlaps it; the events time the k calls alone.
         f0.record()
         flush.zero_()
         f1.record()
         start.record()
-        out = fn()
+        for _ in range(k):
+            out = fn()
         end.record()
         torch.cuda.synchronize()
         t1 = time.perf_counter()
         if on_output is not None:
             on_output(i, out)
-        # host time of the call, less the flush it waited behind
+        # host time of the sample, less the flush it waited behind
         return start.elapsed_time(end), (t1 - t0) * 1e3 - f0.elapsed_time(f1)
 
-    # Warm-up: at least one call, then until warmup_ms of measured time has passed.
-    i, spent = 0, 0.0
-    while True:
-        ev, _ = one(i)
-        i += 1
-        spent += ev
-        if spent >= cfg.warmup_ms or i >= cfg.max_reps:
-            break
-    events: list[float] = []
-    hosts: list[float] = []
-    t_start = time.perf_counter()
-    while len(events) < cfg.max_reps:
-        if audit is not None and audit(i):
-            i += 1
-            continue
-        ev, host = one(i)
-        i += 1
-        events.append(ev)
-        hosts.append(host)
-        if len(events) >= cfg.min_reps:
-            if _stats(events)[4] <= cfg.target_rse:
-                break
-            if time.perf_counter() - t_start >= cfg.budget_s:
-                break
-
-    return RawTimes(events, hosts)
+    return sample(measure, cfg, audit)

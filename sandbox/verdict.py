@@ -27,7 +27,13 @@ class Status(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Timing:
-    """Statistics of repeated timed calls, in milliseconds."""
+    """Statistics of repeated timed calls, in milliseconds per call.
+
+    ``count`` is the number of samples; each sample timed ``calls_per_sample`` calls back
+    to back (small kernels, see :mod:`sandbox.timing`). ``noisy``: the spread (IQR over
+    median) exceeded the configured threshold, so speedups against it are less certain.
+    Records stored before these two fields existed load with the defaults.
+    """
 
     median_ms: float
     iqr_ms: float
@@ -35,10 +41,17 @@ class Timing:
     min_ms: float
     count: int
     rse: float  # relative standard error of the mean
+    calls_per_sample: int = 1
+    noisy: bool = False
+
+    @property
+    def spread(self) -> float:
+        """IQR over median: a spread that outliers do not move."""
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Timing:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ class Verdict:
     log_tail: str = ""
     notes: tuple[str, ...] = ()  # checks skipped and why (a perturbation outside the domain)
     explain: dict[str, Any] = field(default_factory=dict)  # which checks ran, what each saw
+    noisy: bool = False  # a candidate or baseline timing was noisy (see Timing.noisy)
 
     @property
     def passed(self) -> bool:

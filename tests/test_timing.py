@@ -1,0 +1,250 @@
+"""The timing protocol's decisions without a GPU: the sampling loop driven by fake
+measurements and a fake clock, small-kernel batching, spread and noisy marking, and old
+timing records still loading."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from sandbox.timing import RawTimes, TimingConfig, calls_per_sample, hidden_work, sample, summarize
+from sandbox.verdict import ShapeResult, Status, Timing, Verdict
+
+# No warm-up worth speaking of, no RSE stop, no budget stop: only what a test sets decides.
+BASE = TimingConfig(warmup_ms=0.0, min_reps=1, max_reps=10_000, min_measured_ms=0.0,
+                    budget_s=1e9, limit_s=1e9, target_rse=0.0)
+
+
+class Fake:
+    """A device: each call takes ``call_ms(i)`` of event time; a sample adds ``host_extra``
+    host ms per call and advances the clock by its host time."""
+
+    def __init__(self, call_ms: Callable[[int], float] | float, host_extra: float = 0.0,
+                 sync_ms: float = 0.0) -> None:
+        self.call_ms = call_ms if callable(call_ms) else (lambda i, v=call_ms: v)
+        self.host_extra, self.sync_ms = host_extra, sync_ms
+        self.now = 0.0
+        self.calls: list[tuple[int, int]] = []  # (i, k) of every sample, warm-up included
+
+    def clock(self) -> float:
+        return self.now
+
+    def measure(self, i: int, k: int) -> tuple[float, float]:
+        self.calls.append((i, k))
+        ev = k * self.call_ms(i)
+        host = ev + k * self.host_extra + self.sync_ms
+        self.now += host / 1e3
+        return ev, host
+
+    def run(self, cfg: TimingConfig, audit: Callable[[int], bool] | None = None) -> RawTimes:
+        return sample(self.measure, cfg, audit, self.clock)
+
+
+def _cfg(**kw: object) -> TimingConfig:
+    return TimingConfig(**{**asdict(BASE), **kw})
+
+
+# ---------------------------------------------------------------------------------------
+# The sampling rule
+# ---------------------------------------------------------------------------------------
+def test_min_samples_holds_even_when_the_error_target_is_met_at_once() -> None:
+    # Identical samples have RSE 0: the error target alone would stop after the first.
+    raw = Fake(1.0).run(_cfg(min_reps=30, target_rse=0.005))
+    assert len(raw.event_ms) == 30
+
+
+def test_min_measured_time_holds_after_min_samples() -> None:
+    # 30 samples of 1 ms are 30 ms; 100 ms of event time needs 100 samples.
+    raw = Fake(1.0).run(_cfg(min_reps=30, min_measured_ms=100.0, target_rse=0.005))
+    assert len(raw.event_ms) == 100
+
+
+def test_measured_time_counts_whole_samples_not_per_call_times() -> None:
+    # 5 µs calls in batches of 20: each sample is 0.1 ms of event time, so ~10 ms needs 100
+    # samples (counting per-call times would need 2000, past max_reps).
+    raw = Fake(0.005).run(_cfg(min_measured_ms=9.95, max_reps=1000, target_rse=0.005))
+    assert raw.calls_per_sample == 20 and len(raw.event_ms) == 100
+
+
+def test_after_the_minimums_the_error_target_stops_the_loop() -> None:
+    # Alternating 0.9/1.1 ms: RSE = 0.1 / sqrt(n) roughly; target 0.01 is met near n = 100.
+    raw = Fake(lambda i: 0.9 if i % 2 else 1.1).run(_cfg(min_reps=10, target_rse=0.01))
+    assert 90 <= len(raw.event_ms) <= 110
+
+
+def test_the_budget_does_not_cut_the_minimums_short() -> None:
+    # Each sample takes 100 ms of wall time; a 0.5 s budget alone would stop after ~5.
+    raw = Fake(100.0).run(_cfg(min_reps=30, budget_s=0.5, target_rse=1e-9))
+    assert len(raw.event_ms) == 30
+
+
+def test_the_budget_stops_a_noisy_loop_once_the_minimums_are_met() -> None:
+    raw = Fake(lambda i: 0.5 if i % 2 else 1.5).run(
+        _cfg(min_reps=30, budget_s=0.2, target_rse=1e-9))
+    # 1 ms per sample on the fake clock: the 0.2 s budget ends it near 200 samples
+    assert 195 <= len(raw.event_ms) <= 205
+
+
+def test_max_reps_and_limit_s_are_ceilings_over_the_minimums() -> None:
+    assert len(Fake(1.0).run(_cfg(min_reps=30, max_reps=12)).event_ms) == 12
+    # 100 ms samples under a 0.95 s hard ceiling: 10 samples, minimum of 30 or not
+    assert len(Fake(100.0).run(_cfg(min_reps=30, limit_s=0.95)).event_ms) == 10
+
+
+def test_every_side_gets_the_same_rule_under_load() -> None:
+    """The measured case: eager converged after 16 samples while the candidate, under load,
+    took 1000. Under one rule both sides reach the minimums before any stop."""
+    cfg = TimingConfig(warmup_ms=0.0)
+    quiet = Fake(0.5).run(cfg)  # eager on an idle moment: RSE 0 from the start
+    loaded = Fake(lambda i: 0.5 * (1 + (i % 7) / 2)).run(cfg)  # candidate under load
+    for raw in (quiet, loaded):
+        assert len(raw.event_ms) >= cfg.min_reps
+        assert sum(raw.event_ms) * raw.calls_per_sample >= cfg.min_measured_ms
+
+
+def test_the_verifier_hands_every_mode_the_same_timing_config(tmp_path: Path) -> None:
+    from sandbox.job import Limits
+    from sandbox.verifier import _job
+
+    limits = Limits(timing=TimingConfig(min_reps=40, min_measured_ms=70.0, noisy_spread=0.2))
+    spec = SimpleNamespace(path=Path("p.py"),
+                           meta=SimpleNamespace(allow_libraries=(), mode="inference"))
+    seen = []
+    for mode in ("candidate", "eager", "compile"):
+        d = tmp_path / mode
+        d.mkdir()
+        _job(d, mode, "cuda", [], limits, spec)
+        seen.append(TimingConfig(**json.loads((d / "job.json").read_text())["timing"]))
+    assert seen == [limits.timing] * 3
+
+
+# ---------------------------------------------------------------------------------------
+# Small kernels: k calls per sample
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("call_ms", "k"), [
+    (0.005, 20),     # 5 µs: 20 calls make a 100 µs sample
+    (0.0199, 6),     # just under the threshold
+    (0.020, 1),      # at the threshold: one call
+    (0.5, 1),
+    (0.00001, 100),  # capped at max_calls
+])
+def test_calls_per_sample(call_ms: float, k: int) -> None:
+    assert calls_per_sample(call_ms, TimingConfig()) == k
+
+
+def test_small_kernels_are_timed_in_batches_and_reported_per_call() -> None:
+    fake = Fake(0.005)
+    raw = fake.run(_cfg(min_reps=50, warmup_ms=1.0))
+    assert raw.calls_per_sample == 20
+    assert raw.event_ms == pytest.approx([0.005] * 50)  # elapsed / k, not elapsed
+    measured = fake.calls[-50:]
+    assert all(k == 20 for _, k in measured)
+    assert fake.calls[0][1] == 1, "warm-up starts with single calls"
+
+
+def test_the_first_warm_up_call_does_not_choose_k() -> None:
+    # The first call compiles (80 ms), the second takes 5 µs and ends the warm-up: the
+    # median of both would say 40 ms a call.
+    raw = Fake(lambda i: 80.0 if i == 0 else 0.005).run(_cfg(min_reps=10, warmup_ms=80.004))
+    assert raw.calls_per_sample == 20
+
+
+def test_a_slow_kernel_is_timed_one_call_per_sample() -> None:
+    raw = Fake(2.0).run(_cfg(min_reps=10, warmup_ms=50.0))
+    assert raw.calls_per_sample == 1 and len(raw.event_ms) == 10
+
+
+def test_an_audit_replaces_whole_samples() -> None:
+    fake = Fake(0.005)
+    audited = {30, 31, 50}
+    raw = fake.run(_cfg(min_reps=40, warmup_ms=0.01), audit=lambda i: i in audited)
+    timed = {i for i, _ in fake.calls}
+    assert not audited & timed, "an audited sample is not also timed"
+    assert len(raw.event_ms) == 40
+
+
+# ---------------------------------------------------------------------------------------
+# Hidden work, per call
+# ---------------------------------------------------------------------------------------
+def test_hidden_work_shares_the_per_sample_floor_among_the_calls() -> None:
+    # 20 calls of 5 µs and 0.15 ms of synchronize per sample: honest
+    honest = Fake(0.005, sync_ms=0.15).run(_cfg(min_reps=20, warmup_ms=1.0))
+    assert honest.calls_per_sample == 20 and hidden_work(honest) is None
+    # 0.1 ms of hidden host work per call: under a per-call floor of 0.2 ms it would pass
+    cheat = Fake(0.005, host_extra=0.1, sync_ms=0.15).run(_cfg(min_reps=20, warmup_ms=1.0))
+    assert cheat.calls_per_sample == 20
+    assert "outlasts its timed stream" in (hidden_work(cheat) or "")
+
+
+# ---------------------------------------------------------------------------------------
+# Spread, noisy
+# ---------------------------------------------------------------------------------------
+def test_summarize_reports_spread_calls_and_noisy() -> None:
+    xs = [1.0, 1.0, 1.0, 1.0, 2.0, 1.2, 0.8, 1.0]
+    s = summarize(RawTimes(xs, xs, 7))
+    assert s["calls_per_sample"] == 7 and s["count"] == 8
+    assert s["spread"] == pytest.approx(s["iqr_ms"] / s["median_ms"])
+    assert s["median_ms"] == 1.0 and s["min_ms"] == 0.8
+    assert summarize(xs)["calls_per_sample"] == 1  # a plain list: one call per sample
+
+
+def test_noisy_is_marked_above_the_threshold_only() -> None:
+    xs = [0.9, 1.0, 1.0, 1.1, 0.95, 1.05]
+    spread = summarize(xs)["spread"]
+    assert 0 < spread < 1
+    assert summarize(xs, noisy_spread=spread)["noisy"] is False
+    assert summarize(xs, noisy_spread=spread * 0.999)["noisy"] is True
+    assert summarize([1.0] * 10)["noisy"] is False
+
+
+def test_a_verdict_with_a_noisy_side_says_so_and_keeps_its_speedups() -> None:
+    from sandbox.job import Limits
+    from sandbox.judge import _Outcome, _with_timing
+
+    spec = SimpleNamespace(roofline=lambda params: (None, None), meta=SimpleNamespace(dtype=None))
+    verdict = Verdict(problem="p", status=Status.CORRECT, reason="ok", device="cuda",
+                      backend="triton", shapes=(ShapeResult("small", {"N": 8}, False, 1, True),))
+    steady = [1.0] * 8
+    res = _Outcome(raw={"small": RawTimes(steady, steady, 4)})
+    quiet = Timing(2.0, 0.1, 2.0, 2.0, 40, 0.0)  # IQR 5% of median
+    loud = Timing(2.0, 0.5, 2.0, 2.0, 40, 0.0)  # IQR 25% of median, stored before `noisy`
+    limits = Limits(timing=TimingConfig(noisy_spread=0.10))
+
+    out = _with_timing(verdict, spec, res, {("small", "eager"): quiet}, {}, limits)
+    assert not out.noisy and "noisy" not in out.reason
+    assert out.shapes[0].timing.calls_per_sample == 4
+    assert out.explain["timing"]["shapes"]["small"]["candidate"]["calls_per_sample"] == 4
+
+    out = _with_timing(verdict, spec, res, {("small", "eager"): loud}, {}, limits)
+    assert out.status is Status.CORRECT and out.noisy
+    assert out.shapes[0].eager.noisy and out.speedup_eager == 2.0
+    assert "noisy" in out.reason and "'small' eager" in out.reason
+    assert any("noisy" in n for n in out.notes)
+    assert out.explain["timing"]["shapes"]["small"]["eager"]["noisy"] is True
+
+    loud_candidate = _Outcome(raw={"small": RawTimes([1.0, 1.5, 0.7, 1.0], [1.0] * 4)})
+    out = _with_timing(verdict, spec, loud_candidate, {("small", "eager"): quiet}, {}, limits)
+    assert out.noisy and out.shapes[0].timing.noisy and "'small' candidate" in out.reason
+
+
+# ---------------------------------------------------------------------------------------
+# Stored records
+# ---------------------------------------------------------------------------------------
+def test_old_timing_records_still_load() -> None:
+    old = {"median_ms": 1.0, "iqr_ms": 0.5, "mean_ms": 1.1, "min_ms": 0.9, "count": 16,
+           "rse": 0.01}
+    t = Timing.from_dict(old)
+    assert t.calls_per_sample == 1 and t.noisy is False and t.spread == 0.5
+    shape = {"name": "s", "params": {}, "derived": False, "trials": 1, "passed": True,
+             "timing": old, "eager": old, "compiled": None}
+    v = Verdict.from_dict({"problem": "p", "status": "correct", "reason": "ok", "device": "cuda",
+                           "backend": "triton", "shapes": [shape], "passed": True})
+    assert v.noisy is False and v.shapes[0].eager == t
+    # a new record round-trips, the summary's extra keys (spread) ignored
+    new = Timing.from_dict(summarize(RawTimes([1.0, 2.0], [1.0, 2.0], 3)))
+    assert new.calls_per_sample == 3 and Timing.from_dict(asdict(new)) == new
