@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sandbox import buildcache
 from sandbox._child import checksum
 from sandbox._process import ChildError
 from sandbox.backends import Backend, RunningChild, default_backend
@@ -320,9 +321,14 @@ def verify(
         if bad:
             return Verdict(status=Status.REJECTED, backend=backend, reason=bad, **base)
 
-    work = isolation.workdir()
+    # Builds are kept per source (sandbox.buildcache): a job with a cache key runs in a
+    # directory stable per key, so torch's ninja files stay valid when restored.
+    builds = buildcache.open_job(source, backend, device, stable_dir=not keep_dir)
+    work = (builds and builds.workdir()) or isolation.workdir()
     try:
         (work / "candidate.py").write_text(source)
+        if builds:
+            builds.restore(work)
         do_time = timing and on_gpu
         t_prep = time.monotonic()
         cases, notes = _build_cases(spec, device, limits, do_time)
@@ -354,10 +360,14 @@ def verify(
         if "done" in m and "checked" in m:
             phases["timing"] = m["done"] - m["checked"]
         phases["baselines_and_roofline"] = time.monotonic() - t_base
+        if builds and verdict.status is not Status.REJECTED:  # no harness fault got here
+            builds.save(work)
         return replace(verdict, wall_s=time.monotonic() - t0, phases=phases)
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
+        if builds:
+            builds.release()
 
 
 
