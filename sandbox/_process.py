@@ -18,11 +18,13 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildError", "Child", "decode_message", "job_dir", "kill_all", "network_isolation"]
+__all__ = ["Child", "ChildChannel", "ChildError", "Exit", "child_env", "decode_message",
+           "job_dir", "kill_all", "network_isolation", "on_kill_all", "signal_name"]
 
 # Variables a child may inherit. Everything else — API keys, tokens, cloud credentials,
 # proxies — is dropped. Values are copied only if present.
@@ -34,16 +36,26 @@ _ALLOWED_ENV = (
 )
 
 
-_LIVE: weakref.WeakSet[Child] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[ChildChannel] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
+_ON_KILL_ALL: list[Callable[[], None]] = []
 
 
 def kill_all() -> None:
-    """Kill every running child (an interrupted run must leave no candidate running)."""
+    """Kill every running child (an interrupted run must leave no candidate running), then
+    run the clean-ups registered with :func:`on_kill_all` (a backend's warm servers)."""
     with _LIVE_LOCK:
         children = list(_LIVE)
     for c in children:
         c.kill()
+    for fn in list(_ON_KILL_ALL):
+        fn()
+
+
+def on_kill_all(fn: Callable[[], None]) -> None:
+    """Have :func:`kill_all` call ``fn`` after the children are killed (once per ``fn``)."""
+    if fn not in _ON_KILL_ALL:
+        _ON_KILL_ALL.append(fn)
 
 
 class ChildError(Exception):
@@ -114,33 +126,45 @@ class Exit:
     log_tail: str
 
 
-class Child:
-    """One running child. Use as a context manager; the group is always killed on exit."""
+def signal_name(code: int | None) -> str | None:
+    """The signal's name for a negative exit code (``subprocess``'s convention), else None."""
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
 
-    def __init__(self, work: Path, device: str, isolate_network: bool = True) -> None:
-        self.work = work
-        self.key = secrets.token_bytes(32)
-        rfd, wfd = os.pipe()
-        prefix = network_isolation()[0] if isolate_network else []
-        self.log = open(work / "child.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "sandbox._child", str(work), str(wfd)],
-            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
-            cwd=work, env=child_env(work, device), pass_fds=(wfd,), start_new_session=True,
-        )
-        os.close(wfd)
+
+class ChildChannel:
+    """What every running child shares, however it was started: an HMAC key sent first on
+    its stdin, signed messages back on a dedicated pipe read against deadlines, a log file in
+    the job directory, and membership in the set :func:`kill_all` kills. A subclass starts
+    the process, passes ``stdin`` and the pipe's read end to :meth:`_open`, and supplies
+    :meth:`kill` and :meth:`finish`."""
+
+    work: Path
+    key: bytes
+    log: Any
+    stdin: Any
+    rfd: int
+    buf: bytes
+    sel: selectors.BaseSelector
+    timed_out: bool
+
+    def _open(self, stdin: Any, rfd: int) -> None:
         with _LIVE_LOCK:
             _LIVE.add(self)
+        self.stdin = stdin
         self.rfd = rfd
         self.buf = b""
         self.sel = selectors.DefaultSelector()
         self.sel.register(rfd, selectors.EVENT_READ)
         self.timed_out = False
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(self.key.hex().encode() + b"\n")
-        self.proc.stdin.flush()
+        self.stdin.write(self.key.hex().encode() + b"\n")
+        self.stdin.flush()
 
-    def __enter__(self) -> Child:
+    def __enter__(self) -> ChildChannel:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -148,9 +172,8 @@ class Child:
 
     def send(self, line: str) -> None:
         try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(line.encode() + b"\n")
-            self.proc.stdin.flush()
+            self.stdin.write(line.encode() + b"\n")
+            self.stdin.flush()
         except (BrokenPipeError, OSError):
             pass
 
@@ -171,6 +194,51 @@ class Child:
         return decode_message(self.key, line)
 
     def kill(self) -> None:
+        raise NotImplementedError
+
+    def finish(self, grace_s: float = 5.0) -> Exit:
+        raise NotImplementedError
+
+    def log_tail(self, limit: int = 3000) -> str:
+        self.log.flush()
+        try:
+            data = (self.work / "child.log").read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode(errors="replace")
+
+    def close(self) -> None:
+        self.kill()
+        self.sel.close()
+        try:
+            os.close(self.rfd)
+        except OSError:
+            pass
+        self.log.close()
+
+
+class Child(ChildChannel):
+    """One running child. Use as a context manager; the group is always killed on exit."""
+
+    def __init__(self, work: Path, device: str, isolate_network: bool = True) -> None:
+        self.work = work
+        self.key = secrets.token_bytes(32)
+        rfd, wfd = os.pipe()
+        prefix = network_isolation()[0] if isolate_network else []
+        self.log = open(work / "child.log", "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "sandbox._child", str(work), str(wfd)],
+            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=work, env=child_env(work, device), pass_fds=(wfd,), start_new_session=True,
+        )
+        os.close(wfd)
+        assert self.proc.stdin is not None
+        self._open(self.proc.stdin, rfd)
+
+    def __enter__(self) -> Child:
+        return self
+
+    def kill(self) -> None:
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -189,27 +257,4 @@ class Child:
             pass
         self.kill()
         code = self.proc.returncode
-        sig = None
-        if code is not None and code < 0:
-            try:
-                sig = signal.Signals(-code).name
-            except ValueError:
-                sig = f"signal {-code}"
-        return Exit(code, sig, self.timed_out, self.log_tail())
-
-    def log_tail(self, limit: int = 3000) -> str:
-        self.log.flush()
-        try:
-            data = (self.work / "child.log").read_bytes()
-        except OSError:
-            return ""
-        return data[-limit:].decode(errors="replace")
-
-    def close(self) -> None:
-        self.kill()
-        self.sel.close()
-        try:
-            os.close(self.rfd)
-        except OSError:
-            pass
-        self.log.close()
+        return Exit(code, signal_name(code), self.timed_out, self.log_tail())

@@ -3,7 +3,10 @@
 A :class:`Backend` gives a job its private directory, its environment and its child process;
 the verifier drives the child and owns the verdict. Backends register by name with their
 availability decided at registration; :func:`get_backend` fails loudly for one that is
-unknown or unavailable. Today: ``subprocess``. A Docker backend plugs in here.
+unknown or unavailable. Today: ``forkserver`` (the default where Linux and ``os.fork`` allow:
+each child forked from a warm server that imported torch and Triton once) and ``subprocess``
+(a fresh interpreter per job). ``KBENCH_SANDBOX_BACKEND`` picks one by name. A Docker backend
+plugs in here.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from sandbox.backends._base import (
     register_backend,
     registered_backends,
 )
+from sandbox.backends._forkserver import ForkServerBackend
 from sandbox.backends._subprocess import SubprocessBackend
 
-__all__ = ["Backend", "RunningChild", "SubprocessBackend", "available_backends",
+__all__ = ["Backend", "ForkServerBackend", "RunningChild", "SubprocessBackend", "available_backends",
            "default_backend", "get_backend", "register_backend", "registered_backends"]

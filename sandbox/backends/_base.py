@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,5 +98,19 @@ def get_backend(name: str) -> Backend:
     return entry.cls()
 
 
+ENV_VAR = "KBENCH_SANDBOX_BACKEND"
+_PREFERRED = ("forkserver", "subprocess")  # the first one available here is the default
+
+
 def default_backend() -> Backend:
+    """The backend named by ``$KBENCH_SANDBOX_BACKEND`` (ConfigError when unknown or
+    unavailable: a backend asked for by name fails loudly), else the first of
+    ``forkserver``, ``subprocess`` available here (a quiet fall-back)."""
+    name = os.environ.get(ENV_VAR, "").strip()
+    if name:
+        return get_backend(name)
+    for name in _PREFERRED:
+        entry = _REGISTRY.get(name)
+        if entry is not None and entry.enabled:
+            return entry.cls()
     return get_backend("subprocess")

@@ -5,6 +5,8 @@ Each test runs a real verification through the backend on CPU (Triton interprete
 
 from __future__ import annotations
 
+import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -102,6 +104,14 @@ class BackendContract:
         src = _HONEST.replace("BLOCK = 256\n", "BLOCK = 256\n" + _LEAK_CHECK)
         v = self.run(backend, relu, src, static_policy=False)
         assert v.status is Status.CORRECT, v.reason
+
+
+def test_every_backend_that_can_run_here_is_covered() -> None:
+    """The fixture below covers what is available: make sure that is not less than it should
+    be (the fork server wherever Linux and os.fork are, subprocess everywhere)."""
+    assert "subprocess" in available_backends()
+    if sys.platform.startswith("linux") and hasattr(os, "fork"):
+        assert "forkserver" in available_backends()
 
 
 @pytest.fixture(params=available_backends())

@@ -1,0 +1,326 @@
+"""The server side of the warm fork server: one process that has imported torch, Triton and
+the sandbox child's modules once, and forks a fresh verification child per job.
+
+Run as ``python -m sandbox._forkserver SOCKET_PATH PARENT_PID`` by
+:mod:`sandbox.backends._forkserver`, never forked from the orchestrator: it starts from an
+allowlisted environment (``child_env``) and, where namespaces allow, with no network, so
+every child it forks inherits neither secrets nor the network nor the orchestrator's memory.
+It never initialises CUDA (each child does, after the fork); it checks before every fork and
+exits rather than hand a child an initialised CUDA context.
+
+Protocol, one Unix-socket connection per job, from the parent process only (checked with
+``SO_PEERCRED``): the request is a 4-byte big-endian length, then that much JSON
+``{"work", "env", "argv"}`` (``{result_fd}`` in argv stands for the result pipe's number
+in the child) sent with three file descriptors (the child's stdin, its log for
+stdout and stderr, the result pipe's write end). The reply is JSON lines: ``{"pid": N}``
+once forked, then ``{"exit": CODE}`` when the child has been reaped (``CODE`` as
+``subprocess`` reports it: negative for a signal), or ``{"error": TEXT}`` instead of a pid.
+Before reaping a child the server kills what is left of its process group.
+
+The child never returns into the server: it becomes a session leader, takes the fds as
+0/1/2, closes every other descriptor but the result pipe, moves into its work directory,
+replaces its environment and ``sys.path`` with the job's, runs ``sandbox._child.main()`` and
+leaves with ``os._exit``. Hash seeds and the already-imported modules' pristine state are
+shared with the server; nothing else is (``random`` reseeds itself at fork; the child seeds
+torch and its inputs itself).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import traceback
+from typing import Any
+
+__all__ = ["MAX_REQUEST", "RESULT_FD", "main", "pack_request"]
+
+MAX_REQUEST = 1 << 22  # a request is an environment and two paths: far below this
+_NFDS = 3  # stdin, log (stdout and stderr), result pipe
+RESULT_FD = "{result_fd}"  # in a request's argv: the number the result pipe has in the child
+
+
+def pack_request(req: dict[str, Any]) -> bytes:
+    """One request as it goes on the socket: length prefix, then JSON."""
+    body = json.dumps(req).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def _preimport() -> None:
+    """Everything a child would import before the candidate: paid once, here."""
+    import numpy  # noqa: F401
+    import torch
+    import triton  # noqa: F401
+    import triton.language  # noqa: F401
+
+    import sandbox._child  # noqa: F401  (and its imports: inputs, provenance, perturb)
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        import triton.runtime.interpreter  # noqa: F401
+
+        import sandbox._interp  # noqa: F401  (imported only; the child installs it)
+    import sandbox.timing  # noqa: F401
+    assert not torch.cuda.is_initialized(), "importing must not initialise CUDA"
+
+
+def _cuda_initialised() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_initialized())
+
+
+def _peer_pid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[0]
+
+
+def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    conn.settimeout(30)
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, _NFDS)
+    try:
+        if len(fds) != _NFDS or len(data) < 4:
+            raise ValueError(f"a request carries {_NFDS} descriptors and a length")
+        (n,) = struct.unpack(">I", data[:4])
+        if n > MAX_REQUEST:
+            raise ValueError("request too large")
+        body = data[4:]
+        while len(body) < n:
+            chunk = conn.recv(n - len(body))
+            if not chunk:
+                raise ValueError("connection closed mid-request")
+            body += chunk
+        req = json.loads(body)
+        if not (isinstance(req.get("work"), str) and isinstance(req.get("env"), dict)
+                and isinstance(req.get("argv"), list)):
+            raise ValueError("a request needs work, env and argv")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return req, fds
+
+
+def _reply(conn: socket.socket, **msg: Any) -> None:
+    try:
+        conn.settimeout(10)
+        conn.sendall(json.dumps(msg).encode() + b"\n")
+    except OSError:
+        pass  # the parent gave up on this job; the child is still reaped
+
+
+def _stdio(fd: int, mode: str, errors: str) -> io.TextIOWrapper:
+    """A text stream on ``fd`` as ``python -u`` makes one (``PYTHONUNBUFFERED=1``)."""
+    enc = sys.getfilesystemencoding()
+    if mode == "r":
+        return io.TextIOWrapper(io.BufferedReader(io.FileIO(fd, "r", closefd=False)),
+                                encoding=enc, errors=errors)
+    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=enc,  # type: ignore[arg-type]
+                            errors=errors, line_buffering=False, write_through=True)
+
+
+def _become_child(req: dict[str, Any], fds: list[int], shed: Any) -> None:
+    """In the forked child: shed the server (``shed()`` closes its sockets and selector),
+    take the job's stdio and environment, run the verification child, exit. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        shed()
+        stdin_fd, log_fd, result_fd = fds
+        os.dup2(stdin_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.closerange(3, result_fd)
+        os.closerange(result_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        sys.stdin = sys.__stdin__ = _stdio(0, "r", "strict")
+        sys.stdout = sys.__stdout__ = _stdio(1, "w", "strict")
+        sys.stderr = sys.__stderr__ = _stdio(2, "w", "backslashreplace")
+        work = req["work"]
+        os.chdir(work)
+        env = {str(k): str(v) for k, v in req["env"].items()}
+        os.environ.clear()  # unsetenv for each: the C environment follows
+        os.environ.update(env)
+        path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        rest = [p for p in sys.path[1:] if p not in path]  # sys.path[0] was the server's cwd
+        sys.path[:] = [work, *path, *rest]
+        sys.path_importer_cache.clear()
+        import importlib
+
+        importlib.invalidate_caches()
+        import sandbox._child as child
+
+        # the result pipe has this process's number for it, not the parent's
+        sys.argv = [child.__file__ or "sandbox/_child.py",
+                    *[str(a).replace(RESULT_FD, str(result_fd)) for a in req["argv"]]]
+        try:
+            code = child.main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - report whatever broke, then leave
+        try:
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001
+                pass
+        os._exit(code if isinstance(code, int) else 1)
+
+
+class _Server:
+    def __init__(self, path: str, parent: int) -> None:
+        self.parent = parent
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(64)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.listener, selectors.EVENT_READ)
+        self.sel.register(self.wake_r, selectors.EVENT_READ)
+        self.jobs: dict[int, socket.socket] = {}  # child pid -> its connection
+        self.stopping = False
+        self.draining = False  # CUDA got initialised: no more forks, exit once jobs end
+        self.orphaned = False
+
+    def _shed(self, conn: socket.socket) -> None:
+        """In a forked child: close the server's descriptors through their objects, so no
+        finalizer closes a number the candidate has reused since."""
+        self.sel.close()
+        for s in (self.listener, conn, *self.jobs.values()):
+            s.close()
+        for fd in (self.wake_r, self.wake_w):
+            os.close(fd)
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGHUP, self._stop)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        while not self.stopping and not (self.draining and not self.jobs):
+            for key, _ in self.sel.select(timeout=1.0):
+                if key.fileobj is self.listener:
+                    self._accept()
+                else:
+                    try:
+                        while os.read(self.wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+            self._reap()
+            if os.getppid() != self.parent:
+                self.stopping = self.orphaned = True  # the parent is gone
+        self._kill_jobs()
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        try:
+            if _peer_pid(conn) != self.parent:
+                conn.close()  # only the process that started us may ask for children
+                return
+            req, fds = _read_request(conn)
+        except (OSError, ValueError) as e:
+            _reply(conn, error=f"bad request: {e}")
+            conn.close()
+            return
+        try:
+            if _cuda_initialised():
+                _reply(conn, error="CUDA is initialised in the fork server; restart it")
+                conn.close()
+                self.draining = True
+                self.sel.unregister(self.listener)
+                self.listener.close()
+                return
+            pid = os.fork()
+            if pid == 0:
+                _become_child(req, fds, lambda: self._shed(conn))
+        except OSError as e:
+            _reply(conn, error=f"fork failed: {e}")
+            conn.close()
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.jobs[pid] = conn
+        _reply(conn, pid=pid)
+
+    def _reap(self) -> None:
+        """Report every exited child: kill what is left of its group while the zombie still
+        holds the group id (it cannot be reused yet), then reap and tell its connection."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            pid = info.si_pid
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            conn = self.jobs.pop(pid, None)
+            if conn is not None:
+                _reply(conn, exit=os.waitstatus_to_exitcode(status))
+                conn.close()
+
+    def _kill_jobs(self) -> None:
+        for pid in list(self.jobs):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid in list(self.jobs):
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            conn = self.jobs.pop(pid)
+            _reply(conn, exit=os.waitstatus_to_exitcode(status))
+            conn.close()
+
+
+def main(argv: list[str]) -> int:
+    path, parent = argv[1], int(argv[2])
+    _preimport()
+    server = _Server(path, parent)
+    # the parent waits for this line; then stdout is no longer ours to write to
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    server.serve()
+    if server.orphaned:  # nobody else will remove our private directory
+        import shutil
+
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
