@@ -256,6 +256,7 @@ def run_cmd(
     time_limit: Annotated[float | None, typer.Option(help="Budget: wall seconds.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
     executor: Annotated[str | None, typer.Option(help="Where candidates are verified: local (default: this machine's GPUs, else CPU).")] = None,
+    jobs_per_device: Annotated[int | None, typer.Option(help="Verifications sharing one device at once (default 2): their checks overlap, their timing never does.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Max tokens per reply.")] = None,
     temperature: Annotated[float | None, typer.Option()] = None,
     name: Annotated[str | None, typer.Option(help="Run name (default: model + time).")] = None,
@@ -275,7 +276,7 @@ def run_cmd(
                        max_cost_usd=max_cost, time_limit_s=time_limit, concurrency=concurrency,
                        max_tokens=max_tokens, temperature=temperature, store=store,
                        timing=timing, allow_libraries=allow_library or None,
-                       executor=executor),
+                       executor=executor, jobs_per_device=jobs_per_device),
         config_path=config, name=name, resume=resume, device_of=_device, console=out,
     )
 

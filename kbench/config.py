@@ -48,6 +48,9 @@ class RunConfig(BaseModel):
     backend: Literal["triton", "cuda"] = "triton"
     device: str | None = None
     executor: str = "local"  # any available name in kbench.executors' registry
+    # verifications sharing one device at once: their imports, builds and checks overlap,
+    # their timed phases never do (sandbox.devicelock)
+    jobs_per_device: int = Field(2, ge=1, le=16)
     timing: bool = True
     max_calls: int | None = Field(None, ge=0)
     max_tokens_total: int | None = Field(None, ge=0)

@@ -62,7 +62,7 @@ def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | 
         base = dict(rec.config or {})
         # budgets and execution knobs may change on resume; what was asked may not
         for k in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s", "concurrency",
-                  "device", "store", "timing", "executor"):
+                  "device", "store", "timing", "executor", "jobs_per_device"):
             if overrides.get(k) is not None:
                 base[k] = overrides[k]
         cfg = RunConfig(**base)

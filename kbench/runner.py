@@ -119,7 +119,8 @@ class Runner:
                            temperature=self.cfg.temperature, budget=self.budget)
         self.states = {p.key: ProblemState(p.key) for p in self.problems}
         self.t0 = time.monotonic()
-        self.executor = make_executor(self.cfg.executor, devices=self._devices())
+        self.executor = make_executor(self.cfg.executor, devices=self._devices(),
+                                      jobs_per_device=self.cfg.jobs_per_device)
         self.facts = device_facts(self.store, self.executor.devices[0])
         self.example = example_candidate(self.cfg.backend)
 

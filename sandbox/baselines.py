@@ -98,7 +98,7 @@ def _baselines(spec: ProblemSpec, cases: list[_Case], work: Path, cache: Cache |
         raws, reason = run(sub, mode, missing)
         for c in missing:
             raw = raws.get(c.name)
-            t = Timing.from_dict(summarize(raw.event_ms)) if raw else None
+            t = Timing.from_dict(summarize(raw)) if raw else None
             out[(c.name, mode)] = t
             if cache:
                 failed = Timing(0.0, 0.0, 0.0, 0.0, 0, 0.0)

@@ -96,7 +96,7 @@ class Job:
     limits: Limits = field(default_factory=Limits)
     allow_libraries: tuple[str, ...] = ()
     static_policy: bool = True
-    isolation: str = "subprocess"
+    isolation: str = ""  # a backend name; "" is the default backend here
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "problem_path", str(self.problem_path))
@@ -119,7 +119,7 @@ class Job:
             timing=bool(d.get("timing", True)), limits=Limits.from_dict(d.get("limits", {})),
             allow_libraries=tuple(d.get("allow_libraries", ())),
             static_policy=bool(d.get("static_policy", True)),
-            isolation=d.get("isolation", "subprocess"),
+            isolation=d.get("isolation", ""),
         )
 
 
@@ -128,7 +128,7 @@ def run_job(job: Job, cache: Cache | None = None) -> Verdict:
 
     Raises :class:`ProblemError` if the file is missing, broken, or not the one the job was
     made for (its content hash differs); faults of the candidate become the verdict."""
-    from sandbox.backends import get_backend
+    from sandbox.backends import default_backend, get_backend
     from sandbox.problem import load_file
     from sandbox.verifier import verify
 
@@ -139,4 +139,4 @@ def run_job(job: Job, cache: Cache | None = None) -> Verdict:
     return verify(spec, job.candidate.source, device=job.device, cache=cache,
                   timing=job.timing, knobs=job.candidate.knob_dict() or None, limits=job.limits,
                   allow_libraries=job.allow_libraries, static_policy=job.static_policy,
-                  isolation=get_backend(job.isolation))
+                  isolation=get_backend(job.isolation) if job.isolation else default_backend())

@@ -9,15 +9,25 @@ from sandbox.fingerprint import DATASHEET, measure_device_facts
 
 if TYPE_CHECKING:
     from sandbox.baselines import Cache
+    from sandbox.devicelock import Hold
 
 __all__ = ["roofline_ms"]
 
 
-def _peaks(cache: Cache | None, fp: dict[str, Any], fph: str) -> dict[str, Any]:
+def _peaks(cache: Cache | None, fp: dict[str, Any], fph: str,
+           guard: Hold | None = None) -> dict[str, Any]:
+    """The device's measured ceilings: cached, else measured now (with ``guard`` held
+    exclusively, so no other job's work runs meanwhile)."""
     rec = cache.get_device_facts(fph) if cache else None
     facts = rec.facts if rec is not None else None
     if facts is None:
-        facts = measure_device_facts()
+        if guard is not None:
+            guard.exclude()
+        try:
+            facts = measure_device_facts()
+        finally:
+            if guard is not None:
+                guard.release()
         if cache:
             cache.put_device_facts(fph, fp, facts)
     return {**facts, "gpu": fp.get("gpu")}

@@ -38,6 +38,7 @@ from sandbox.cases import (
     _prepare_trial,
 )
 from sandbox.compare import compare_outputs
+from sandbox.devicelock import Hold, device_lock
 from sandbox.fingerprint import fingerprint, fingerprint_hash
 from sandbox.job import Limits
 from sandbox.judge import (
@@ -180,12 +181,16 @@ def _on_timed_output(msg: dict[str, Any], by_name: dict[str, _Case], work: Path,
 
 
 def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec: ProblemSpec,
-               do_time: bool, check: bool, isolation: Backend) -> _Outcome:
-    """Drive one child through import, trials and (optionally) timing; compare as it goes."""
+               do_time: bool, check: bool, isolation: Backend, hold: Hold) -> _Outcome:
+    """Drive one child through import, trials and (optionally) timing; compare as it goes.
+
+    The device is held shared from the child's start until its checks are done (other jobs
+    may check meanwhile), exclusively while it is timed, and released when it ends."""
     res = _Outcome()
     by_name = {c.name: c for c in cases}
+    hold.share()
     res.marks["start"] = time.monotonic()
-    with isolation.start(work, device) as child:
+    with hold, isolation.start(work, device) as child:
         finished = False
         phase = "import"
         try:
@@ -233,12 +238,16 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                         child.send("stop")
                         finished = True
                     else:
+                        t_wait = time.monotonic()
+                        hold.exclude()  # nothing else runs on the device while timed
+                        res.marks["lock_wait"] = time.monotonic() - t_wait
                         child.send("time")
                         phase = "timing"
                         deadline = time.monotonic() + limits.timing_s
                 elif ev == "timing":
                     c = by_name[msg["shape"]]
-                    res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]))
+                    res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]),
+                                               int(msg.get("calls_per_sample", 1)))
                 elif ev == "done":
                     finished = True
             ex = child.finish()
@@ -324,6 +333,7 @@ def verify(
     # Builds are kept per source (sandbox.buildcache): a job with a cache key runs in a
     # directory stable per key, so torch's ninja files stay valid when restored.
     builds = buildcache.open_job(source, backend, device, stable_dir=not keep_dir)
+    hold = Hold(device_lock(device))
     work = (builds and builds.workdir()) or isolation.workdir()
     try:
         (work / "candidate.py").write_text(source)
@@ -331,12 +341,13 @@ def verify(
             builds.restore(work)
         do_time = timing and on_gpu
         t_prep = time.monotonic()
+        hold.share()  # the references below run on the device too
         cases, notes = _build_cases(spec, device, limits, do_time)
         t_built = time.monotonic()
         _job(work, "candidate", device, cases, limits, spec, knobs=knobs,
              allow_libraries=tuple(allow_libraries))
         res = _run_child(work, device, cases, limits, spec, do_time=do_time, check=True,
-                         isolation=isolation)
+                         isolation=isolation, hold=hold)
         shapes, status, reason = _judge(cases, res)
         for c in cases:  # free the references before the baselines need the device
             c.model = None
@@ -350,7 +361,7 @@ def verify(
         t_base = time.monotonic()
         if status is Status.CORRECT and do_time:
             verdict = _timed(verdict, spec, device, cases, res, work, limits, cache, fp,
-                             isolation)
+                             isolation, hold)
         m = res.marks
         phases = {"inputs_and_references": t_built - t_prep}
         if "imported" in m:
@@ -358,12 +369,15 @@ def verify(
         if "checked" in m and "imported" in m:
             phases["correctness"] = m["checked"] - m["imported"]
         if "done" in m and "checked" in m:
-            phases["timing"] = m["done"] - m["checked"]
+            phases["timing"] = m["done"] - m["checked"] - m.get("lock_wait", 0.0)
+        if "lock_wait" in m:
+            phases["waiting_for_device"] = m["lock_wait"]
         phases["baselines_and_roofline"] = time.monotonic() - t_base
         if builds and verdict.status is not Status.REJECTED:  # no harness fault got here
             builds.save(work)
         return replace(verdict, wall_s=time.monotonic() - t0, phases=phases)
     finally:
+        hold.release()
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
         if builds:
@@ -396,15 +410,15 @@ def _bad_knobs(source: str, knobs: dict[str, Any]) -> str | None:
 
 def _timed(verdict: Verdict, spec: ProblemSpec, device: str, cases: list[_Case],
            res: _Outcome, work: Path, limits: Limits, cache: Cache | None,
-           fp: dict[str, Any], isolation: Backend) -> Verdict:
+           fp: dict[str, Any], isolation: Backend, hold: Hold) -> Verdict:
     """Baselines (cached or measured by the same protocol) and peaks, then the timed verdict."""
     fph = fingerprint_hash(fp)
-    facts = _peaks(cache, fp, fph)
+    facts = _peaks(cache, fp, fph, guard=hold)
 
     def run(sub: Path, mode: str, todo: list[_Case]) -> tuple[dict[str, RawTimes], str]:
         _job(sub, mode, device, todo, limits, spec)
         out = _run_child(sub, device, todo, limits, spec, do_time=True, check=False,
-                         isolation=isolation)
+                         isolation=isolation, hold=hold)
         return out.raw, out.reason
 
     base = _baselines(spec, cases, work, cache, fp, fph, run)
