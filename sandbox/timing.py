@@ -12,8 +12,10 @@ The event time divided by ``k`` is the measurement (per call). ``k`` is 1 unless
 takes less than ``small_call_ms`` in warm-up: a single call that short is mostly timer
 resolution and launch jitter, so such a kernel is timed in batches of ``k`` calls lasting at
 least ``batch_ms`` (``k <= max_calls``). Only the first call of a batch sees a cold L2 (the
-flush precedes the sample, not each call) and all ``k`` calls see the same input set, so a
-batched per-call time is the steady-state time of back-to-back calls on warm caches; where
+flush precedes the sample, not each call). A caller may give each call of a batch its own
+input buffers (``on_batch`` tells it ``k``; the verifier's child does, so that a kernel
+cannot answer calls 2..k from a result it kept for the same buffers), so a batched per-call
+time is the steady-state time of back-to-back calls; where
 the host launches calls slower than the GPU runs them, it includes that launch cost. Every
 side (candidate, eager, compile) gets the same rule, and ``calls_per_sample`` is recorded.
 
@@ -92,16 +94,20 @@ def calls_per_sample(call_ms: float, cfg: TimingConfig) -> int:
 
 
 def sample(measure: Measure, cfg: TimingConfig, audit: Callable[[int], bool] | None = None,
-           clock: Callable[[], float] = time.perf_counter) -> RawTimes:
+           clock: Callable[[], float] = time.perf_counter,
+           on_batch: Callable[[int], int] | None = None) -> RawTimes:
     """The sampling rule (module docstring) over ``measure``; no device needed.
 
     Warm-up runs single calls until ``warmup_ms`` of event time has passed (at least one
     call, at most ``max_reps``); from the median of the single calls after the first (which
     pays for compilation and autotuning) it chooses ``k`` and, if ``k > 1``, finishes
     warm-up in batches. ``audit(i)``, asked before each measured sample, may take that
-    sample for a check instead of timing it (True).
+    sample for a check instead of timing it (True). ``on_batch(k)``, told the ``k`` chosen
+    (when above 1) before any batch runs, returns the ``k`` to use (at most the one told:
+    a caller that gives each call of a batch its own input set may afford fewer).
     """
     i, spent, k = 0, 0.0, 1
+    told = False
     singles: list[float] = []
     t0 = clock()
     while True:
@@ -112,10 +118,15 @@ def sample(measure: Measure, cfg: TimingConfig, audit: Callable[[int], bool] | N
             singles.append(ev)
             if len(singles) == 5:
                 k = calls_per_sample(statistics.median(singles[1:]), cfg)
+                if k > 1 and on_batch is not None:
+                    k = max(1, min(k, int(on_batch(k))))
+                    told = True
         if spent >= cfg.warmup_ms or i >= cfg.max_reps or clock() - t0 >= cfg.limit_s:
             break
     if len(singles) < 5:  # warm-up ended early: a slow call, or a short warm-up
         k = calls_per_sample(statistics.median(singles[1:] or singles), cfg)
+    if k > 1 and on_batch is not None and not told:
+        k = max(1, min(k, int(on_batch(k))))
 
     events: list[float] = []
     hosts: list[float] = []
@@ -172,6 +183,7 @@ def time_cuda(
     cfg: TimingConfig | None = None,
     on_output: Callable[[int, object], None] | None = None,
     audit: Callable[[int], bool] | None = None,
+    on_batch: Callable[[int], int] | None = None,
 ) -> RawTimes:
     """Time ``fn`` on the current CUDA device by the protocol in the module docstring.
 
@@ -179,7 +191,8 @@ def time_cuda(
     receives the output of each sample's last call (callers keep the last few to re-check
     correctness). ``audit(i)``, asked before each measured sample, may make that sample an
     audited call instead (checked by the caller, not timed) and return True: the calls that
-    are timed are then indistinguishable from ones that are checked.
+    are timed are then indistinguishable from ones that are checked. ``on_batch`` is passed
+    to :func:`sample`.
     """
     import torch
 
@@ -211,4 +224,4 @@ def time_cuda(
         # host time of the sample, less the flush it waited behind
         return start.elapsed_time(end), (t1 - t0) * 1e3 - f0.elapsed_time(f1)
 
-    return sample(measure, cfg, audit)
+    return sample(measure, cfg, audit, on_batch=on_batch)

@@ -147,6 +147,28 @@ def test_small_kernels_are_timed_in_batches_and_reported_per_call() -> None:
     assert fake.calls[0][1] == 1, "warm-up starts with single calls"
 
 
+@pytest.mark.parametrize("warmup_ms", [1.0, 0.01])  # k chosen inside warm-up, or after it
+def test_the_caller_is_told_k_before_any_batch_and_may_lower_it(warmup_ms: float) -> None:
+    """The child gives every call of a batch its own input buffers; it learns k before the
+    first batch runs, and may afford fewer sets than asked (memory): the k it returns is
+    the one used, for every batch."""
+    fake = Fake(0.005)
+    told: list[tuple[int, int]] = []  # (k asked, samples measured before)
+
+    def on_batch(k: int) -> int:
+        told.append((k, len(fake.calls)))
+        return 7
+
+    raw = sample(fake.measure, _cfg(min_reps=20, warmup_ms=warmup_ms), None, fake.clock,
+                 on_batch=on_batch)
+    assert [k for k, _ in told] == [20]
+    before = told[0][1]
+    assert all(k == 1 for _, k in fake.calls[:before]), "no batch ran before on_batch"
+    assert {k for _, k in fake.calls[before:]} == {7}
+    assert raw.calls_per_sample == 7
+    assert raw.event_ms == pytest.approx([0.005] * len(raw.event_ms))
+
+
 def test_the_first_warm_up_call_does_not_choose_k() -> None:
     # The first call compiles (80 ms), the second takes 5 µs and ends the warm-up: the
     # median of both would say 40 ms a call.
