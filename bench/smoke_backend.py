@@ -1,9 +1,10 @@
 """Smoke check of the default sandbox backend on this machine's device: two verifications
-of the shipped ReLU example (the second warm), their backend, verdict and phases.
+of the shipped ReLU example (the second warm), their backend, verdict and phases; on a GPU
+also the same kernel on a 4096-element ReLU, which is timed in batches of calls.
 
     python bench/smoke_backend.py [--device cuda]
 
-Exit 0 only if both verdicts are correct.
+Exit 0 only if every verdict is correct (and the tiny one was batched).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from kbench.problems import load
+from kbench.problems import load, load_file
 from sandbox import MemoryCache, verify
 from sandbox.backends import default_backend
 
@@ -34,7 +37,37 @@ def main() -> int:
         phases = ", ".join(f"{k} {x:.2f}" for k, x in (v.phases or {}).items())
         print(f"{backend.name} run {i}: {v.status.value} in {time.monotonic() - t0:.2f} s "
               f"({phases}) {'' if v.passed else v.reason[:300]}", flush=True)
+    if args.device.startswith("cuda"):  # a kernel of a few µs: timed in batches
+        with tempfile.TemporaryDirectory() as d:
+            tiny = Path(d) / "tiny_relu.py"
+            tiny.write_text(TINY)
+            v = verify(load_file(tiny), src, device=args.device, cache=cache,
+                       isolation=backend)
+            t = next((s.timing for s in v.shapes if s.timing is not None), None)
+            batched = t is not None and t.calls_per_sample > 1
+            ok &= v.passed and batched
+            print(f"{backend.name} tiny relu: {v.status.value}, calls per sample "
+                  f"{t.calls_per_sample if t else '-'}, median {t.median_ms if t else '-'} ms, "
+                  f"speedup {v.speedup_eager} {'' if v.passed else v.reason[:300]}", flush=True)
     return 0 if ok else 1
+
+
+TINY = """import torch
+import torch.nn as nn
+
+
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.relu(x)
+
+
+def get_inputs():
+    return [torch.randn(4096)]
+
+
+def get_init_inputs():
+    return []
+"""
 
 
 if __name__ == "__main__":
