@@ -27,6 +27,9 @@ half-applied, if they differ; none is tried before Triton 3.0):
   value (always true) and silently drop a mask; they become elementwise ``logical_and`` /
   ``logical_or`` / ``not_`` as the GPU compiler makes them, still short-circuiting on
   compile-time values (``HAS_BIAS and tl.load(b)``).
+* **constexpr op tensor** -- ``C * x`` with a module-level ``C = tl.constexpr(...)`` on the
+  left made a constexpr wrapping the tensor, which the next ``tl`` call could not convert;
+  the tensor's own (reflected) operator now handles it, as the GPU compiler does.
 * **``.value``** -- constexpr arguments arrive as plain values here, so ``DTYPE.value`` /
   ``BLOCK.value`` (a constexpr's value on the GPU) returns the value itself.
 * **CUDA device queries** -- ``torch.cuda.device(...)`` / ``device_of`` become no-op context
@@ -73,6 +76,7 @@ def install() -> None:
     if version >= (3, 0):
         fixes = [("autotune", _autotune), ("float_args", _float_args), ("bf16", _bf16),
                  ("libdevice", _libdevice), ("reductions", _reductions),
+                 ("constexpr_ops", _constexpr_ops),
                  ("ast", _ast), ("driver", _driver), *fixes]
     elif "all" not in SKIPPED:
         SKIPPED["triton"] = f"Triton {triton.__version__} predates the 3.x interpreter"
@@ -153,6 +157,28 @@ def _float_args() -> None:
 # ------------------------------------------------------------------------------------------
 # bf16
 # ------------------------------------------------------------------------------------------
+_BINARY = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor",
+           "lshift", "rshift", "lt", "le", "gt", "ge")
+
+
+def _constexpr_ops() -> None:
+    """``constexpr <op> tensor`` defers to the tensor's reflected operator."""
+    import triton.language as tl
+
+    for name in _BINARY:
+        dunder = f"__{name}__"
+        orig = getattr(tl.constexpr, dunder, None)
+        if orig is None:
+            continue
+
+        def op(self: Any, other: Any, _orig: Any = orig) -> Any:
+            if isinstance(other, tl.tensor):
+                return NotImplemented
+            return _orig(self, other)
+
+        setattr(tl.constexpr, dunder, op)
+
+
 def _widen(bits: Any) -> Any:
     """bf16 bit patterns (uint16) -> float32 values, exactly."""
     import numpy as np

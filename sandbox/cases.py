@@ -49,6 +49,7 @@ class _Case:
     missing: list[str] = field(default_factory=list)  # redrawn names ModelNew holds no match for
     notes: list[str] = field(default_factory=list)
     profile_trial: int = 0  # the checked call whose device kernels are listed (GPU)
+    own_rms: float = 0.0  # RMS of the reference's output on trial 0 (own inputs)
 
     @property
     def n_run(self) -> int:
@@ -92,6 +93,29 @@ def _reference(spec: ProblemSpec, case: _Case, xs: list[Any]) -> Any:
     args = [x.clone() if keep and isinstance(x, torch.Tensor) else x for x in xs]
     with torch.no_grad():
         return case.model(*args)
+
+
+def _rms(x: Any) -> float:
+    """Root mean square of the floating-point tensors in ``x`` (0.0 if none)."""
+    import torch
+
+    ts = [t for t in (x if isinstance(x, (list, tuple)) else [x])
+          if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    n = sum(t.numel() for t in ts)
+    if not n:
+        return 0.0
+    sq = sum(float(torch.linalg.vector_norm(t, dtype=torch.float32)) ** 2 for t in ts)
+    return math.sqrt(sq / n) if math.isfinite(sq) else 0.0
+
+
+def atol_for(case: _Case, i: int, atol: float) -> float:
+    """The absolute tolerance of trial ``i``: the problem's own, scaled up on a perturbed
+    trial by how much larger the reference's output is there than on the problem's own
+    inputs (spread magnitudes make larger sums, and rounding errors grow with them). The
+    demand relative to the output's scale stays the problem's."""
+    if case.kinds[i] == "own" or case.own_rms <= 0 or i not in case.refs:
+        return atol
+    return atol * max(1.0, _rms(case.refs[i]) / case.own_rms)
 
 
 def _prepare_trial(spec: ProblemSpec, case: _Case, i: int, device: str) -> dict[str, Any]:
@@ -151,6 +175,7 @@ def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
     xs = spec.make_inputs(case.params, case.seeds[0], device)
     ref = _reference(spec, case, xs)
     finite = _finite(ref)
+    case.own_rms = _rms(ref) if finite else 0.0
     if _nbytes(ref) <= _KEEP_BYTES:  # else made again when the child asks for it
         case.refs[0] = ref
         if spec.meta.check is not None:

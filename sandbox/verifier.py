@@ -36,6 +36,7 @@ from sandbox.cases import (
     _params_case,
     _plan,
     _prepare_trial,
+    atol_for,
 )
 from sandbox.compare import compare_outputs
 from sandbox.devicelock import Hold, device_lock
@@ -149,7 +150,8 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
     out = _fetch(msg, work, device, child)
     if out is None or not check:
         return
-    bad, errs = compare_outputs(out, c.refs[i], *spec.tolerance, spec.meta.check,
+    atol, rtol = spec.tolerance
+    bad, errs = compare_outputs(out, c.refs[i], atol_for(c, i, atol), rtol, spec.meta.check,
                                 c.inputs.get(i))
     del out
     if not (c.timed and c.kinds[i] == "own"):  # timed outputs are checked against these

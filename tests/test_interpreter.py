@@ -339,6 +339,32 @@ def _bessel(X, BLOCK: tl.constexpr):
     tl.store(X + o, libdevice.jn(2, tl.load(X + o)))
 
 
+TWO = tl.constexpr(2.0)  # a module-level constexpr, as libraries write them
+
+
+@triton.jit
+def _abs_plus_one(z):
+    return tl.abs(z) + 1.0
+
+
+@triton.jit
+def _constexpr_left(X, Y, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    x = tl.load(X + o)
+    # constexpr on the left of a tensor, the result handed to a tl call and a helper
+    y = _abs_plus_one(-TWO * x) + tl.exp(TWO * x * 0.0) + (TWO < x).to(tl.float32) + (TWO - x)
+    tl.store(Y + o, y)
+
+
+@case
+def constexpr_on_the_left_of_a_tensor():
+    x = torch.randn(16)
+    y = torch.empty(16)
+    _constexpr_left[(1,)](x, y, BLOCK=16)
+    want = (2 * x).abs() + 1 + 1 + (2 < x).float() + (2 - x)
+    assert torch.allclose(y, want), (y - want).abs().max()
+
+
 @triton.jit
 def _bad(X, BLOCK: tl.constexpr):
     o = tl.arange(0, BLOCK)
@@ -366,7 +392,8 @@ print("RESULTS=" + json.dumps(RESULTS))
 CASES = ["installed", "float_scalar_argument", "libdevice_functions",
          "libdevice_missing_on_cuda_fails_as_on_the_gpu", "bf16_elementwise", "fp16_elementwise",
          "bf16_reductions", "fp16_reductions", "nan_rows_in_reductions",
-         "constexpr_value_in_jit_helpers", "tensor_and_or_not_masks",
+         "constexpr_value_in_jit_helpers", "constexpr_on_the_left_of_a_tensor",
+         "tensor_and_or_not_masks",
          "cuda_device_queries_on_cpu", "autotune_without_a_driver", "unsupported_is_recognised"]
 
 

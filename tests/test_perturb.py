@@ -212,3 +212,24 @@ def test_kernelbench_files_run_in_training_mode_unless_they_say_eval(tmp_path):
     assert train.make_model([], 0, "cpu").training  # KernelBench's harness never calls .eval()
     ev = _problem(tmp_path, body % 'KBENCH = {"mode": "eval"}', "e.py")
     assert not ev.make_model([], 0, "cpu").training
+
+
+def test_perturbed_trials_scale_atol_with_the_output_not_below_the_problems_own():
+    """Spread magnitudes make larger outputs and proportionally larger rounding errors (an
+    honest bf16 matmul failed 132 of 16M elements at the unscaled atol on an H100): a
+    perturbed trial's atol grows with its reference's RMS over the own inputs' one, and never
+    shrinks below the problem's."""
+    import torch
+
+    from sandbox.cases import _Case, _rms, atol_for
+
+    c = _Case("main", {}, False, True, 0)
+    c.kinds = ["own", "signed", "scaled"]
+    c.own_rms = _rms(torch.full((64,), 2.0))
+    assert c.own_rms == pytest.approx(2.0)
+    c.refs = {0: torch.full((64,), 2.0), 1: torch.full((64,), 1.0), 2: torch.full((64,), 20.0)}
+    assert atol_for(c, 0, 1e-2) == 1e-2  # own inputs: the problem's tolerance
+    assert atol_for(c, 1, 1e-2) == 1e-2  # a smaller output never tightens it
+    assert atol_for(c, 2, 1e-2) == pytest.approx(1e-1)  # 10x the output scale, 10x atol
+    c.refs[2] = (torch.full((32,), 20.0), torch.arange(4))  # tuples: float parts only
+    assert atol_for(c, 2, 1e-2) == pytest.approx(1e-1)

@@ -14,8 +14,8 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
-SQRT_2_OVER_PI: tl.constexpr = math.sqrt(2.0 / math.pi)
-TWO_LOG2E: tl.constexpr = 2.0 * math.log2(math.e)
+SQRT_2_OVER_PI = tl.constexpr(math.sqrt(2.0 / math.pi))
+TWO_LOG2E = tl.constexpr(2.0 * math.log2(math.e))
 
 
 @triton.jit

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-SQRT_2_OVER_PI: tl.constexpr = math.sqrt(2.0 / math.pi)
+SQRT_2_OVER_PI = tl.constexpr(math.sqrt(2.0 / math.pi))
 
 
 @triton.jit
