@@ -188,6 +188,29 @@ def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
     return finite
 
 
+# A verification holds about this many copies of one input set on the device at once, parent
+# and child together (inputs, the mutation snapshot, poison, outputs, the reference's).
+_COPIES = 10
+
+
+def _too_big(spec: ProblemSpec, shape: Shape, device: str) -> str | None:
+    """Why an optional shape cannot be checked on ``device`` (None if it can)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    try:
+        xs = spec.make_inputs(shape, 0, "meta")
+        need = sum(_nbytes(x) for x in xs)
+        total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    except Exception:  # noqa: BLE001 - unknown size: try it
+        return None
+    if _COPIES * need > total:
+        return (f"its inputs ({need / 2**30:.1f} GiB) and their checks would not fit in the "
+                f"device's {total / 2**30:.1f} GiB")
+    return None
+
+
 def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
                  timed: bool) -> tuple[list[_Case], list[str]]:
     declared = spec.shapes_for(device)
@@ -198,13 +221,22 @@ def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
     }
     # One unseen shape just above the largest declared one: catches kernels whose grid or
     # constants were fitted to the main shape and still pass every smaller size.
-    above = [s for n, s in derive_shapes(spec, declared[by_size[-1]], 8).items()
-             if n != "derived_batch1" and s not in declared.values() and s not in derived.values()]
+    # The smallest such shape: a size just past the main one, not the largest odd variant
+    # (whose inputs and checks may not fit beside the main shape's on the device).
+    top = _input_elems(spec, declared[by_size[-1]])
+    above = sorted((s for n, s in derive_shapes(spec, declared[by_size[-1]], 8).items()
+                    if n != "derived_batch1" and s not in declared.values()
+                    and s not in derived.values() and _input_elems(spec, s) > top),
+                   key=lambda s: _input_elems(spec, s))
+    dropped: list[str] = []
     if above:
-        derived["derived_large_odd"] = above[-1]
+        why = _too_big(spec, above[0], device)
+        if why:
+            dropped.append(f"derived shape 'derived_large_odd' skipped: {why}")
+        else:
+            derived["derived_large_odd"] = above[0]
     plan = [(n, s, False) for n, s in declared.items()] + [(n, s, True) for n, s in derived.items()]
     cases: list[_Case] = []
-    dropped: list[str] = []
     for name, shape, is_derived in plan:
         case = _Case(name, shape, is_derived, timed and not is_derived, secrets.randbits(31))
         try:

@@ -226,3 +226,29 @@ def test_result_channel_rejects_unsigned_or_forged_messages():
         decode_message(key, forged.encode())
     with pytest.raises(ChildError, match="malformed"):
         decode_message(key, b'{"event": "done"}')
+
+
+def test_the_shape_above_the_main_one_is_the_smallest_and_must_fit_the_device(monkeypatch):
+    """``derived_large_odd`` is the smallest shape past the largest declared one (KernelBench's
+    GroupNorm: +1.6% of elements, not the +16% all-odd variant that ran out of memory on an
+    H200), and is skipped with a note where its inputs and their checks cannot fit."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sandbox.cases import _input_elems, _too_big
+    from sandbox.problem import derive_shapes
+
+    spec = load("level1/relu")[0]
+    big = spec.shapes_for("cuda")["main"]
+    above = [s for n, s in derive_shapes(spec, big, 8).items() if n != "derived_batch1"]
+    sizes = sorted(_input_elems(spec, s) for s in above)
+    assert _too_big(spec, big, "cpu") is None  # CPU shapes are bounded already
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d: SimpleNamespace(total_memory=80 << 30))
+    assert _too_big(spec, big, "cuda:0") is None  # 16 x 2^20 floats: 64 MiB
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d: SimpleNamespace(total_memory=256 << 20))
+    why = _too_big(spec, big, "cuda:0")
+    assert why and "would not fit in the device's 0.2 GiB" in why
+    assert sizes[0] > _input_elems(spec, big)

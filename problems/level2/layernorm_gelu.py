@@ -17,10 +17,12 @@ eps = 1e-5
 
 KBENCH = {
     "dtype": "bfloat16",
-    # elementwise on a normalized row: the only error is bf16 rounding of the output (and of
-    # the LayerNorm output in eager), ~2^-8 relative; 1e-2 is two ulps, zeros or x fail.
-    "atol": 1e-2,
-    "rtol": 1e-2,
+    # elementwise on a normalized row: the only error is bf16 rounding. Eager rounds twice
+    # (the LayerNorm output, then the GELU output), so a kernel that keeps fp32 between them
+    # differs by up to ~3 ulps (2^-7 relative each): one element in 268M failed 1e-2 on an
+    # H200. 2e-2 allows that; zeros, x, or a skipped gamma/beta still fail.
+    "atol": 2e-2,
+    "rtol": 2e-2,
     "shapes": {"odd": {"M": 30011, "N": 5003}, "wide": {"M": 16384, "N": 8192}},
     "cpu_shapes": {"small": {"M": 64, "N": 256}, "odd": {"M": 37, "N": 211}},
     "flops": lambda s: 12 * s["M"] * s["N"],
