@@ -347,6 +347,20 @@ def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
     return out
 
 
+def _build_only(job_dir: Path, job: dict[str, Any]) -> int:
+    """``sandbox.prebuild``: import the candidate without a GPU so that its extensions are
+    compiled (for the target's architectures) into the job directory, and nothing else."""
+    os.environ["TORCH_CUDA_ARCH_LIST"] = str(job["arch"])
+    _send(event="started", pid=os.getpid())
+    try:
+        _load_module(job_dir / job["candidate"], "candidate")
+    except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure
+        _send(event="error", phase="import", kind="compile", message=_tail(e))
+        return 1
+    _send(event="imported")
+    return 0
+
+
 def main() -> int:
     global _KEY, _FD
     job_dir = Path(sys.argv[1])
@@ -355,6 +369,8 @@ def main() -> int:
     job = json.loads((job_dir / "job.json").read_text())
     _limits(job)
     os.chdir(job_dir)
+    if job["mode"] == "build":
+        return _build_only(job_dir, job)
     phase = "import"
     try:
         import torch
