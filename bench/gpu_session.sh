@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # One GPU session's checks, started in the background so that it outlives one device call:
-#   bash bench/gpu_session.sh start [KB_DIR]   # install wheels, start the jobs (setsid)
+#   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
+#     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline
+#     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
+#     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
 # First a smoke check of the default sandbox backend (bench/smoke_backend.py). Jobs, in order:
 # `kbench doctor`; bench/kernelbench_verdicts.py (correctness only: KernelBench's adversarial
-# kernels, kbench's KernelBench cheats and honest candidates) beside bench/acceptance.py (the
-# honest-styles corpus and the attack corpus on the GPU); then the gpu-marked tests (tests/test_gpu.py, tests/test_provenance.py). Logs in /tmp/kbench_gpu.
+# kernels, kbench's KernelBench cheats and honest candidates); bench/acceptance.py (the
+# honest-styles corpus and the attack corpus on the GPU); the gpu-marked tests
+# (tests/test_gpu.py, tests/test_provenance.py); bench/bench_pipeline.py. Logs in /tmp/kbench_gpu.
 set -uo pipefail
 cmd=${1:-start}
 LOG=/tmp/kbench_gpu
@@ -28,18 +32,21 @@ if [ "$cmd" = start ]; then
     export KBENCH_SANDBOX_BACKEND=subprocess
   fi
   tail -3 "$LOG/smoke.log"
-  setsid bash -c "
-    python3 -m kbench.cli doctor > $LOG/doctor.log 2>&1
-    python3 bench/kernelbench_verdicts.py --kernelbench $kb --device cuda --no-timing \
-      --out $LOG/verdicts.json --markdown $LOG/verdicts.md > $LOG/verdicts.log 2>&1 &
-    python3 bench/acceptance.py --device cuda --jobs 6 --json $LOG/acceptance.json \
-      --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1
-    echo \$? > $LOG/acceptance.rc
-    wait
-    python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_provenance.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1
-    echo \$? > $LOG/gpu_tests.rc
-    touch $LOG/finished
-  " > /dev/null 2>&1 < /dev/null &
+  steps=${3:-verdicts,acceptance,tests}
+  has() { case ",$steps," in *",$1,"*) return 0;; *) return 1;; esac; }
+  script="python3 -m kbench.cli doctor > $LOG/doctor.log 2>&1"
+  # one step at a time: KernelBench's inputs are 6-9 GiB each, and steps side by side ran a
+  # card out of memory (docs/benchmarks.md, run A)
+  has verdicts && script="$script; python3 bench/kernelbench_verdicts.py --kernelbench $kb \
+      --device cuda --no-timing ${VERDICTS_K:+-k $VERDICTS_K} --out $LOG/verdicts.json \
+      --markdown $LOG/verdicts.md > $LOG/verdicts.log 2>&1"
+  has acceptance && script="$script; python3 bench/acceptance.py --device cuda --jobs 2 \
+      --json $LOG/acceptance.json --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1"
+  has tests && script="$script; python3 -m pytest -q -m gpu tests/test_gpu.py \
+      tests/test_provenance.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1"
+  has pipeline && script="$script; python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
+      --reps 2 --out $LOG/pipeline.json > $LOG/pipeline.log 2>&1"
+  setsid bash -c "$script; touch $LOG/finished" > /dev/null 2>&1 < /dev/null &
   echo started
   exit 0
 fi
@@ -51,3 +58,4 @@ echo "--- finished: $([ -f "$LOG/finished" ] && echo yes || echo no) after ${t}s
 tail -5 "$LOG/gpu_tests.log" 2>/dev/null
 tail -30 "$LOG/verdicts.log" 2>/dev/null
 tail -8 "$LOG/acceptance.log" 2>/dev/null
+tail -30 "$LOG/pipeline.log" 2>/dev/null
