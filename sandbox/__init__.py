@@ -11,14 +11,14 @@ import importlib
 from typing import Any
 
 __all__ = ["Cache", "Candidate", "Job", "Limits", "MemoryCache", "ShapeResult", "Status", "Timing",
-           "Verdict", "default_device", "run_job", "verify"]
+           "Verdict", "default_device", "measure_baselines", "run_job", "verify"]
 
 _WHERE = {
     "ShapeResult": "sandbox.verdict", "Status": "sandbox.verdict", "Timing": "sandbox.verdict",
     "Verdict": "sandbox.verdict", "Cache": "sandbox.verifier", "Limits": "sandbox.job",
     "Job": "sandbox.job", "Candidate": "sandbox.job", "run_job": "sandbox.job",
     "MemoryCache": "sandbox.verifier", "default_device": "sandbox.verifier",
-    "verify": "sandbox.verifier",
+    "verify": "sandbox.verifier", "measure_baselines": "sandbox.verifier",
 }
 
 

@@ -57,7 +57,8 @@ from sandbox.roofline import _peaks, roofline_ms
 from sandbox.timing import RawTimes, TimingConfig
 from sandbox.verdict import Status, Verdict
 
-__all__ = ["Limits", "Cache", "MemoryCache", "verify", "default_device", "roofline_ms"]
+__all__ = ["Limits", "Cache", "MemoryCache", "verify", "measure_baselines", "default_device",
+           "roofline_ms"]
 
 # Helpers that moved out but are still reached through this module (tests, older callers).
 _REEXPORTED = (_build_cases, _prepare_trial, _params_case, _plan, _Case, _Outcome, _judge,
@@ -425,3 +426,42 @@ def _timed(verdict: Verdict, spec: ProblemSpec, device: str, cases: list[_Case],
 
     base = _baselines(spec, cases, work, cache, fp, fph, run)
     return _with_timing(verdict, spec, res, base, facts, limits)
+
+
+def measure_baselines(spec: ProblemSpec, cache: Cache, *, device: str | None = None,
+                      limits: Limits | None = None, isolation: Backend | None = None
+                      ) -> dict[tuple[str, str], Any]:
+    """Measure (or find in ``cache``) the eager and ``torch.compile`` baselines of every timed
+    shape of ``spec``, and the device's ceilings, without a candidate: a run does this ahead
+    of the first candidate of each problem, so no verification waits for them. Returns the
+    ``Timing`` (or None where a baseline cannot be measured) per (shape, mode); ``{}`` where
+    nothing is timed (a CPU device)."""
+    limits = limits or Limits()
+    isolation = isolation or default_backend()
+    device = device or default_device()
+    if not device.startswith("cuda"):
+        return {}
+    fp = fingerprint(device)
+    fph = fingerprint_hash(fp)
+    work = isolation.workdir()
+    hold = Hold(device_lock(device))
+    try:
+        hold.share()  # the plan's references run on the device
+        cases, _ = _build_cases(spec, device, limits, True)
+        for c in cases:  # only seeds and shapes are needed from here on
+            c.model = None
+            c.refs.clear()
+            c.inputs.clear()
+        hold.release()
+        _peaks(cache, fp, fph, guard=hold)
+
+        def run(sub: Path, mode: str, todo: list[_Case]) -> tuple[dict[str, RawTimes], str]:
+            _job(sub, mode, device, todo, limits, spec)
+            out = _run_child(sub, device, todo, limits, spec, do_time=True, check=False,
+                             isolation=isolation, hold=hold)
+            return out.raw, out.reason
+
+        return _baselines(spec, cases, work, cache, fp, fph, run)
+    finally:
+        hold.release()
+        shutil.rmtree(work, ignore_errors=True)

@@ -60,3 +60,17 @@ def test_timed_verdict_takes_speedups_from_the_baselines() -> None:
     hidden = _Outcome(raw={"small": RawTimes(ms, [5.0] * 4)})
     out = _with_timing(verdict, spec, hidden, {}, {"gpu": "cpu"}, Limits())
     assert out.status is Status.REJECTED and "outlasts its timed stream" in out.reason
+
+
+def test_measure_baselines_on_cpu_measures_nothing_and_starts_no_child(monkeypatch) -> None:
+    """Nothing is timed on CPU, so a run's ahead-of-time baselines are a no-op there."""
+    from kbench.problems import load
+    from sandbox import MemoryCache, measure_baselines
+    from sandbox.backends import get_backend
+
+    backend = get_backend("subprocess")
+    monkeypatch.setattr(backend, "start", lambda *a: (_ for _ in ()).throw(AssertionError))
+    cache = MemoryCache()
+    assert measure_baselines(load("level1/relu")[0], cache, device="cpu",
+                             isolation=backend) == {}
+    assert cache.baselines == {}

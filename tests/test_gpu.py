@@ -210,3 +210,24 @@ def test_library_calls_only_while_timed_are_caught_by_an_audited_call():
     v = verify(load("level1/relu")[0], src, device="cuda", limits=QUICK)
     assert v.status is Status.REJECTED, v.reason
     assert "aten.relu" in v.reason and "timing" in v.reason
+
+
+def test_baselines_measured_ahead_are_the_ones_a_verification_uses():
+    """A run measures a problem's baselines before its first candidate arrives; the
+    candidate's verification then finds every one of them and measures none itself."""
+    from sandbox import measure_baselines
+
+    spec = load("level1/softmax")[0]
+    fresh = MemoryCache()
+    base = measure_baselines(spec, fresh, device="cuda", limits=QUICK)
+    timed = [n for n in spec.shapes_for("cuda")]
+    assert {m for _, m in base} == {"eager", "compile"}
+    assert {s for s, _ in base} == set(timed)
+    assert all(t is not None and t.count >= 10 for t in base.values()), base
+    src = importlib.resources.files("kbench").joinpath("examples/level1/softmax.py").read_text()
+    v = verify(spec, src, device="cuda", cache=fresh, limits=QUICK)
+    assert v.passed, v.reason
+    assert v.phases["baselines_and_roofline"] < 1.0, v.phases  # found, not measured
+    main = next(s for s in v.shapes if s.name == "main")
+    assert main.eager is not None and main.eager.median_ms == base[("main", "eager")].median_ms
+
