@@ -197,6 +197,19 @@ def _print_explain(v: Any) -> None:
         out.print(f"5. kernel provenance: Triton launches {ran.get('launches') or 'none'}; "
                   f"device kernels on the profiled calls {ran.get('kernels') or 'not profiled (no GPU)'}",
                   highlight=False, markup=False)
+    tim = e.get("timing")
+    if tim:
+        r = tim.get("rule", {})
+        out.print(f"6. timing, the same rule for every side: at least {r.get('min_reps')} samples "
+                  f"and {r.get('min_measured_ms')} ms measured, then to {r.get('target_rse')} "
+                  f"relative error or {r.get('budget_s')} s; calls under "
+                  f"{r.get('small_call_ms')} ms timed in batches; noisy above "
+                  f"{r.get('noisy_spread')} IQR/median", highlight=False, markup=False)
+        for shape, sides in tim.get("shapes", {}).items():
+            parts = [f"{side} {t['median_ms']:.4g} ms (spread {t['spread']:.1%}, "
+                     f"{t['samples']} x {t['calls_per_sample']} calls"
+                     f"{', NOISY' if t.get('noisy') else ''})" for side, t in sides.items()]
+            out.print(f"   {shape}: " + "; ".join(parts), highlight=False, markup=False)
     if e.get("first_failure"):
         out.print(f"[bold]first failing check:[/] {e['first_failure']}", highlight=False)
     elif v.passed:

@@ -236,3 +236,25 @@ def test_problems_show_says_what_is_checked_and_why_a_problem_opts_out(tmp_path:
     assert "perturbed non-negative inputs; parameters never redrawn" in text, r.stdout
     assert "problem's reason: sqrt is defined on x >= 0" in text
     assert "in train mode" in text
+
+
+def test_explain_prints_the_timing_rule_and_each_sides_spread() -> None:
+    """A timed verdict's explain shows the one sampling rule and, per shape and side, the
+    median, spread, samples x calls per sample and a NOISY mark."""
+    from types import SimpleNamespace
+
+    from kbench import cli
+
+    side = {"median_ms": 0.0123, "spread": 0.02, "samples": 40, "calls_per_sample": 8,
+            "noisy": False}
+    v = SimpleNamespace(passed=True, explain={"timing": {
+        "rule": {"min_reps": 30, "min_measured_ms": 100.0, "target_rse": 0.005,
+                 "budget_s": 1.5, "small_call_ms": 0.02, "noisy_spread": 0.1},
+        "shapes": {"main": {"candidate": side, "eager": {**side, "spread": 0.31, "noisy": True}}},
+    }})
+    with cli.out.capture() as cap:
+        cli._print_explain(v)
+    text = " ".join(cap.get().split())  # as printed, less the console's line wrapping
+    assert "at least 30 samples and 100.0 ms measured" in text
+    assert "main: candidate 0.0123 ms (spread 2.0%, 40 x 8 calls)" in text
+    assert "eager 0.0123 ms (spread 31.0%, 40 x 8 calls, NOISY)" in text
