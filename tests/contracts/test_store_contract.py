@@ -1,0 +1,409 @@
+"""The contract every Store backend passes: a subclass of :class:`StoreContract` supplies one
+fixture, ``url``, naming an empty database of its kind. SQLite (a file) always runs;
+PostgreSQL runs where ``KBENCH_TEST_PG_URL`` names a reachable server (its kbench tables are
+dropped before each test), else it is skipped with the reason.
+
+What is asserted is what :mod:`kbench.store` promises: every write commits before it
+returns (another Store, in another process, sees it); reads return frozen records that
+round-trip what was written; upserts are idempotent; threads share a Store without losing
+rows; errors are one-line :class:`StoreError` s that never show a password.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import pytest
+
+from kbench.errors import ConfigError, StoreError
+from kbench.store import RunStatus, Store
+from sandbox.verdict import ShapeResult, Status, Timing, Verdict
+
+FP = "fp-contract"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def timing(ms: float) -> Timing:
+    return Timing(median_ms=ms, iqr_ms=0.01, mean_ms=ms, min_ms=ms * 0.9, count=50, rse=0.004)
+
+
+def verdict(status: Status = Status.CORRECT, speedup: float | None = 1.7) -> Verdict:
+    shape = ShapeResult(
+        name="base", params={"N": 4096, "dtype": "float16"}, derived=False, trials=3,
+        passed=status is Status.CORRECT, max_abs_err=1e-4, max_rel_err=2e-3, rel_l2_err=5e-5,
+        timing=timing(0.5), eager=timing(0.85), speedup_eager=speedup, roofline_ms=0.2,
+        sol_pct=40.0)
+    odd = ShapeResult(name="derived_0", params={"N": 4231}, derived=True, trials=2,
+                      passed=False, reason="3 of 4231 elements differ", max_abs_err=math.inf)
+    return Verdict("level1/relu", status, "ok" if status is Status.CORRECT else "wrong values",
+                   "cuda:0", "triton", shapes=(shape, odd), speedup_eager=speedup,
+                   speedup_compile=None if speedup is None else speedup / 2, sol_pct=40.0,
+                   timing_available=speedup is not None, fingerprint={"gpu": "H100"},
+                   wall_s=3.2, phases={"check": 1.5}, log_tail="tail", notes=("a note",))
+
+
+def run_python(code: str, *args: str, timeout: float = 120) -> str:
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+class StoreContract:
+    """Inherit and supply a ``url`` fixture: an empty database of the backend under test."""
+
+    @pytest.fixture
+    def url(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self, url: str) -> Iterator[Store]:
+        with Store(url) as s:
+            yield s
+
+    # -- round trips ---------------------------------------------------------------------
+    def test_runs_round_trip(self, store: Store) -> None:
+        config = {"model": "openai/gpt-4o", "budget": {"usd": 2.5}, "problems": ["a", "b"]}
+        rid = store.create_run("r1", model="openai/gpt-4o", strategy="refine", config=config,
+                               notes="first")
+        other = store.create_run("r2")
+        rec = store.get_run("r1")
+        assert rec is not None and rec.id == rid and rec.name == "r1"
+        assert (rec.model, rec.strategy, rec.config, rec.notes) == (
+            "openai/gpt-4o", "refine", config, "first")
+        assert rec.status is RunStatus.RUNNING and rec.created_at.tzinfo is not None
+        store.set_run_status(rid, "finished")
+        assert store.get_run("r1").status is RunStatus.FINISHED
+        assert [r.id for r in store.list_runs()] == [rid, other]
+        assert store.get_run("nope") is None
+        with pytest.raises(FrozenInstanceError):
+            rec.name = "x"  # type: ignore[misc]
+
+    def test_duplicate_run_and_missing_ids_are_one_line_store_errors(self, store: Store) -> None:
+        store.create_run("taken")
+        with pytest.raises(StoreError) as e:
+            store.create_run("taken")
+        assert "already exists" in str(e.value) and "\n" not in str(e.value)
+        with pytest.raises(StoreError, match="no run with id 999"):
+            store.set_run_status(999, RunStatus.FAILED)
+        with pytest.raises(ValueError):
+            store.set_run_status(1, "exploded")
+        assert len(store.list_runs()) == 1
+
+    def test_problem_upsert_is_idempotent(self, store: Store) -> None:
+        a = store.upsert_problem("level1/relu", "level1", "h1", "class Model: ...")
+        assert store.upsert_problem("level1/relu", "level1", "h1", "class Model: ...") == a
+        b = store.upsert_problem("level1/relu", "level1", "h2", "class Model: ... # v2")
+        assert b != a  # new content, new row: verdicts stay tied to what was checked
+        rec = store.get_problem(a)
+        assert (rec.id, rec.key, rec.suite, rec.source_hash, rec.source) == (
+            a, "level1/relu", "level1", "h1", "class Model: ...")
+        assert store.get_problem(b).source_hash == "h2" and store.get_problem(10_000) is None
+
+    def test_candidates_and_verdicts_round_trip(self, store: Store) -> None:
+        rid = store.create_run("r")
+        pid = store.upsert_problem("level1/relu", "level1", "h", "src")
+        knobs = {"BLOCK": [64, 128], "num_warps": 4}
+        c1 = store.add_candidate(pid, "class ModelNew: ...", "triton", run_id=rid, origin="llm",
+                                 attempt=0, knobs=knobs)
+        c2 = store.add_candidate(pid, "class ModelNew: ... # 2", "cuda", run_id=rid,
+                                 origin="llm", parent_id=c1, attempt=1)
+        store.add_candidate(pid, "elsewhere", "triton")  # no run: not the run's
+        bad, good = verdict(Status.INCORRECT, None), verdict(speedup=2.5)
+        store.add_verdict(c1, bad, FP)
+        v2 = store.add_verdict(c1, good, FP)
+        first, second = store.candidates_for(rid, "level1/relu")
+        assert (first.id, first.run_id, first.problem_id, first.problem_key) == (
+            c1, rid, pid, "level1/relu")
+        assert (first.source, first.backend, first.origin, first.knobs) == (
+            "class ModelNew: ...", "triton", "llm", knobs)
+        assert first.verdict is not None and first.verdict.id == v2  # the latest
+        assert (second.id, second.parent_id, second.attempt, second.backend) == (c2, c1, 1, "cuda")
+        assert second.verdict is None
+        recs = store.verdicts_for_candidate(c1)
+        assert [r.status for r in recs] == [Status.INCORRECT, Status.CORRECT]
+        assert recs[0].verdict() == bad and recs[1].verdict() == good  # the whole record
+        assert (recs[1].passed, recs[1].speedup_eager, recs[1].speedup_compile,
+                recs[1].sol_pct, recs[1].fingerprint_hash) == (True, 2.5, 1.25, 40.0, FP)
+        assert store.candidates_for(rid, "level1/other") == []
+        rows = dict(store.results(rid))
+        assert rows["level1/relu"]["speedup_eager"] == 2.5
+
+    def test_baselines_and_device_facts_round_trip_and_replace(self, store: Store) -> None:
+        key = ("level1/relu", "h", "base", "eager", FP)
+        assert store.get_baseline(*key) is None
+        bid = store.put_baseline(*key, timing(0.8), shape={"N": 4096},
+                                 fingerprint={"gpu": "H100"}, payload={"compile_s": 1.5})
+        rec = store.get_baseline(*key)
+        assert rec.id == bid and rec.timing == timing(0.8) and rec.median_ms == 0.8
+        assert (rec.shape, rec.fingerprint, rec.payload["compile_s"]) == (
+            {"N": 4096}, {"gpu": "H100"}, 1.5)
+        assert store.put_baseline(*key, timing(0.7)) == bid  # replaced, not duplicated
+        assert store.get_baseline(*key).timing == timing(0.7)
+        assert store.get_baseline("level1/relu", "h", "base", "compile", FP) is None
+        assert store.get_device_facts(FP) is None
+        store.put_device_facts(FP, {"gpu": "H100"}, {"bandwidth_gbs": 3000.0, "sms": 132})
+        store.put_device_facts(FP, {"gpu": "H100", "driver": "550"}, {"bandwidth_gbs": 3100.0})
+        facts = store.get_device_facts(FP)
+        assert facts.fingerprint == {"gpu": "H100", "driver": "550"}
+        assert facts.facts == {"bandwidth_gbs": 3100.0}
+
+    def test_llm_calls_round_trip_without_secrets(self, store: Store,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+        secret = "sk-contract-0123456789abcdefXYZ"
+        monkeypatch.setenv("OPENAI_API_KEY", secret)
+        rid = store.create_run("r")
+        pid = store.upsert_problem("level1/relu", "level1", "h", "src")
+        msgs = [{"role": "system", "content": "be brief"},
+                {"role": "user", "content": f"write relu ({secret})"}]
+        a = store.add_llm_call(rid, "openai", "gpt-4o", msgs, "reply", problem_id=pid,
+                               usage={"api_key": secret, "n": 1}, input_tokens=10,
+                               output_tokens=5, cost_usd=0.01, latency_s=1.5)
+        b, cand = store.add_attempt(rid, pid, "openai", "gpt-4o", msgs, "```code```",
+                                    source="class ModelNew: ...", backend="triton", attempt=2,
+                                    input_tokens=7, output_tokens=3, cost_usd=None,
+                                    error=f"401 for {secret}")
+        c, none = store.add_attempt(rid, pid, "openai", "gpt-4o", msgs, "no code",
+                                    source=None, backend="triton")
+        assert cand is not None and none is None
+        first, second, third = store.llm_calls_for(rid)
+        assert [x.id for x in (first, second, third)] == [a, b, c]
+        assert (first.provider, first.model, first.problem_id, first.response) == (
+            "openai", "gpt-4o", pid, "reply")
+        assert (first.input_tokens, first.output_tokens, first.cost_usd, first.latency_s) == (
+            10, 5, 0.01, 1.5)
+        assert first.usage == {"n": 1}
+        assert first.prompt[0] == msgs[0] and secret not in json.dumps(first.prompt)
+        assert second.candidate_id == cand and second.cost_usd is None
+        assert second.error is not None and secret not in second.error
+        (rec,) = store.candidates_for(rid, "level1/relu")
+        assert (rec.id, rec.origin, rec.attempt) == (cand, "llm", 2)
+        assert [r.problem_key for r in store.results(rid)] == ["level1/relu"]
+
+    # -- sharing ---------------------------------------------------------------------------
+    def test_a_second_store_sees_committed_writes(self, store: Store, url: str) -> None:
+        rid = store.create_run("shared")
+        with Store(url) as other:
+            assert other.get_run("shared").id == rid
+            other.set_run_status(rid, "interrupted")
+        assert store.get_run("shared").status is RunStatus.INTERRUPTED
+
+    def test_another_process_sees_committed_writes(self, store: Store, url: str) -> None:
+        pid = store.upsert_problem("level1/relu", "level1", "h", "src")
+        cid = store.add_candidate(pid, "cand", "triton")
+        store.add_verdict(cid, verdict(speedup=3.0), FP)
+        out = run_python(
+            "import json, sys\n"
+            "from kbench.store import Store\n"
+            "from sandbox.verdict import Status, Verdict\n"
+            "s = Store(sys.argv[1])\n"
+            "(v,) = s.verdicts_for_candidate(int(sys.argv[2]))\n"
+            "rid = s.create_run('from-child')\n"
+            "s.add_verdict(int(sys.argv[2]), Verdict('k', Status.INCORRECT, 'child', 'cpu',"
+            " 'triton'), 'fp')\n"
+            "print(json.dumps([v.speedup_eager, rid]))\n",
+            url, str(cid))
+        speed, rid = json.loads(out.strip().splitlines()[-1])
+        assert speed == 3.0
+        assert store.get_run("from-child").id == rid
+        assert [v.reason for v in store.verdicts_for_candidate(cid)] == ["ok", "child"]
+
+    def test_concurrent_writers_lose_no_rows(self, store: Store, url: str) -> None:
+        """Threads sharing one Store and threads with their own Store, all writing at once:
+        every row lands, and racing upserts of one problem agree on one id."""
+        rid = store.create_run("busy")
+        errors: list[BaseException] = []
+        pids: list[int] = []
+        barrier = threading.Barrier(6)
+
+        def work(i: int, own: bool) -> None:
+            s = Store(url) if own else store
+            try:
+                barrier.wait(10)
+                for j in range(10):
+                    pid = s.upsert_problem("level1/shared", "level1", "h", "src")
+                    pids.append(pid)
+                    cid = s.add_candidate(pid, f"c{i}.{j}", "triton", run_id=rid)
+                    s.add_verdict(cid, verdict(speedup=1.0 + j), FP)
+                    s.add_llm_call(rid, "p", "m", [{"role": "user", "content": "x"}], "y",
+                                   problem_id=pid)
+                    s.put_baseline("level1/shared", "h", "base", "eager", FP, timing(1.0 + j))
+            except BaseException as e:  # a thread swallows it otherwise
+                errors.append(e)
+            finally:
+                if own:
+                    s.close()
+
+        threads = [threading.Thread(target=work, args=(i, i % 2 == 0)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == []
+        assert len(set(pids)) == 1 and len(pids) == 60
+        cands = store.candidates_for(rid, "level1/shared")
+        assert sorted(c.source for c in cands) == sorted(f"c{i}.{j}" for i in range(6)
+                                                        for j in range(10))
+        assert all(c.verdict is not None for c in cands)
+        assert len(store.llm_calls_for(rid)) == 60
+        assert store.get_baseline("level1/shared", "h", "base", "eager", FP) is not None
+
+    def test_concurrent_processes_lose_no_rows(self, store: Store, url: str) -> None:
+        pid = store.upsert_problem("level1/relu", "level1", "h", "src")
+        cid = store.add_candidate(pid, "cand", "triton")
+        code = ("import sys\n"
+                "from kbench.store import Store\n"
+                "from sandbox.verdict import Status, Verdict\n"
+                "s = Store(sys.argv[1])\n"
+                "for j in range(25):\n"
+                "    s.add_verdict(int(sys.argv[2]), Verdict('k', Status.CORRECT, sys.argv[3],"
+                " 'cpu', 'triton'), 'fp')\n")
+        procs = [subprocess.Popen([sys.executable, "-c", code, url, str(cid), f"p{i}"],
+                                  cwd=ROOT, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-3000:]
+        reasons = [v.reason for v in store.verdicts_for_candidate(cid)]
+        assert sorted(reasons) == ["p0"] * 25 + ["p1"] * 25
+
+    def test_bad_baseline_mode_is_refused_before_writing(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="mode"):
+            store.put_baseline("k", "h", "base", "inductor", FP, timing(1.0))
+        assert store.get_baseline("k", "h", "base", "inductor", FP) is None
+
+
+# -- backends -------------------------------------------------------------------------------
+class TestSQLite(StoreContract):
+    @pytest.fixture
+    def url(self, tmp_path: Path) -> Iterator[str]:
+        yield f"sqlite:///{tmp_path / 'contract.db'}"
+
+    def test_a_plain_path_is_the_same_store(self, store: Store, url: str) -> None:
+        store.create_run("by-url")
+        with Store(url.removeprefix("sqlite:///")) as by_path:
+            assert by_path.get_run("by-url") is not None
+
+
+_PG_URL = os.environ.get("KBENCH_TEST_PG_URL", "")
+
+
+def _pg_unavailable() -> str | None:
+    if not _PG_URL:
+        return "KBENCH_TEST_PG_URL is not set (no PostgreSQL server to test against)"
+    try:
+        Store(_PG_URL).close()
+    except StoreError as e:
+        return f"KBENCH_TEST_PG_URL is set but unusable: {e}"
+    return None
+
+
+class TestPostgreSQL(StoreContract):
+    @pytest.fixture
+    def url(self) -> Iterator[str]:
+        why = _pg_unavailable()
+        if why:
+            pytest.skip(why)
+        from kbench.store._tables import _Base
+
+        s = Store(_PG_URL)
+        _Base.metadata.drop_all(s.engine)  # an empty database for each test
+        s.close()
+        yield _PG_URL
+
+
+# -- opening ------------------------------------------------------------------------------
+def test_reading_commands_never_create_a_store(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``runs list`` / ``runs show`` / ``--resume`` on a store that does not exist say so
+    and leave no file behind (opening a Store would create one)."""
+    from rich.console import Console
+
+    from kbench.runflow import list_runs, show_run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KBENCH_STORE", raising=False)
+    console = Console(record=True, width=200)
+    for db in (str(tmp_path / "absent.db"), f"sqlite:///{tmp_path / 'absent.db'}", None):
+        list_runs(db, False, console)
+        list_runs(db, True, console)
+        with pytest.raises(ConfigError, match="no run named 'x': no store at"):
+            show_run("x", db, False, console)
+    assert "no runs yet (no store at" in console.export_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    env = {**os.environ, "KBENCH_STORE": str(tmp_path / "from-env.db")}
+    r = subprocess.run([sys.executable, "-c", "from kbench.cli import main; main()", "runs", "list"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no store at" in r.stdout and not (tmp_path / "from-env.db").exists()
+
+
+def test_a_store_in_a_missing_folder_is_refused_and_not_created(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "kb.db"
+    with pytest.raises(StoreError) as e:
+        Store(str(target))
+    assert "does not exist" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(StoreError, match="is a directory"):
+        Store(str(tmp_path))
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(b"this is not a database\n" * 200, id="text"),
+    pytest.param(b"SQLite format 3\x00" + b"\xff" * 4000, id="bad-header"),
+])
+def test_a_corrupt_file_is_a_one_line_store_error(tmp_path: Path, content: bytes) -> None:
+    f = tmp_path / "kb.db"
+    f.write_bytes(content)
+    with pytest.raises(StoreError) as e:
+        with Store(str(f)) as s:
+            s.list_runs()
+    msg = str(e.value)
+    assert "\n" not in msg and str(f) in msg, msg
+    assert f.read_bytes() == content  # left as it was
+
+
+def test_a_truncated_store_is_a_one_line_store_error(tmp_path: Path) -> None:
+    f = tmp_path / "kb.db"
+    with Store(str(f)) as s:
+        rid = s.create_run("r")
+        for i in range(200):
+            s.add_llm_call(rid, "p", "m", [{"role": "user", "content": "x" * 500}], f"y{i}")
+    for side in ("-wal", "-shm"):
+        Path(str(f) + side).unlink(missing_ok=True)
+    f.write_bytes(f.read_bytes()[: 3 * 4096])
+    with pytest.raises(StoreError) as e:
+        with Store(str(f)) as s:
+            s.llm_calls_for(rid)
+    assert "\n" not in str(e.value) and str(f) in str(e.value)
+
+
+def test_another_programs_database_is_a_one_line_store_error(tmp_path: Path) -> None:
+    """A SQLite file whose ``runs`` table is someone else's: refused in one line (at open or
+    at the first read), never a traceback from deep in SQLAlchemy."""
+    import sqlite3
+
+    f = tmp_path / "other.db"
+    with sqlite3.connect(f) as con:
+        con.execute("CREATE TABLE runs (x INTEGER)")
+    con.close()
+    with pytest.raises(StoreError) as e:
+        with Store(str(f)) as s:
+            s.list_runs()
+    assert "\n" not in str(e.value)
+
+
+def test_unreachable_server_error_hides_the_password() -> None:
+    with pytest.raises(StoreError) as e:
+        Store("postgresql://kbench:hunter2-secret@127.0.0.1:1/kbench?connect_timeout=2")
+    msg = str(e.value)
+    assert "\n" not in msg and "hunter2-secret" not in msg and "127.0.0.1" in msg
+    with pytest.raises(StoreError, match="unsupported URL"):
+        Store("nosuchdb://x/y")
