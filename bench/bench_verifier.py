@@ -7,6 +7,7 @@
    timed run time (target: at most 10 s on an H100).
 
     python bench/bench_verifier.py [--out results.json]
+    python bench/bench_verifier.py --compare OLD_CHECKOUT [...]   # = bench/bench_pipeline.py
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import argparse
 import importlib.resources
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import triton.testing
@@ -81,6 +84,12 @@ def repeatability(n: int = 5) -> dict[str, object]:
 
 
 def main() -> None:
+    if any(a.startswith("--compare") for a in sys.argv[1:]):
+        # issue 9's old-vs-new comparison lives in bench_pipeline.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_pipeline
+
+        raise SystemExit(bench_pipeline.main())
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
