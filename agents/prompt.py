@@ -73,7 +73,11 @@ _FORMAT = """\
 Reply with the complete candidate file in one ```python block: imports, kernels, and
 `class ModelNew(nn.Module)`. Optionally add a module-level dict of tunable knobs, e.g.
 `TUNE = {"BLOCK": [256, 512, 1024], "num_warps": [4, 8]}`, whose names are module globals
-your launcher reads; the tuner will search it. Keep prose short: a reply cut off at the
+your launcher reads; the tuner will search it. Give each knob a literal list of int, float,
+bool or str values, every combination of which must compile and stay correct; keep the
+module-level default (e.g. `BLOCK = 512`) one of the listed values. Literal
+`@triton.autotune(configs=[triton.Config({...}, num_warps=..., num_stages=...)])` configs are
+searched the same way. Keep prose short: a reply cut off at the
 token limit has no usable code."""
 
 

@@ -544,5 +544,48 @@ def _interpreter_check() -> str:
     return "works (relu example verified)" if v.passed else f"FAILED: {v.status.value}: {v.reason}"
 
 
+# -- kbench tune (issue 10) ------------------------------------------------------------
+@app.command("tune")
+def tune_cmd(
+    target: Annotated[str, typer.Argument(help="A candidate file (with --problem), or a stored run's name: tune the best correct candidate of each of its problems.")],
+    problem: Annotated[str | None, typer.Option("--problem", "-p", help="The candidate file's problem (id or path).")] = None,
+    trials: Annotated[int, typer.Option(help="Configurations to evaluate per candidate (a study resumes where it stopped).")] = 30,
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, random, grid or cmaes.")] = "tpe",
+    store: Annotated[str | None, typer.Option(help="Store URL or SQLite path; the study lives there too.")] = None,
+    device: Annotated[str | None, typer.Option(help="cuda or cuda:N (tuning needs timing, so a GPU).")] = None,
+    study: Annotated[str | None, typer.Option(help="Optuna study name (default per problem, candidate and device).")] = None,
+    shape: Annotated[list[str] | None, typer.Option(help="Tune only this shape (repeatable; default every shape).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
+) -> None:
+    """Tune a candidate's knobs (its TUNE dict or @triton.autotune configs) with Optuna, per
+    shape; store the best re-verified configuration. Exit 0 if every target got one."""
+    from kbench.tuning import GPU_NEEDED, targets, tune
+
+    todo, skipped = targets(target, problem, store)
+    dev = _device(device)
+    if not dev.startswith("cuda"):
+        raise ConfigError(GPU_NEEDED)
+    for line in skipped:
+        out.print(f"skipped {line}", style="dim", highlight=False, markup=False)
+    ok = bool(todo)
+    for t in todo:
+        r = tune(t.spec, t.source, device=dev, storage_url=store,
+                 study_name=study, n_trials=trials, sampler=sampler, shapes=shape or None,
+                 seed=seed)
+        table = Table(title=f"{t.spec.key} ({escape(t.label)}): study {escape(r.study_name)}")
+        for col in ("shape", "best knobs", "median ms", "trial"):
+            table.add_column(col)
+        for b in r.best.values():
+            table.add_row(b.shape, escape(json.dumps(b.knobs)), f"{b.median_ms:.4f}", str(b.trial))
+        out.print(table)
+        dflt = f", default config {r.default_ms:.4f} ms" if r.default_ms is not None else ""
+        out.print(f"{r.trials} trials in the study ({r.evaluated} evaluated now): {r.complete} "
+                  f"complete, {r.pruned} pruned, {r.failed} failed{dflt}", highlight=False)
+        for note in r.notes:
+            out.print(f"note: {note}", style="dim", highlight=False, markup=False)
+        ok = ok and len(r.best) > 0
+    raise typer.Exit(0 if ok else 1)
+
+
 if __name__ == "__main__":
     main()

@@ -25,6 +25,7 @@ from kbench.store._records import (
 )
 from kbench.store._store import Store
 from kbench.store._tables import ENV_VAR, RunStatus
+from kbench.store._tuned import TunedConfigRecord  # issue 10: tuned configurations
 
 __all__ = [
     "Store",
@@ -38,4 +39,5 @@ __all__ = [
     "LLMCallRecord",
     "ResultRow",
     "ENV_VAR",
+    "TunedConfigRecord",
 ]

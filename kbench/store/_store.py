@@ -60,6 +60,7 @@ from kbench.store._tables import (
     _utc,
     _Verdict,
 )
+from kbench.store._tuned import _TunedConfigs  # issue 10: tuned configurations
 from sandbox.verdict import Timing, Verdict
 
 
@@ -126,7 +127,7 @@ def _sqlite_events(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-class Store:
+class Store(_TunedConfigs):
     """The result store. Safe to share between threads; every method commits on return.
 
     Args:
