@@ -16,9 +16,9 @@ Example (the runner's loop for one problem)::
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from agents.budget import Budget
+from agents.budget import Budget, Reservation
 from agents.extract import extract_code
 from agents.providers import Completion, Provider
 from agents.records import Attempt, History, Request, Task
@@ -43,7 +43,8 @@ class Proposal:
     def attempt(self, verdict: object | None = None) -> Attempt:
         """The history record of this proposal once verified (``verdict`` a Verdict)."""
         return Attempt(self.sample, self.request.turn, self.completion, self.code,
-                       verdict, self.request.parents)  # type: ignore[arg-type]
+                       verdict, self.request.parents,  # type: ignore[arg-type]
+                       dict(self.request.lineage))
 
 
 class Agent:
@@ -64,6 +65,7 @@ class Agent:
         self.temperature = temperature
         self.budget = budget or Budget()
         self.fatal_error: str | None = None  # set by a call that later calls would repeat
+        self._returned: asyncio.Event | None = None  # set whenever a reserved call returns
 
     @property
     def stop_reason(self) -> str | None:
@@ -74,22 +76,61 @@ class Agent:
         return self.stop_reason is not None or self.strategy.done(history)
 
     async def propose(self, task: Task, history: History) -> list[Proposal]:
-        """Make the strategy's next requests concurrently (the provider bounds concurrency)."""
+        """Make the strategy's next requests concurrently (the provider bounds concurrency).
+
+        Each call reserves its worst case in the budget before it starts (see
+        :meth:`Budget.reserve`); requests that do not fit wait for calls in flight to return,
+        and when one does not fit with nothing in flight the budget is spent.
+        """
         if self.stop_reason is not None:
             return []
         requests = self.strategy.next_requests(task, history)
-        results = await asyncio.gather(*[
-            self.provider.complete(
-                list(r.messages), max_tokens=self.max_tokens, temperature=self.temperature,
-                n=r.n, context=r.context(task),
-            )
-            for r in requests
-        ])
+        admitted = await self._admit(requests)
+        results = await asyncio.gather(*[self._call(task, r, held) for r, held in admitted])
         out = []
-        for req, completions in zip(requests, results, strict=True):
-            self.budget.charge(completions)
+        for (req, _), completions in zip(admitted, results, strict=True):
             for i, c in enumerate(completions):
                 if c.fatal and self.fatal_error is None:
                     self.fatal_error = f"{self.provider.label}: {c.error}"
                 out.append(Proposal(req, i, c, extract_code(c.text) if c.ok else None))
         return out
+
+    async def _admit(self, requests: list[Request]) -> list[tuple[Request, Reservation]]:
+        """The leading requests that fit the budget now, each with its reservation."""
+        b = self.budget
+        out: list[tuple[Request, Reservation]] = []
+        for r in requests:
+            while True:
+                left = b.completions_left()
+                req = r if left is None or r.n <= left or left < 1 else replace(r, n=left)
+                want = b.worst_case(self.provider, req.messages, req.n, self.max_tokens)
+                if b.reserve(want):
+                    out.append((req, want))
+                    break
+                if out or b.exhausted is not None:
+                    return out  # launch what fits; the rest is asked for again next time
+                if b.in_flight.calls == 0:
+                    b.refused = b.why_not(want) or "the budget is spent"
+                    return out
+                await self._wait_for_a_return()
+        return out
+
+    async def _wait_for_a_return(self) -> None:
+        if self._returned is None:
+            self._returned = asyncio.Event()
+        await self._returned.wait()
+
+    async def _call(self, task: Task, r: Request, held: Reservation) -> list[Completion]:
+        try:
+            completions = await self.provider.complete(
+                list(r.messages), max_tokens=self.max_tokens, temperature=self.temperature,
+                n=r.n, context=r.context(task),
+            )
+        except BaseException:
+            self.budget.settle(held, [])
+            raise
+        self.budget.settle(held, completions)
+        if self._returned is not None:
+            self._returned.set()
+            self._returned = None
+        return completions

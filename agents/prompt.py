@@ -26,6 +26,10 @@ __all__ = [
     "verdict_feedback",
     "summary_line",
     "trim",
+    "evolve_messages",
+    "verdict_line",
+    "diagnose",
+    "lesson",
 ]
 
 _BACKEND = {
@@ -226,6 +230,98 @@ def trim(text: str, max_lines: int = 40, width: int = 300) -> str:
     tail = max_lines - head - 1
     return "\n".join([*lines[:head], f"... ({len(lines) - head - tail} lines omitted) ...",
                       *lines[-tail:]])
+
+
+# -- evolve: mutation and crossover prompts -------------------------------------------------
+def evolve_messages(task: Task, kind: str, parents: Sequence[Attempt] = (),
+                    lessons: Sequence[str] = ()) -> list[Message]:
+    """Messages for one evolve call: ``seed`` (a fresh candidate), ``mutate`` (improve one
+    parent) or ``crossover`` (combine two). Each parent comes with its code, its verdict in
+    one line and a one-line diagnosis; ``lessons`` are short notes on earlier failures
+    (failures are never parents, only lessons)."""
+    user = task_section(task)
+    if kind == "seed":
+        ask = "Write a correct, fast candidate. Reply with the complete file."
+    elif kind == "mutate":
+        (p,) = parents
+        user += "\n\n## Parent candidate\n" + _parent(p)
+        ask = ("Improve the parent: keep what makes it correct and make it faster (fuse work, "
+               "cut memory traffic, choose better block sizes and launch parameters). Make one "
+               "focused, real change, not a cosmetic one: a candidate that repeats an earlier "
+               "one after removing comments and formatting is discarded unverified. Reply with "
+               "the complete file.")
+    elif kind == "crossover":
+        a, b = parents
+        user += ("\n\n## Parent A\n" + _parent(a) + "\n\n## Parent B\n" + _parent(b))
+        ask = ("Combine the strengths of A and B into one candidate that is correct and faster "
+               "than both (e.g. A's memory access pattern with B's launch configuration). Reply "
+               "with the complete file.")
+    else:
+        raise ValueError(f"unknown evolve prompt kind {kind!r}")
+    if lessons:
+        user += ("\n\n## Lessons from failed candidates (do not repeat these mistakes)\n"
+                 + "\n".join(f"- {x}" for x in lessons))
+    user += "\n\n" + ask
+    return [{"role": "system", "content": system_prompt(task.backend)},
+            {"role": "user", "content": user}]
+
+
+def verdict_line(verdict: Verdict) -> str:
+    """Status, the reason's first line, the speedup and the gap to the roofline, on one line."""
+    parts = [verdict.status.value]
+    first = (verdict.reason or "").strip().splitlines()[:1]
+    if first:
+        parts.append(first[0][:160])
+    if verdict.speedup_eager is not None:
+        parts.append(f"{_x(verdict.speedup_eager)} vs eager")
+    if verdict.speedup_compile is not None:
+        parts.append(f"{_x(verdict.speedup_compile)} vs torch.compile")
+    if verdict.sol_pct is not None and verdict.sol_pct > 0:
+        parts.append(f"{_pct(verdict.sol_pct)} of speed of light "
+                     f"({100 / verdict.sol_pct:.1f}x from the roofline)")
+    elif verdict.passed and not verdict.timing_available:
+        parts.append("not timed (no GPU)")
+    return "; ".join(parts)
+
+
+def diagnose(verdict: Verdict) -> str:
+    """A one-line diagnosis of what to do next with a candidate."""
+    if not verdict.passed:
+        return f"{verdict.status.value}: fix this before anything else"
+    sol, speed = verdict.sol_pct, verdict.speedup_eager
+    if sol is not None and sol >= 80:
+        return "near the speed of light: only small gains are left (launch overhead, tails)"
+    if sol is not None and sol < 30:
+        return ("far from the roofline: cut memory traffic (fuse passes, vectorise loads, "
+                "avoid extra buffers) or raise occupancy")
+    if speed is not None and speed < 1:
+        return "slower than PyTorch eager: look for extra passes, small blocks or poor coalescing"
+    if speed is None:
+        return "correct; not timed here, so prefer fewer memory passes and fewer launches"
+    return "correct and faster than eager: tune block sizes and fuse what is left"
+
+
+def lesson(attempt: Attempt) -> str | None:
+    """A short lesson from a failed attempt (None for a correct one)."""
+    if attempt.rejected:
+        return "a reply repeated an earlier candidate (same code after normalisation)"
+    if not attempt.completion.ok:
+        return None  # the provider failed: nothing the model did
+    if attempt.code is None:
+        return "a reply had no ```python block with class ModelNew" + (
+            " (cut off at the token limit: keep it shorter)" if attempt.completion.truncated
+            else "")
+    v = attempt.verdict
+    if v is None or v.passed:
+        return None
+    return verdict_line(v)
+
+
+def _parent(a: Attempt) -> str:
+    head = f"```python\n{(a.code or '').rstrip()}\n```"
+    if a.verdict is None:
+        return head + "\nNot verified."
+    return head + f"\nVerdict: {verdict_line(a.verdict)}\nDiagnosis: {diagnose(a.verdict)}"
 
 
 # -- formatting ---------------------------------------------------------------------------

@@ -55,6 +55,9 @@ class Request:
     sample: int = 0
     turn: int = 0
     parents: tuple[int, ...] = ()  # history ids of the attempts this request builds on
+    # a strategy's own bookkeeping, stored with the attempt and given back on resume
+    # (evolve: island, generation, slot, kind); JSON-safe values only
+    lineage: Mapping[str, Any] = field(default_factory=dict)
 
     def context(self, task: Task) -> CallContext:
         p = task.problem
@@ -73,6 +76,13 @@ class Attempt:
     code: str | None
     verdict: Verdict | None = None
     parents: tuple[int, ...] = ()
+    # the request's lineage, plus ``rejected`` (why it was not verified, e.g. a duplicate)
+    lineage: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> str | None:
+        """Why this candidate was never verified (a strategy's screen refused it), or None."""
+        return self.lineage.get("rejected")
 
     @property
     def passed(self) -> bool:

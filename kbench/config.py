@@ -11,6 +11,9 @@ Example ``kbench.toml``::
     [prices]
     "my-local-model" = { input = 0.0, output = 0.0 }
 
+A search (``strategy = "evolve"``) takes ``islands``, ``generations``, ``population``,
+``migrate_every``, ``crossover_rate``, ``stall_generations``, ``roofline_share`` and ``seed``.
+
 Unknown keys are errors that name the key.
 """
 
@@ -45,6 +48,15 @@ class RunConfig(BaseModel):
     strategy: str = "oneshot"  # any name in agents' strategy registry
     samples: int = Field(1, ge=1)
     turns: int = Field(3, ge=1)
+    # evolve (agents.strategies.Evolve): islands x population calls per generation
+    islands: int = Field(2, ge=1)
+    generations: int = Field(5, ge=1)
+    population: int = Field(4, ge=1)
+    migrate_every: int = Field(2, ge=1)
+    crossover_rate: float = Field(0.3, ge=0, le=1)
+    stall_generations: int | None = Field(None, ge=1)  # stop: no improvement for N generations
+    roofline_share: float | None = Field(None, gt=0, le=1)  # stop: a candidate at this SOL share
+    seed: int = 0
     backend: Literal["triton", "cuda"] = "triton"
     device: str | None = None
     executor: str = "local"  # any available name in kbench.executors' registry

@@ -7,6 +7,12 @@ verdict is committed as soon as it exists. Verification runs on the configured e
 overlaps with the LLM calls of other problems. A run killed at any point resumes with
 ``--resume NAME``: stored replies are never asked for again and stored candidates without a
 verdict are verified.
+
+A strategy may tag its requests with a lineage (evolve: island, generation, slot, prompt
+kind) and refuse a reply before verification (:meth:`Strategy.screen`, e.g. a duplicate):
+tags, the parents' candidate ids and the refusal are stored with the attempt in one
+transaction (the store's lineage table) and given back to the strategy on resume, so its
+population is rebuilt as it was. A refused candidate is stored and never verified.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import asyncio
 import importlib.resources
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents import Agent, Attempt, Budget, Completion, Task, make_strategy
@@ -146,8 +152,10 @@ class Runner:
             )
             cand = cands.get(c.candidate_id) if c.candidate_id else None
             verdict = cand.verdict.verdict() if cand and cand.verdict else None
+            lin = self._lineage.get(c.id)
             att = Attempt(int(meta.get("sample", 0)), int(meta.get("turn", 0)), comp,
-                          cand.source if cand else None, verdict, tuple(meta.get("parents", ())))
+                          cand.source if cand else None, verdict, tuple(meta.get("parents", ())),
+                          lin.tags() if lin is not None else {})
             out.append(_Pending(att, c.candidate_id if cand else None))
             self.budget.charge([comp])
         return out
@@ -173,7 +181,8 @@ class Runner:
     async def _settle(self, spec: ProblemSpec, pending: _Pending, st: ProblemState) -> Attempt:
         """Verify a stored candidate that has no verdict yet, and store the verdict."""
         att = pending.attempt
-        if att.code is None or att.verdict is not None or pending.candidate_id is None:
+        if att.code is None or att.verdict is not None or pending.candidate_id is None \
+                or att.rejected:
             return att
         st.verifying += 1
         self.on_change()
@@ -186,14 +195,16 @@ class Runner:
         from sandbox.fingerprint import fingerprint_hash
 
         self.store.add_verdict(pending.candidate_id, verdict, fingerprint_hash(verdict.fingerprint))
-        att = Attempt(att.sample, att.turn, att.completion, att.code, verdict, att.parents)
+        att = replace(att, verdict=verdict)
         self._note(st, att)
         return att
 
     def _note(self, st: ProblemState, att: Attempt) -> None:
         st.attempts += 1  # called once per attempt, when it is final
         v = att.verdict
-        if v is None:
+        if att.rejected:
+            st.last = "duplicate" if att.rejected.startswith("duplicate") else "refused"
+        elif v is None:
             st.last = "no code" if att.completion.ok else "call failed"
         else:
             st.add_verdict(v)
@@ -210,7 +221,7 @@ class Runner:
         pid = self.store.upsert_problem(spec.key, spec.suite, spec.source_hash, spec.source)
         pending = self._restore(spec)
         for p in pending:
-            if p.attempt.verdict is not None or p.attempt.code is None:
+            if p.attempt.verdict is not None or p.attempt.code is None or p.attempt.rejected:
                 self._note(st, p.attempt)
         history = list(await asyncio.gather(*[self._settle(spec, p, st) for p in pending]))
         task = Task(problem=spec, backend=self.cfg.backend, device=self.facts,
@@ -225,9 +236,15 @@ class Runner:
             props = await self.agent.propose(task, history)
             if not props:
                 break
-            stored = []
+            stored: list[_Pending] = []
             for p in props:
                 c = p.completion
+                tags = dict(p.request.lineage)
+                if p.code is not None:
+                    refused = self.strategy.screen(p.code,
+                                                   [*history, *(x.attempt for x in stored)])
+                    if refused:
+                        tags["rejected"] = refused
                 meta = {"sample": p.sample, "turn": p.request.turn,
                         "parents": list(p.request.parents), "finish_reason": c.finish_reason,
                         "error_kind": c.error_kind}
@@ -240,11 +257,13 @@ class Runner:
                     attempt=p.request.turn, parent_id=parent_cand,
                     usage={"kbench": meta}, input_tokens=c.input_tokens,
                     output_tokens=c.output_tokens, cost_usd=c.cost_usd, latency_s=c.latency_s,
-                    error=c.error)
+                    error=c.error, lineage=tags or None,
+                    parent_ids=[pending[i].candidate_id for i in parents
+                                if pending[i].candidate_id is not None])
                 st.cost_usd += c.cost_usd or 0.0
-                stored.append(_Pending(p.attempt(None), cand_id))
+                stored.append(_Pending(replace(p.attempt(None), lineage=tags), cand_id))
             for s in stored:
-                if s.attempt.code is None:
+                if s.attempt.code is None or s.attempt.rejected:
                     self._note(st, s.attempt)
             settled = await asyncio.gather(*[self._settle(spec, s, st) for s in stored])
             for s, att in zip(stored, settled):
@@ -267,6 +286,7 @@ class Runner:
 
     async def run(self) -> None:
         self._calls = [_with_key(c, self._problem_keys()) for c in self.store.llm_calls_for(self.run_id)]
+        self._lineage = self.store.lineage_for(self.run_id)
         self.provider.set_concurrency(self.cfg.concurrency)
         try:
             await asyncio.gather(*[self._problem(p) for p in self.problems])

@@ -72,7 +72,7 @@ def test_config_takes_any_registered_strategy_and_the_runner_builds_it(tmp_path,
 
     monkeypatch.setitem(strategies._REGISTRY, "probe", Probe)
     with pytest.raises(ConfigError, match=r"strategy: unknown strategy 'beam'; choose one of "
-                                          r"oneshot, probe, refine"):
+                                          r"evolve, oneshot, probe, refine"):
         load_config(None, {"strategy": "beam"})
     cfg = load_config(None, {"strategy": "probe", "turns": 5, "samples": 2})
     assert cfg.strategy_options() == {"turns": 5, "samples": 2}  # width: not a run setting

@@ -57,6 +57,12 @@ class Strategy(ABC):
     def max_attempts(self) -> int:
         """An upper bound on the attempts per problem, for budget estimates."""
 
+    def screen(self, code: str, history: History) -> str | None:
+        """Why ``code`` should not be verified at all (e.g. it repeats an earlier candidate),
+        or ``None``. The runner asks before verifying; ``history`` includes the earlier
+        replies of the same batch. A refused candidate is stored, never verified."""
+        return None
+
     # -- helpers for subclasses -----------------------------------------------------------
     @staticmethod
     def lineages(history: History) -> dict[int, list[int]]:

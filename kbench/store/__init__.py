@@ -13,6 +13,7 @@ Example:
     <RunStatus.RUNNING: 'running'>
 """
 
+from kbench.store._lineage import LineageRecord  # issue 10: evolve lineage
 from kbench.store._records import (
     BaselineRecord,
     CandidateRecord,
@@ -34,6 +35,7 @@ __all__ = [
     "ProblemRecord",
     "CandidateRecord",
     "VerdictRecord",
+    "LineageRecord",
     "BaselineRecord",
     "DeviceFactsRecord",
     "LLMCallRecord",

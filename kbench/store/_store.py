@@ -27,6 +27,7 @@ from sqlalchemy.pool import StaticPool
 from agents.redact import redact, redact_obj
 from kbench.errors import StoreError
 from kbench.scoring import best_verdict
+from kbench.store._lineage import LineageRecord, _Lineage, _lineage_rec, _lineage_row
 from kbench.store._records import (
     BaselineRecord,
     CandidateRecord,
@@ -536,10 +537,16 @@ class Store(_TunedConfigs):
         cost_usd: float | None = None,
         latency_s: float | None = None,
         error: str | None = None,
+        lineage: Mapping[str, Any] | None = None,
+        parent_ids: Iterable[int] = (),
     ) -> tuple[int, int | None]:
         """One LLM reply and the candidate extracted from it (``source`` None: no usable
         code), in ONE transaction, so a kill between the two never leaves half an attempt.
-        Returns ``(llm_call_id, candidate_id or None)``."""
+        Returns ``(llm_call_id, candidate_id or None)``.
+
+        ``lineage``: a strategy's tags for this attempt (island, generation, slot, kind,
+        rejected, ...), stored in the lineage table with ``parent_ids`` (candidate ids)
+        in the same transaction; read back with :meth:`lineage_for`."""
         def fn(s: Session) -> tuple[int, int | None]:
             cand_id = None
             if source is not None:
@@ -554,6 +561,9 @@ class Store(_TunedConfigs):
                 output_tokens=output_tokens, cost_usd=cost_usd, latency_s=latency_s, error=error)
             s.add(call)
             s.flush()
+            if lineage is not None:
+                s.add(_lineage_row(run_id, problem_id, call.id, cand_id, model, lineage,
+                                   list(parent_ids)))
             return call.id, cand_id
 
         return self._tx(fn)
@@ -563,5 +573,15 @@ class Store(_TunedConfigs):
         return self._tx(
             lambda s: [_llm_rec(c) for c in s.scalars(
                 select(_LLMCall).where(_LLMCall.run_id == run_id).order_by(_LLMCall.id))],
+            write=False,
+        )
+
+    # -- lineage (issue 10) -------------------------------------------------------------
+
+    def lineage_for(self, run_id: int) -> dict[int, LineageRecord]:
+        """A run's lineage rows by LLM call id (see :meth:`add_attempt`)."""
+        return self._tx(
+            lambda s: {r.llm_call_id: _lineage_rec(r) for r in s.scalars(
+                select(_Lineage).where(_Lineage.run_id == run_id).order_by(_Lineage.id))},
             write=False,
         )
