@@ -36,7 +36,8 @@ def _driver() -> str | None:
 
 @functools.lru_cache(maxsize=4)
 def fingerprint(device: str = "cuda") -> dict[str, Any]:
-    """What a timing depends on: GPU, driver, CUDA, torch, triton and Python versions."""
+    """What a timing depends on: GPU, driver, CUDA, torch, triton and Python versions, and
+    the version of kbench's timing protocol (:data:`sandbox.timing.PROTOCOL`)."""
     import torch
 
     try:
@@ -45,8 +46,11 @@ def fingerprint(device: str = "cuda") -> dict[str, Any]:
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
+    from sandbox.timing import PROTOCOL
+
     fp: dict[str, Any] = {
         "device": "cuda" if device.startswith("cuda") else "cpu",
+        "protocol": PROTOCOL,
         "torch": torch.__version__,
         "triton": triton_version,
         "python": platform.python_version(),

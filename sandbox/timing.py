@@ -38,7 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
+# The timing protocol's version, part of every device fingerprint: a stored baseline or
+# device fact measured under another protocol is not reused. 2: one sampling rule for every
+# side, batched small kernels on their own buffers, compile baselines static per shape.
+PROTOCOL = 2
+
+__all__ = ["PROTOCOL", "TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
            "summarize", "hidden_work"]
 
 

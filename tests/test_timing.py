@@ -270,3 +270,15 @@ def test_old_timing_records_still_load() -> None:
     # a new record round-trips, the summary's extra keys (spread) ignored
     new = Timing.from_dict(summarize(RawTimes([1.0, 2.0], [1.0, 2.0], 3)))
     assert new.calls_per_sample == 3 and Timing.from_dict(asdict(new)) == new
+
+
+def test_the_protocol_version_is_part_of_every_device_fingerprint() -> None:
+    """Baselines and device facts are looked up by fingerprint: one measured under another
+    timing protocol (an older sampling rule, compile baselines with dynamic shapes) must not
+    be reused, so the protocol's version is in the fingerprint and changes its hash."""
+    from sandbox.fingerprint import fingerprint, fingerprint_hash
+    from sandbox.timing import PROTOCOL
+
+    fp = fingerprint("cpu")
+    assert fp["protocol"] == PROTOCOL >= 2
+    assert fingerprint_hash(fp) != fingerprint_hash({**fp, "protocol": PROTOCOL - 1})
