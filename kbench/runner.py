@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,6 +35,8 @@ from kbench.problems import ProblemSpec
 from kbench.scoring import best_verdict
 from kbench.store import LLMCallRecord, Store
 from sandbox.verdict import Status, Verdict
+
+log = logging.getLogger("kbench.runner")
 
 __all__ = ["ProblemState", "Runner", "example_candidate", "device_facts"]
 
@@ -129,6 +133,11 @@ class Runner:
                                       jobs_per_device=self.cfg.jobs_per_device)
         self.facts = device_facts(self.store, self.executor.devices[0])
         self.example = example_candidate(self.cfg.backend)
+        # Work done ahead of the GPU stage: each problem's baselines, measured while its first
+        # candidates are being written, and CUDA candidates' builds, made on CPU cores while
+        # the GPU verifies others (sandbox.prebuild).
+        self._baselines: dict[str, asyncio.Future[Any]] = {}
+        self._builds = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 4))
 
     def _devices(self) -> list[str] | None:
         """``cpu``, one named GPU, or None: every visible GPU (the executor finds them)."""
@@ -161,8 +170,40 @@ class Runner:
         return out
 
     # -- one problem --------------------------------------------------------------------
+    def _ahead_of_time(self, spec: ProblemSpec) -> None:
+        """Start measuring ``spec``'s baselines on the executor; its verifications wait for
+        them rather than measure them again."""
+        if not (self.cfg.timing and self.device.startswith("cuda")):
+            return
+        from sandbox import measure_baselines
+
+        def job(device: str) -> Any:
+            return measure_baselines(spec, self.store, device=device)
+
+        self._baselines[spec.key] = asyncio.wrap_future(self.executor.submit(job))
+
+    async def _prebuild(self, code: str) -> None:
+        if not (self.device.startswith("cuda") and self.cfg.backend == "cuda"):
+            return
+        from sandbox.prebuild import prebuild
+
+        async with self._builds:
+            try:
+                got = await asyncio.to_thread(prebuild, code, self.device)
+                log.debug("prebuild: %s %s (%.1f s)", got.state, got.why, got.wall_s)
+            except Exception as e:  # noqa: BLE001 - the verification builds it then
+                log.warning("prebuild failed (the verification will build): %s", e)
+
     async def _verify(self, spec: ProblemSpec, code: str) -> Verdict:
         from sandbox import verify
+
+        await self._prebuild(code)
+        ahead = self._baselines.get(spec.key)
+        if ahead is not None:
+            try:
+                await asyncio.shield(ahead)
+            except Exception as e:  # noqa: BLE001 - the verification measures them then
+                log.warning("%s: baselines ahead of time failed: %s", spec.key, e)
 
         def job(device: str) -> Verdict:
             try:
@@ -220,6 +261,7 @@ class Runner:
         st = self.states[spec.key]
         pid = self.store.upsert_problem(spec.key, spec.suite, spec.source_hash, spec.source)
         pending = self._restore(spec)
+        self._ahead_of_time(spec)
         for p in pending:
             if p.attempt.verdict is not None or p.attempt.code is None or p.attempt.rejected:
                 self._note(st, p.attempt)

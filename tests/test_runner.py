@@ -291,3 +291,51 @@ def test_live_view_shows_the_best_status_and_ends_before_the_summary(llm_server,
     title = next(i for i, ln in enumerate(lines) if "run best: 1/1 correct" in ln)
     assert lines[title].strip().startswith("run best:"), lines[title]
     assert lines.index(row) < title and "level1/relu" not in lines[title]
+
+
+def test_a_gpu_run_measures_each_problems_baselines_ahead_and_verifies_after(tmp_path,
+                                                                             monkeypatch):
+    """On a GPU, a run starts measuring each problem's baselines on the executor as the
+    problem starts (while its first candidates are being written); a verification of that
+    problem waits for them instead of measuring them itself. (Devices are opaque names to
+    the executor: this runs on CPU with the verifier replaced.)"""
+    import asyncio
+    import threading
+
+    import sandbox.verifier
+    from agents import make_provider
+    from kbench import runner as runner_mod
+    from kbench.config import RunConfig
+    from kbench.runner import Runner
+    from sandbox.verdict import Status, Verdict
+
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def measure(spec, cache, *, device=None, **_):
+        with lock:
+            events.append(("baselines start", spec.key))
+        time.sleep(0.3)
+        with lock:
+            events.append(("baselines end", spec.key))
+        assert cache is store and device == "cuda:0"
+        return {}
+
+    def verify(spec, code, *, device=None, **_):
+        with lock:
+            events.append(("verify", spec.key))
+        return Verdict(problem=spec.key, status=Status.CORRECT, device=device, backend="triton",
+                       reason="correct")
+
+    monkeypatch.setattr(sandbox.verifier, "measure_baselines", measure)
+    monkeypatch.setattr(sandbox.verifier, "verify", verify)
+    monkeypatch.setattr(runner_mod, "device_facts", lambda store, device: {"name": "fake"})
+    store = Store(str(tmp_path / "kbench.db"))
+    problems = [load("level1/relu")[0], load("level1/softmax")[0]]
+    runner = Runner(store, make_provider(f"replay:{EXAMPLES}"), problems, RunConfig(),
+                    "cuda:0", store.create_run("r"))
+    asyncio.run(runner.run())
+    for key in ("level1/relu", "level1/softmax"):
+        mine = [e for e, k in events if k == key]
+        assert mine[:2] == ["baselines start", "baselines end"], events
+        assert mine.count("baselines start") == 1 and "verify" in mine[2:], events
