@@ -1,7 +1,8 @@
 """Optuna's TPE against the exhaustive grid, measured in the same run, on a GPU (issue 10).
 
-For a Triton GEMM (level1/matmul, 4 knobs, 36 configurations) and a Triton softmax
-(level1/softmax, 3 knobs, 60 configurations) — the files in bench/tune_kernels/ — every
+For a Triton GEMM (the shipped level1/matmul example with its TUNE narrowed to 4 knobs, 36
+configurations) and a Triton softmax (the shipped level1/softmax example, 3 knobs, 36
+configurations) every
 configuration of the grid is verified and timed on the problem's main shape, then a TPE
 study gets at most a third of the grid's evaluations. Both go through
 :func:`kbench.tuning.tune`, so both pay the same verification and the best of each is
@@ -18,23 +19,41 @@ prints its own configuration's time against the tuned one on the main shape.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.resources
 import math
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-KERNELS = {"gemm": ("level1/matmul", HERE / "tune_kernels" / "gemm.py"),
-           "softmax": ("level1/softmax", HERE / "tune_kernels" / "softmax.py")}
+# name: (problem, the example's TUNE narrowed to these knobs, or None for its own)
+KERNELS = {
+    "gemm": ("level1/matmul", {"BLOCK_M": [64, 128], "BLOCK_N": [64, 128, 256],
+                               "BLOCK_K": [32, 64], "NUM_STAGES": [3, 4, 5]}),
+    "softmax": ("level1/softmax", None),
+}
 
 
-def _grid_vs_tpe(name: str, problem: str, path: Path, store: str, device: str, seed: int,
-                 tag: str) -> str:
+def _example(problem: str, narrow: dict[str, list[object]] | None) -> str:
+    """The shipped example for ``problem``; with ``narrow``, its TUNE dict replaced by that
+    one (knobs left out keep the example's own values)."""
+    source = importlib.resources.files("kbench").joinpath(f"examples/{problem}.py").read_text()
+    if narrow is None:
+        return source
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "TUNE" for t in n.targets))
+    lines = source.splitlines(keepends=True)
+    assert node.end_lineno is not None
+    return ("".join(lines[:node.lineno - 1]) + f"TUNE = {narrow!r}\n"
+            + "".join(lines[node.end_lineno:]))
+
+
+def _grid_vs_tpe(name: str, problem: str, narrow: dict[str, list[object]] | None, store: str,
+                 device: str, seed: int, tag: str) -> str:
     from kbench.problems import load
     from kbench.tuning import space, tune
 
-    spec, source = load(problem)[0], path.read_text()
+    spec, source = load(problem)[0], _example(problem, narrow)
     n_grid = math.prod(len(v) for v in space(source).values())
     budget = max(1, n_grid // 3)
     common = dict(device=device, storage_url=store, shapes=["main"], seed=seed)
@@ -109,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
           "TPE evaluations |")
     print("|---|---|---|---:|---:|---:|")
     for name in args.only or sorted(KERNELS):
-        problem, path = KERNELS[name]
-        print(_grid_vs_tpe(name, problem, path, args.store, args.device, args.seed, tag),
+        problem, narrow = KERNELS[name]
+        print(_grid_vs_tpe(name, problem, narrow, args.store, args.device, args.seed, tag),
               flush=True)
     return 0
 
