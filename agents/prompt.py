@@ -285,9 +285,54 @@ def verdict_line(verdict: Verdict) -> str:
 
 
 def diagnose(verdict: Verdict) -> str:
-    """A one-line diagnosis of what to do next with a candidate."""
+    """A one-line diagnosis of what to do next with a candidate: from SOL% and the speedup,
+    and, where the verdict carries a profile (sandbox.profile), from where the device time
+    went and what Nsight Compute says limits the main kernel."""
     if not verdict.passed:
         return f"{verdict.status.value}: fix this before anything else"
+    head = _diagnose_speed(verdict)
+    prof = getattr(verdict, "profile", None)
+    if not prof:
+        return head
+    return "; ".join([head, *_profile_hints(prof)])
+
+
+def _profile_hints(prof: Mapping[str, Any]) -> list[str]:
+    """Short clauses from a verdict's profile: the kernel breakdown, the ncu line, and the
+    advice they point to."""
+    out = []
+    kernels = [k for k in prof.get("kernels") or [] if isinstance(k, Mapping)]
+    if kernels:
+        parts = [f"{k.get('name', '?')}{'' if k.get('own') else ' (not yours)'} "
+                 f"{100 * float(k.get('share') or 0):.0f}%" for k in kernels[:3]]
+        out.append(f"device time ({float(prof.get('device_us') or 0):.0f} us, "
+                   f"{int(prof.get('launches') or 0)} launches): " + ", ".join(parts))
+        foreign = sum(float(k.get("share") or 0) for k in kernels if not k.get("own"))
+        own = [k for k in kernels if k.get("own")]
+        if foreign >= 0.2:
+            out.append(f"{foreign:.0%} of device time is copies/fills outside your kernels: "
+                       "drop the extra .contiguous()/zeros/clones or fuse them in")
+        elif len(own) > 1:
+            out.append(f"{len(own)} kernels of yours per call: fuse them to save launches "
+                       "and round trips through memory")
+    ncu = prof.get("ncu")
+    if isinstance(ncu, Mapping) and not ncu.get("error"):  # "unavailable" helps no model
+        line = str(ncu.get("diagnosis") or "")
+        if line:
+            out.append(f"ncu: {line}")
+        limiter = ncu.get("limiter")
+        if limiter == "memory-bound":
+            out.append("cut bytes moved (fuse passes, narrower loads, reuse from SMEM/L2)")
+        elif limiter == "compute-bound":
+            out.append("cut instructions (tensor cores, cheaper math, less index arithmetic)")
+        elif limiter == "latency-bound":
+            out.append("expose more parallelism (more blocks or warps, more work in flight "
+                       "per thread, fewer registers)")
+    return out
+
+
+def _diagnose_speed(verdict: Verdict) -> str:
+    """The diagnosis from SOL% and the speedup alone."""
     sol, speed = verdict.sol_pct, verdict.speedup_eager
     if sol is not None and sol >= 80:
         return "near the speed of light: only small gains are left (launch overhead, tails)"

@@ -109,19 +109,20 @@ def eval_cmd(
     knob: Annotated[list[str] | None, typer.Option(help="Set a TUNE knob, NAME=VALUE (repeatable).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show which checks ran, what each saw and which rule fired where.")] = False,
     allow_library: Annotated[list[str] | None, typer.Option("--allow-library", help="Let the candidate run this library's kernels (module or kernel-name prefix; repeatable).")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="Show the per-kernel device-time breakdown of a correct candidate (GPU) and run Nsight Compute on its main shape where ncu is installed.")] = False,
 ) -> None:
     """Verify one candidate against one problem. Exit 0 if and only if it is correct."""
     with _json_errors(as_json):
         _eval(problem, candidate, device, as_json, store, timing, knob, explain,
-              tuple(allow_library or ()))
+              tuple(allow_library or ()), profile)
 
 
 def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, store: str | None,
           timing: bool, knob: list[str] | None, explain: bool = False,
-          allow_libraries: tuple[str, ...] = ()) -> None:
+          allow_libraries: tuple[str, ...] = (), profile: bool = False) -> None:
     from kbench.problems import load_report
     from kbench.store import Store
-    from sandbox import verify
+    from sandbox import Limits, verify
     from sandbox.fingerprint import fingerprint_hash
 
     specs, failures = load_report(problem)
@@ -137,7 +138,8 @@ def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, stor
     dev = _device(device)
     db = Store(store)
     verdict = verify(spec, source, device=dev, cache=db, timing=timing,
-                     knobs=_parse_knobs(knob or []), allow_libraries=allow_libraries)
+                     knobs=_parse_knobs(knob or []), allow_libraries=allow_libraries,
+                     limits=Limits(profile_ncu=profile))
     pid = db.upsert_problem(spec.key, spec.suite, spec.source_hash, spec.source)
     cid = db.add_candidate(pid, source, verdict.backend, origin="eval",
                            knobs=_parse_knobs(knob or []) or None)
@@ -149,9 +151,41 @@ def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, stor
         print(json.dumps(d, indent=2, default=str))
     else:
         _print_verdict(verdict)
+        if profile:
+            _print_profile(verdict)
         if explain:
             _print_explain(verdict)
     raise typer.Exit(0 if verdict.passed else 1)
+
+
+def _print_profile(v: Any) -> None:
+    """``kbench eval --profile``: where the main shape's device time went, and ncu's line."""
+    p = getattr(v, "profile", None)
+    if not p:
+        why = ("timed correct candidates on a GPU only" if v.passed else
+               "correct candidates only")
+        out.print(f"profile: none ({why})", style="dim")
+        return
+    out.print(f"\n[bold]Profile[/] of shape {escape(str(p.get('shape')))}: "
+              f"{p.get('device_us', 0):.1f} us of device time in {p.get('launches', 0)} "
+              "launches (one call, after timing)")
+    if p.get("error"):
+        out.print(f"breakdown unavailable: {p['error']}", highlight=False, markup=False)
+    t = Table(show_edge=False)
+    for col in ("kernel", "own", "calls", "us", "share"):
+        t.add_column(col, justify="left" if col == "kernel" else "right")
+    for k in p.get("kernels", []):
+        t.add_row(escape(str(k.get("name")))[:60], "yes" if k.get("own") else "no",
+                  str(k.get("calls")), f"{k.get('us', 0):.1f}", f"{k.get('share', 0):.0%}")
+    if p.get("other_us"):
+        t.add_row("(others)", "", "", f"{p['other_us']:.1f}", "")
+    out.print(t)
+    ncu = p.get("ncu")
+    if ncu:
+        where = f" ({ncu['kernel']})" if ncu.get("kernel") else ""
+        out.print(f"ncu{where}: {ncu.get('diagnosis')}", highlight=False, markup=False)
+    else:
+        out.print("ncu: not run", style="dim")
 
 
 def _print_explain(v: Any) -> None:

@@ -268,6 +268,18 @@ def _watched_call(model: Any, bufs: list[Any], watch: Watch, phase: str) -> tupl
     return None, False
 
 
+def _send_profile(shape: str, watch: Watch, own: set[str]) -> None:
+    """The kernel breakdown of a watched, profiled call (sandbox.profile): advisory, so a
+    failure to summarise is reported in the message, never as the candidate's error."""
+    try:
+        from sandbox.profile import kernel_breakdown
+
+        mine = own | {n for m, n in watch.launches if m == "candidate"}
+        _send(event="profile", shape=shape, **kernel_breakdown(watch.events, mine))
+    except Exception as e:  # noqa: BLE001 - the reason goes with the message
+        _send(event="profile", shape=shape, error=f"{type(e).__name__}: {e}")
+
+
 def _cpu_gap(e: BaseException, device: str) -> str | None:
     """On CPU runs, why Triton's interpreter could not run what a GPU would (then the
     verdict is ``unsupported``, not a fault of the kernel); else None."""
@@ -386,7 +398,7 @@ def main() -> int:
         # The problem module is trusted; it is loaded before any candidate code runs and is
         # used only to make inputs from the seeds the parent sends one trial at a time.
         prob = _load_module(Path(job["problem"]), "kbench_problem")
-        if job["mode"] == "candidate":
+        if job["mode"] in ("candidate", "ncu"):  # ncu: sandbox.profile, after the verdict
             own_source = (job_dir / job["candidate"]).read_text()
             try:
                 mod = _load_module(job_dir / job["candidate"], "candidate")
@@ -478,6 +490,11 @@ def main() -> int:
                 else:
                     with torch.no_grad():
                         out = model(*bufs)
+                    if job["mode"] == "ncu":  # warmed up (compiled, autotuned): measure once
+                        from sandbox.profile import ncu_window
+
+                        with ncu_window(), torch.no_grad():
+                            out = model(*bufs)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 faults = _audit(out, bufs, snapshot) if job["mode"] == "candidate" else []
@@ -558,9 +575,12 @@ def main() -> int:
             if job["mode"] == "candidate":
                 # one more call, traced, after the timed ones: code that switched to a
                 # library op once it was being timed is still on that path now
-                _, ok = _watched_call(model, bufs, watch(True), phase)
+                w = watch(True)
+                _, ok = _watched_call(model, bufs, w, phase)
                 if not ok:
                     return 1
+                if name == next(iter(models)) and w.events is not None:
+                    _send_profile(name, w, own_kernels)  # the main shape's, after its timing
             _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms,
                   calls_per_sample=raw.calls_per_sample)
             if job["mode"] == "candidate":

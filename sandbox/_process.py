@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,14 +220,16 @@ class ChildChannel:
 class Child(ChildChannel):
     """One running child. Use as a context manager; the group is always killed on exit."""
 
-    def __init__(self, work: Path, device: str, isolate_network: bool = True) -> None:
+    def __init__(self, work: Path, device: str, isolate_network: bool = True,
+                 prefix: Sequence[str] = ()) -> None:
+        """``prefix``: a tool that wraps the whole command (``ncu ...``, sandbox.profile)."""
         self.work = work
         self.key = secrets.token_bytes(32)
         rfd, wfd = os.pipe()
-        prefix = network_isolation()[0] if isolate_network else []
+        net = network_isolation()[0] if isolate_network else []
         self.log = open(work / "child.log", "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "sandbox._child", str(work), str(wfd)],
+            [*prefix, *net, sys.executable, "-m", "sandbox._child", str(work), str(wfd)],
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
             cwd=work, env=child_env(work, device), pass_fds=(wfd,), start_new_session=True,
         )

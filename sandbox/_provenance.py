@@ -92,6 +92,7 @@ class Watch:
     kernels: list[str] = field(default_factory=list)  # device kernels not by an allowed op
     all_kernels: list[str] = field(default_factory=list)  # every device kernel that ran
     excused: list[str] = field(default_factory=list)
+    events: Any = None  # the profiler's events of the call (sandbox.profile reads them)
     _saved: list[tuple[Any, Any]] = field(default_factory=list)
     _prof: Any = None
 
@@ -116,7 +117,8 @@ class Watch:
 
             torch.cuda.synchronize()
             self._prof.__exit__(None, None, None)
-            self.kernels, self.all_kernels = _unaccounted(self._prof.events(), self.allowed_aten)
+            self.events = self._prof.events()
+            self.kernels, self.all_kernels = _unaccounted(self.events, self.allowed_aten)
             self._prof = None
 
     def _allowed(self, module: str = "", kernel: str = "") -> bool:

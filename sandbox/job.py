@@ -34,6 +34,7 @@ class Limits:
     max_derived: int = 3
     max_sol_pct: float = 125.0  # faster than this share of the roofline time is impossible
     timing: TimingConfig = field(default_factory=TimingConfig)
+    profile_ncu: bool = False  # Nsight Compute's headline metrics too (sandbox.profile)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

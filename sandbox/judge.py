@@ -46,6 +46,7 @@ class _Outcome:
     marks: dict[str, float] = field(default_factory=dict)
     excused: set[str] = field(default_factory=set)  # kernels of allowed libraries
     seen: dict[str, set[str]] = field(default_factory=dict)  # what the watched calls did
+    profile: dict[str, Any] | None = None  # the main shape's kernel breakdown (GPU)
 
 
 def _headline(text: str) -> str:

@@ -109,6 +109,9 @@ class Verdict:
     notes: tuple[str, ...] = ()  # checks skipped and why (a perturbation outside the domain)
     explain: dict[str, Any] = field(default_factory=dict)  # which checks ran, what each saw
     noisy: bool = False  # a candidate or baseline timing was noisy (see Timing.noisy)
+    # Profiler feedback (sandbox.profile), correct candidates timed on a GPU only: the main
+    # shape's kernel breakdown and, where run, Nsight Compute's record under "ncu".
+    profile: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:

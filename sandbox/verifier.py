@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sandbox import buildcache
+from sandbox import buildcache, profile
 from sandbox._child import checksum
 from sandbox._process import ChildError
 from sandbox.backends import Backend, RunningChild, default_backend
@@ -227,6 +227,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 elif ev == "seen":
                     for k in ("ops", "launches", "kernels"):
                         res.seen.setdefault(k, set()).update(str(x) for x in msg.get(k, []))
+                elif ev == "profile":  # advisory: the main shape's kernel breakdown
+                    res.profile = profile.clean(msg)
                 elif ev == "excused":
                     res.excused.update(str(n) for n in msg.get("names", []))
                 elif ev == "handed_over":
@@ -365,6 +367,9 @@ def verify(
         if status is Status.CORRECT and do_time:
             verdict = _timed(verdict, spec, device, cases, res, work, limits, cache, fp,
                              isolation, hold)
+        if verdict.passed and res.profile is not None:
+            verdict = replace(verdict, profile=_profiled(res.profile, spec, device, cases, work,
+                                                         limits, knobs, allow_libraries, hold))
         m = res.marks
         phases = {"inputs_and_references": t_built - t_prep}
         if "imported" in m:
@@ -389,6 +394,26 @@ def verify(
 
 
 
+
+
+def _profiled(prof: dict[str, Any], spec: ProblemSpec, device: str, cases: list[_Case],
+              work: Path, limits: Limits, knobs: dict[str, Any] | None,
+              allow_libraries: tuple[str, ...], hold: Hold) -> dict[str, Any]:
+    """The child's kernel breakdown, with Nsight Compute's record of the same shape when
+    ``limits.profile_ncu`` (one more child, in ``work``, whose builds are warm)."""
+    case = next((c for c in cases if c.name == prof.get("shape")), None)
+    if not limits.profile_ncu or case is None or not case.seeds:
+        return prof
+    one = replace(case, kinds=["own"], seeds=case.seeds[:1], refs={}, inputs={})
+
+    def run(backend: Backend, ncu_hold: Hold) -> tuple[str | None, str, str]:
+        _job(work, "ncu", device, [one], limits, spec, knobs=knobs,
+             allow_libraries=tuple(allow_libraries))
+        out = _run_child(work, device, [one], limits, spec, do_time=False, check=False,
+                         isolation=backend, hold=ncu_hold)
+        return (out.status.value if out.status else None), out.reason, out.log_tail
+
+    return {**prof, "ncu": profile.run_ncu(run, hold)}
 
 
 def _bad_knobs(source: str, knobs: dict[str, Any]) -> str | None:

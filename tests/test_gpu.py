@@ -231,3 +231,27 @@ def test_baselines_measured_ahead_are_the_ones_a_verification_uses():
     main = next(s for s in v.shapes if s.name == "main")
     assert main.eager is not None and main.eager.median_ms == base[("main", "eager")].median_ms
 
+
+
+def test_softmax_verdict_carries_a_kernel_breakdown_led_by_its_own_kernel(cache):
+    """Profiler feedback (issue 10): a correct, timed candidate's verdict has the main
+    shape's per-kernel breakdown, and the top kernel is the candidate's own Triton kernel;
+    with profile_ncu, Nsight Compute's line where ncu is installed (or why not)."""
+    import shutil
+    from dataclasses import replace
+
+    spec = load("level1/softmax")[0]
+    v = verify(spec, example("level1/softmax.py"), device="cuda", cache=cache,
+               limits=replace(QUICK, profile_ncu=True))
+    assert v.status is Status.CORRECT, v.reason
+    p = v.profile
+    assert p is not None and p["kernels"], p
+    top = p["kernels"][0]
+    assert top["name"] == "_softmax_kernel" and top["own"], p
+    assert 0 < top["share"] <= 1 and top["us"] > 0 and p["device_us"] >= top["us"]
+    ncu = p["ncu"]
+    assert ncu["diagnosis"], ncu
+    if shutil.which("ncu") and not ncu.get("error"):
+        assert ncu["kernel"].startswith("_softmax_kernel"), ncu
+        assert ncu["limiter"] in ("memory-bound", "compute-bound", "latency-bound")
+        assert 0 <= ncu["dram_pct"] <= 100 and 0 <= ncu["sm_pct"] <= 100
