@@ -289,7 +289,7 @@ def _print_verdict(v: Any) -> None:
 
 @app.command("run")
 def run_cmd(
-    model: Annotated[str | None, typer.Option(help="openai/<m>, anthropic/<m>, replay:<PATH>, or a name served at --base-url.")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="openai/<m>, anthropic/<m>, replay:<PATH>, or a name served at --base-url. Repeatable: with several, a bandit picks the model of each call by improvement per dollar.")] = None,
     problems: Annotated[str | None, typer.Option(help="Suite, id, glob, path, 'all'; comma-separated.")] = None,
     base_url: Annotated[str | None, typer.Option(help="An OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp).")] = None,
     strategy: Annotated[str | None, typer.Option(help="A registered strategy (built in: oneshot, refine, evolve).")] = None,
@@ -306,6 +306,9 @@ def run_cmd(
     max_tokens_total: Annotated[int | None, typer.Option(help="Budget: tokens in + out.")] = None,
     max_cost: Annotated[float | None, typer.Option(help="Budget: USD.")] = None,
     time_limit: Annotated[float | None, typer.Option(help="Budget: wall seconds.")] = None,
+    max_gpu_minutes: Annotated[float | None, typer.Option(help="Budget: GPU minutes spent verifying (and tuning); verifications in flight finish.")] = None,
+    tune: Annotated[bool | None, typer.Option("--tune/--no-tune", help="After each problem, tune its best correct candidate's knobs with Optuna (needs a CUDA GPU).")] = None,
+    tune_trials: Annotated[int | None, typer.Option(help="Configurations --tune evaluates per problem (default 20).")] = None,
     concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
     executor: Annotated[str | None, typer.Option(help="Where candidates are verified: local (default: this machine's GPUs, else CPU).")] = None,
     jobs_per_device: Annotated[int | None, typer.Option(help="Verifications sharing one device at once (default 2): their checks overlap, their timing never does.")] = None,
@@ -322,12 +325,13 @@ def run_cmd(
     from kbench.runflow import execute
 
     execute(
-        overrides=dict(model=model, problems=problems, base_url=base_url, strategy=strategy,
+        overrides=dict(model=model or None, problems=problems, base_url=base_url, strategy=strategy,
                        samples=samples, turns=turns, backend=backend, device=device,
                        islands=islands, generations=generations, population=population,
                        stall_generations=stall_generations, roofline_share=roofline_share,
                        max_calls=max_calls, max_tokens_total=max_tokens_total,
                        max_cost_usd=max_cost, time_limit_s=time_limit, concurrency=concurrency,
+                       max_gpu_minutes=max_gpu_minutes, tune=tune, tune_trials=tune_trials,
                        max_tokens=max_tokens, temperature=temperature, store=store,
                        timing=timing, allow_libraries=allow_library or None,
                        executor=executor, jobs_per_device=jobs_per_device),

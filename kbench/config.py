@@ -2,7 +2,7 @@
 
 Example ``kbench.toml``::
 
-    model = "openai/gpt-4o"
+    model = "openai/gpt-4o"     # or several: ["openai/gpt-4o", "anthropic/claude-sonnet-4-5"]
     problems = "level1"
     strategy = "refine"
     turns = 3
@@ -13,6 +13,10 @@ Example ``kbench.toml``::
 
 A search (``strategy = "evolve"``) takes ``islands``, ``generations``, ``population``,
 ``migrate_every``, ``crossover_rate``, ``stall_generations``, ``roofline_share`` and ``seed``.
+
+Budgets: ``max_calls``, ``max_tokens_total``, ``max_cost_usd`` (calls in flight reserved),
+``time_limit_s`` and ``max_gpu_minutes`` (verification and tuning time on a GPU). ``tune =
+true`` tunes each problem's best correct candidate (``tune_trials`` configurations; CUDA only).
 
 Unknown keys are errors that name the key.
 """
@@ -42,7 +46,10 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = None
+    # one or more models (``--model A --model B``); with several, a bandit picks the one
+    # that serves each call (agents.bandit). A single string (older kbench.toml files and
+    # stored run configs) is read as a list of one.
+    model: list[str] = []
     base_url: str | None = None
     problems: str | None = None
     strategy: str = "oneshot"  # any name in agents' strategy registry
@@ -68,12 +75,37 @@ class RunConfig(BaseModel):
     max_tokens_total: int | None = Field(None, ge=0)
     max_cost_usd: float | None = Field(None, ge=0)
     time_limit_s: float | None = Field(None, ge=0)
+    # GPU time spent verifying (each CUDA verdict's wall time); no new candidates once reached
+    max_gpu_minutes: float | None = Field(None, ge=0)
+    # after each problem, tune the best correct candidate's knobs (kbench.tuning) on the GPU
+    tune: bool = False
+    tune_trials: int = Field(20, ge=1)
     concurrency: int = Field(4, ge=1)
     max_tokens: int = Field(8192, ge=256)
     temperature: float = Field(0.7, ge=0, le=2)
     store: str | None = None
     allow_libraries: list[str] = []  # libraries whose kernels candidates may run
     prices: dict[str, Any] = {}
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            value = [v.strip() if isinstance(v, str) else v for v in value]
+            seen = [v for i, v in enumerate(value) if v in value[:i]]
+            if seen:
+                raise PydanticCustomError("duplicate_model", "{name} is given twice",
+                                          {"name": repr(seen[0])})
+        return value
+
+    @property
+    def model_label(self) -> str:
+        """The models as one line (``a, b``), for run names, listings and the live view."""
+        return ", ".join(self.model)
 
     @field_validator("strategy")
     @classmethod

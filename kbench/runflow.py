@@ -62,7 +62,8 @@ def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | 
         base = dict(rec.config or {})
         # budgets and execution knobs may change on resume; what was asked may not
         for k in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s", "concurrency",
-                  "device", "store", "timing", "executor", "jobs_per_device"):
+                  "device", "store", "timing", "executor", "jobs_per_device",
+                  "max_gpu_minutes", "tune", "tune_trials"):
             if overrides.get(k) is not None:
                 base[k] = overrides[k]
         cfg = RunConfig(**base)
@@ -80,7 +81,7 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
     """Validate everything that can be validated before any call, then run."""
     from agents import make_provider, require_price
     from kbench.problems import load_report
-    from kbench.runner import Runner, check_budget
+    from kbench.runner import Runner, check_budget, check_tune
 
     cfg, db, rec = _resolve(overrides, config_path, resume, overrides.get("store"))
     if not cfg.model:
@@ -94,26 +95,29 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
         more = f" (and {len(failures) - 1} more; see `kbench problems list`)" if failures[1:] else ""
         raise ProblemError(f"{failures[0].path}: {failures[0].error}{more}")
     device = device_of(cfg.device)
-    provider = make_provider(cfg.model, cfg.base_url, prices=cfg.prices or None,
-                             concurrency=cfg.concurrency)
+    check_tune(cfg, device)
+    providers = [make_provider(m, cfg.base_url, prices=cfg.prices or None,
+                               concurrency=cfg.concurrency) for m in cfg.model]
     warn = Console(stderr=True)
-    for w in getattr(provider, "warnings", ()):  # e.g. replay files that map to no problem
+    for w in [w for p in providers for w in getattr(p, "warnings", ())]:  # e.g. replay files
         warn.print(f"warning: {w}", style="yellow", highlight=False, markup=False,
                    soft_wrap=True)
     if cfg.max_cost_usd is not None:
-        require_price(provider)
+        for p in providers:
+            require_price(p)
 
     async def go() -> Runner:
-        await provider.check()  # bad key, unknown model, unreachable server: one line, no run
+        for p in providers:  # bad key, unknown model, unreachable server: one line, no run
+            await p.check()
         if rec is None:
-            run_name = name or f"{cfg.model.split('/')[-1].replace(':', '-')}-" \
+            run_name = name or f"{cfg.model[0].split('/')[-1].replace(':', '-')}-" \
                                f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-            run_id = db.create_run(run_name, model=cfg.model, strategy=cfg.strategy,
+            run_id = db.create_run(run_name, model=cfg.model_label, strategy=cfg.strategy,
                                    config=cfg.model_dump())
         else:
             run_name, run_id = rec.name, rec.id
             db.set_run_status(run_id, "running")
-        runner = Runner(db, provider, specs, cfg, device, run_id)
+        runner = Runner(db, providers, specs, cfg, device, run_id)
         runner.name = run_name  # type: ignore[attr-defined]
         if not console.is_terminal:
             # Piped: no live redraws, the final view once. (rich's Live leaves its last
@@ -166,7 +170,7 @@ def _view(runner: Any, run_name: str) -> Group:
         t.add_row(st.key, str(st.attempts), st.status, _fmt(st.best_speedup, ".2f", "x"),
                   f"{st.cost_usd:.3f}", style=style)
     sp = runner.spend
-    head = Text(f"run {run_name}  model {runner.cfg.model}  calls {sp.completions} "
+    head = Text(f"run {run_name}  model {runner.cfg.model_label}  calls {sp.completions} "
                 f"({sp.failed} failed)  tokens {sp.input_tokens}+{sp.output_tokens}  "
                 f"cost ${sp.cost_usd:.3f}  elapsed {time.monotonic() - runner.t0:.0f}s")
     return Group(head, t)

@@ -13,6 +13,19 @@ kind) and refuse a reply before verification (:meth:`Strategy.screen`, e.g. a du
 tags, the parents' candidate ids and the refusal are stored with the attempt in one
 transaction (the store's lineage table) and given back to the strategy on resume, so its
 population is rebuilt as it was. A refused candidate is stored and never verified.
+
+Several models (``cfg.model`` a list of two or more): the agent's bandit picks the provider of
+each request (:mod:`agents.bandit`); each call is stored under the model that answered, and
+once its sample is judged the runner credits that model with what it improved on its problem
+(first correct, rise of the best speedup). On resume the stored calls credit the bandit again
+in order, so it carries on from the same statistics.
+
+Budgets besides the agent's (calls, tokens, USD, each with calls in flight reserved): wall
+time, and GPU minutes (``max_gpu_minutes``: the summed wall time of every verification on a
+CUDA device, tuning included); once one is reached no new candidate is asked for, and the
+verifications in flight finish. With ``cfg.tune`` a problem's best correct candidate is
+tuned (:func:`kbench.tuning.tune`, on the executor) when the problem finishes, if it declares
+knobs; the tuned configuration per shape is stored by the tuner.
 """
 
 from __future__ import annotations
@@ -27,9 +40,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents import Agent, Attempt, Budget, Completion, Task, make_strategy
+from agents.bandit import improvement
 from agents.providers import Provider
 from kbench.config import RunConfig
-from kbench.errors import ConfigError, ProblemError
+from kbench.errors import ConfigError, KbenchError, ProblemError
 from kbench.executors import make_executor
 from kbench.problems import ProblemSpec
 from kbench.scoring import best_verdict
@@ -38,7 +52,8 @@ from sandbox.verdict import Status, Verdict
 
 log = logging.getLogger("kbench.runner")
 
-__all__ = ["ProblemState", "Runner", "example_candidate", "device_facts"]
+__all__ = ["ProblemState", "Runner", "example_candidate", "device_facts", "check_budget",
+           "check_tune"]
 
 
 def example_candidate(backend: str) -> str:
@@ -78,7 +93,11 @@ class ProblemState:
     correct: bool = False
     cost_usd: float = 0.0
     done: bool = False
+    tuning: bool = False
+    tuned: str | None = None  # what tuning did (e.g. "tuned 3 shapes in 20 trials") or why not
     verdicts: list[Verdict] = field(default_factory=list)  # final ones, in arrival order
+    # the bandit's view of the problem: a correct candidate exists, and the best speedup
+    level: tuple[bool, float | None] = (False, None)
 
     def add_verdict(self, v: Verdict) -> None:
         """A final verdict: the latest event, and the best so far by the rule the store's
@@ -98,6 +117,8 @@ class ProblemState:
         now = ["asking"] if self.last == "asking" and shown != "asking" else []
         if self.verifying:
             now.append(f"+{self.verifying} verifying")
+        if self.tuning:
+            now.append("tuning")
         return shown + (f" ({', '.join(now)})" if now else "")
 
 
@@ -107,12 +128,13 @@ class _Pending:
 
     attempt: Attempt
     candidate_id: int | None
+    provider: Provider | None = None  # the provider that wrote it, where known
 
 
 @dataclass
 class Runner:
     store: Store
-    provider: Provider
+    provider: Provider | list[Provider]  # one per model; with several a bandit picks per call
     problems: list[ProblemSpec]
     cfg: RunConfig
     device: str
@@ -122,11 +144,15 @@ class Runner:
     stop_reason: str | None = None
 
     def __post_init__(self) -> None:
+        self.providers = (list(self.provider) if isinstance(self.provider, (list, tuple))
+                          else [self.provider])
         self.strategy = make_strategy(self.cfg.strategy, **self.cfg.strategy_options())
         self.budget = Budget(max_usd=self.cfg.max_cost_usd, max_tokens=self.cfg.max_tokens_total,
                              max_completions=self.cfg.max_calls)
-        self.agent = Agent(self.provider, self.strategy, max_tokens=self.cfg.max_tokens,
-                           temperature=self.cfg.temperature, budget=self.budget)
+        self.agent = Agent(self.providers, self.strategy, max_tokens=self.cfg.max_tokens,
+                           temperature=self.cfg.temperature, budget=self.budget,
+                           seed=self.cfg.seed)
+        self.gpu_s = 0.0  # wall seconds of verifications (and tuning) on a CUDA device
         self.states = {p.key: ProblemState(p.key) for p in self.problems}
         self.t0 = time.monotonic()
         self.executor = make_executor(self.cfg.executor, devices=self._devices(),
@@ -165,9 +191,38 @@ class Runner:
             att = Attempt(int(meta.get("sample", 0)), int(meta.get("turn", 0)), comp,
                           cand.source if cand else None, verdict, tuple(meta.get("parents", ())),
                           lin.tags() if lin is not None else {})
-            out.append(_Pending(att, c.candidate_id if cand else None))
+            out.append(_Pending(att, c.candidate_id if cand else None, self._provider_of(c)))
             self.budget.charge([comp])
+            if verdict is not None:
+                self._add_gpu_time(verdict)
         return out
+
+    def _provider_of(self, call: Any) -> Provider | None:
+        """The provider of this run that made a stored call (matched by name and model)."""
+        for p in self.providers:
+            if (p.name, p.model) == (call.provider, call.model):
+                return p
+        return None
+
+    def _credit(self, st: ProblemState, pending: _Pending, att: Attempt) -> None:
+        """A judged sample: the bandit learns what it improved on its problem, at what cost."""
+        v = att.verdict
+        passed = v is not None and v.passed and not att.rejected
+        correct, best = st.level
+        gain, best, correct = improvement(best, correct, passed,
+                                          v.speedup_eager if v is not None else None)
+        st.level = (correct, best)
+        self.agent.credit(pending.provider, gain, att.completion)
+
+    def _add_gpu_time(self, v: Verdict) -> None:
+        if v.device.startswith("cuda") and v.wall_s:
+            self.gpu_s += v.wall_s
+
+    def _out_of_gpu(self) -> str | None:
+        lim = self.cfg.max_gpu_minutes
+        if lim is not None and self.gpu_s / 60 >= lim:
+            return f"used {self.gpu_s / 60:.2f} of {lim:g} GPU-minutes"
+        return None
 
     # -- one problem --------------------------------------------------------------------
     def _ahead_of_time(self, spec: ProblemSpec) -> None:
@@ -233,6 +288,7 @@ class Runner:
             verdict = self._failed(spec, e)
         finally:
             st.verifying -= 1
+        self._add_gpu_time(verdict)
         from sandbox.fingerprint import fingerprint_hash
 
         self.store.add_verdict(pending.candidate_id, verdict, fingerprint_hash(verdict.fingerprint))
@@ -266,10 +322,12 @@ class Runner:
             if p.attempt.verdict is not None or p.attempt.code is None or p.attempt.rejected:
                 self._note(st, p.attempt)
         history = list(await asyncio.gather(*[self._settle(spec, p, st) for p in pending]))
+        for p, att in zip(pending, history):
+            self._credit(st, p, att)
         task = Task(problem=spec, backend=self.cfg.backend, device=self.facts,
                     example=self.example, roofline_ms=self._roofline(spec))
         while not self.agent.done(history):
-            why = self._out_of_time()
+            why = self._out_of_time() or self._out_of_gpu()
             if why:
                 self.stop_reason = self.stop_reason or why
                 break
@@ -293,8 +351,9 @@ class Runner:
                 # pending[i] is history[i]: a parent id indexes both
                 parents = p.request.parents
                 parent_cand = pending[parents[-1]].candidate_id if parents else None
+                prov = p.provider or self.providers[0]
                 _, cand_id = self.store.add_attempt(
-                    self.run_id, pid, self.provider.name, self.provider.model,
+                    self.run_id, pid, prov.name, prov.model,
                     list(p.request.messages), c.text, source=p.code, backend=self.cfg.backend,
                     attempt=p.request.turn, parent_id=parent_cand,
                     usage={"kbench": meta}, input_tokens=c.input_tokens,
@@ -303,16 +362,68 @@ class Runner:
                     parent_ids=[pending[i].candidate_id for i in parents
                                 if pending[i].candidate_id is not None])
                 st.cost_usd += c.cost_usd or 0.0
-                stored.append(_Pending(replace(p.attempt(None), lineage=tags), cand_id))
+                stored.append(_Pending(replace(p.attempt(None), lineage=tags), cand_id, prov))
             for s in stored:
                 if s.attempt.code is None or s.attempt.rejected:
                     self._note(st, s.attempt)
             settled = await asyncio.gather(*[self._settle(spec, s, st) for s in stored])
             for s, att in zip(stored, settled):
-                pending.append(_Pending(att, s.candidate_id))
+                self._credit(st, s, att)
+                pending.append(_Pending(att, s.candidate_id, s.provider))
                 history.append(att)
+        await self._tune(spec, history, st)
         st.done = True
         st.last = st.last if st.last != "asking" else "stopped"
+        self.on_change()
+
+    # -- tuning -------------------------------------------------------------------------
+    async def _tune(self, spec: ProblemSpec, history: list[Attempt], st: ProblemState) -> None:
+        """Tune the problem's best correct candidate, if it declares knobs (``cfg.tune``)."""
+        if not self.cfg.tune:
+            return
+        from kbench.tuning import space, tune
+
+        judged = [a for a in history if a.verdict is not None and a.code and not a.rejected]
+        best = best_verdict([a.verdict for a in judged])  # type: ignore[misc]
+        if best is None or not best.passed:
+            st.tuned = "not tuned: no correct candidate"
+            return
+        code = next(a.code for a in judged if a.verdict is best)
+        try:
+            knobs = space(code)
+        except ConfigError as e:
+            st.tuned = f"not tuned: {e}"
+            return
+        if not knobs:
+            st.tuned = "not tuned: the best candidate declares no knobs"
+            return
+        why = self._out_of_gpu() or self._out_of_time()
+        if why:
+            st.tuned = f"not tuned: {why}"
+            return
+        url = self.store.engine.url.render_as_string(hide_password=False)
+
+        def job(device: str) -> Any:
+            return tune(spec, code, device=device, storage_url=url,  # type: ignore[arg-type]
+                        n_trials=self.cfg.tune_trials, seed=self.cfg.seed)
+
+        st.tuning = True
+        self.on_change()
+        t0 = time.monotonic()
+        try:
+            r = await asyncio.wrap_future(self.executor.submit(job))
+            st.tuned = (f"tuned {len(r.best)} shape(s): {r.complete} complete, {r.pruned} "
+                        f"pruned, {r.failed} failed of {r.trials} trials")
+        except KbenchError as e:  # a bad knob space, a study for another space: say why
+            st.tuned = f"not tuned: {e}"
+        except Exception as e:  # noqa: BLE001 - the run's verdicts stand without tuning
+            log.warning("%s: tuning failed: %s", spec.key, e)
+            st.tuned = f"not tuned: tuning failed: {e}"
+        finally:
+            st.tuning = False
+            if self.device.startswith("cuda"):
+                self.gpu_s += time.monotonic() - t0
+        log.info("%s: %s", spec.key, st.tuned)
         self.on_change()
 
     def _roofline(self, spec: ProblemSpec) -> dict[str, float | None]:
@@ -329,11 +440,13 @@ class Runner:
     async def run(self) -> None:
         self._calls = [_with_key(c, self._problem_keys()) for c in self.store.llm_calls_for(self.run_id)]
         self._lineage = self.store.lineage_for(self.run_id)
-        self.provider.set_concurrency(self.cfg.concurrency)
+        for p in self.providers:
+            p.set_concurrency(self.cfg.concurrency)
         try:
             await asyncio.gather(*[self._problem(p) for p in self.problems])
         finally:
-            await self.provider.aclose()
+            for p in self.providers:
+                await p.aclose()
             self.executor.shutdown(wait=False, cancel_futures=True)
         self.stop_reason = self.stop_reason or self.agent.stop_reason
 
@@ -364,7 +477,23 @@ def _with_key(rec: LLMCallRecord, keys: dict[int, str]) -> _KeyedCall:
 
 def check_budget(cfg: RunConfig) -> None:
     """A budget of 0 can do nothing: say so instead of starting a run that does nothing."""
-    for name in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s"):
+    for name in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s",
+                 "max_gpu_minutes"):
         if getattr(cfg, name) == 0:
             raise ConfigError(f"{name.replace('_', '-')} is 0, so the run could do nothing; "
                               "raise it or leave it unset for no limit")
+
+
+TUNE_NEEDS_GPU = ("--tune needs a CUDA GPU: tuning minimises measured kernel time, and there "
+                  "is no timing on CPU; drop --tune, or run with --device cuda")
+
+
+def check_tune(cfg: RunConfig, device: str) -> None:
+    """``--tune`` can only work with CUDA timing: refuse it before anything runs."""
+    if not cfg.tune:
+        return
+    if not device.startswith("cuda"):
+        raise ConfigError(TUNE_NEEDS_GPU)
+    if not cfg.timing:
+        raise ConfigError("--tune needs timing (it minimises measured kernel time); drop "
+                          "--no-timing or --tune")
