@@ -356,12 +356,17 @@ def runs_show(
     run: Annotated[str, typer.Argument(help="Run name.")],
     store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    lineage: Annotated[bool, typer.Option(
+        "--lineage", help="Also list every attempt: candidate ← parents, kind, generation, "
+                          "island, outcome (search strategies such as evolve).")] = False,
 ) -> None:
-    """One run: per-problem best verdicts and the fast_p summary. Never creates a store."""
+    """One run: per-problem best verdicts (provisional, or the final selection's winner and
+    its margin), the population of an evolve run, and the fast_p summary. Never creates a
+    store."""
     from kbench.runflow import show_run
 
     with _json_errors(as_json):
-        show_run(run, store, as_json, out)
+        show_run(run, store, as_json, out, lineage=lineage)
 
 
 @problems_app.command("list")

@@ -21,7 +21,7 @@ from kbench.errors import ConfigError, ProblemError
 from kbench.scoring import summary
 from kbench.store import ENV_VAR, Store
 
-__all__ = ["execute", "list_runs", "show_run", "summary_table"]
+__all__ = ["execute", "final_selection", "list_runs", "show_run", "summary_table"]
 
 
 def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
@@ -152,6 +152,18 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
                           f"`kbench run --resume {latest.name}`")
         raise
     status = "failed" if runner.agent.fatal_error else "finished"
+    if status == "finished":
+        try:
+            final_selection(db, run_id, specs, device, console, timing=cfg.timing,
+                            allow_libraries=tuple(cfg.allow_libraries))
+        except KeyboardInterrupt:
+            from sandbox._process import kill_all
+
+            kill_all()
+            db.set_run_status(run_id, "interrupted")
+            console.print(f"interrupted in the final selection: continue with "
+                          f"`kbench run --resume {runner.name}`")  # type: ignore[attr-defined]
+            raise
     db.set_run_status(run_id, status)
     console.line()
     console.print(summary_table(db, run_id, runner.name))  # type: ignore[attr-defined]
@@ -159,6 +171,69 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
         console.print(f"stopped early: {runner.stop_reason}", style="yellow")
     if runner.agent.fatal_error:
         raise ConfigError(runner.agent.fatal_error)
+
+
+# -- final selection (issue 10) ------------------------------------------------------------
+
+#: ``measure_for(spec, sources, device) -> measure(candidate_id, round) -> ms``: how the
+#: final selection times one problem's finalists; None: a full verification per timing.
+MeasureFor = Callable[[Any, dict[int, str], str], Callable[[int, int], float]]
+
+
+def final_selection(db: Store, run_id: int, specs: list[Any], device: str, console: Console, *,
+                    timing: bool = True, k: int = 3, rounds: int = 5,
+                    allow_libraries: tuple[str, ...] = (),
+                    measure_for: MeasureFor | None = None) -> dict[str, Any]:
+    """After a run: for each problem with at least two correct, timed candidates, re-time
+    its ``k`` finalists interleaved over ``rounds`` rounds and store the winner
+    (:func:`kbench.selection.select`, :meth:`Store.put_selection`). Until then a problem's
+    best is provisional. A problem whose stored selection already has the same finalists
+    (a resumed run with nothing new) is not timed again.
+
+    Skipped, with one line saying why, without CUDA or with timing off: there is nothing to
+    re-time. ``measure_for`` replaces the measurement (the seam tests use); by default each
+    timing is a full verification under :data:`kbench.selection.RETIME_LIMITS`.
+
+    Returns the selections made, by problem key (as ``Selection.to_dict()``)."""
+    from kbench.selection import finalists, select, verify_measure
+
+    if not device.startswith("cuda"):
+        console.print(f"final selection skipped: no timing on {device} (timing exists only on "
+                      "a CUDA GPU); each problem's best stays provisional", highlight=False)
+        return {}
+    if not timing:
+        console.print("final selection skipped: timing is off (--no-timing); each problem's "
+                      "best stays provisional", highlight=False)
+        return {}
+    stored = db.selections_for(run_id)
+    made: dict[str, Any] = {}
+    for spec in specs:
+        cands = db.candidates_for(run_id, spec.key)
+        verdicts = {c.id: c.verdict.payload if c.verdict else None for c in cands}
+        ids = finalists(verdicts, k)
+        if len(ids) < 2:
+            continue
+        old = stored.get(spec.key)
+        if old is not None and old.payload.get("finalists") == ids:
+            continue
+        sources = {c.id: c.source for c in cands if c.id in ids}
+        measure = (measure_for(spec, sources, device) if measure_for is not None else
+                   verify_measure(spec, sources, device=device, cache=db,
+                                  allow_libraries=allow_libraries))
+        sel = select(spec, verdicts, sources, device=device, k=k, rounds=rounds,
+                     measure=measure)
+        if sel is None:
+            continue
+        by_id = {c.id: c for c in cands}
+        w = by_id.get(sel.winner)
+        fph = w.verdict.fingerprint_hash if w is not None and w.verdict else None
+        payload = {**sel.to_dict(), "finalists": ids}
+        db.put_selection(run_id, spec.key, payload, fph)
+        made[spec.key] = payload
+        console.print(f"final selection {spec.key}: "
+                      + (f"#{sel.winner}" if sel.winner is not None else "none")
+                      + f" — {sel.reason}", highlight=False, soft_wrap=True)
+    return made
 
 
 def _view(runner: Any, run_name: str) -> Group:
@@ -225,7 +300,16 @@ def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
     console.print(t if data else "no runs yet")
 
 
-def show_run(name: str, db_url: str | None, as_json: bool, console: Console) -> None:
+def show_run(name: str, db_url: str | None, as_json: bool, console: Console, *,
+             lineage: bool = False) -> None:
+    """One run: each problem's best verdict, whether that best is provisional or the winner
+    of the final selection (with its margin), the population of a search run (per problem
+    and island: generations, attempts, best candidate, duplicates refused), with ``lineage``
+    every attempt's parents, kind, generation and outcome, and the fast_p summary.
+
+    ``--json`` keeps the older keys and adds ``selections`` (by problem), ``provisional``
+    (problems whose correct best has no selection), ``population`` and, with ``lineage``,
+    ``lineage`` (by problem)."""
     missing = _missing_store(db_url)
     if missing is not None:  # reading never creates a store
         raise ConfigError(f"no run named {name!r}: no store at {missing}")
@@ -234,19 +318,147 @@ def show_run(name: str, db_url: str | None, as_json: bool, console: Console) -> 
     if r is None:
         raise ConfigError(f"no run named {name!r} in {db.url}; see `kbench runs list`")
     rows = db.results(r.id)
+    sels = db.selections_for(r.id)
+    provisional = [k for k, v in rows if v is not None and v.get("status") == "correct"
+                   and k not in sels]
+    pop, lin = _population(db, r.id)
     if as_json:
-        print(json.dumps({"run": r.name, "status": r.status.value, "config": r.config,
-                          "summary": summary(rows).to_dict(),
-                          "results": {k: v for k, v in rows}}, indent=2, default=str))
+        out = {"run": r.name, "status": r.status.value, "config": r.config,
+               "summary": summary(rows).to_dict(), "results": {k: v for k, v in rows},
+               "selections": {k: _selection_json(s) for k, s in sels.items()},
+               "provisional": provisional, "population": pop}
+        if lineage:
+            out["lineage"] = lin
+        print(json.dumps(out, indent=2, default=str))
         return
     t = Table(show_edge=False, title=f"run {r.name} ({r.status.value}, {r.model}, {r.strategy})")
-    for col in ("problem", "status", "× eager", "× compile", "SOL%", "reason"):
+    for col in ("problem", "status", "× eager", "× compile", "SOL%", "reason", "best"):
         t.add_column(col)
     for key, v in rows:
         if v is None:
-            t.add_row(key, "no candidate", "", "", "", "")
+            t.add_row(key, "no candidate", "", "", "", "", "")
             continue
         t.add_row(key, v["status"], _fmt(v.get("speedup_eager")), _fmt(v.get("speedup_compile")),
-                  _fmt(v.get("sol_pct"), ".0f"), (v.get("reason") or "").splitlines()[0][:70])
+                  _fmt(v.get("sol_pct"), ".0f"), (v.get("reason") or "").splitlines()[0][:70],
+                  _best_cell(sels.get(key), key in provisional))
     console.print(t)
+    for key, s in sels.items():
+        console.print(f"selected {key}: {_selection_line(s)}", highlight=False, soft_wrap=True)
+    if provisional:
+        console.print("provisional: the best of " + ", ".join(provisional) + " is not "
+                      "re-timed against its runners-up yet (final selection needs a CUDA "
+                      "GPU and two correct, timed candidates)", highlight=False, soft_wrap=True)
+    for table in _population_tables(pop):
+        console.print(table)
+    if lineage and lin:
+        for key, lines in lin.items():
+            console.print(f"lineage {key} (candidate ← parents, kind, generation, island, "
+                          "outcome)", highlight=False)
+            for ln in lines:
+                console.print("  " + _lineage_line(ln), highlight=False, soft_wrap=True)
+    elif lineage:
+        console.print("no lineage: this run's strategy does not record one", highlight=False)
     console.print(summary_table(db, r.id, r.name))
+
+
+def _selection_json(s: Any) -> dict[str, Any]:
+    return {**s.payload, "winner_id": s.winner_id, "decision": s.decision,
+            "margin_ms": s.margin_ms, "spread_ms": s.spread_ms, "reason": s.reason,
+            "fingerprint_hash": s.fingerprint_hash, "created_at": s.created_at.isoformat()}
+
+
+def _selection_line(s: Any) -> str:
+    who = f"#{s.winner_id}" if s.winner_id is not None else "no winner"
+    meds = s.payload.get("median_ms", {})
+    iqrs = s.payload.get("iqr_ms", {})
+    each = ", ".join(f"#{c} {meds[str(c)]:.4g}±{iqrs.get(str(c), 0.0):.2g} ms"
+                     for c in s.payload.get("ranking", ()) if str(c) in meds)
+    return f"{who} — {s.reason}" + (f" [{each}]" if each else "")
+
+
+def _best_cell(s: Any, provisional: bool) -> str:
+    if provisional:
+        return "provisional"
+    if s is None:
+        return ""
+    if s.winner_id is None:
+        return "provisional (re-timing failed)"
+    if s.decision == "clear" and s.margin_ms is not None:
+        return f"#{s.winner_id} selected (+{s.margin_ms:.3g} ms > {s.spread_ms:.3g})"
+    if s.decision == "within_spread":
+        return f"#{s.winner_id} selected (within spread)"
+    return f"#{s.winner_id} selected ({s.decision})"
+
+
+def _population(db: Store, run_id: int) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Per problem: islands (generations, attempts, best candidate, duplicates refused) and
+    the lineage rows, from the store's lineage table (search strategies such as evolve)."""
+    rows = db.lineage_for(run_id)
+    if not rows:
+        return {}, {}
+    keys: dict[int, str] = {}
+    for rec in rows.values():
+        if rec.problem_id not in keys:
+            p = db.get_problem(rec.problem_id)
+            keys[rec.problem_id] = p.key if p is not None else str(rec.problem_id)
+    pop: dict[str, Any] = {}
+    lin: dict[str, list[dict[str, Any]]] = {}
+    for key in sorted(set(keys.values())):
+        cands = {c.id: c for c in db.candidates_for(run_id, key)}
+        islands: dict[str, dict[str, Any]] = {}
+        lines = lin.setdefault(key, [])
+        for rec in rows.values():
+            if keys[rec.problem_id] != key:
+                continue
+            c = cands.get(rec.candidate_id) if rec.candidate_id is not None else None
+            v = c.verdict if c is not None else None
+            isl = islands.setdefault(str(rec.island if rec.island is not None else "-"), {
+                "generations": 0, "attempts": 0, "duplicates": 0, "refused": 0, "correct": 0,
+                "best_id": None, "best_speedup": None})
+            isl["attempts"] += 1
+            if rec.generation is not None:
+                isl["generations"] = max(isl["generations"], rec.generation + 1)
+            if rec.rejected:
+                isl["duplicates" if rec.rejected.startswith("duplicate") else "refused"] += 1
+            elif v is not None and v.passed:
+                isl["correct"] += 1
+                sp = v.speedup_eager
+                best = isl["best_speedup"]
+                if isl["best_id"] is None or (sp is not None and (best is None or sp > best)):
+                    isl["best_id"], isl["best_speedup"] = c.id, sp
+            outcome = ("refused: " + rec.rejected if rec.rejected else
+                       "no code" if c is None else "unverified" if v is None else
+                       v.status.value + (f" {v.speedup_eager:.2f}x"
+                                         if v.speedup_eager is not None else ""))
+            lines.append({"candidate_id": rec.candidate_id, "parent_ids": list(rec.parent_ids),
+                          "kind": rec.kind, "generation": rec.generation, "island": rec.island,
+                          "model": rec.model, "outcome": outcome})
+        pop[key] = {"islands": islands}
+    return pop, lin
+
+
+def _population_tables(pop: dict[str, Any]) -> list[Table]:
+    out = []
+    for key, p in pop.items():
+        islands = sorted(p["islands"].items())
+        other = any(d["refused"] for _, d in islands)  # only evolve's duplicates, so far
+        t = Table(show_edge=False, title=f"population of {key}",
+                  caption="duplicates: refused before verification (same normalised code)")
+        for col in ("island", "generations", "attempts", "correct", "best", "duplicates",
+                    *(["other refused"] if other else [])):
+            t.add_column(col, justify="left" if col == "best" else "right", no_wrap=True)
+        for isl, d in islands:
+            best = ("–" if d["best_id"] is None else
+                    f"#{d['best_id']} {_fmt(d['best_speedup'], '.2f', 'x')}")
+            t.add_row(isl, str(d["generations"]), str(d["attempts"]), str(d["correct"]),
+                      best, str(d["duplicates"]), *([str(d["refused"])] if other else []))
+        out.append(t)
+    return out
+
+
+def _lineage_line(d: dict[str, Any]) -> str:
+    who = f"#{d['candidate_id']}" if d["candidate_id"] is not None else "(no code)"
+    parents = ",".join(f"#{p}" for p in d["parent_ids"]) or "–"
+    gen = "-" if d["generation"] is None else d["generation"]
+    isl = "-" if d["island"] is None else d["island"]
+    return f"{who} ← {parents}  {d['kind'] or '-'}  g{gen} i{isl}  {d['outcome']}"

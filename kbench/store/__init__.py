@@ -24,6 +24,7 @@ from kbench.store._records import (
     RunRecord,
     VerdictRecord,
 )
+from kbench.store._selection import SelectionRecord  # issue 10: final selections
 from kbench.store._store import Store
 from kbench.store._tables import ENV_VAR, RunStatus
 from kbench.store._tuned import TunedConfigRecord  # issue 10: tuned configurations
@@ -42,4 +43,5 @@ __all__ = [
     "ResultRow",
     "ENV_VAR",
     "TunedConfigRecord",
+    "SelectionRecord",
 ]

@@ -42,6 +42,7 @@ from kbench.store._records import (
     _run_rec,
     _verdict_rec,
 )
+from kbench.store._selection import _Selections  # issue 10: final selections
 from kbench.store._tables import (
     _BUSY_TIMEOUT_MS,
     _MODES,
@@ -128,7 +129,7 @@ def _sqlite_events(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-class Store(_TunedConfigs):
+class Store(_TunedConfigs, _Selections):
     """The result store. Safe to share between threads; every method commits on return.
 
     Args:
