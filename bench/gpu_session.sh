@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
-#     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,tune
+#     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,selection,tune
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
@@ -46,6 +46,7 @@ if [ "$cmd" = start ]; then
       tests/test_provenance.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1"
   has pipeline && script="$script; python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
       --reps 2 --out $LOG/pipeline.json > $LOG/pipeline.log 2>&1"
+  has selection && script="$script; python3 bench/check_selection.py > $LOG/selection.log 2>&1"
   has tune && script="$script; python3 bench/tune_vs_grid.py --store $LOG/tune.db \
       > $LOG/tune.log 2>&1; python3 bench/tune_vs_grid.py --examples --trials 20 \
       --store $LOG/tune.db > $LOG/tune_examples.log 2>&1"
@@ -63,3 +64,4 @@ tail -30 "$LOG/verdicts.log" 2>/dev/null
 tail -8 "$LOG/acceptance.log" 2>/dev/null
 tail -30 "$LOG/pipeline.log" 2>/dev/null
 tail -12 "$LOG/tune.log" "$LOG/tune_examples.log" 2>/dev/null
+tail -20 "$LOG/selection.log" 2>/dev/null
