@@ -10,10 +10,11 @@ orchestrator's (:mod:`kbench.problems`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -164,6 +165,12 @@ class ProblemSpec:
 
     def shapes_for(self, device: str) -> dict[str, Shape]:
         return self.shapes if device.startswith("cuda") else self.cpu_shapes
+
+    def only(self, names: Sequence[str]) -> ProblemSpec:
+        """This problem checked on some of its declared shapes only (a tuning step, a
+        re-timing of finalists): the same problem, its other shapes left out."""
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(ProblemSpec)}
+        return _Only(**kw, names=tuple(names))
 
     @property
     def tolerance(self) -> tuple[float, float]:
@@ -317,3 +324,14 @@ def load_file(path: str | Path, key: str | None = None, suite: str | None = None
         meta=meta,
         module=module,
     )
+
+
+@dataclass(frozen=True)
+class _Only(ProblemSpec):
+    """A :class:`ProblemSpec` restricted to some of its declared shapes (:meth:`only`)."""
+
+    names: tuple[str, ...] = ()
+
+    def shapes_for(self, device: str) -> dict[str, Shape]:
+        every = super().shapes_for(device)
+        return {n: every[n] for n in self.names if n in every}

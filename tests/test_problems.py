@@ -310,3 +310,17 @@ def test_derived_cpu_shapes_are_cached_on_disk(tmp_path, shape_cache, monkeypatc
     again = load_file(write(tmp_path, "seq_copy.py", SEQUENCES + "\n# cache test\n"))
     assert again.cpu_shapes["small"] == small
     assert isinstance(again.cpu_shapes["small"]["input_shape"], tuple)
+
+
+def test_a_problem_restricted_to_some_shapes_keeps_everything_else():
+    """``spec.only(names)`` (tuning steps, re-timing finalists) is the same problem — key,
+    source hash, tolerances, so cached baselines still match — on those shapes only."""
+    spec = load("level1/softmax")[0]
+    sub = spec.only(["main"])
+    assert list(sub.shapes_for("cuda")) == ["main"]
+    assert sub.shapes_for("cuda")["main"] == spec.shapes_for("cuda")["main"]
+    assert (sub.key, sub.source_hash, sub.tolerance) == (spec.key, spec.source_hash,
+                                                         spec.tolerance)
+    assert sub.shapes_for("cpu") == {}  # 'main' is not a CPU shape name of this problem
+    first = next(iter(spec.shapes_for("cpu")))
+    assert list(spec.only([first]).shapes_for("cpu")) == [first]

@@ -255,3 +255,26 @@ def test_runs_show_lists_an_evolve_runs_population_and_lineage(tmp_path, spec):
     assert isl["1"]["duplicates"] == 2 and isl["0"]["best_id"] == cand[8]
     assert len(js["lineage"][KEY]) == 12
 
+
+
+def test_the_real_measure_checks_and_times_the_main_shape_only(monkeypatch):
+    """Finalists were checked on every shape already: each interleaved re-timing verifies the
+    main shape only, with the re-timing limits, and reads that shape's median."""
+    import sandbox.verifier
+    from kbench.selection import RETIME_LIMITS, verify_measure
+    from sandbox.verdict import ShapeResult, Status, Timing, Verdict
+
+    seen = []
+
+    def verify(spec, source, *, device=None, limits=None, timing=False, **_):
+        seen.append((list(spec.shapes_for(device)), limits, timing))
+        t = Timing(0.5, 0.01, 0.5, 0.49, 100, 0.001)
+        return Verdict(problem=spec.key, status=Status.CORRECT, device=device, backend="triton",
+                       shapes=(ShapeResult("main", {}, False, 3, True, timing=t),))
+
+    monkeypatch.setattr(sandbox.verifier, "verify", verify)
+    spec = load("level1/softmax")[0]
+    assert len(spec.shapes_for("cuda")) > 1
+    measure = verify_measure(spec, {"a": "src"}, device="cuda:0")
+    assert measure("a", 0) == 0.5
+    assert seen == [(["main"], RETIME_LIMITS, True)]

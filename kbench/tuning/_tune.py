@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from kbench.errors import ConfigError
 from kbench.tuning._space import apply, defaults, lift_notes, space
-from sandbox.problem import ProblemSpec, Shape
+from sandbox.problem import ProblemSpec
 
 __all__ = ["SAMPLERS", "GPU_NEEDED", "BestConfig", "LosingPruner", "TuneResult", "tune"]
 
@@ -66,22 +66,6 @@ class TuneResult:
     best: dict[str, BestConfig]
     default_ms: float | None  # the candidate's own configuration on the primary shape
     notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Subset(ProblemSpec):
-    """A problem checked on some of its shapes only (a tuning step)."""
-
-    only: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, spec: ProblemSpec, names: Sequence[str]) -> _Subset:
-        kw = {f.name: getattr(spec, f.name) for f in fields(ProblemSpec)}
-        return cls(**kw, only=tuple(names))
-
-    def shapes_for(self, device: str) -> dict[str, Shape]:
-        every = super().shapes_for(device)
-        return {n: every[n] for n in self.only}
 
 
 def source_hash(source: str) -> str:
@@ -161,7 +145,7 @@ class _Ctx:
         from sandbox import verify
 
         src, plain = apply(self.source, knobs)
-        spec = self.spec if names is None else _Subset.of(self.spec, names)
+        spec = self.spec if names is None else self.spec.only(names)
         return verify(spec, src, device=self.device, cache=self.store, timing=timed,
                       knobs=plain or None, limits=self.limits)
 
