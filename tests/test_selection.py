@@ -270,7 +270,7 @@ def test_the_real_measure_checks_and_times_the_main_shape_only(monkeypatch):
         seen.append((list(spec.shapes_for(device)), limits, timing))
         t = Timing(0.5, 0.01, 0.5, 0.49, 100, 0.001)
         return Verdict(problem=spec.key, status=Status.CORRECT, device=device, backend="triton",
-                       shapes=(ShapeResult("main", {}, False, 3, True, timing=t),))
+                       reason="correct", shapes=(ShapeResult("main", {}, False, 3, True, timing=t),))
 
     monkeypatch.setattr(sandbox.verifier, "verify", verify)
     spec = load("level1/softmax")[0]
