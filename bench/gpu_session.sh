@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
-#     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,selection,tune
+#     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,evolve,selection,tune
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
@@ -33,6 +33,7 @@ if [ "$cmd" = start ]; then
   fi
   tail -3 "$LOG/smoke.log"
   steps=${3:-verdicts,acceptance,tests}
+  EXAMPLES8=level1/relu,level1/softmax,level1/matmul,level2/gemm_bias_relu,level3/mlp,attention/gqa_causal_prefill,kvcache/kv_int8_quant,quant/w8a8_dynamic
   has() { case ",$steps," in *",$1,"*) return 0;; *) return 1;; esac; }
   script="python3 -m kbench.cli doctor > $LOG/doctor.log 2>&1"
   # one step at a time: KernelBench's inputs are 6-9 GiB each, and steps side by side ran a
@@ -46,6 +47,12 @@ if [ "$cmd" = start ]; then
       tests/test_provenance.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1"
   has pipeline && script="$script; python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
       --reps 2 --out $LOG/pipeline.json > $LOG/pipeline.log 2>&1"
+  has evolve && script="$script; python3 bench/evolve_replay.py --out $LOG/evolve.jsonl \
+      > $LOG/evolve.log 2>&1; python3 -m kbench.cli run --model replay:$LOG/evolve.jsonl \
+      --strategy evolve --islands 2 --population 2 --generations 3 --name evolve-demo \
+      --store $LOG/evolve.db --problems $EXAMPLES8 \
+      >> $LOG/evolve.log 2>&1; python3 -m kbench.cli runs show evolve-demo --store $LOG/evolve.db \
+      --lineage >> $LOG/evolve.log 2>&1"
   has selection && script="$script; python3 bench/check_selection.py > $LOG/selection.log 2>&1"
   has tune && script="$script; python3 bench/tune_vs_grid.py --store $LOG/tune.db \
       > $LOG/tune.log 2>&1; python3 bench/tune_vs_grid.py --examples --trials 20 \
@@ -65,3 +72,4 @@ tail -8 "$LOG/acceptance.log" 2>/dev/null
 tail -30 "$LOG/pipeline.log" 2>/dev/null
 tail -12 "$LOG/tune.log" "$LOG/tune_examples.log" 2>/dev/null
 tail -20 "$LOG/selection.log" 2>/dev/null
+tail -40 "$LOG/evolve.log" 2>/dev/null
