@@ -637,5 +637,32 @@ def tune_cmd(
     raise typer.Exit(0 if ok else 1)
 
 
+# -- kbench report (issue 11) ----------------------------------------------------------
+@app.command("report")
+def report_cmd(
+    runs: Annotated[list[str] | None, typer.Argument(help="Run names (default: every run in the store).")] = None,
+    store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    problems: Annotated[str | None, typer.Option(help="Only these problems: keys or patterns, comma-separated (level1/*).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Only these suites, comma-separated.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a static, offline HTML site to this folder.")] = None,
+) -> None:
+    """Leaderboard of stored runs: fast_p against eager and torch.compile, geomean speedup,
+    SOL%, cost, tokens, GPU-minutes and rejected candidates, per run and suite; one table
+    per device fingerprint. Never creates a store."""
+    from kbench.report import build_report, print_report, write_html
+
+    with _json_errors(as_json):
+        rep = build_report(store, runs or (), problems=problems, suites=suite)
+    if as_json:
+        print(json.dumps(rep.to_dict(), indent=2, default=str))
+    else:
+        print_report(rep, out)
+    if html is not None:
+        index = write_html(rep, html)
+        (err if as_json else out).print(f"HTML report: {index}", highlight=False, markup=False,
+                                        soft_wrap=True)
+
+
 if __name__ == "__main__":
     main()
