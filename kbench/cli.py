@@ -664,5 +664,26 @@ def report_cmd(
                                         soft_wrap=True)
 
 
+# -- kbench export (issue 11) ----------------------------------------------------------
+@app.command("export")
+def export_cmd(
+    run: Annotated[str, typer.Argument(help="A stored run's name.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the package project into.")],
+    name: Annotated[str, typer.Option("--name", help="The Python package's name (an identifier).")],
+    store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Export a run's winning kernels (correct on every shape) as a pip-installable package
+    of torch custom ops, with its tests, a benchmark script and a README."""
+    from kbench.export import export_run
+
+    r = export_run(run, out_dir, name, store, force=force)
+    for line in r.skipped:
+        out.print(f"skipped {line}", style="dim", highlight=False, markup=False)
+    out.print(f"exported {len(r.exported)} op(s) ({', '.join(r.exported)}) as package "
+              f"{r.package} in {r.path}; install with: pip install {r.path}",
+              highlight=False, markup=False)
+
+
 if __name__ == "__main__":
     main()

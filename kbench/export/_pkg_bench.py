@@ -1,0 +1,65 @@
+"""Time each exported op against its reference (eager) on the verified CUDA shapes.
+
+Usage: ``python bench.py [--reps N]`` on a machine with a CUDA GPU. Each timed call is a
+zero-argument closure; inputs are made outside it. Prints the median ms of both and the
+speedup next to the one kbench stored at export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+
+import torch
+
+PKG = "__PKG__"
+
+
+def _median_ms(fn, reps: int) -> float:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=50)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("bench.py needs a CUDA GPU (timings on CPU would mean nothing)", file=sys.stderr)
+        return 2
+    pkg = importlib.import_module(PKG)
+    rt = importlib.import_module(f"{PKG}._runtime")
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    print(f"{'op':32} {'shape':20} {'op ms':>10} {'ref ms':>10} {'speedup':>8} {'stored':>8}")
+    with torch.no_grad():
+        for spec in pkg.SPECS.values():
+            if not spec.verified_device.startswith("cuda"):
+                print(f"{spec.qualname:32} verified on {spec.verified_device} only: not timed")
+                continue
+            op = getattr(getattr(torch.ops, PKG), spec.name)
+            for name, shape in spec.verified.items():
+                inputs = rt.inputs_at(spec, shape["params"], 0, "cuda")
+                ref = rt.reference_model(spec, "cuda", shape["init"])
+                t_op = _median_ms(lambda: op(*inputs), args.reps)  # noqa: B023
+                t_ref = _median_ms(lambda: ref(*inputs), args.reps)  # noqa: B023
+                stored = shape.get("speedup_eager")
+                st = f"{stored:.2f}x" if stored else "-"
+                print(f"{spec.qualname:32} {name:20} {t_op:10.4f} {t_ref:10.4f} "
+                      f"{t_ref / t_op:7.2f}x {st:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

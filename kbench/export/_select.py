@@ -1,0 +1,60 @@
+"""Which candidate of a run each problem exports: the final selection's winner if stored,
+else the best verdict; only one correct on every shape it was checked on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kbench.scoring import best_verdict
+from kbench.store import CandidateRecord, RunRecord, Store
+
+__all__ = ["Winner", "winners"]
+
+
+@dataclass(frozen=True)
+class Winner:
+    problem_key: str
+    candidate: CandidateRecord
+    verdict: dict[str, Any]  # the stored Verdict.to_dict()
+    chosen_by: str  # "final selection" or "best verdict"
+
+
+def _not_exportable(v: dict[str, Any]) -> str | None:
+    if v.get("status") != "correct":
+        return f"verdict {v.get('status')}: {v.get('reason', '')}".rstrip(": ")
+    shapes = v.get("shapes") or []
+    if not shapes:
+        return "verdict checked no shape"
+    failed = [s["name"] for s in shapes if not s.get("passed")]
+    if failed:
+        return f"not correct on every shape (failed: {', '.join(failed)})"
+    return None
+
+
+def winners(store: Store, run: RunRecord) -> tuple[list[Winner], list[str]]:
+    """The exportable winner per problem, and one line per problem skipped and why."""
+    found: list[Winner] = []
+    skipped: list[str] = []
+    selections = store.selections_for(run.id)
+    for row in store.results(run.id):
+        key = row.problem_key
+        cands = [c for c in store.candidates_for(run.id, key) if c.verdict is not None]
+        sel = selections.get(key)
+        chosen = next((c for c in cands if sel is not None and c.id == sel.winner_id), None)
+        how = "final selection"
+        if chosen is None:
+            payloads = [c.verdict.payload for c in cands]  # type: ignore[union-attr]
+            best = best_verdict(payloads)
+            if best is None:
+                skipped.append(f"{key}: no verified candidate")
+                continue
+            chosen = cands[next(i for i, p in enumerate(payloads) if p is best)]
+            how = "best verdict"
+        payload = chosen.verdict.payload  # type: ignore[union-attr]
+        why = _not_exportable(payload)
+        if why is not None:
+            skipped.append(f"{key}: candidate {chosen.id} ({how}): {why}")
+            continue
+        found.append(Winner(key, chosen, payload, how))
+    return found, skipped
