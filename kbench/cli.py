@@ -536,14 +536,15 @@ def problems_new(
 
 
 @app.command()
-def doctor() -> None:
-    """What this machine can do: GPU, versions, interpreter, sandbox features."""
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """What this machine can do: GPU, versions, interpreter, sandbox isolation by layer."""
     import shutil
     import subprocess
 
     import torch
 
-    from sandbox._process import network_isolation
     from sandbox.fingerprint import fingerprint
 
     rows: list[tuple[str, str]] = []
@@ -566,16 +567,100 @@ def doctor() -> None:
         rows.append(("nvcc", ver.strip().splitlines()[-1] if ver.strip() else nvcc))
     else:
         rows.append(("nvcc", "not found: CUDA (load_inline) candidates cannot be built"))
-    rows.append(("sandbox: network", network_isolation()[1]))
     rows.append(("sandbox: process", "own process group, killed on timeout; env allowlist; "
                                      "per-job Triton cache and torch extensions dir"))
     rows.append(("sandbox: interpreter", _interpreter_check()))
+    layers = _isolation_layers(gpu)
+    if as_json:
+        print(json.dumps({"machine": dict(rows), "isolation": layers}, indent=2, default=str))
+        return
     t = Table(show_header=False, show_edge=False)
     t.add_column(style="bold")
     t.add_column()
     for k, v in rows:
         t.add_row(k, v)
     out.print(t)
+    t = Table(title="sandbox isolation, layer by layer", show_edge=False)
+    for col in ("layer", "status", "detail"):
+        t.add_column(col, style="bold" if col == "layer" else None)
+    for r in layers:
+        t.add_row(r["layer"], r["status"], escape(r["detail"]))
+    out.print(t)
+
+
+_SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_CREDENTIALS")
+
+
+def _isolation_layers(gpu: bool) -> list[dict[str, str]]:
+    """One row per isolation layer of the sandbox: ``{"layer", "status", "detail"}``, status
+    ``enforced``, ``not enforced``, ``unavailable`` or ``FAILED``. Says what kbench does, not
+    what the machine could do: a layer present but unused is reported ``not enforced``."""
+    import os
+    import shutil
+    import tempfile
+
+    from sandbox._process import child_env, network_isolation
+    from sandbox.backends import default_backend
+
+    rows: list[dict[str, str]] = []
+
+    def row(layer: str, status: str, detail: str) -> None:
+        rows.append({"layer": layer, "status": status, "detail": detail})
+
+    prefix, how = network_isolation()
+    row("network namespace", "enforced" if prefix else "unavailable",
+        f"children start in a {how} (`{' '.join(prefix[1:])}`): no network" if prefix else how)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = child_env(Path(tmp), "cuda" if gpu else "cpu")
+    secret = sorted(k for k in env if k.upper().endswith(_SECRET_SUFFIXES))
+    dropped = sum(1 for k in os.environ if k not in env)
+    if secret:
+        row("environment allowlist", "FAILED", f"would pass secret-looking {', '.join(secret)}")
+    else:
+        row("environment allowlist", "enforced",
+            f"{len(env)} variables passed, {dropped} of this shell's dropped; "
+            "no *_KEY / *_TOKEN / *_SECRET variable passes")
+
+    try:
+        lsm = Path("/sys/kernel/security/lsm").read_text().strip()
+    except OSError:
+        lsm = ""
+    seen = [n for n, ok in (("Landlock", "landlock" in lsm.split(",")),
+                            ("bubblewrap", shutil.which("bwrap") is not None)) if ok]
+    row("write confinement", "not enforced",
+        (f"{' and '.join(seen)} present here, but" if seen
+         else "neither Landlock nor bubblewrap found here, and") + " kbench does not use them "
+        "yet: a child may write wherever its user may (HOME and TMPDIR: the job directory)")
+
+    row("rlimits", "enforced",
+        "core size 0, file size 16 GiB" + ("" if gpu else ", CPU seconds (import + check "
+                                           "+ 60 s) on CPU runs"))
+    row("process-group kill", "enforced",
+        "each child in its own process group, killed whole on timeout or interrupt")
+    row("GPU-memory cap", "not enforced",
+        "no per-candidate allocator fraction or device-memory check yet" if gpu
+        else "no GPU here; not implemented either")
+    try:
+        row("sandbox backend", "enforced", f"{default_backend().name} (in use)")
+    except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
+        row("sandbox backend", "FAILED", f"{type(e).__name__}: {e}")
+    row("Docker", *_docker_check())
+    return rows
+
+
+def _docker_check() -> tuple[str, str]:
+    """Whether a Docker engine answers through the ``docker`` SDK within 2 s."""
+    try:
+        import docker  # type: ignore[import-not-found]
+    except ImportError:
+        return "unavailable", "the `docker` Python SDK is not installed (pip install docker)"
+    try:
+        client = docker.from_env(timeout=2)
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
+        return "unavailable", f"no engine answered: {type(e).__name__}: {str(e)[:200]}"
+    return "not enforced", "engine reachable; kbench has no Docker backend in use yet"
 
 
 def _interpreter_check() -> str:

@@ -373,6 +373,21 @@ def _build_only(job_dir: Path, job: dict[str, Any]) -> int:
     return 0
 
 
+def _precision_held(job: dict[str, Any], expected: dict[str, Any], at: str) -> bool:
+    """Report the precision settings in effect ``at`` a point of the run; a candidate that
+    changed them since they were applied is refused (its speed would not be comparable)."""
+    from sandbox import precision
+
+    now = precision.read()
+    _send(event="precision", at=at, settings=now)
+    bad = precision.changed(expected, now)
+    if bad and job["mode"] == "candidate":
+        _send(event="error", phase=at, kind="policy",
+              message=f"changed the matmul precision settings ({bad})")
+        return False
+    return True
+
+
 def main() -> int:
     global _KEY, _FD
     job_dir = Path(sys.argv[1])
@@ -387,6 +402,11 @@ def main() -> int:
     try:
         import torch
 
+        from sandbox import precision
+
+        # Before any candidate code: the parent's settings, the same for every mode.
+        precision.apply(job.get("precision"))
+        applied = precision.read()
         device = job["device"]
         if device.startswith("cuda:"):
             torch.cuda.set_device(int(device.split(":", 1)[1]))  # events and the flush follow
@@ -406,6 +426,8 @@ def main() -> int:
                 gap = _cpu_gap(e, device)
                 _send(event="error", phase="import", kind="unsupported" if gap else "compile",
                       message=gap or _tail(e))
+                return 1
+            if not _precision_held(job, applied, "import"):
                 return 1
             for k, v in (job.get("knobs") or {}).items():
                 setattr(mod, k, v)
@@ -510,6 +532,8 @@ def main() -> int:
                 del model, bufs
         if job["mode"] == "candidate":
             _send(event="seen", **{k: sorted(v)[:200] for k, v in _SEEN.items()})
+        if not _precision_held(job, applied, "trials"):
+            return 1
         _send(event="checked")
 
         cmd = sys.stdin.readline().strip()
@@ -589,6 +613,8 @@ def main() -> int:
                                dict(event="timed_output", shape=name, set=s))
             last.clear()
         _send(event="seen", **{k: sorted(v)[:200] for k, v in _SEEN.items()})
+        if not _precision_held(job, applied, "timing"):
+            return 1
         _send(event="done")
         return 0
     except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure

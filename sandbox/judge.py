@@ -47,6 +47,7 @@ class _Outcome:
     excused: set[str] = field(default_factory=set)  # kernels of allowed libraries
     seen: dict[str, set[str]] = field(default_factory=dict)  # what the watched calls did
     profile: dict[str, Any] | None = None  # the main shape's kernel breakdown (GPU)
+    precision: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings seen, by point
 
 
 def _headline(text: str) -> str:

@@ -32,6 +32,7 @@ from sandbox._shapes import (
     derive_shapes,
 )
 from sandbox.errors import ProblemError
+from sandbox.precision import PrecisionMeta
 
 __all__ = [
     "DEFAULT_TOLERANCES",
@@ -111,6 +112,9 @@ class ProblemMeta(BaseModel):
     """Libraries whose kernels a candidate may run (Python module or kernel-name prefixes)."""
     perturb: PerturbMeta = PerturbMeta()
     """Extra correctness cases: perturbed inputs and redrawn constant parameters."""
+    precision: PrecisionMeta = PrecisionMeta()
+    """Matmul / cuDNN precision the candidate and the baselines run under (default: PyTorch's
+    defaults, fp32 matmuls at "highest"); see :mod:`sandbox.precision`."""
     tags: list[str] = []
     description: str | None = None
 
@@ -171,6 +175,11 @@ class ProblemSpec:
         re-timing of finalists): the same problem, its other shapes left out."""
         kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(ProblemSpec)}
         return _Only(**kw, names=tuple(names))
+
+    @property
+    def precision(self) -> dict[str, Any]:
+        """The precision settings every child of this problem runs under."""
+        return self.meta.precision.settings()
 
     @property
     def tolerance(self) -> tuple[float, float]:

@@ -112,6 +112,9 @@ class Verdict:
     # Profiler feedback (sandbox.profile), correct candidates timed on a GPU only: the main
     # shape's kernel breakdown and, where run, Nsight Compute's record under "ncu".
     profile: dict[str, Any] | None = None
+    # The matmul / cuDNN precision settings the candidate and its baselines ran under
+    # (sandbox.precision); None in records stored before they were recorded.
+    precision: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:

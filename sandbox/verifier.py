@@ -87,6 +87,7 @@ def _job(work: Path, mode: str, device: str, cases: list[_Case], limits: Limits,
                     "timed": c.timed,
                     "redraw": c.param_seed is not None} for c in cases],
         "timing": {k: getattr(limits.timing, k) for k in TimingConfig.__dataclass_fields__},
+        "precision": spec.precision,  # every mode alike: baselines at the candidate's precision
     }
     if not device.startswith("cuda"):
         job["cpu_seconds"] = int(limits.import_s + limits.check_s + 60)
@@ -229,6 +230,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                         res.seen.setdefault(k, set()).update(str(x) for x in msg.get(k, []))
                 elif ev == "profile":  # advisory: the main shape's kernel breakdown
                     res.profile = profile.clean(msg)
+                elif ev == "precision":  # what was in effect at each checkpoint
+                    res.precision[str(msg.get("at"))] = dict(msg.get("settings") or {})
                 elif ev == "excused":
                     res.excused.update(str(n) for n in msg.get("names", []))
                 elif ev == "handed_over":
@@ -362,7 +365,10 @@ def verify(
         notes += [f"kernel from an allowed library: {n}" for n in sorted(res.excused)]
         verdict = Verdict(status=status, backend=backend, reason=reason, shapes=tuple(shapes),
                           log_tail=res.log_tail[-2000:], notes=tuple(notes),
-                          explain=_explain(spec, policy, static_policy, cases, res), **base)
+                          explain={**_explain(spec, policy, static_policy, cases, res),
+                                   "precision": {"applied": spec.precision,
+                                                 "seen": res.precision}},
+                          precision=spec.precision, **base)
         t_base = time.monotonic()
         if status is Status.CORRECT and do_time:
             verdict = _timed(verdict, spec, device, cases, res, work, limits, cache, fp,
