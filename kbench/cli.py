@@ -33,8 +33,9 @@ def main() -> None:
     """Console entry point: turns kbench's errors into one clear line and a non-zero exit."""
     try:
         app()
-    except KbenchError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    except KbenchError as e:  # one line, even where a reason quotes a multi-line message
+        line = " ".join(s.strip() for s in str(e).splitlines() if s.strip())
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except UnicodeDecodeError as e:  # a read this module did not route through _read_text
         err.print(f"[bold red]error:[/] a file is not UTF-8 text ({escape(str(e))})",

@@ -281,7 +281,11 @@ def load_file(path: str | Path, key: str | None = None, suite: str | None = None
     path = Path(path)
     if not path.is_file():
         raise ProblemError(f"{path}: no such problem file")
-    source = path.read_text()
+    try:
+        source = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProblemError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                           f"{e.start})") from None
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     mod_name = f"kbench_problem_{digest}_{path.stem}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
@@ -291,7 +295,7 @@ def load_file(path: str | Path, key: str | None = None, suite: str | None = None
     sys.modules[mod_name] = module  # dataclasses and pickling look modules up by name
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - any failure of a user's file is reported as one line
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a user's file fails as one line
         sys.modules.pop(mod_name, None)
         raise ProblemError(f"{path}: fails to import: {type(e).__name__}: {e}") from e
     missing = [n for n in ("Model", "get_inputs", "get_init_inputs") if not hasattr(module, n)]

@@ -323,6 +323,10 @@ def verify(
     except SyntaxError as e:
         return Verdict(status=Status.COMPILE_ERROR, backend="unknown",
                        reason=f"syntax error at line {e.lineno}: {e.msg}", **base)
+    except (RecursionError, MemoryError, ValueError) as e:  # nested too deeply; NUL bytes
+        return Verdict(status=Status.COMPILE_ERROR, backend="unknown",
+                       reason=f"the source cannot be parsed ({type(e).__name__}): flatten it",
+                       **base)
     policy = check_source(source)
     backend = policy.backend
     if not policy.ok and static_policy:
