@@ -9,8 +9,10 @@ Sequence: import the candidate (compile errors surface here), build ``ModelNew``
 after the parent's init seed, run every correctness trial on pointer-stable input buffers
 (each trial copies fresh values into the same tensors, so results cached by address go stale),
 check type / aliasing / input mutation, save each output for the parent to compare. Then wait
-for the parent's ``time`` or ``stop``. Timing rotates the trial sets through the same buffers
-and saves the last output of each set for a second correctness check.
+for the parent's ``stop`` or its ``time`` line (JSON: per timed shape, fresh seeds the child
+has never seen). Timing makes its own input sets from those seeds (:class:`_TimedSets`), keeps
+the outputs of the last few samples, and hands over the one the parent then asks for (the
+audit, chosen in secret when timing began) for a check against the reference.
 """
 
 from __future__ import annotations
@@ -216,12 +218,13 @@ class _Auditor:
     each later one with probability 1/32. Code that behaves only while checked gains
     nothing, since a timed call and an audited call look alike until it is too late."""
 
-    def __init__(self, model: Any, bufs: list[Any], prepare: Any, watch: Any, phase: str,
+    def __init__(self, model: Any, args: Any, prepare: Any, watch: Any, phase: str,
                  min_reps: int) -> None:
         import random
 
-        self.model, self.bufs, self.prepare, self.watch, self.phase = (
-            model, bufs, prepare, watch, phase)
+        # args(): the inputs the next call gets (a fresh timed set, as a timed call's)
+        self.model, self.args, self.prepare, self.watch, self.phase = (
+            model, args, prepare, watch, phase)
         self.rng = random.SystemRandom()
         self.first_at = self.rng.randrange(max(1, min_reps))
         self.seen = 0
@@ -233,7 +236,7 @@ class _Auditor:
         if not (k == self.first_at or (k > self.first_at and self.rng.random() < 1 / 32)):
             return False
         self.prepare(i)
-        _, ok = _watched_call(self.model, self.bufs, self.watch(False),
+        _, ok = _watched_call(self.model, self.args(), self.watch(False),
                               f"{self.phase} (an audited timed call)")
         if not ok:
             raise _Refused
@@ -359,6 +362,91 @@ def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
     return out
 
 
+# Timed input sets: a pool of distinct pre-made sets if all of them fit this budget (a
+# quarter of the device's free memory, at most POOL_CAP_BYTES), else as many buffers as one
+# sample's calls need, refilled in place from the next seed before each sample.
+POOL_CAP_BYTES = 2 << 30
+
+
+def pool_budget(free_bytes: int) -> int:
+    return min(free_bytes // 4, POOL_CAP_BYTES)
+
+
+def plan_pool(set_bytes: int, n_sets: int, free_bytes: int) -> bool:
+    """True: pre-make all ``n_sets`` timed sets (a pool); False: refill in place."""
+    return n_sets * max(1, set_bytes) <= pool_budget(free_bytes)
+
+
+def _tensor_bytes(xs: list[Any]) -> int:
+    import torch
+
+    return sum(x.numel() * x.element_size() for x in xs if isinstance(x, torch.Tensor))
+
+
+class _TimedSets:
+    """The input sets of timing, made from the parent's timed seeds (sent with ``time``, never
+    the seeds of the checked calls): call ``c`` (counted over the whole timing) gets the set
+    of ``seeds[c % n]``, in buffer ``c % len(slots)``. A pool holds every set (a buffer per
+    seed, made once); otherwise the buffers the next sample's calls use are refilled from
+    their seeds in :meth:`prepare`, outside the timed region. ``ring`` keeps (sample, seed,
+    output) of the last ``ring_size`` samples' last calls, whichever the parent audits."""
+
+    def __init__(self, make: Any, seeds: list[int], bufs: list[Any], free_bytes: int,
+                 ring_size: int) -> None:
+        import collections
+
+        self.make, self.seeds = make, seeds
+        self.size = max(1, _tensor_bytes(bufs))
+        self.free = free_bytes
+        self.pool = plan_pool(self.size, len(seeds), free_bytes)
+        self.slots: list[list[Any]] = [bufs]
+        self.slot_seed: list[int | None] = [None]
+        self.k = 1  # calls per sample
+        self.base = 0  # index of the current sample's first call
+        self.next = 0  # index of the next sample's first call
+        self.turn = 0
+        self.ring: collections.deque[tuple[int, int, Any]] = collections.deque(
+            maxlen=max(1, ring_size))
+        self._grow(len(seeds) if self.pool else 1)
+
+    def _grow(self, n: int) -> None:
+        while len(self.slots) < n:
+            self.slots.append([x.clone() if hasattr(x, "clone") else x for x in self.slots[0]])
+            self.slot_seed.append(None)
+
+    def _fill(self, c: int) -> list[Any]:
+        j, seed = c % len(self.slots), self.seeds[c % len(self.seeds)]
+        if self.slot_seed[j] != seed:
+            self.slots[j] = _copy_into(self.slots[j], self.make(seed))
+            self.slot_seed[j] = seed
+        return self.slots[j]
+
+    def on_batch(self, want: int) -> int:
+        """Calls per sample: at most one per distinct set a sample can have (each call of a
+        batch gets its own buffers and its own seed)."""
+        cap = len(self.seeds) if self.pool else max(1, pool_budget(self.free) // self.size)
+        self.k = max(1, min(want, cap, len(self.seeds)))
+        self._grow(self.k)
+        return self.k
+
+    def prepare(self, i: int) -> None:
+        """Before sample ``i`` (outside the timed region): its calls' sets in place."""
+        self.base, self.turn = self.next, 0
+        self.next += self.k
+        for c in range(self.base, self.base + self.k):
+            self._fill(c)
+
+    def args(self) -> list[Any]:
+        """The inputs of the current sample's next call."""
+        c = self.base + self.turn
+        self.turn += 1
+        return self._fill(c)
+
+    def keep(self, i: int, out: Any) -> None:
+        last = self.base + max(self.turn, 1) - 1
+        self.ring.append((i, self.seeds[last % len(self.seeds)], out))
+
+
 def _build_only(job_dir: Path, job: dict[str, Any]) -> int:
     """``sandbox.prebuild``: import the candidate without a GPU so that its extensions are
     compiled (for the target's architectures) into the job directory, and nothing else."""
@@ -470,7 +558,6 @@ def main() -> int:
                         setattr(torch._dynamo.config, knob,
                                 max(getattr(torch._dynamo.config, knob), 64))
                 model = torch.compile(model, dynamic=False)
-            own_seeds: list[int] = []  # timing remakes these input sets from their seeds
             bufs: list[Any] = []
             for i in range(int(shape["trials"])):
                 phase = f"inputs:{name}:{i}"
@@ -497,8 +584,6 @@ def main() -> int:
                     bufs = [x.clone() if isinstance(x, torch.Tensor) else x for x in src]
                     in_bytes = sum(x.numel() * x.element_size() for x in bufs
                                    if isinstance(x, torch.Tensor))
-                if own:
-                    own_seeds.append(int(req["seed"]))  # timing rotates own inputs only
                 phase = f"trial:{name}:{i}"
                 bufs = _copy_into(bufs, src)
                 del src
@@ -527,7 +612,7 @@ def main() -> int:
                 del out, snapshot
             if shape.get("timed"):
                 models[name] = model
-                sets[name] = [own_seeds, bufs, shape["params"]]
+                sets[name] = [bufs, shape["params"]]
             else:
                 del model, bufs
         if job["mode"] == "candidate":
@@ -536,71 +621,44 @@ def main() -> int:
             return 1
         _send(event="checked")
 
-        cmd = sys.stdin.readline().strip()
-        if cmd != "time":
+        line = sys.stdin.readline().strip()
+        cmd = json.loads(line) if line.startswith("{") else {"cmd": line}
+        if cmd.get("cmd") != "time":
             return 0
         from sandbox.timing import TimingConfig, time_cuda
 
         cfg = TimingConfig(**job.get("timing", {}))
+        ring_size = int(cmd.get("ring", 4))
         for name, model in models.items():
             phase = f"timing:{name}"
-            own_seeds, bufs, params = sets[name]
-            k = len(own_seeds)
-            last: dict[int, Any] = {}
+            bufs, params = sets[name]
+            free = torch.cuda.mem_get_info()[0] if device.startswith("cuda") else 0
 
-            # Batched samples (small kernels, sandbox.timing) give each call of a batch its
-            # own input buffers, refilled before every sample: calls 2..k cannot be answered
-            # from a result kept for the buffers (or their version) of an earlier call.
-            extra: list[list[Any]] = []
-            made: dict[int, list[Any]] = {}
-            turn = [0]
+            def make(seed: int, params: dict[str, Any] = params) -> list[Any]:
+                return _make_inputs(prob, params, seed, device)
 
-            def on_batch(want: int, bufs: list[Any] = bufs, extra: list[list[Any]] = extra,
-                         seeds: list[int] = own_seeds, params: dict[str, Any] = params,
-                         made: dict[int, list[Any]] = made) -> int:
-                size = max(1, sum(x.numel() * x.element_size() for x in bufs
-                                  if isinstance(x, torch.Tensor)))
-                n = max(1, min(want, (512 << 20) // size))
-                extra[:] = [[x.clone() if isinstance(x, torch.Tensor) else x for x in bufs]
-                            for _ in range(n - 1)]
-                for sd in set(seeds):  # small by construction: kept rather than remade
-                    made[sd] = _make_inputs(prob, params, sd, device)
-                return n
+            # Fresh sets from the seeds sent with "time": the checked sets are never timed.
+            ts = _TimedSets(make, [int(x) for x in cmd["shapes"][name]["seeds"]], bufs, free,
+                            ring_size)
 
-            def prepare(i: int, seeds: list[int] = own_seeds, bufs: list[Any] = bufs,
-                        params: dict[str, Any] = params, extra: list[list[Any]] = extra,
-                        made: dict[int, list[Any]] = made, turn: list[int] = turn) -> None:
-                turn[0] = 0
-                # remade from the seed rather than kept: a problem's inputs can be gigabytes
-                _copy_into(bufs, _make_inputs(prob, params, seeds[i % len(seeds)], device))
-                for j, b in enumerate(extra):
-                    _copy_into(b, made[seeds[(i + j + 1) % len(seeds)]])
-
-            def keep(i: int, out: Any, k: int = k, last: dict[int, Any] = last,
-                     extra: list[list[Any]] = extra) -> None:
-                last[(i + len(extra)) % k] = out  # the batch's last call used set i + k - 1
-
-            def call(model: Any = model, bufs: list[Any] = bufs, extra: list[list[Any]] = extra,
-                     turn: list[int] = turn) -> Any:
-                j = turn[0]
-                turn[0] += 1
+            def call(model: Any = model, ts: _TimedSets = ts) -> Any:
                 with torch.no_grad():
-                    return model(*(extra[j - 1] if 0 < j <= len(extra) else bufs))
+                    return model(*ts.args())
 
             audit = None
             if job["mode"] == "candidate":
-                audit = _Auditor(model, bufs, prepare, watch, phase, cfg.min_reps)
+                audit = _Auditor(model, ts.args, ts.prepare, watch, phase, cfg.min_reps)
             try:
-                raw = time_cuda(call, prepare, cfg,
-                                keep if job["mode"] == "candidate" else None, audit,
-                                on_batch=on_batch)
+                raw = time_cuda(call, ts.prepare, cfg,
+                                ts.keep if job["mode"] == "candidate" else None, audit,
+                                on_batch=ts.on_batch)
             except _Refused:
                 return 1
             if job["mode"] == "candidate":
                 # one more call, traced, after the timed ones: code that switched to a
                 # library op once it was being timed is still on that path now
                 w = watch(True)
-                _, ok = _watched_call(model, bufs, w, phase)
+                _, ok = _watched_call(model, ts.slots[0], w, phase)
                 if not ok:
                     return 1
                 if name == next(iter(models)) and w.events is not None:
@@ -608,10 +666,15 @@ def main() -> int:
             _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms,
                   calls_per_sample=raw.calls_per_sample)
             if job["mode"] == "candidate":
-                for s, out in last.items():
-                    _hand_over(out, f"timed_{name}_{s}.pt",
-                               dict(event="timed_output", shape=name, set=s))
-            last.clear()
+                # The parent names the audited sample only now, among the last few kept.
+                _send(event="ring", shape=name, samples=[i for i, _, _ in ts.ring])
+                wanted = {int(i) for i in json.loads(sys.stdin.readline()).get("audit", [])}
+                for i, seed, out in ts.ring:
+                    if i in wanted:
+                        _hand_over(out, f"timed_{name}_{i}.pt",
+                                   dict(event="timed_output", shape=name, sample=i, seed=seed))
+            ts.ring.clear()
+            del ts
         _send(event="seen", **{k: sorted(v)[:200] for k, v in _SEEN.items()})
         if not _precision_held(job, applied, "timing"):
             return 1

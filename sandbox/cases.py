@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,12 +26,12 @@ __all__: list[str] = []  # internal to the verifier; sandbox.verifier re-exports
 @dataclass
 class _Case:
     """One shape (or the redrawn-parameter variant of one) and its planned trials: the
-    problem's own input sets first (timing rotates those), perturbed ones after.
+    problem's own input sets first, perturbed ones after. Timing never uses these sets: it
+    gets ``timed_seeds``, drawn when it begins (:func:`draw_timed`).
 
     References are computed when the child asks for a trial's inputs and dropped once its
-    output is compared (kept only for the own trials of a timed shape, which timed outputs
-    are checked against again), so the parent holds a bounded number of outputs however
-    large the problem."""
+    output is compared (an audited timed output gets the reference of its own seed, made
+    then), so the parent holds a bounded number of outputs however large the problem."""
 
     name: str
     params: Shape
@@ -50,6 +51,10 @@ class _Case:
     notes: list[str] = field(default_factory=list)
     profile_trial: int = 0  # the checked call whose device kernels are listed (GPU)
     own_rms: float = 0.0  # RMS of the reference's output on trial 0 (own inputs)
+    ref_ms: float | None = None  # the reference's fastest call here (plan and trials)
+    # Drawn when timing begins (draw_timed), never before: the child learns them only then.
+    timed_seeds: list[int] = field(default_factory=list, repr=False)
+    audit_back: int = 0  # which of the child's last AUDIT_RING timed samples is audited
 
     @property
     def n_run(self) -> int:
@@ -87,12 +92,86 @@ def _finite(x: Any) -> bool:
 
 
 def _reference(spec: ProblemSpec, case: _Case, xs: list[Any]) -> Any:
+    """The reference's output on ``xs``; its call time is kept (the fastest one) for the
+    hang limit of timing (:func:`timing_limit_s`)."""
     import torch
 
     keep = spec.meta.check is not None  # a custom check reads the inputs afterwards
     args = [x.clone() if keep and isinstance(x, torch.Tensor) else x for x in xs]
+    cuda = any(isinstance(x, torch.Tensor) and x.is_cuda for x in args)
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
     with torch.no_grad():
-        return case.model(*args)
+        out = case.model(*args)
+    if cuda:
+        torch.cuda.synchronize()
+    ms = (time.perf_counter() - t0) * 1e3
+    case.ref_ms = ms if case.ref_ms is None else min(case.ref_ms, ms)
+    return out
+
+
+# Timed input sets per shape, at least: more distinct sets than a cache can profitably hold.
+MIN_TIMED_SETS = 16
+# The child keeps the outputs of its last AUDIT_RING timed samples, whichever is audited.
+AUDIT_RING = 4
+
+
+def draw_timed(case: _Case, n: int) -> list[int]:
+    """Fresh timed seeds for ``case`` (``n``, at least :data:`MIN_TIMED_SETS`), disjoint from
+    its correctness seeds, and the secret choice of the audited sample among the child's
+    last :data:`AUDIT_RING`. Called when the parent sends ``time``, not before."""
+    taken = set(case.seeds)
+    seeds: list[int] = []
+    while len(seeds) < max(MIN_TIMED_SETS, n):
+        s = secrets.randbits(62)
+        if s not in taken:
+            taken.add(s)
+            seeds.append(s)
+    case.timed_seeds = seeds
+    case.audit_back = secrets.randbelow(AUDIT_RING)
+    return seeds
+
+
+def pick_audited(case: _Case, samples: list[int]) -> list[int]:
+    """The sample (among those the child kept, oldest first) whose output is audited: the one
+    ``case.audit_back`` places from the end, chosen in secret when timing began."""
+    if not samples:
+        return []
+    return [samples[-1 - case.audit_back % len(samples)]]
+
+
+def timed_reference(spec: ProblemSpec, case: _Case, seed: int,
+                    device: str) -> tuple[Any, list[Any] | None]:
+    """The reference's output on the timed input set of ``seed`` (and the inputs, kept only
+    for a problem's custom check)."""
+    xs = spec.make_inputs(case.params, seed, device)
+    ref = _reference(spec, case, xs)
+    return ref, (xs if spec.meta.check is not None else None)
+
+
+def timing_limit_s(cases: list[_Case], limits: Limits) -> tuple[float, bool]:
+    """The timing phase's hang limit, and whether it was scaled (else ``limits.timing_s``).
+
+    ``compile_allowance_s + sum over timed shapes of ref_s * calls * hang_factor``, capped
+    at ``limits.timing_s``, where ``ref_s`` is the reference's fastest call measured here and
+    ``calls`` the most calls the timing rule makes at that speed: ``2 * max_reps`` samples
+    (warm-up and measured), 8 more (audited and traced calls), each of ``calls_per_sample``
+    calls. A shape whose reference time is unknown leaves the fixed limit."""
+    from sandbox.timing import calls_per_sample
+
+    cfg = limits.timing
+    total = limits.compile_allowance_s
+    for c in cases:
+        if not c.timed:
+            continue
+        if c.ref_ms is None:
+            return limits.timing_s, False
+        calls = (2 * cfg.max_reps + 8) * calls_per_sample(c.ref_ms, cfg)
+        total += c.ref_ms / 1e3 * calls * limits.hang_factor
+    if total >= limits.timing_s:
+        return limits.timing_s, False
+    return total, True
 
 
 def _rms(x: Any) -> float:

@@ -28,8 +28,11 @@ class Limits:
 
     import_s: float = 300.0  # import + compile (load_inline builds can be slow)
     check_s: float = 300.0  # all correctness trials after import
-    timing_s: float = 300.0
-    trials: int = 3  # per declared shape (also the number of input sets rotated in timing)
+    timing_s: float = 300.0  # the cap of the timing phase's hang limit (scaled below it)
+    compile_allowance_s: float = 60.0  # hang limit of timing: this + reference-scaled time
+    hang_factor: float = 20.0  # ... reference's time x most calls of the rule x this
+    timed_sets: int = 100  # fresh timed input sets per shape (at least 16; one per call of a batch)
+    trials: int = 3  # per declared shape (correctness only: timing has its own sets)
     derived_trials: int = 2
     max_derived: int = 3
     max_sol_pct: float = 125.0  # faster than this share of the roofline time is impossible

@@ -29,14 +29,17 @@ from sandbox._process import ChildError
 from sandbox.backends import Backend, RunningChild, default_backend
 from sandbox.baselines import Cache, MemoryCache, _baselines
 from sandbox.cases import (
-    _KEEP_BYTES,
+    AUDIT_RING,
     _build_cases,
     _Case,
-    _nbytes,
     _params_case,
     _plan,
     _prepare_trial,
     atol_for,
+    draw_timed,
+    pick_audited,
+    timed_reference,
+    timing_limit_s,
 )
 from sandbox.compare import compare_outputs
 from sandbox.devicelock import Hold, device_lock
@@ -156,11 +159,8 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
     bad, errs = compare_outputs(out, c.refs[i], atol_for(c, i, atol), rtol, spec.meta.check,
                                 c.inputs.get(i))
     del out
-    if not (c.timed and c.kinds[i] == "own"):  # timed outputs are checked against these
-        c.refs.pop(i, None)
-        c.inputs.pop(i, None)
-    elif _nbytes(c.refs[i]) > _KEEP_BYTES:
-        c.refs[i] = _to(c.refs[i], "cpu")  # back on the device when a timed output comes
+    c.refs.pop(i, None)  # timed outputs are checked against their own seeds' references
+    c.inputs.pop(i, None)
     if bad:
         res.shape_fail.setdefault(c.name, f"{where}: {bad.reason}")
     if not bad:
@@ -169,19 +169,41 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
         res.errs.setdefault(c.name, []).append(errs)
 
 
+def _time_command(cases: list[_Case], limits: Limits) -> dict[str, Any]:
+    """The ``time`` line: per timed shape, fresh seeds drawn now (the child has seen none of
+    them, nor any hint of which sample will be audited; that choice stays here)."""
+    n = max(limits.timed_sets, limits.timing.max_calls)
+    return {"cmd": "time", "ring": AUDIT_RING,
+            "shapes": {c.name: {"seeds": draw_timed(c, n)} for c in cases if c.timed}}
+
+
+def _timed_mismatch(c: _Case, sample: int, seed: int, out: Any, ref: Any, spec: ProblemSpec,
+                    device: str, inputs: list[Any] | None = None) -> str | None:
+    """The parent's audit decision: a reason if the output of timed sample ``sample`` (made
+    from the timed seed ``seed``) differs from the reference's for that seed, else None."""
+    if seed not in c.timed_seeds:
+        return (f"shape {c.name!r}: the audited timed output (sample {sample}) names an input "
+                "set that was never sent")
+    bad, _ = compare_outputs(out, _to(ref, device), *spec.tolerance, spec.meta.check, inputs)
+    if bad:
+        return (f"shape {c.name!r}: a timed call's output (sample {sample}, a fresh input set) "
+                f"is wrong though the checked calls were right: {bad.reason}")
+    return None
+
+
 def _on_timed_output(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device: str,
                      spec: ProblemSpec, res: _Outcome, child: RunningChild) -> None:
+    """The audited timed sample's output, checked against the reference for its own seed."""
     c = by_name[msg["shape"]]
-    s = int(msg["set"])
     out = _fetch(msg, work, device, child)
     if out is None:
         return
-    bad, _ = compare_outputs(out, _to(c.refs[s], device), *spec.tolerance, spec.meta.check,
-                             c.inputs.get(s))
+    seed, sample = int(msg["seed"]), int(msg["sample"])
+    ref, inputs = (timed_reference(spec, c, seed, device) if seed in c.timed_seeds
+                   else (None, None))
+    bad = _timed_mismatch(c, sample, seed, out, ref, spec, device, inputs)
     if bad:
-        res.shape_fail.setdefault(c.name, (
-            f"shape {c.name!r}: the output of a timed call (input set {s}) is wrong "
-            f"though the checked calls were right: {bad.reason}"))
+        res.shape_fail.setdefault(c.name, bad)
 
 
 def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec: ProblemSpec,
@@ -239,6 +261,10 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     c.missing = [str(n) for n in msg.get("missing", [])][:50]
                 elif ev == "trial":
                     _on_trial(msg, by_name, work, device, spec, res, check, child)
+                elif ev == "ring":  # timing of a shape is over: name the audited sample
+                    c = by_name[msg["shape"]]
+                    kept = [int(i) for i in msg.get("samples", [])]
+                    child.send(json.dumps({"audit": pick_audited(c, kept) if check else []}))
                 elif ev == "timed_output":
                     _on_timed_output(msg, by_name, work, device, spec, res, child)
                 elif ev == "checked":
@@ -249,9 +275,9 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                         t_wait = time.monotonic()
                         hold.exclude()  # nothing else runs on the device while timed
                         res.marks["lock_wait"] = time.monotonic() - t_wait
-                        child.send("time")
+                        child.send(json.dumps(_time_command(cases, limits)))
                         phase = "timing"
-                        deadline = time.monotonic() + limits.timing_s
+                        deadline = time.monotonic() + timing_limit_s(cases, limits)[0]
                 elif ev == "timing":
                     c = by_name[msg["shape"]]
                     res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]),
@@ -267,10 +293,13 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
         res.log_tail = ex.log_tail
         if res.status is None and not finished:
             if ex.timed_out:
+                t_limit, scaled = timing_limit_s(cases, limits)
                 limit = {"import": limits.import_s, "check": limits.check_s,
-                         "timing": limits.timing_s}[phase]
+                         "timing": t_limit}[phase]
                 res.status = Status.TIMEOUT
-                res.reason = f"no progress for {limit:g} s during {phase} (killed)"
+                res.reason = (f"no progress for {limit:.3g} s during timing (limit scaled from "
+                              "the reference's time)" if phase == "timing" and scaled else
+                              f"no progress for {limit:g} s during {phase} (killed)")
             else:
                 how = f"killed by {ex.signal_name}" if ex.signal_name else f"exit code {ex.code}"
                 res.status = Status.RUNTIME_ERROR
@@ -393,7 +422,9 @@ def verify(
         phases["baselines_and_roofline"] = time.monotonic() - t_base
         if builds and verdict.status is not Status.REJECTED:  # no harness fault got here
             builds.save(work)
-        return replace(verdict, wall_s=time.monotonic() - t0, phases=phases)
+        return replace(verdict, wall_s=time.monotonic() - t0, phases=phases,
+                       explain={**verdict.explain,
+                                **_timing_limit_explain(cases, limits, do_time)})
     finally:
         hold.release()
         if not keep_dir:
@@ -404,6 +435,19 @@ def verify(
 
 
 
+
+
+def _timing_limit_explain(cases: list[_Case], limits: Limits, timed: bool) -> dict[str, Any]:
+    """The timing phase's hang limit and how it was reached, for ``kbench eval --explain``."""
+    if not timed:
+        return {}
+    limit, scaled = timing_limit_s(cases, limits)
+    return {"timing_limit": {
+        "limit_s": round(limit, 3), "scaled": scaled, "cap_s": limits.timing_s,
+        "formula": (f"{limits.compile_allowance_s:g} s compile allowance + reference's call "
+                    f"time x most calls of the timing rule x {limits.hang_factor:g}, per timed "
+                    f"shape, at most {limits.timing_s:g} s"),
+        "reference_ms": {c.name: c.ref_ms for c in cases if c.timed}}}
 
 
 def _profiled(prof: dict[str, Any], spec: ProblemSpec, device: str, cases: list[_Case],

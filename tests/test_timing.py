@@ -112,7 +112,7 @@ def test_the_verifier_hands_every_mode_the_same_timing_config(tmp_path: Path) ->
     from sandbox.verifier import _job
 
     limits = Limits(timing=TimingConfig(min_reps=40, min_measured_ms=70.0, noisy_spread=0.2))
-    spec = SimpleNamespace(path=Path("p.py"),
+    spec = SimpleNamespace(path=Path("p.py"), precision=None,
                            meta=SimpleNamespace(allow_libraries=(), mode="inference"))
     seen = []
     for mode in ("candidate", "eager", "compile"):

@@ -1,0 +1,346 @@
+"""Timing integrity on CPU (issue 17): timed input sets come from fresh seeds the child learns
+only when timing begins; a timed sample chosen in secret is audited against the reference;
+the timing phase's hang limit scales with the reference's time. The CUDA paths themselves
+run in tests/test_gpu.py."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from kbench.problems import load
+from sandbox import cases as cases_mod
+from sandbox._child import _TimedSets, plan_pool, pool_budget
+from sandbox.cases import (
+    AUDIT_RING,
+    MIN_TIMED_SETS,
+    _build_cases,
+    _prepare_trial,
+    draw_timed,
+    pick_audited,
+    timing_limit_s,
+)
+from sandbox.job import Limits
+from sandbox.timing import TimingConfig
+from sandbox.verdict import Status
+from sandbox.verifier import _job, _run_child, _time_command, _timed_mismatch
+
+LIMITS = Limits(trials=2, derived_trials=1, max_derived=1)
+
+
+@pytest.fixture(scope="module")
+def relu():
+    return load("level1/relu")[0]
+
+
+@pytest.fixture()
+def planned(relu):
+    cases, _ = _build_cases(relu, "cpu", LIMITS, True)
+    return cases
+
+
+# ---------------------------------------------------------------------------------------
+# Timed seeds: fresh, disjoint, unknown to the child before "time"
+# ---------------------------------------------------------------------------------------
+def test_timed_seeds_are_drawn_only_when_timing_begins_and_disjoint(relu, planned, tmp_path):
+    timed = [c for c in planned if c.timed]
+    assert timed and all(not c.timed_seeds for c in timed), "no timed seed exists before time"
+    _job(tmp_path, "candidate", "cpu", planned, LIMITS, relu)
+    replies = [json.dumps(_prepare_trial(relu, c, i, "cpu"))
+               for c in planned for i in range(len(c.kinds))]
+    before = (tmp_path / "job.json").read_text() + "".join(replies)
+
+    cmd = _time_command(planned, LIMITS)
+    assert set(cmd["shapes"]) == {c.name for c in timed}
+    for c in timed:
+        seeds = cmd["shapes"][c.name]["seeds"]
+        assert seeds == c.timed_seeds
+        assert len(set(seeds)) == len(seeds) >= max(MIN_TIMED_SETS, LIMITS.timing.max_calls)
+        assert not set(seeds) & set(c.seeds), "timed sets are never the checked sets"
+        assert not any(str(s) in before for s in seeds), "the child saw a timed seed early"
+    assert "audit" not in json.dumps(cmd) and "back" not in json.dumps(cmd)
+
+
+def test_timed_seeds_differ_between_runs(planned):
+    c = next(c for c in planned if c.timed)
+    first = draw_timed(c, 16)
+    second = draw_timed(c, 16)
+    assert not set(first) & set(second)
+
+
+def test_timed_seeds_avoid_correctness_seeds_even_if_drawn(planned, monkeypatch):
+    c = next(c for c in planned if c.timed)
+    draws = iter([c.seeds[0], c.seeds[-1]] + list(range(1, 100)))
+    monkeypatch.setattr(cases_mod.secrets, "randbits", lambda _: next(draws))
+    seeds = draw_timed(c, 16)
+    assert len(seeds) == 16 and not set(seeds) & set(c.seeds)
+
+
+# ---------------------------------------------------------------------------------------
+# Pool or refill, and which set each timed call gets
+# ---------------------------------------------------------------------------------------
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize(("set_bytes", "n", "free", "pool"), [
+    (1 * MiB, 100, 80 << 30, True),  # 100 MiB, well inside 2 GiB
+    (20 * MiB, 100, 80 << 30, True),  # 2000 MiB <= 2 GiB
+    (21 * MiB, 100, 80 << 30, False),  # past the 2 GiB cap however free the device
+    (512 * MiB, 16, 80 << 30, False),  # relu's main shape: refilled in place
+    (10 * MiB, 16, 400 * MiB, False),  # 160 MiB > a quarter of 400 MiB free
+    (6 * MiB, 16, 400 * MiB, True),  # 96 MiB <= 100 MiB
+])
+def test_pool_or_refill_by_memory(set_bytes, n, free, pool):
+    assert plan_pool(set_bytes, n, free) is pool
+    assert pool_budget(free) == min(free // 4, 2 << 30)
+
+
+def _made(log: list[int]):
+    def make(seed: int) -> list[Any]:
+        log.append(seed)
+        return [torch.full((4,), float(seed)), 3]
+    return make
+
+
+def _run_samples(ts: _TimedSets, n: int, k: int = 1) -> list[list[float]]:
+    """What time_cuda does: prepare(i), k calls, keep(i, out); the value each call saw."""
+    seen = []
+    for i in range(n):
+        ts.prepare(i)
+        outs = [ts.args() for _ in range(k)]
+        seen.append([float(a[0][0]) for a in outs])
+        assert all(a[1] == 3 for a in outs)
+        ts.keep(i, outs[-1][0].clone())
+    return seen
+
+
+def test_a_pool_holds_every_timed_set_at_its_own_address():
+    seeds = list(range(100, 116))
+    log: list[int] = []
+    bufs = [torch.zeros(4), 3]
+    ts = _TimedSets(_made(log), seeds, bufs, free_bytes=1 << 30, ring_size=AUDIT_RING)
+    assert ts.pool and len(ts.slots) == 16
+    assert ts.slots[0][0] is bufs[0], "the checked buffer is reused, refilled"
+    seen = _run_samples(ts, 40)
+    assert [s[0] for s in seen] == [float(seeds[i % 16]) for i in range(40)]
+    assert sorted(log) == seeds, "a pool is made once"
+    assert len({s[0].data_ptr() for s in ts.slots}) == 16
+
+
+def test_refill_mode_remakes_the_next_set_in_place_before_each_sample():
+    seeds = list(range(200, 216))
+    log: list[int] = []
+    bufs = [torch.zeros(4), 3]
+    ts = _TimedSets(_made(log), seeds, bufs, free_bytes=0, ring_size=AUDIT_RING)
+    assert not ts.pool and len(ts.slots) == 1
+    ptr = bufs[0].data_ptr()
+    seen = _run_samples(ts, 20)
+    assert [s[0] for s in seen] == [float(seeds[i % 16]) for i in range(20)]
+    assert log == [seeds[i % 16] for i in range(20)], "made before each sample, not in it"
+    assert ts.slots[0][0].data_ptr() == ptr
+
+
+def test_every_call_of_a_batch_gets_its_own_buffer_and_seed():
+    seeds = list(range(300, 400))
+    ts = _TimedSets(_made([]), seeds, [torch.zeros(4), 3], free_bytes=1 << 30, ring_size=4)
+    ts.prepare(0)
+    ts.args()  # a warm-up single
+    ts.keep(0, None)
+    assert ts.on_batch(8) == 8
+    seen = _run_samples(ts, 3, k=8)
+    flat = [v for s in seen for v in s]
+    assert flat == [float(s) for s in seeds[1:25]], "no set repeats within 24 calls"
+    # the ring names the seed of each sample's last call
+    assert [(i, s) for i, s, _ in ts.ring] == [(0, 300), (0, 308), (1, 316), (2, 324)]
+    assert all(float(o[0]) == s for i, s, o in list(ts.ring)[1:])
+
+
+def test_refill_batches_are_limited_by_memory():
+    seeds = list(range(1000, 1100))
+    ts = _TimedSets(_made([]), seeds, [torch.zeros(4), 3], free_bytes=4 * 16 * 4, ring_size=4)
+    assert not ts.pool
+    assert ts.on_batch(50) == 4  # a quarter of free memory holds four 16-byte sets
+
+
+def test_the_ring_keeps_the_last_samples_whatever_is_audited():
+    ts = _TimedSets(_made([]), list(range(16)), [torch.zeros(4), 3], 1 << 30, AUDIT_RING)
+    _run_samples(ts, 37)
+    assert [i for i, _, _ in ts.ring] == [33, 34, 35, 36]
+    assert [s for _, s, _ in ts.ring] == [33 % 16, 34 % 16, 35 % 16, 36 % 16]
+
+
+# ---------------------------------------------------------------------------------------
+# The secret audit
+# ---------------------------------------------------------------------------------------
+def test_audited_sample_is_random_across_runs(planned):
+    c = next(c for c in planned if c.timed)
+    kept = [50, 51, 52, 53]
+    picks = Counter()
+    for _ in range(400):
+        draw_timed(c, 16)
+        (p,) = pick_audited(c, kept)
+        picks[p] += 1
+    assert set(picks) == set(kept), picks
+    assert min(picks.values()) > 50, picks  # ~100 each; P(<=50) is negligible
+
+
+def test_audited_sample_comes_from_secrets(planned, monkeypatch):
+    c = next(c for c in planned if c.timed)
+    monkeypatch.setattr(cases_mod.secrets, "randbelow", lambda n: 2)
+    draw_timed(c, 16)
+    assert pick_audited(c, [7, 8, 9, 10]) == [8]
+    assert pick_audited(c, [9]) == [9], "fewer samples kept: still one of them"
+    assert pick_audited(c, []) == []
+
+
+def test_mismatched_audited_output_is_rejected_with_the_reason(relu, planned):
+    c = next(c for c in planned if c.timed)
+    seeds = draw_timed(c, 16)
+    ref = torch.linspace(-1, 1, 64)
+    assert _timed_mismatch(c, 7, seeds[3], ref.clone(), ref, relu, "cpu") is None
+    bad = _timed_mismatch(c, 7, seeds[3], ref + 1.0, ref, relu, "cpu")
+    assert bad is not None
+    assert ("a timed call's output (sample 7, a fresh input set) is wrong though the checked "
+            "calls were right") in bad
+    never = _timed_mismatch(c, 7, secrets.randbits(62), ref.clone(), ref, relu, "cpu")
+    assert never is not None and "never sent" in never
+
+
+class _FakeChild:
+    """A scripted child: asks for its checked inputs, then times; the audited sample's output
+    is the reference's for its seed, or wrong."""
+
+    def __init__(self, cases, spec, work: Path, wrong: bool) -> None:
+        self.sent: list[str] = []
+        self.script = self._script(cases, spec, work, wrong)
+
+    def _script(self, cases, spec, work, wrong):
+        yield {"event": "imported"}
+        for c in cases:
+            for i in range(len(c.kinds)):
+                yield {"event": "need_inputs", "shape": c.name, "trial": i}
+                yield {"event": "trial", "shape": c.name, "trial": i, "faults": []}
+        yield {"event": "checked"}
+        cmd = json.loads(self.sent[-1])
+        self.time_cmd = cmd
+        for name, d in cmd["shapes"].items():
+            yield {"event": "timing", "shape": name, "event_ms": [1.0] * 5,
+                   "host_ms": [1.0] * 5, "calls_per_sample": 1}
+            yield {"event": "ring", "shape": name, "samples": [20, 21, 22, 23]}
+            (i,) = json.loads(self.sent[-1])["audit"]
+            seed = d["seeds"][i % len(d["seeds"])]
+            c = next(c for c in cases if c.name == name)
+            (x,) = spec.make_inputs(c.params, seed, "cpu")
+            out = torch.relu(x) + (1.0 if wrong else 0.0)
+            torch.save(out, work / f"t_{name}.pt")
+            yield {"event": "timed_output", "shape": name, "sample": i, "seed": seed,
+                   "file": f"t_{name}.pt"}
+        yield {"event": "done"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def send(self, line: str) -> None:
+        self.sent.append(line)
+
+    def recv(self, deadline: float):
+        return next(self.script, None)
+
+    def finish(self, grace_s: float = 5.0):
+        return SimpleNamespace(code=0, signal_name=None, timed_out=False, log_tail="")
+
+    def kill(self) -> None:
+        pass
+
+    def log_tail(self, limit: int = 3000) -> str:
+        return ""
+
+
+class _FakeHold:
+    def share(self): pass
+    def exclude(self): pass
+    def release(self): pass
+    def __enter__(self): return self
+    def __exit__(self, *exc): return None
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_the_parent_audits_a_timed_output_through_the_protocol(relu, planned, tmp_path, wrong):
+    child = _FakeChild(planned, relu, tmp_path, wrong)
+    backend = SimpleNamespace(start=lambda work, device: child)
+    res = _run_child(tmp_path, "cpu", planned, LIMITS, relu, do_time=True, check=True,
+                     isolation=backend, hold=_FakeHold())
+    timed = [c for c in planned if c.timed]
+    assert set(child.time_cmd["shapes"]) == {c.name for c in timed}
+    early = "".join(child.sent[:-1 - 2 * len(timed)])  # all the child got before "time"
+    assert not any(str(s) in early for c in timed for s in c.timed_seeds)
+    if wrong:
+        assert set(res.shape_fail) == {c.name for c in timed}
+        assert all("a timed call's output (sample " in r and "a fresh input set) is wrong "
+                   "though the checked calls were right" in r for r in res.shape_fail.values())
+    else:
+        assert not res.shape_fail, res.shape_fail
+    assert res.status is None and set(res.raw) == {c.name for c in timed}
+
+
+# ---------------------------------------------------------------------------------------
+# The scaled hang limit
+# ---------------------------------------------------------------------------------------
+def test_the_reference_time_is_measured_while_planning(planned):
+    assert all(c.ref_ms is not None and c.ref_ms >= 0 for c in planned)
+
+
+def _timed_case(ref_ms):
+    return SimpleNamespace(timed=True, ref_ms=ref_ms)
+
+
+def test_scaled_hang_limit_formula():
+    lim = Limits()  # 60 s allowance, factor 20, max_reps 1000, cap 300 s
+    t, scaled = timing_limit_s([_timed_case(1.0)], lim)
+    assert scaled and t == pytest.approx(60 + 1e-3 * (2 * 1000 + 8) * 1 * 20)
+    # a fast call is timed in batches: more calls, each short
+    k = 20  # ceil(batch_ms 0.1 / 0.005)
+    t, scaled = timing_limit_s([_timed_case(0.005)], lim)
+    assert scaled and t == pytest.approx(60 + 0.005e-3 * 2008 * k * 20)
+    # shapes add up; untimed shapes do not count
+    two, _ = timing_limit_s([_timed_case(1.0), _timed_case(1.0),
+                             SimpleNamespace(timed=False, ref_ms=100.0)], lim)
+    assert two == pytest.approx(60 + 2 * 40.16)
+    # capped at timing_s, and the fixed limit when the reference's time is unknown
+    assert timing_limit_s([_timed_case(50.0)], lim) == (300.0, False)
+    assert timing_limit_s([_timed_case(None)], lim) == (300.0, False)
+    small = Limits(compile_allowance_s=5, hang_factor=2,
+                   timing=TimingConfig(max_reps=100, small_call_ms=0.0))
+    assert timing_limit_s([_timed_case(2.0)], small)[0] == pytest.approx(5 + 2e-3 * 208 * 2)
+
+
+def test_timeout_during_timing_names_the_scaled_limit(relu, planned, tmp_path):
+    class Hung(_FakeChild):
+        def _script(self, cases, spec, work, wrong):
+            yield {"event": "imported"}
+            yield {"event": "checked"}
+
+        def finish(self, grace_s: float = 5.0):
+            return SimpleNamespace(code=None, signal_name="SIGKILL", timed_out=True,
+                                   log_tail="")
+
+    for c in planned:
+        c.ref_ms = 1.0
+    child = Hung(planned, relu, tmp_path, False)
+    res = _run_child(tmp_path, "cpu", planned, LIMITS, relu, do_time=True, check=True,
+                     isolation=SimpleNamespace(start=lambda w, d: child), hold=_FakeHold())
+    limit, scaled = timing_limit_s(planned, LIMITS)
+    assert scaled
+    assert res.status is Status.TIMEOUT
+    assert res.reason == (f"no progress for {limit:.3g} s during timing (limit scaled from the "
+                          "reference's time)")
