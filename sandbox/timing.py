@@ -41,7 +41,8 @@ from dataclasses import dataclass
 # The timing protocol's version, part of every device fingerprint: a stored baseline or
 # device fact measured under another protocol is not reused. 2: one sampling rule for every
 # side, batched small kernels on their own buffers, compile baselines static per shape.
-PROTOCOL = 2
+# 3: timed inputs from fresh seeds (never the checked sets), one set per call (issue 17).
+PROTOCOL = 3
 
 __all__ = ["PROTOCOL", "TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
            "summarize", "hidden_work"]
