@@ -171,10 +171,24 @@ class Store(_TunedConfigs, _Selections):
         self._read = sessionmaker(bind=self._engine, expire_on_commit=False)
         self._write = sessionmaker(bind=writer, expire_on_commit=False)
         try:
+            if backend == "sqlite":
+                self._refuse_foreign(u.database)
             _Base.metadata.create_all(writer)
         except SQLAlchemyError as e:
             self._engine.dispose()
             raise StoreError(f"cannot open store {self.url}: {_one_line(e)}") from e
+
+    def _refuse_foreign(self, database: str | None) -> None:
+        """A SQLite file that holds tables but none of kbench's is another program's
+        database: refused, rather than given kbench's tables beside its own."""
+        from sqlalchemy import inspect
+
+        tables = set(inspect(self._engine).get_table_names())
+        if tables and not tables & set(_Base.metadata.tables):
+            self._engine.dispose()
+            shown = ", ".join(sorted(tables)[:4]) + (", ..." if len(tables) > 4 else "")
+            raise StoreError(f"store {database}: holds another program's tables ({shown}), "
+                             "not kbench's; choose another --store")
 
     @property
     def engine(self) -> Engine:

@@ -407,3 +407,25 @@ def test_unreachable_server_error_hides_the_password() -> None:
     assert "\n" not in msg and "hunter2-secret" not in msg and "127.0.0.1" in msg
     with pytest.raises(StoreError, match="unsupported URL"):
         Store("nosuchdb://x/y")
+
+
+def test_a_database_holding_none_of_kbenchs_tables_is_refused_untouched(tmp_path: Path) -> None:
+    """Pointing --store at another program's SQLite file (no table of kbench's in it) is a
+    one-line error naming its tables, and the file gains no kbench table."""
+    import sqlite3
+
+    f = tmp_path / "app.db"
+    with sqlite3.connect(f) as con:
+        con.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+        con.execute("INSERT INTO users VALUES (1, 'ada')")
+    con.close()
+    with pytest.raises(StoreError, match=r"holds another program's tables \(users\)") as e:
+        Store(str(f))
+    assert "\n" not in str(e.value)
+    with sqlite3.connect(f) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con.close()
+    assert tables == {"users"}
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # an empty SQLite file is a new store, as before
+    Store(str(empty)).close()
