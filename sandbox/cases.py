@@ -55,6 +55,7 @@ class _Case:
     # Drawn when timing begins (draw_timed), never before: the child learns them only then.
     timed_seeds: list[int] = field(default_factory=list, repr=False)
     audit_back: int = 0  # which of the child's last AUDIT_RING timed samples is audited
+    big: bool = False  # the reference's output is above _KEEP_BYTES: device cache released
 
     @property
     def n_run(self) -> int:
@@ -236,6 +237,16 @@ def _prepare_trial(spec: ProblemSpec, case: _Case, i: int, device: str) -> dict[
 _KEEP_BYTES = 256 << 20
 
 
+def release_device_cache(device: str) -> None:
+    """Give the parent's cached free device memory back to the driver, so that the child (a
+    separate process, with its own allocator) can use it. Called after large inputs and
+    references were made or compared here; a no-op off CUDA."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def _nbytes(x: Any) -> int:
     if isinstance(x, (list, tuple)):
         return sum(_nbytes(y) for y in x)
@@ -259,8 +270,12 @@ def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
         case.refs[0] = ref
         if spec.meta.check is not None:
             case.inputs[0] = xs
-    del ref
+    else:
+        case.big = True
     floats = any(isinstance(x, torch.Tensor) and x.is_floating_point() for x in xs)
+    del ref, xs
+    if case.big:
+        release_device_cache(device)
     if floats and spec.meta.perturb.inputs != "none":
         case.kinds += list(perturb)
         case.seeds += [secrets.randbits(62) for _ in perturb]

@@ -120,10 +120,15 @@ def sample(measure: Measure, cfg: TimingConfig, audit: Callable[[int], bool] | N
         ev, _ = measure(i, k)
         i += 1
         spent += ev
-        if k == 1:
+        if k == 1 and not told:
             singles.append(ev)
-            if len(singles) == 5:
-                k = calls_per_sample(statistics.median(singles[1:]), cfg)
+            n = len(singles)
+            # Decided after 5 single calls, and looked at again after 10, 20, 40, ... from the
+            # later half of them while still 1: the first calls of a warm-up may pay for
+            # allocations or a waking device that later calls do not.
+            if n >= 5 and n % 5 == 0 and (n // 5) & (n // 5 - 1) == 0:
+                k = calls_per_sample(statistics.median(singles[1:] if n == 5 else singles[n // 2:]),
+                                     cfg)
                 if k > 1 and on_batch is not None:
                     k = max(1, min(k, int(on_batch(k))))
                     told = True

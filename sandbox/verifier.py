@@ -38,6 +38,7 @@ from sandbox.cases import (
     atol_for,
     draw_timed,
     pick_audited,
+    release_device_cache,
     timed_reference,
     timing_limit_s,
 )
@@ -161,6 +162,8 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
     del out
     c.refs.pop(i, None)  # timed outputs are checked against their own seeds' references
     c.inputs.pop(i, None)
+    if c.big:
+        release_device_cache(device)
     if bad:
         res.shape_fail.setdefault(c.name, f"{where}: {bad.reason}")
     if not bad:
@@ -239,6 +242,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     i = int(msg["trial"])
                     if check:
                         child.send(json.dumps(_prepare_trial(spec, c, i, device)))
+                        if c.big:
+                            release_device_cache(device)
                     else:  # a baseline: the same own inputs, no reference needed
                         xs = spec.make_inputs(c.params, c.seeds[i], device)
                         child.send(json.dumps({"seed": c.seeds[i], "checksum": checksum(xs),

@@ -147,6 +147,20 @@ def test_small_kernels_are_timed_in_batches_and_reported_per_call() -> None:
     assert fake.calls[0][1] == 1, "warm-up starts with single calls"
 
 
+def test_a_slow_start_of_warm_up_does_not_keep_a_small_kernel_unbatched() -> None:
+    """Seen on an H100: the first single calls of a 4 µs kernel took over 20 µs (allocations,
+    a waking device), so k stayed 1 and every sample was one launch. While k is 1 it is
+    decided again from the later single calls (after 10, 20, 40, ...)."""
+    fake = Fake(lambda i: 0.030 if i < 6 else 0.004)
+    raw = fake.run(_cfg(min_reps=30, warmup_ms=5.0))
+    assert raw.calls_per_sample == 25
+    assert raw.event_ms == pytest.approx([0.004] * len(raw.event_ms))
+    assert [k for _, k in fake.calls[:10]] == [1] * 10  # decided after the 10th single call
+    assert fake.calls[10][1] == 25
+    slow = Fake(0.030)  # a call that is slow throughout stays unbatched
+    assert slow.run(_cfg(min_reps=30, warmup_ms=5.0)).calls_per_sample == 1
+
+
 @pytest.mark.parametrize("warmup_ms", [1.0, 0.01])  # k chosen inside warm-up, or after it
 def test_the_caller_is_told_k_before_any_batch_and_may_lower_it(warmup_ms: float) -> None:
     """The child gives every call of a batch its own input buffers; it learns k before the
