@@ -65,6 +65,12 @@ def _preimport() -> None:
 
         import sandbox._interp  # noqa: F401  (imported only; the child installs it)
     import sandbox.timing  # noqa: F401
+    from sandbox import precision
+
+    # Setting the matmul precision imports torch._dynamo and torch._inductor's config (0.8 s
+    # on a CPU box, about 5 s on an H100 host): done once here, not in every child (each
+    # child applies its job's own settings again before any candidate code).
+    precision.apply(None)
     assert not torch.cuda.is_initialized(), "importing must not initialise CUDA"
 
 
