@@ -40,18 +40,20 @@ def lock_dir() -> Path:
 
 def _device_id(device: str) -> str:
     """A name for the physical GPU behind ``device`` (its UUID where torch tells it), so
-    that two processes with different ``CUDA_VISIBLE_DEVICES`` share one lock per card."""
+    that two processes with different ``CUDA_VISIBLE_DEVICES`` share one lock per card, and
+    two cards never share one. Without CUDA here: the device's index (``cuda`` is
+    ``cuda:0``) with the visible devices."""
+    index = device.partition(":")[2] or "0"
     try:
         import torch
 
-        idx = torch.device(device).index or 0
-        uuid = getattr(torch.cuda.get_device_properties(idx), "uuid", None)
+        uuid = getattr(torch.cuda.get_device_properties(int(index)), "uuid", None)
         if uuid is not None:
             return f"gpu-{uuid}"
     except Exception:  # noqa: BLE001 - no CUDA here: fall back to the visible name
         pass
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    return f"{device}-{visible}"
+    return f"cuda:{index}-{visible}"
 
 
 def _poll(fd: int, op: int, deadline: float) -> None:

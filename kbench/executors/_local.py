@@ -35,18 +35,25 @@ class _Device:
     name: str
     order: int
     jobs: int = 0
-    busy_s: float = 0.0
+    busy_s: float = 0.0  # summed wall time of its finished jobs
+    started: float = 0.0  # summed monotonic start times of its running jobs
     failures: int = 0  # consecutive jobs that raised
     retired: str | None = None  # why it left the rotation
+
+    def busy_now(self, running: int, now: float) -> float:
+        """Busy time so far, the running jobs' elapsed time included."""
+        return self.busy_s + running * now - self.started
 
 
 class LocalExecutor(Executor):
     """Jobs run in this process, in threads; each device runs up to ``jobs_per_device``
     jobs at a time (the verifier's :class:`~sandbox.devicelock.DeviceLock` lets their
-    correctness checks overlap and times one alone). A device with a free slot and the least
-    busy time so far takes the next queued job. A device whose jobs
-    raise ``max_failures`` times in a row (harness faults, not verdicts) leaves the rotation
-    with a warning, unless it is the last one in rotation.
+    correctness checks overlap and times one alone; its lock is per device, so devices never
+    wait on each other). The next queued job goes to the least busy device with a free slot:
+    fewest running jobs, then least busy time so far (running jobs' time included). A device
+    whose jobs raise ``max_failures`` times in a row (harness faults, not verdicts) leaves
+    the rotation with a warning on the ``kbench.executors`` logger (printed to stderr when
+    logging is not configured) and in :attr:`retired`, unless it is the last one in rotation.
 
     Args:
         devices: device names to use, opaque to the executor (default: every visible GPU,
@@ -99,6 +106,17 @@ class LocalExecutor(Executor):
         with self._cond:
             return {d.name: d.retired for d in self._devices().values() if d.retired}
 
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """Per device: finished ``jobs``, ``busy_s`` (running jobs' time so far included),
+        ``running`` jobs, consecutive ``failures`` and why it was ``retired`` (or None)."""
+        now = time.monotonic()
+        with self._cond:
+            return {d.name: {"jobs": d.jobs,
+                             "busy_s": d.busy_now(self._held.get(d.name, 0), now),
+                             "running": self._held.get(d.name, 0), "failures": d.failures,
+                             "retired": d.retired}
+                    for d in self._devices().values()}
+
     def _free(self) -> list[_Device]:
         return [d for d in self._devices().values()
                 if not d.retired and self._held.get(d.name, 0) < self._slots]
@@ -122,9 +140,11 @@ class LocalExecutor(Executor):
         job gets its own thread, which ends with the job: no idle thread outlives the work,
         and a job still running at interpreter exit is waited for (as ThreadPoolExecutor
         does), not killed inside torch."""
+        now = time.monotonic()
         while self._queue:
-            free = sorted(self._free(),
-                          key=lambda d: (self._held.get(d.name, 0), d.busy_s, d.jobs, d.order))
+            free = sorted(self._free(), key=lambda d: (
+                self._held.get(d.name, 0), d.busy_now(self._held.get(d.name, 0), now),
+                d.jobs, d.order))
             if not free:
                 break
             fn, fut = self._queue.popleft()
@@ -132,13 +152,13 @@ class LocalExecutor(Executor):
                 continue  # cancelled while queued
             name = free[0].name
             self._held[name] = self._held.get(name, 0) + 1
-            t = threading.Thread(target=self._run, args=(name, fn, fut),
+            free[0].started += now
+            t = threading.Thread(target=self._run, args=(name, fn, fut, now),
                                  name=f"kbench-exec-{name}")
             self._threads.add(t)
             t.start()
 
-    def _run(self, name: str, fn: Callable[[str], Any], fut: Future[Any]) -> None:
-        t0 = time.monotonic()
+    def _run(self, name: str, fn: Callable[[str], Any], fut: Future[Any], t0: float) -> None:
         try:
             value, error = fn(name), None
         except BaseException as e:  # noqa: BLE001 - it travels to the caller's future
@@ -155,6 +175,7 @@ class LocalExecutor(Executor):
             if not self._held[name]:
                 del self._held[name]
             dev.jobs += 1
+            dev.started -= t0
             dev.busy_s += time.monotonic() - t0
             dev.failures = 0 if error is None else dev.failures + 1
             if dev.failures >= self.max_failures:

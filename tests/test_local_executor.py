@@ -1,0 +1,280 @@
+"""The local executor on several logical GPUs, without a GPU: least-busy placement, a
+timing lock per device (devices never wait on each other, one device's timed phase excludes
+its other jobs), a failing device retired with a message, every job run once, and one
+baseline measurement per (problem, device model) shared by every worker."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kbench.executors import LocalExecutor
+from sandbox.baselines import MemoryCache, _baselines
+from sandbox.cases import _Case
+from sandbox.devicelock import DeviceLock, Hold, device_lock
+from sandbox.timing import RawTimes
+
+GPUS = ["cuda:0", "cuda:1", "cuda:2"]  # opaque names to the executor; no GPU is touched
+
+
+def _gated(gate: threading.Event, seen: list[str]):
+    def fn(device: str) -> str:
+        seen.append(device)
+        assert gate.wait(10)
+        return device
+    return fn
+
+
+def _wait_running(ex: LocalExecutor, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while sum(u["running"] for u in ex.usage().values()) < n:
+        assert time.monotonic() < deadline, ex.usage()
+        time.sleep(0.005)
+
+
+# -- placement ----------------------------------------------------------------------------
+def test_a_job_goes_to_the_fewest_running_then_the_least_busy_gpu() -> None:
+    slow = {"cuda:0": 0.3, "cuda:1": 0.05, "cuda:2": 0.15}
+    with LocalExecutor(devices=GPUS, jobs_per_device=2) as ex:
+        # three at once: one per GPU (fewest running first), each busy for its own time
+        first = [ex.submit(lambda d: time.sleep(slow[d]) or d) for _ in range(3)]
+        assert sorted(f.result(timeout=10) for f in first) == GPUS
+        busy = {d: u["busy_s"] for d, u in ex.usage().items()}
+        assert busy["cuda:1"] < busy["cuda:2"] < busy["cuda:0"], busy
+
+        gate, seen = threading.Event(), []
+        held = []
+        for n in range(4):  # each held until the gate opens, so running counts add up
+            held.append(ex.submit(_gated(gate, seen)))
+            _wait_running(ex, n + 1)
+        gate.set()
+        assert [f.result(timeout=10) for f in held] == seen
+    # idle GPUs by busy time (1, 2, 0), then a second job where the least busy one is
+    assert seen == ["cuda:1", "cuda:2", "cuda:0", "cuda:1"]
+
+
+def test_a_running_jobs_time_counts_as_busy() -> None:
+    """Both GPUs run one job, neither has finished any: the one whose job started earlier
+    has been busy longer, so the next job shares the other."""
+    gate, seen = threading.Event(), []
+    with LocalExecutor(devices=["cuda:0", "cuda:1"], jobs_per_device=2) as ex:
+        a = ex.submit(_gated(gate, seen))
+        _wait_running(ex, 1)
+        time.sleep(0.3)
+        b = ex.submit(_gated(gate, seen))
+        _wait_running(ex, 2)
+        c = ex.submit(_gated(gate, seen))
+        _wait_running(ex, 3)
+        usage = ex.usage()
+        gate.set()
+        assert [f.result(timeout=10) for f in (a, b, c)] == ["cuda:0", "cuda:1", "cuda:1"]
+    assert usage["cuda:0"]["busy_s"] >= 0.3 > usage["cuda:1"]["busy_s"]
+    assert usage["cuda:1"]["running"] == 2
+
+
+def test_every_job_runs_once_and_a_slow_gpu_gets_fewer() -> None:
+    runs: Counter[int] = Counter()
+    on: dict[int, str] = {}
+    mu = threading.Lock()
+    running: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+
+    def job(i: int):
+        def fn(device: str) -> int:
+            with mu:
+                runs[i] += 1
+                on[i] = device
+                running[device] += 1
+                peak[device] = max(peak[device], running[device])
+            time.sleep(0.04 if device == "cuda:0" else 0.01)
+            with mu:
+                running[device] -= 1
+            return i
+        return fn
+
+    with LocalExecutor(devices=GPUS, jobs_per_device=2) as ex:
+        assert list(ex.map([job(i) for i in range(90)])) == list(range(90))
+        usage = ex.usage()
+    assert runs == Counter(range(90))
+    per = Counter(on.values())
+    assert set(per) == set(GPUS) and max(peak.values()) <= 2
+    assert per["cuda:0"] < per["cuda:1"] and per["cuda:0"] < per["cuda:2"], per
+    assert {d: u["jobs"] for d, u in usage.items()} == dict(per)
+
+
+# -- the timing lock is per GPU -----------------------------------------------------------
+def test_gpus_never_wait_on_each_others_timing_lock(tmp_path: Path) -> None:
+    """Every GPU times at once: a barrier inside each exclusive hold is passed only if no
+    GPU's exclusive hold waits for another's."""
+    all_timing = threading.Barrier(3, timeout=5)
+
+    def job(device: str) -> str:
+        with Hold(DeviceLock(device, root=tmp_path, timeout_s=10)) as hold:
+            hold.share()
+            hold.exclude()
+            all_timing.wait()  # BrokenBarrierError if the holds were serialised
+        return device
+
+    with LocalExecutor(devices=GPUS) as ex:
+        assert sorted(ex.map([job] * 3)) == GPUS
+    assert len({p.name for p in tmp_path.iterdir()}) == 6  # a turnstile and a lock per GPU
+
+
+def test_one_gpus_timed_phase_excludes_its_other_jobs(tmp_path: Path) -> None:
+    """Two jobs per GPU: while one is timed (exclusive), the other's checks (shared) and
+    timing wait; the GPUs' timed phases still overlap with each other."""
+    mu = threading.Lock()
+    spans: dict[str, list[tuple[str, float, float]]] = {d: [] for d in GPUS}
+
+    def job(device: str) -> None:
+        with Hold(DeviceLock(device, root=tmp_path, timeout_s=20)) as hold:
+            for mode in ("shared", "exclusive"):
+                hold.share() if mode == "shared" else hold.exclude()
+                t0 = time.monotonic()
+                time.sleep(0.1)
+                with mu:
+                    spans[device].append((mode, t0, time.monotonic()))
+
+    with LocalExecutor(devices=GPUS, jobs_per_device=2) as ex:
+        list(ex.map([job] * 6))
+    for device, s in spans.items():
+        assert len(s) == 4, s
+        timed = [x for x in s if x[0] == "exclusive"]
+        for mode, a, b in s:  # nothing else on the device while one of its jobs is timed
+            for _, ta, tb in timed:
+                if (a, b) != (ta, tb):
+                    assert b <= ta or a >= tb, (device, mode, s)
+        shared = [x for x in s if x[0] == "shared"]
+        assert shared[0][1] < shared[1][2] and shared[1][1] < shared[0][2], s  # checks overlap
+    first = [min(x[1] for x in s if x[0] == "exclusive") for s in spans.values()]
+    last = [max(x[2] for x in s if x[0] == "exclusive") for s in spans.values()]
+    assert max(first) < min(last), "the GPUs' timed phases did not overlap"
+
+
+def test_the_verifiers_lock_registry_keys_one_lock_per_gpu() -> None:
+    assert device_lock("cuda:1") is device_lock("cuda:1")
+    names = {device_lock(d)._files()[1].name for d in GPUS}
+    assert len(names) == 3
+    assert DeviceLock("cuda")._files() == DeviceLock("cuda:0")._files()  # the same card
+
+
+# -- retirement ---------------------------------------------------------------------------
+def test_a_gpu_that_keeps_failing_is_retired_with_a_message(
+        caplog: pytest.LogCaptureFixture) -> None:
+    ran: Counter[int] = Counter()
+    mu = threading.Lock()
+
+    def job(i: int):
+        def fn(device: str) -> str:
+            with mu:
+                ran[i] += 1
+            if device == "cuda:1":
+                raise RuntimeError("CUDA error: unspecified launch failure (Xid 79)")
+            time.sleep(0.005)
+            return device
+        return fn
+
+    caplog.set_level(logging.WARNING, logger="kbench.executors")
+    with LocalExecutor(devices=GPUS, max_failures=3) as ex:
+        futures = [ex.submit(job(i)) for i in range(40)]
+        errors = [f.exception(timeout=10) for f in futures]
+        failed = [e for e in errors if e is not None]
+        assert len(failed) == 3 and all("Xid 79" in str(e) for e in failed)
+        done = [f.result() for f, e in zip(futures, errors) if e is None]
+        assert "cuda:1" not in done and set(done) == {"cuda:0", "cuda:2"}
+        assert list(ex.retired) == ["cuda:1"]
+        assert "3 jobs in a row raised; the last: RuntimeError: CUDA error" in ex.retired["cuda:1"]
+        assert ex.usage()["cuda:1"]["retired"] == ex.retired["cuda:1"]
+        assert {ex.submit(lambda d: d).result(timeout=10) for _ in range(6)} <= {"cuda:0", "cuda:2"}
+    assert ran == Counter(range(40))  # every job ran once: none lost, none repeated
+    said = [r.getMessage() for r in caplog.records if "out of rotation" in r.getMessage()]
+    assert said == [f"device cuda:1 taken out of rotation: {ex.retired['cuda:1']}"]
+
+
+def test_the_retirement_message_reaches_stderr_without_logging_set_up() -> None:
+    """A run does not configure logging; the warning still shows in its output."""
+    code = textwrap.dedent("""
+        from kbench.executors import LocalExecutor
+        def fn(device):
+            if device == "cuda:0":
+                raise OSError("device is gone")
+            return device
+        with LocalExecutor(devices=["cuda:0", "cuda:1"], max_failures=2) as ex:
+            for f in [ex.submit(fn) for _ in range(8)]:
+                f.exception(timeout=10)
+        print(sorted(ex.retired))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['cuda:0']"
+    assert ("device cuda:0 taken out of rotation: 2 jobs in a row raised; the last: "
+            "OSError: device is gone") in out.stderr
+
+
+# -- baselines per (problem, device model) --------------------------------------------------
+def _fake_gpu(monkeypatch: pytest.MonkeyPatch, names: dict[int, str]) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(
+        name=names[i], multi_processor_count=132, major=9, minor=0, total_memory=80 * 2**30,
+        L2_cache_size=50 * 2**20))
+
+
+def test_two_gpus_of_one_model_share_a_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox.fingerprint import fingerprint, fingerprint_hash
+
+    _fake_gpu(monkeypatch, {0: "NVIDIA H100 80GB HBM3", 1: "NVIDIA H100 80GB HBM3",
+                            2: "NVIDIA H200"})
+    fp = fingerprint.__wrapped__  # not the process's cached one
+    assert fingerprint_hash(fp("cuda:0")) == fingerprint_hash(fp("cuda:1"))
+    assert fingerprint_hash(fp("cuda:0")) != fingerprint_hash(fp("cuda:2"))
+
+
+def test_concurrent_workers_measure_a_baseline_once(tmp_path: Path) -> None:
+    """Workers on two GPUs of one model miss the same baseline at once: one measures, the
+    other waits and reads it; a different device model measures its own, concurrently."""
+    spec = SimpleNamespace(key="level1/relu", source_hash="abc")
+    cases = [_Case("main", {"N": 8}, False, True, 1)]
+    cache = MemoryCache()
+    mu = threading.Lock()
+    measured: list[tuple[str, str]] = []
+    models_together = threading.Barrier(2, timeout=5)
+
+    def runner(fph: str):
+        def run(sub: Path, mode: str, todo: list[_Case]) -> tuple[dict[str, RawTimes], str]:
+            with mu:
+                measured.append((fph, mode))
+            if mode == "eager":
+                models_together.wait()  # both models measure at the same time
+            time.sleep(0.1)
+            ms = [1.0, 1.0, 1.1]
+            return {"main": RawTimes(ms, ms)}, ""
+        return run
+
+    out: dict[str, dict] = {}
+
+    def worker(name: str, fph: str) -> None:
+        work = tmp_path / name
+        work.mkdir()
+        out[name] = _baselines(spec, cases, work, cache, {"gpu": fph}, fph, runner(fph))
+
+    workers = [threading.Thread(target=worker, args=a) for a in
+               (("h100-cuda0", "h100"), ("h100-cuda1", "h100"), ("h200-cuda2", "h200"))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(20)
+    assert sorted(measured) == [("h100", "compile"), ("h100", "eager"),
+                                ("h200", "compile"), ("h200", "eager")]
+    assert out["h100-cuda0"] == out["h100-cuda1"]
+    assert out["h100-cuda0"][("main", "eager")].median_ms == 1.0
