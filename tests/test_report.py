@@ -127,6 +127,22 @@ def test_devices_are_kept_apart_and_untrusted_text_is_escaped(tmp_path):
     assert "separately" in index.read_text()
 
 
+def test_gpu_minutes_count_every_verdict_not_only_the_latest(tmp_path):
+    url = str(tmp_path / "g.db")
+    db = Store(url)
+    pid = db.upsert_problem("level1/relu", "level1", "h1", "src")
+    fp = {"device": "cuda", "gpu": "H100"}
+    run = db.create_run("again", model="m")
+    cid = db.add_candidate(pid, "x = 1\n", "triton", run_id=run, origin="llm")
+    for _ in range(3):  # verified, then verified twice more (resume, re-timing)
+        db.add_verdict(cid, _timed("level1/relu", Status.CORRECT, 2.0, fp), "fp")
+    cpu = db.add_candidate(pid, "x = 2\n", "triton", run_id=run, origin="llm")
+    db.add_verdict(cpu, _timed("level1/relu", Status.CORRECT, None, {"device": "cpu"}), "fp")
+    db.close()
+    (r,) = build_report(url).runs
+    assert r.costs["all"].gpu_minutes == pytest.approx(1.5)  # 3 x 30 s; CPU verdicts are free
+
+
 def test_html_report_in_headless_chromium(replay_store, tmp_path):
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH (CI installs Debian's chromium: see .ci/run)")

@@ -181,12 +181,16 @@ def _key_of(db: Store, problem_id: int, cache: dict[int, str | None]) -> str | N
     return cache[problem_id]
 
 
-def _gpu_minutes(cands: Sequence[CandidateRecord]) -> float:
+def _gpu_minutes(db: Store, cands: Sequence[CandidateRecord]) -> float:
+    """Wall time of every CUDA verdict of ``cands``: a candidate verified again (resumed,
+    re-timed) spent GPU time each time, not only for its latest verdict."""
     secs = 0.0
     for c in cands:
-        v = c.verdict
-        if v is not None and str(v.payload.get("device", "")).startswith("cuda"):
-            secs += float(v.payload.get("wall_s") or 0.0)
+        if c.verdict is None:
+            continue
+        for v in db.verdicts_for_candidate(c.id):
+            if str(v.payload.get("device", "")).startswith("cuda"):
+                secs += float(v.payload.get("wall_s") or 0.0)
     return secs / 60.0
 
 
@@ -219,7 +223,7 @@ def _run_report(db: Store, run: RunRecord, problems: list[str], suites: list[str
             cost_usd=sum(c.cost_usd or 0.0 for c in mine),
             input_tokens=sum(c.input_tokens or 0 for c in mine),
             output_tokens=sum(c.output_tokens or 0 for c in mine),
-            gpu_minutes=_gpu_minutes(cands), candidates=len(cands),
+            gpu_minutes=_gpu_minutes(db, cands), candidates=len(cands),
             rejected=sum(c.verdict is not None and c.verdict.status.value == "rejected"
                          for c in cands))
         tuned = tuple(db.tuned_configs(problem_key=key, source_hash=source_hash(winner.source))
