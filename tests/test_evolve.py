@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from agents import Agent, Budget, Task, make_strategy
-from agents.strategies import code_key, normalise_source
+from agents.providers import Completion
+from agents.records import Attempt
+from agents.strategies import code_key, near_key, normalise_source
 from kbench.config import RunConfig
 from kbench.problems import load
 from kbench.runner import Runner
@@ -93,6 +95,74 @@ def test_normalisation_drops_comments_docstrings_and_formatting_only():
     assert normalise_source(a) == normalise_source(b) and code_key(a) == code_key(b)
     assert code_key(a) != code_key(c)  # a changed knob is a real mutation, not a duplicate
     assert code_key("def broken(:\n  pass") == code_key("def broken(:  pass")  # no parse
+
+
+_KERNEL = """
+import torch
+import triton
+import triton.language as tl
+
+BLOCK = 1024
+TUNE = {"BLOCK": [512, 1024]}
+
+
+@triton.jit
+def relu_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask)
+    tl.store(out_ptr + offs, tl.maximum(x, 0.0), mask=mask)
+
+
+def launch(inp):
+    out = torch.empty_like(inp)
+    n = inp.numel()
+    relu_kernel[(triton.cdiv(n, BLOCK),)](inp, out, n, BLOCK=BLOCK)
+    return out
+
+
+class ModelNew(torch.nn.Module):
+    def forward(self, x):
+        return launch(x)
+"""
+
+
+def test_near_duplicates_are_the_same_code_with_its_own_names_changed():
+    renamed = (_KERNEL.replace("relu_kernel", "k_relu").replace("x_ptr", "src")
+               .replace("out_ptr", "dst").replace("offs", "idx").replace("launch", "run")
+               .replace("inp", "t"))
+    assert code_key(renamed) != code_key(_KERNEL)  # not an exact duplicate
+    assert near_key(renamed) == near_key(_KERNEL)
+    # names whose spelling matters are not renamed: these are different programs
+    different = {
+        "a changed knob": _KERNEL.replace("BLOCK = 1024", "BLOCK = 512"),
+        "a knob renamed (TUNE and the launch keyword still say BLOCK)":
+            _KERNEL.replace("BLOCK = 1024", "BLK = 1024"),
+        "a keyword argument renamed": _KERNEL.replace("BLOCK=BLOCK", "BLOCK_SIZE=BLOCK"),
+        "no ModelNew": _KERNEL.replace("class ModelNew", "class Model2"),
+        "another method name": _KERNEL.replace("def forward", "def fwd"),
+        "another library op": _KERNEL.replace("torch.empty_like", "torch.zeros_like"),
+        "another builtin": _KERNEL.replace("return launch(x)", "return launch(abs(x))"),
+    }
+    for why, code in different.items():
+        assert near_key(code) != near_key(_KERNEL), why
+    # a parameter passed on by keyword to a library keeps its name: device vs dtype differ
+    a = "import torch\ndef f(device):\n    return torch.empty(1, device=device)\n"
+    b = "import torch\ndef f(dtype):\n    return torch.empty(1, dtype=dtype)\n"
+    assert near_key(a) != near_key(b)
+    assert near_key(a) == near_key(a.replace("def f", "def g"))
+
+
+def test_screen_names_a_near_duplicate():
+    s = make_strategy("evolve", islands=1, population=2, generations=2)
+    first = Attempt(sample=0, turn=0, completion=Completion(_KERNEL), code=_KERNEL)
+    renamed = _KERNEL.replace("relu_kernel", "my_relu")
+    assert s.screen(renamed, [first]) == (
+        "near-duplicate of candidate #0 (the same code with its own names changed)")
+    assert s.screen(_KERNEL + "\n# again\n", [first]) == (
+        "duplicate of candidate #0 (same code after normalisation)")
+    assert s.screen(_KERNEL.replace("1024", "2048"), [first]) is None
 
 
 def test_lineage_migration_duplicates_and_lessons(tmp_path, spec):

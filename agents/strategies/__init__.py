@@ -20,7 +20,7 @@ from agents.strategies._base import (
     register_strategy,
     strategy_options,
 )
-from agents.strategies._evolve import Evolve, code_key, diversity_cell, normalise_source
+from agents.strategies._evolve import Evolve, code_key, diversity_cell, near_key, normalise_source
 
 __all__ = [
     "Strategy",
@@ -33,5 +33,6 @@ __all__ = [
     "strategy_options",
     "normalise_source",
     "code_key",
+    "near_key",
     "diversity_cell",
 ]

@@ -11,7 +11,8 @@ Per problem, ``islands`` populations of ``population`` calls per generation:
   (a ring) as a possible parent;
 * failed candidates are never parents: they become short lessons in later prompts;
 * a reply whose code repeats an earlier candidate after normalisation
-  (:func:`normalise_source`: comments, docstrings, blank lines and formatting dropped) is
+  (:func:`normalise_source`: comments, docstrings, blank lines and formatting dropped), or
+  repeats it with only its own names changed (a near-duplicate, :func:`near_key`), is
   refused by :meth:`Evolve.screen` before verification: stored, never verified.
 
 Fitness is :attr:`Attempt.fitness` (the speedup over eager among correct candidates, 0 for
@@ -36,8 +37,10 @@ Example:
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,18 +48,20 @@ from agents.prompt import evolve_messages, lesson
 from agents.records import Attempt, History, Request, Task
 from agents.strategies._base import Strategy, _positive, register_strategy
 
-__all__ = ["Evolve", "Plan", "normalise_source", "code_key", "diversity_cell"]
+__all__ = ["Evolve", "Plan", "normalise_source", "code_key", "near_key", "diversity_cell"]
 
 KINDS = ("seed", "mutate", "crossover")
 _SPEED_BANDS = ((0.5, "<0.5x"), (1.0, "0.5-1x"), (2.0, "1-2x"), (float("inf"), ">=2x"))
 
 
-def normalise_source(code: str) -> str:
+def normalise_source(code: str, rename: bool = False) -> str:
     """``code`` without comments, docstrings, blank lines and formatting differences (via
-    ``ast.unparse``); text that does not parse has its whitespace collapsed instead."""
+    ``ast.unparse``); text that does not parse has its whitespace collapsed instead. With
+    ``rename``, the names the file binds are also renamed in order of first appearance
+    (:func:`_rename_locals`), so that code differing only in its own names compares equal."""
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return " ".join(code.split())
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -64,12 +69,77 @@ def normalise_source(code: str) -> str:
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                     and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
+    if rename:
+        _rename_locals(tree)
     return ast.unparse(tree)
 
 
+# Names the harness, Python or Triton look up by name: never renamed.
+_KEEP_NAMES = frozenset({"ModelNew", "Model", "forward", "get_inputs", "get_init_inputs", "self",
+                         "cls", "KBENCH", "TUNE"}) | frozenset(dir(builtins))
+
+
+def _rename_locals(tree: ast.Module) -> None:
+    """Rename, everywhere in ``tree``, each identifier the file binds (assignments, function
+    and class names, parameters, import aliases, ``except ... as``) to ``_kb_N`` in order of
+    first appearance: a consistent renaming, so two files compare equal only if one is the
+    other with its own names changed. Names whose spelling matters are kept: any identifier
+    also used as an attribute, a keyword argument or inside a string (``triton.Config``
+    keys, ``TUNE`` knobs, ``getattr``), builtins, dunders and the harness's names."""
+    bound: list[str] = []
+    used_by_spelling: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.append(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.append(node.name)
+        elif isinstance(node, ast.arg):
+            bound.append(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.append(node.asname or node.name.split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.append(node.name)
+        elif isinstance(node, ast.Attribute):
+            used_by_spelling.add(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg:
+            used_by_spelling.add(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            used_by_spelling.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", node.value))
+    # alias targets of `import a.b` bind `a`, and `from m import x` binds x: their spelling is
+    # the module's, so imported names keep theirs unless aliased with `as`
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names if a.asname is None}
+    keep = used_by_spelling | imported | _KEEP_NAMES
+    mapping: dict[str, str] = {}
+    for name in bound:
+        if name not in mapping and name not in keep and not name.startswith("__"):
+            mapping[name] = f"_kb_{len(mapping)}"
+    if not mapping:
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            node.id = mapping.get(node.id, node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            node.name = mapping.get(node.name, node.name)
+        elif isinstance(node, ast.arg):
+            node.arg = mapping.get(node.arg, node.arg)
+        elif isinstance(node, ast.alias) and node.asname:
+            node.asname = mapping.get(node.asname, node.asname)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            node.name = mapping.get(node.name, node.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            node.names = [mapping.get(n, n) for n in node.names]
+
+
 def code_key(code: str) -> str:
-    """The hash that decides duplicates: sha256 of :func:`normalise_source`."""
+    """The hash that decides exact duplicates: sha256 of :func:`normalise_source`."""
     return hashlib.sha256(normalise_source(code).encode()).hexdigest()
+
+
+def near_key(code: str) -> str:
+    """The hash that decides near-duplicates: sha256 of ``normalise_source(code,
+    rename=True)`` (the same code up to its own names)."""
+    return hashlib.sha256(normalise_source(code, rename=True).encode()).hexdigest()
 
 
 def diversity_cell(attempt: Attempt) -> tuple[str, str]:
@@ -136,7 +206,7 @@ class Evolve(Strategy):
         self.roofline_share = roofline_share
         self.seed = seed
         self.lessons = lessons
-        self._keys: dict[str, str] = {}  # code -> code_key, a cache only
+        self._keys: dict[str, tuple[str, str]] = {}  # code -> (code_key, near_key), a cache
 
     @property
     def max_attempts(self) -> int:
@@ -185,8 +255,14 @@ class Evolve(Strategy):
     def screen(self, code: str, history: History) -> str | None:
         key = self._key(code)
         for i, a in enumerate(history):
-            if a.code is not None and self._key(a.code) == key:
+            if a.code is None:
+                continue
+            other = self._key(a.code)
+            if other[0] == key[0]:
                 return f"duplicate of candidate #{i} (same code after normalisation)"
+            if other[1] == key[1]:
+                return (f"near-duplicate of candidate #{i} (the same code with its own names "
+                        "changed)")
         return None
 
     # -- population state (all derived from history) --------------------------------------
@@ -308,8 +384,8 @@ class Evolve(Strategy):
                 break
         return out
 
-    def _key(self, code: str) -> str:
+    def _key(self, code: str) -> tuple[str, str]:
         k = self._keys.get(code)
         if k is None:
-            k = self._keys[code] = code_key(code)
+            k = self._keys[code] = (code_key(code), near_key(code))
         return k
