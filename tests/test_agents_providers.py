@@ -206,6 +206,22 @@ def test_server_ignoring_n_gets_one_request_per_missing_choice(llm_server, monke
     assert calls[0].headers.get("authorization") == "Bearer EMPTY"  # no key needed locally
 
 
+def test_a_model_may_name_its_own_server(llm_server, monkeypatch) -> None:
+    """NAME@URL: one run mixes an OpenAI model and models of other servers; the model's own
+    URL wins over --base-url, and the name is sent without it."""
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    llm_server.script(Reply("a"))
+    p = make_provider(f"Qwen/Qwen2.5-Coder-7B@{llm_server.openai_url}",
+                      base_url="http://127.0.0.1:1/v1", **FAST)
+    assert isinstance(p, CompatibleProvider) and p.model == "Qwen/Qwen2.5-Coder-7B"
+    [c] = complete(p)
+    assert c.text == "a" and c.cost_usd == 0.0
+    assert llm_server.calls("/chat/completions")[0].body["model"] == "Qwen/Qwen2.5-Coder-7B"
+    assert isinstance(make_provider("openai/gpt-4o"), OpenAIProvider)
+    with pytest.raises(ConfigError, match="not an http"):  # only http(s) URLs are split off
+        make_provider("x", base_url="ftp://host")
+
+
 def test_anthropic_request_shape(anthropic_env: FakeLLMServer) -> None:
     anthropic_env.script(Reply("a"), Reply("b"))
     cs = complete(make_provider("anthropic/claude-opus-4-5", **FAST), n=2)

@@ -6,7 +6,10 @@
 * ``anthropic/<name>``: Anthropic (``ANTHROPIC_API_KEY``; ``ANTHROPIC_BASE_URL`` respected);
 * ``replay:<PATH>``: recorded generations (see :mod:`agents.providers._replay`);
 * ``<name>`` with ``--base-url URL``: any OpenAI-compatible server; the name is sent as
-  written, slashes included (``Qwen/Qwen2.5-Coder-32B-Instruct``).
+  written, slashes included (``Qwen/Qwen2.5-Coder-32B-Instruct``);
+* ``<name>@<URL>``: the same with a server of its own, so that one run can mix models of
+  several servers and providers (``--model openai/gpt-4o --model
+  qwen2.5-coder@http://localhost:8000/v1``); its URL overrides ``--base-url``.
 
 Example:
     >>> p = make_provider("replay:kbench/examples")              # doctest: +SKIP
@@ -104,6 +107,11 @@ def make_provider(
     key, an SDK that is not installed, a malformed base URL.
     """
     model = model.strip()
+    for scheme in ("@http://", "@https://"):  # NAME@URL: this model's own server
+        at = model.find(scheme)
+        if at > 0:
+            model, base_url = model[:at], model[at + 1:]
+            break
     opts = ProviderOptions(base_url, prices, concurrency, timeout_s, max_retries)
     if model.startswith("replay:"):
         if base_url:
