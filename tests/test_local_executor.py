@@ -5,7 +5,9 @@ baseline measurement per (problem, device model) shared by every worker."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -278,3 +280,93 @@ def test_concurrent_workers_measure_a_baseline_once(tmp_path: Path) -> None:
                                 ("h200", "compile"), ("h200", "eager")]
     assert out["h100-cuda0"] == out["h100-cuda1"]
     assert out["h100-cuda0"][("main", "eager")].median_ms == 1.0
+
+
+# -- bench/throughput.py stays runnable -----------------------------------------------------
+@pytest.mark.slow
+def test_the_throughput_benchmark_runs_on_cpu(tmp_path: Path) -> None:
+    """Two Triton candidates through the interpreter, cold then warm: every field the GPU
+    run reports is there, and the figures agree with each other."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "t.json"
+    r = subprocess.run([sys.executable, str(root / "bench" / "throughput.py"), "--device", "cpu",
+                        "--limit", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["device"] == "cpu" and res["executor"] == "local" and res["devices"] == ["cpu"]
+    assert res["mix"] == ["level1/relu.py#0", "level1/softmax.py#0"]
+    assert any("relu_cuda.py" in x and "needs a GPU" in x for x in res["left_out"])
+    assert list(res["passes"]) == ["cold", "warm"]
+    for p in res["passes"].values():
+        assert p["candidates"] == 2 and p["statuses"] == {"correct": 2}, p["not_verified"]
+        assert p["verified"] == 2 and p["not_verified"] == [] and p["devices"] == 1
+        assert p["wall_s"] > 0 and p["verified_per_device_minute"] == pytest.approx(
+            2 / (p["wall_s"] / 60), rel=1e-2)
+        assert p["per_device"] == {"cpu": {"jobs": 2}}
+        assert p["gpu_busy_share"] is None and p["timed"] == 0  # no timing on CPU
+        assert p["phase_s"]["correctness"] > 0 and p["mean_verdict_wall_s"] > 0
+    assert "| cold | local | 1 | 2 | 2 |" in r.stdout and "| warm | local | 1 | 2 | 2 |" in r.stdout
+
+
+def _bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("kbench_bench_throughput", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_busy_sampler_reads_nvml_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    util = {"GPU-a": 50, "GPU-b": 100}
+    fake = SimpleNamespace(nvmlInit=lambda: None, nvmlDeviceGetHandleByUUID=lambda u: u,
+                           nvmlDeviceGetUtilizationRates=lambda h: SimpleNamespace(gpu=util[h]))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    s = _bench().BusySampler(["GPU-a", "GPU-b"], period_s=0.01).start()
+    time.sleep(0.2)
+    got = s.stop()
+    assert s.how == "nvml"
+    assert got["GPU-a"]["busy_share"] == 0.5 and got["GPU-b"]["busy_share"] == 1.0
+    assert got["GPU-a"]["samples"] >= 3
+
+
+def test_the_busy_sampler_falls_back_to_nvidia_smi(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(textwrap.dedent("""\
+        #!/bin/sh
+        [ "$1 $2 $3 $4" = "--query-gpu=uuid,utilization.gpu --format=csv,noheader,nounits -lms 100" ] || exit 3
+        while true; do printf 'GPU-a, 30\\nGPU-b, 90\\nGPU-other, 5\\n'; sleep 0.02; done
+    """))
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
+    s = _bench().BusySampler(["GPU-a", "GPU-b"]).start()
+    time.sleep(0.3)
+    got = s.stop()
+    assert s.how == "nvidia-smi"
+    assert got["GPU-a"]["busy_share"] == pytest.approx(0.3)
+    assert got["GPU-b"]["busy_share"] == pytest.approx(0.9) and got["GPU-b"]["samples"] >= 2
+    assert "GPU-other" not in got
+
+
+def test_the_mix_and_the_gpu_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _bench()
+    cands, left = bench.mix("cuda", 2, None)
+    assert left == [] and len(cands) == 10
+    assert Counter(c["backend"] for c in cands) == {"triton": 6, "cuda": 4}
+    assert len({c["source"] for c in cands}) == 10  # each a distinct build
+    cpu, left = bench.mix("cpu", 2, 3)
+    assert [c["example"] for c in cpu] == ["level1/relu.py", "level1/softmax.py",
+                                           "level1/matmul.py"]
+    assert len(left) == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6")
+    bench._narrow_gpus(2)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+    with pytest.raises(SystemExit, match="only 2 visible"):
+        bench._narrow_gpus(4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    bench._narrow_gpus(2)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"

@@ -1,0 +1,370 @@
+"""Verification throughput: verified candidates per GPU-minute for a fixed mix of honest
+Triton and CUDA candidates on level1 problems, build cache cold then warm (issue 13).
+
+    python bench/throughput.py [--gpus N] [--executor local|ray] [--repeat 4] [--out F.json]
+    python bench/throughput.py --device cpu --limit 2      # the CI smoke run (interpreter)
+
+The mix is the shipped level1 examples (``kbench/examples/level1``: relu, softmax and matmul
+in Triton, relu and softmax in CUDA), each in ``--repeat`` variants that differ only by a
+trailing comment, so every variant is a distinct candidate to the build cache, as an LLM's
+candidates are. On a CPU device the CUDA candidates are left out (they cannot run there).
+
+Each pass verifies the whole mix as a run does: per problem its baselines ahead of time on
+the executor, CUDA candidates prebuilt in a CPU pool (``sandbox.prebuild``, sized to the
+cores as the Runner sizes it), then every candidate a job on the executor
+(``Executor.submit_job`` where the executor has it, else a job calling
+``sandbox.job.run_job``), all submitted at once. Passes:
+
+- ``cold``: an empty build cache (a fresh ``KBENCH_CACHE_DIR``) and no baselines;
+- ``warm``: the same candidates again, builds restored and baselines cached.
+
+Measured per pass: wall time from the first submission to the last verdict; verified
+(correct) verdicts per device-minute (a device is a GPU on CUDA: wall minutes x GPUs used);
+the verdicts' statuses and the first reason of any that is not correct; per device the jobs
+it ran; the sum of each verification phase; and, on CUDA, the GPU busy share from the driver
+(NVML ``utilization.gpu``: the share of each sample period in which a kernel ran) sampled
+every 100 ms per GPU through ``pynvml`` (nvidia-ml-py), else ``nvidia-smi -lms 100``.
+
+``--gpus N`` uses the first N visible GPUs (it narrows ``CUDA_VISIBLE_DEVICES`` before CUDA
+starts, so every executor, Ray's included, sees only those). Prints a table; writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+# example file -> problem; the order is the order candidates are submitted in
+MIX = [("level1/relu.py", "level1/relu"), ("level1/relu_cuda.py", "level1/relu"),
+       ("level1/softmax.py", "level1/softmax"), ("level1/softmax_cuda.py", "level1/softmax"),
+       ("level1/matmul.py", "level1/matmul")]
+SAMPLE_S = 0.1
+
+
+# -- the GPU busy share, from the driver -----------------------------------------------------
+def _nvml_uuids(n: int) -> list[str]:
+    """The NVML UUIDs (``GPU-...``) of torch's ``cuda:0 .. cuda:n-1``."""
+    import torch
+
+    out = []
+    for i in range(n):
+        uuid = str(torch.cuda.get_device_properties(i).uuid)
+        out.append(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+    return out
+
+
+class BusySampler:
+    """Samples each GPU's ``utilization.gpu`` every ``period_s`` while running.
+
+    Uses ``pynvml`` where it imports, else an ``nvidia-smi -lms`` child; ``how`` says which
+    (or why neither could)."""
+
+    def __init__(self, uuids: list[str], period_s: float = SAMPLE_S) -> None:
+        self.uuids = uuids
+        self.period_s = period_s
+        self.samples: dict[str, list[float]] = {u: [] for u in uuids}
+        self.how = "none"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._smi: subprocess.Popen[str] | None = None
+
+    def start(self) -> BusySampler:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handles = {u: pynvml.nvmlDeviceGetHandleByUUID(u) for u in self.uuids}
+            self.how = "nvml"
+            self._thread = threading.Thread(target=self._nvml, args=(pynvml, handles),
+                                            daemon=True)
+        except Exception as e:  # noqa: BLE001 - no pynvml or no driver: try nvidia-smi
+            smi = shutil.which("nvidia-smi")
+            if smi is None:
+                self.how = f"none (pynvml: {type(e).__name__}: {e}; no nvidia-smi)"
+                return self
+            self.how = "nvidia-smi"
+            self._smi = subprocess.Popen(
+                [smi, "--query-gpu=uuid,utilization.gpu", "--format=csv,noheader,nounits",
+                 "-lms", str(int(self.period_s * 1000))],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self._thread = threading.Thread(target=self._read_smi, daemon=True)
+        self._thread.start()
+        return self
+
+    def _nvml(self, pynvml: Any, handles: dict[str, Any]) -> None:
+        while not self._stop.wait(self.period_s):
+            for u, h in handles.items():
+                self.samples[u].append(float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu))
+
+    def _read_smi(self) -> None:
+        assert self._smi is not None and self._smi.stdout is not None
+        for line in self._smi.stdout:
+            uuid, _, util = (x.strip() for x in line.partition(","))
+            if uuid in self.samples and util.replace(".", "", 1).isdigit():
+                self.samples[uuid].append(float(util))
+
+    def stop(self) -> dict[str, dict[str, Any]]:
+        """Per UUID: the mean busy share (0..1, None without samples) and the sample count."""
+        self._stop.set()
+        if self._smi is not None:
+            self._smi.terminate()
+            self._smi.wait(10)
+        if self._thread is not None:
+            self._thread.join(10)
+        return {u: {"busy_share": statistics.fmean(s) / 100 if s else None, "samples": len(s)}
+                for u, s in self.samples.items()}
+
+
+# -- the mix -----------------------------------------------------------------------------
+def mix(device: str, repeat: int, limit: int | None) -> tuple[list[dict[str, str]], list[str]]:
+    """The candidates of one pass (``example``, ``problem``, ``backend``, ``source``), and
+    what was left out and why."""
+    from sandbox.policy import check_source
+
+    root = importlib.resources.files("kbench").joinpath("examples")
+    out, left = [], []
+    for v in range(repeat):
+        for example, problem in MIX:
+            source = root.joinpath(example).read_text()
+            backend = check_source(source).backend
+            if backend == "cuda" and not device.startswith("cuda"):
+                if v == 0:
+                    left.append(f"{example}: a CUDA candidate needs a GPU")
+                continue
+            out.append({"example": example, "variant": str(v), "problem": problem,
+                        "backend": backend,
+                        "source": f"{source.rstrip()}\n# kbench throughput variant {v}\n"})
+    return (out[:limit] if limit is not None else out), left
+
+
+def build_slots() -> int:
+    """Concurrent CUDA builds: a quarter of this process's cores, as the Runner does."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 2) // 4)
+
+
+# -- one pass ----------------------------------------------------------------------------
+def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, Any],
+             cache: Any, device: str, uuids: list[str]) -> dict[str, Any]:
+    from sandbox import measure_baselines
+    from sandbox.job import Candidate, Job
+    from sandbox.prebuild import prebuild
+
+    on_gpu = device.startswith("cuda")
+    builds = threading.Semaphore(build_slots())
+    built: Counter[str] = Counter()
+    build_s = [0.0]
+    mu = threading.Lock()
+
+    def submit(job: Job) -> Future[Any]:
+        if hasattr(ex, "submit_job"):
+            return ex.submit_job(job, cache=cache)
+        from dataclasses import replace
+
+        from sandbox.job import run_job
+
+        return ex.submit(lambda d: run_job(replace(job, device=d), cache))
+
+    sampler = BusySampler(uuids).start() if on_gpu else None
+    t0 = time.monotonic()
+    ahead: dict[str, Future[Any]] = {}
+    if on_gpu and not getattr(ex, "remote", False):  # as the Runner: baselines first
+        for key, spec in specs.items():
+            ahead[key] = ex.submit(lambda d, s=spec: measure_baselines(s, cache, device=d))
+
+    def one(c: dict[str, str]) -> Any:
+        if on_gpu and c["backend"] == "cuda":
+            with builds:
+                got = prebuild(c["source"], device)
+            with mu:
+                built[got.state] += 1
+                build_s[0] += got.wall_s
+        if c["problem"] in ahead:
+            ahead[c["problem"]].exception()  # a failure: the verification measures them
+        spec = specs[c["problem"]]
+        job = Job(str(spec.path), spec.source_hash, Candidate(c["source"], c["backend"]))
+        return submit(job).result()
+
+    with ThreadPoolExecutor(max(1, len(cands)), thread_name_prefix="throughput") as pool:
+        verdicts = list(pool.map(one, cands))
+    wall = time.monotonic() - t0
+    busy = sampler.stop() if sampler else {}
+
+    devices = list(ex.devices)
+    statuses = Counter(v.status.value for v in verdicts)
+    verified = sum(v.passed for v in verdicts)
+    phases: Counter[str] = Counter()
+    for v in verdicts:
+        phases.update({k: float(x) for k, x in (v.phases or {}).items()})
+    per_device: dict[str, dict[str, Any]] = {
+        d: {"jobs": sum(v.device == d for v in verdicts)} for d in devices}
+    for i, u in enumerate(uuids):
+        per_device.setdefault(f"cuda:{i}", {}).update(busy.get(u, {}), uuid=u)
+    shares = [b["busy_share"] for b in busy.values() if b["busy_share"] is not None]
+    return {
+        "pass": name, "wall_s": round(wall, 3), "candidates": len(cands),
+        "verified": verified, "statuses": dict(statuses),
+        "not_verified": [f"{c['example']}#{c['variant']}: {v.status.value}: "
+                         f"{(v.reason or '').splitlines()[0][:200] if v.reason else ''}"
+                         for c, v in zip(cands, verdicts) if not v.passed],
+        "devices": len(devices),
+        "device_minutes": round(wall / 60 * len(devices), 4),
+        "verified_per_device_minute": round(verified / (wall / 60 * len(devices)), 3),
+        "timed": sum(v.timing_available for v in verdicts),
+        "gpu_busy_share": round(statistics.fmean(shares), 4) if shares else None,
+        "busy_sampler": sampler.how if sampler else None,
+        "per_device": per_device,
+        "builds": {**dict(built), "wall_s": round(build_s[0], 3), "slots": build_slots()},
+        "phase_s": {k: round(x, 3) for k, x in sorted(phases.items())},
+        "mean_verdict_wall_s": round(statistics.fmean(v.wall_s or 0.0 for v in verdicts), 3)
+        if verdicts else None,
+    }
+
+
+# -- the driver --------------------------------------------------------------------------
+def _narrow_gpus(n: int) -> None:
+    """Keep the first ``n`` visible GPUs (before CUDA starts in this process)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [x for x in visible.split(",") if x.strip()] if visible is not None \
+        else [str(i) for i in range(n)]
+    if len(ids) < n:
+        raise SystemExit(f"--gpus {n}: only {len(ids)} visible (CUDA_VISIBLE_DEVICES={visible})")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids[:n])
+
+
+def _versions(device: str) -> dict[str, Any]:
+    import torch
+
+    try:
+        import triton
+
+        tv = triton.__version__
+    except ImportError:
+        tv = None
+    from sandbox.fingerprint import fingerprint
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, cwd=Path(__file__).parent)
+    fp = fingerprint(device)
+    return {"torch": torch.__version__, "triton": tv, "python": platform.python_version(),
+            "gpu": fp.get("gpu"), "driver": fp.get("driver"), "cuda": fp.get("cuda"),
+            "commit": head.stdout.strip() or None}
+
+
+def _table(res: dict[str, Any]) -> str:
+    unit = "GPU" if res["device"].startswith("cuda") else "device"
+    rows = [f"| pass | executor | {unit}s | candidates | verified | wall s | "
+            f"verified / {unit}-min | GPU busy (driver) | builds |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for p in res["passes"].values():
+        busy = f"{p['gpu_busy_share']:.0%}" if p["gpu_busy_share"] is not None else "n/a"
+        builds = ", ".join(f"{k} {v}" for k, v in p["builds"].items()
+                           if k not in ("wall_s", "slots")) or "-"
+        rows.append(f"| {p['pass']} | {res['executor']} | {p['devices']} | {p['candidates']} | "
+                    f"{p['verified']} | {p['wall_s']:.1f} | "
+                    f"{p['verified_per_device_minute']:.2f} | {busy} | {builds} |")
+    rows += ["", f"| pass | {unit} | jobs | GPU busy (driver) | samples |", "|---|---|---:|---:|---:|"]
+    for p in res["passes"].values():
+        for d, u in p["per_device"].items():
+            share = u.get("busy_share")
+            rows.append(f"| {p['pass']} | {d} | {u.get('jobs', 0)} | "
+                        f"{f'{share:.0%}' if share is not None else 'n/a'} | "
+                        f"{u.get('samples', '-')} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default=None, help="cuda (default where a GPU is) or cpu")
+    ap.add_argument("--gpus", type=int, default=None, help="use the first N visible GPUs")
+    ap.add_argument("--executor", default="local", help="a registered executor's name")
+    ap.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to the executor (a JSON value, else a string); repeatable")
+    ap.add_argument("--jobs-per-device", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=4, help="variants of each example")
+    ap.add_argument("--limit", type=int, default=None, help="first N candidates of the mix")
+    ap.add_argument("--passes", default="cold,warm", help="cold, warm or both, in order")
+    ap.add_argument("--out", default="throughput.json")
+    args = ap.parse_args(argv)
+    passes = [p.strip() for p in args.passes.split(",") if p.strip()]
+    if not passes or set(passes) - {"cold", "warm"}:
+        ap.error("--passes takes cold and/or warm")
+    if args.gpus is not None:
+        if args.device == "cpu":
+            ap.error("--gpus needs a CUDA device")
+        _narrow_gpus(args.gpus)
+
+    import torch
+
+    from kbench.executors import make_executor
+    from kbench.problems import load
+    from sandbox import MemoryCache
+
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA GPU is visible")
+    device = "cuda" if on_gpu else "cpu"
+    cands, left_out = mix(device, args.repeat, args.limit)
+    if not cands:
+        raise SystemExit("the mix is empty (see --limit and --device)")
+    specs = {c["problem"]: load(c["problem"])[0] for c in cands}
+    n_gpus = torch.cuda.device_count() if on_gpu else 0
+    if args.gpus is not None and n_gpus != args.gpus:
+        raise SystemExit(f"--gpus {args.gpus}: torch sees {n_gpus} GPUs")
+    uuids = _nvml_uuids(n_gpus) if on_gpu else []
+
+    options: dict[str, Any] = {}
+    if args.executor == "local":
+        options = {"devices": None if on_gpu else ["cpu"],
+                   "jobs_per_device": args.jobs_per_device}
+    for opt in args.executor_option:
+        key, eq, value = opt.partition("=")
+        if not eq:
+            ap.error(f"--executor-option {opt!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    cache_dir = Path(tempfile.mkdtemp(prefix="kbench-throughput-"))
+    os.environ["KBENCH_CACHE_DIR"] = str(cache_dir)  # cold: empty; the warm pass reuses it
+    os.environ.pop("KBENCH_BUILD_CACHE", None)
+    cache = MemoryCache()
+    res: dict[str, Any] = {
+        "device": device, "executor": args.executor, "gpus": n_gpus,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "jobs_per_device": args.jobs_per_device, "repeat": args.repeat,
+        "mix": [f"{c['example']}#{c['variant']}" for c in cands], "left_out": left_out,
+        "sample_period_s": SAMPLE_S, "versions": _versions(device), "passes": {}}
+    try:
+        with make_executor(args.executor, **options) as ex:
+            res["devices"] = list(ex.devices)
+            for name in passes:
+                if name == "cold":  # no builds, no baselines
+                    shutil.rmtree(cache_dir, ignore_errors=True)
+                    cache_dir.mkdir()
+                    cache = MemoryCache()
+                res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, uuids)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    print(_table(res))
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return res
+
+
+if __name__ == "__main__":
+    main()
