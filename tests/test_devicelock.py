@@ -149,3 +149,30 @@ def test_a_hold_moves_from_shared_to_exclusive_without_deadlock(lock):
     assert sorted(done) == [0, 1]
     with lock.exclusive():  # nothing left held
         pass
+
+
+def test_another_process_timing_one_gpu_leaves_the_others_free(tmp_path):
+    """Another process holds cuda:0 exclusively: cuda:1 is still free to check and time,
+    and cuda:0 stays closed to this process."""
+    gpu0 = DeviceLock("cuda:0", root=tmp_path, timeout_s=0.3)
+    gpu1 = DeviceLock("cuda:1", root=tmp_path, timeout_s=0.3)
+    assert gpu0._files() != gpu1._files()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from pathlib import Path
+        import time
+        from sandbox.devicelock import DeviceLock
+        with DeviceLock("cuda:0", root=Path({str(tmp_path)!r})).exclusive():
+            print("held", flush=True)
+            time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with gpu1.shared():
+            pass
+        with gpu1.exclusive():
+            pass
+        with pytest.raises(TimeoutError, match="busy"), gpu0.shared():
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
