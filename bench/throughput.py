@@ -10,8 +10,8 @@ trailing comment, so every variant is a distinct candidate to the build cache, a
 candidates are. On a CPU device the CUDA candidates are left out (they cannot run there).
 
 Each pass verifies the whole mix as a run does: per problem its baselines ahead of time on
-the executor, CUDA candidates prebuilt in a CPU pool (``sandbox.prebuild``, sized to the
-cores as the Runner sizes it), then every candidate a job on the executor
+the executor, CUDA candidates prebuilt in a CPU pool (``sandbox.prebuild``; ``--build-slots``,
+by default a quarter of the cores as in the Runner), then every candidate a job on the executor
 (``Executor.submit_job`` where the executor has it, else a job calling
 ``sandbox.job.run_job``), all submitted at once. Passes:
 
@@ -152,20 +152,22 @@ def mix(device: str, repeat: int, limit: int | None) -> tuple[list[dict[str, str
 
 
 def build_slots() -> int:
-    """Concurrent CUDA builds: a quarter of this process's cores, as the Runner does."""
+    """Concurrent CUDA builds by default: a quarter of the cores, the Runner's rule (counted
+    here as the cores this process may run on, which is what the Runner's ``os.cpu_count()``
+    is on a machine without CPU affinity limits)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 2) // 4)
 
 
 # -- one pass ----------------------------------------------------------------------------
 def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, Any],
-             cache: Any, device: str, uuids: list[str]) -> dict[str, Any]:
+             cache: Any, device: str, uuids: list[str], slots: int) -> dict[str, Any]:
     from sandbox import measure_baselines
     from sandbox.job import Candidate, Job
     from sandbox.prebuild import prebuild
 
     on_gpu = device.startswith("cuda")
-    builds = threading.Semaphore(build_slots())
+    builds = threading.Semaphore(slots)
     built: Counter[str] = Counter()
     build_s = [0.0]
     mu = threading.Lock()
@@ -205,13 +207,15 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
     busy = sampler.stop() if sampler else {}
 
     devices = list(ex.devices)
+    n_dev = len(uuids) if on_gpu else len(devices)  # GPUs used, whatever the executor names
     statuses = Counter(v.status.value for v in verdicts)
     verified = sum(v.passed for v in verdicts)
     phases: Counter[str] = Counter()
     for v in verdicts:
         phases.update({k: float(x) for k, x in (v.phases or {}).items()})
+    jobs = Counter({d: 0 for d in devices}) + Counter(v.device for v in verdicts)
     per_device: dict[str, dict[str, Any]] = {
-        d: {"jobs": sum(v.device == d for v in verdicts)} for d in devices}
+        d: {"jobs": jobs[d]} for d in [*devices, *sorted(set(jobs) - set(devices))]}
     for i, u in enumerate(uuids):
         per_device.setdefault(f"cuda:{i}", {}).update(busy.get(u, {}), uuid=u)
     shares = [b["busy_share"] for b in busy.values() if b["busy_share"] is not None]
@@ -221,14 +225,14 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
         "not_verified": [f"{c['example']}#{c['variant']}: {v.status.value}: "
                          f"{(v.reason or '').splitlines()[0][:200] if v.reason else ''}"
                          for c, v in zip(cands, verdicts) if not v.passed],
-        "devices": len(devices),
-        "device_minutes": round(wall / 60 * len(devices), 4),
-        "verified_per_device_minute": round(verified / (wall / 60 * len(devices)), 3),
+        "devices": n_dev,
+        "device_minutes": round(wall / 60 * n_dev, 4),
+        "verified_per_device_minute": round(verified / (wall / 60 * n_dev), 3),
         "timed": sum(v.timing_available for v in verdicts),
         "gpu_busy_share": round(statistics.fmean(shares), 4) if shares else None,
         "busy_sampler": sampler.how if sampler else None,
         "per_device": per_device,
-        "builds": {**dict(built), "wall_s": round(build_s[0], 3), "slots": build_slots()},
+        "builds": {**dict(built), "wall_s": round(build_s[0], 3), "slots": slots},
         "phase_s": {k: round(x, 3) for k, x in sorted(phases.items())},
         "mean_verdict_wall_s": round(statistics.fmean(v.wall_s or 0.0 for v in verdicts), 3)
         if verdicts else None,
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
                     help="passed to the executor (a JSON value, else a string); repeatable")
     ap.add_argument("--jobs-per-device", type=int, default=2)
+    ap.add_argument("--build-slots", type=int, default=None,
+                    help="concurrent CUDA prebuilds (default: a quarter of the cores)")
     ap.add_argument("--repeat", type=int, default=4, help="variants of each example")
     ap.add_argument("--limit", type=int, default=None, help="first N candidates of the mix")
     ap.add_argument("--passes", default="cold,warm", help="cold, warm or both, in order")
@@ -357,7 +363,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     shutil.rmtree(cache_dir, ignore_errors=True)
                     cache_dir.mkdir()
                     cache = MemoryCache()
-                res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, uuids)
+                res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, uuids,
+                                               args.build_slots or build_slots())
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     print(_table(res))
