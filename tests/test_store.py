@@ -1,4 +1,8 @@
-"""The result store: round trips, durability, concurrency and clear errors."""
+"""The result store: round trips, durability, concurrency and clear errors.
+
+Tests taking ``store`` or ``url`` run on both backends: SQLite (a file) and PostgreSQL (a
+fresh schema on ``$KBENCH_TEST_PG_URL``'s server, skipped with the reason when none answers).
+Tests taking ``db``/``sqlite_store`` are about SQLite files themselves."""
 
 from __future__ import annotations
 
@@ -7,13 +11,16 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect, text
 
 from kbench.errors import StoreError
 from kbench.store import RunStatus, Store
 from sandbox.verdict import ShapeResult, Status, Timing, Verdict
+from tests.contracts.test_store_contract import pg_database
 
 FP = "fp0123"
 
@@ -45,10 +52,33 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "kb.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, db: Path) -> Iterator[str]:
+    """An empty store of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{db}"
+        return
+    with pg_database() as pg:
+        yield pg
+
+
 @pytest.fixture
-def store(db: Path) -> Store:
+def store(url: str) -> Iterator[Store]:
+    with Store(url) as s:
+        yield s
+
+
+@pytest.fixture
+def sqlite_store(db: Path) -> Iterator[Store]:
     with Store(str(db)) as s:
         yield s
+
+
+def _dump(store: Store) -> str:
+    """Every row of every table, as the database returns them."""
+    with store.engine.connect() as c:
+        return "\n".join(repr(c.execute(text(f'SELECT * FROM "{t}"')).all())
+                         for t in inspect(c).get_table_names())
 
 
 def _candidate(store: Store, run: int | None = None, key: str = "level1/relu") -> int:
@@ -67,13 +97,19 @@ def test_verdict_round_trip(store: Store) -> None:
     assert rec.verdict() == v
 
 
-def test_sqlite_is_wal_with_foreign_keys(store: Store, db: Path) -> None:
+def test_sqlite_is_wal_with_foreign_keys(sqlite_store: Store, db: Path) -> None:
     with sqlite3.connect(db) as con:  # an outside connection sees the file's mode
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with store.engine.connect() as con:
+    with sqlite_store.engine.connect() as con:
         assert con.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    with pytest.raises(StoreError):
+
+
+def test_foreign_keys_are_enforced(store: Store) -> None:
+    with pytest.raises(StoreError) as e:
         store.add_verdict(12345, _verdict(), FP)  # no such candidate
+    assert "\n" not in str(e.value)
+    with store.engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM verdicts")).scalar() == 0
 
 
 def test_plain_path_env_and_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,7 +144,8 @@ def test_run_lifecycle_and_duplicate_name(store: Store) -> None:
     [
         ("{tmp}/no/such/dir/kb.db", "does not exist"),
         ("{tmp}", "is a directory"),
-        ("postgresql://u:hunter2@127.0.0.1:1/kb", "kbench[postgres]"),
+        ("postgresql://u:hunter2@127.0.0.1:1/kb", "postgresql://u:***@127.0.0.1:1/kb"),
+        ("postgresql://u:hunter2@127.0.0.1:1/kb", "check that the PostgreSQL server is running"),
         ("nosuchdb://x/y", "unsupported URL"),
     ],
 )
@@ -230,9 +267,9 @@ def test_llm_call_never_stores_secrets(store: Store, monkeypatch: pytest.MonkeyP
     (call,) = store.llm_calls_for(rid)
     assert call.id == cid and call.input_tokens == 10 and call.usage == {"input_tokens": 10}
     assert call.prompt == [{"role": "user", "content": "key is [redacted]"}]
-    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as con:
-        dump = "\n".join(con.iterdump())
-    assert secret not in dump and "Authorization" not in dump
+    dump = _dump(store)
+    assert "key is [redacted]" in dump  # the dump holds the call...
+    assert secret not in dump and "Authorization" not in dump  # ...and no secret
 
 
 def test_stored_calls_and_provider_errors_share_one_scrubber(
@@ -260,7 +297,7 @@ def test_stored_calls_and_provider_errors_share_one_scrubber(
     assert call.usage == {"note": expect}
 
 
-def test_concurrent_add_verdict_all_committed(store: Store, db: Path) -> None:
+def test_concurrent_add_verdict_all_committed(store: Store, url: str) -> None:
     cid = _candidate(store)
     errors: list[BaseException] = []
 
@@ -278,22 +315,22 @@ def test_concurrent_add_verdict_all_committed(store: Store, db: Path) -> None:
         t.join()
     assert errors == []
     assert len(store.verdicts_for_candidate(cid)) == 60
-    with Store(str(db)) as fresh:
+    with Store(url) as fresh:
         assert len(fresh.verdicts_for_candidate(cid)) == 60
 
 
-def test_verdict_survives_crash_after_add(db: Path) -> None:
-    first = Store(str(db))  # never closed: the "process" dies
+def test_verdict_survives_crash_after_add(url: str) -> None:
+    first = Store(url)  # never closed: the "process" dies
     cid = _candidate(first)
     with pytest.raises(RuntimeError):
         first.add_verdict(cid, _verdict(speedup=2.5), FP)
         raise RuntimeError("worker crashed right after storing the verdict")
-    with Store(str(db)) as reopened:
+    with Store(url) as reopened:
         (rec,) = reopened.verdicts_for_candidate(cid)
         assert rec.verdict() == _verdict(speedup=2.5)
 
 
-def test_verdict_survives_hard_exit_of_writer(db: Path) -> None:
+def test_verdict_survives_hard_exit_of_writer(url: str) -> None:
     """A writer process killed (``os._exit``: no cleanup, no close) right after add_verdict."""
     script = (
         "import os, sys\n"
@@ -303,10 +340,11 @@ def test_verdict_survives_hard_exit_of_writer(db: Path) -> None:
         "pid = s.upsert_problem('k', None, 'h', 'src')\n"
         "cid = s.add_candidate(pid, 'cand', 'triton')\n"
         "s.add_verdict(cid, Verdict('k', Status.CORRECT, 'ok', 'cpu', 'triton'), 'fp')\n"
+        "print(cid, flush=True)\n"
         "os._exit(3)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script, url], capture_output=True, timeout=120)
     assert proc.returncode == 3, proc.stderr.decode()[-2000:]
-    with Store(str(db)) as reopened:
-        (rec,) = reopened.verdicts_for_candidate(1)
+    with Store(url) as reopened:
+        (rec,) = reopened.verdicts_for_candidate(int(proc.stdout.split()[-1]))
         assert rec.passed and rec.reason == "ok"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
+import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy.engine import URL, Engine, make_url
@@ -19,6 +23,7 @@ from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
     NoSuchModuleError,
+    OperationalError,
     SQLAlchemyError,
 )
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,14 +95,36 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
-def _resolve_url(url: str | None) -> URL:
+# user:password@ in any URL-like string (a store URL in a run's config, a DSN in a note).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+
+
+def _mask_urls(x: Any) -> Any:
+    """A copy with the password of every ``scheme://user:password@host`` masked as ``***``:
+    a run's config names its store, and a store's password is never stored."""
+    if isinstance(x, str):
+        return _URL_PASSWORD.sub(r"\1***@", x)
+    if isinstance(x, Mapping):
+        return {k: _mask_urls(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_mask_urls(v) for v in x]
+    return x
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
+def _resolve_url(url: str | None) -> tuple[URL, str]:
+    """The URL to connect with, and the URL as shown (as given, password masked)."""
     raw = url if url is not None else os.environ.get(ENV_VAR) or str(Path.cwd() / "kbench.db")
     if "://" not in raw:  # a plain path
         raw = "sqlite:///" + str(Path(raw).expanduser().absolute())
     try:
         u = make_url(raw)
     except ArgumentError as e:
-        raise StoreError(f"store URL {raw!r} is malformed: {_one_line(e)}") from e
+        raise StoreError(f"store URL {_mask_urls(raw)!r} is malformed: {_one_line(e)}") from e
+    shown = u.render_as_string(hide_password=True)
     if u.drivername in ("postgres", "postgresql"):
         # The kbench[postgres] extra installs psycopg 3, not SQLAlchemy's default psycopg2.
         u = u.set(drivername="postgresql+psycopg")
@@ -107,7 +134,14 @@ def _resolve_url(url: str | None) -> URL:
             raise StoreError(f"store path {path} is a directory; give a file such as {path}/kbench.db")
         if not path.parent.is_dir():
             raise StoreError(f"store path {path}: directory {path.parent} does not exist")
-    return u
+    return u, shown
+
+
+_SCHEMA_LOCK = 0x6B62656E6368  # "kbench": the advisory lock creating the schema
+_ROLLED_BACK = ("40001", "40P01")  # serialization failure, deadlock detected
+_RETRIES = 5
+_PG_CHECK = ("check that the PostgreSQL server is running and that host, port, user, password "
+             "and database name are right (--store, store in kbench.toml or $KBENCH_STORE)")
 
 
 def _sqlite_events(engine: Engine) -> None:
@@ -143,8 +177,7 @@ class Store(_TunedConfigs, _Selections):
     """
 
     def __init__(self, url: str | None = None) -> None:
-        u = _resolve_url(url)
-        self.url = u.render_as_string(hide_password=True)
+        u, self.url = _resolve_url(url)
         backend = u.get_backend_name()
         kwargs: dict[str, Any] = {}
         if backend == "sqlite":
@@ -173,10 +206,19 @@ class Store(_TunedConfigs, _Selections):
         try:
             if backend == "sqlite":
                 self._refuse_foreign(u.database)
-            _Base.metadata.create_all(writer)
+                _Base.metadata.create_all(writer)
+            else:
+                with writer.begin() as conn:
+                    if backend == "postgresql":
+                        # Runs starting at once on a new database would race to CREATE the
+                        # same tables (a unique violation in pg_type): one at a time.
+                        conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                    _Base.metadata.create_all(conn)
         except SQLAlchemyError as e:
             self._engine.dispose()
-            raise StoreError(f"cannot open store {self.url}: {_one_line(e)}") from e
+            unreachable = backend == "postgresql" and isinstance(e, OperationalError)
+            hint = f"; {_PG_CHECK}; nothing was written" if unreachable else ""
+            raise StoreError(f"cannot open store {self.url}: {_one_line(e)}{hint}") from e
 
     def _refuse_foreign(self, database: str | None) -> None:
         """A SQLite file that holds tables but none of kbench's is another program's
@@ -213,19 +255,27 @@ class Store(_TunedConfigs, _Selections):
 
         An ``IntegrityError`` is retried once when ``conflict`` is empty (another writer won
         an upsert race; the retry finds its row), else raised as ``StoreError(conflict)``.
+        A serialization failure or a deadlock (PostgreSQL rolled the whole transaction back,
+        so nothing of it was written) is retried after a short random pause.
         """
-        for attempt in (0, 1):
+        races = retries = 0
+        while True:
             try:
                 with (self._write if write else self._read)() as s, s.begin():
                     return fn(s)
             except IntegrityError as e:
                 if conflict:
                     raise StoreError(conflict) from e
-                if attempt == 1:
+                races += 1
+                if races > 1:
                     raise StoreError(f"store {self.url}: {_one_line(e)}") from e
             except DBAPIError as e:  # the database failed; anything else is a bug in kbench
-                raise StoreError(f"store {self.url}: {_one_line(e)}") from e
-        raise AssertionError("unreachable")
+                if _sqlstate(e) in _ROLLED_BACK and retries < _RETRIES:
+                    retries += 1
+                    time.sleep(random.uniform(0.01, 0.05) * 2 ** retries)
+                    continue
+                hint = f"; {_PG_CHECK}" if e.connection_invalidated else ""
+                raise StoreError(f"store {self.url}: {_one_line(e)}{hint}") from e
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -247,7 +297,8 @@ class Store(_TunedConfigs, _Selections):
         def fn(s: Session) -> int:
             if s.scalar(select(_Run.id).where(_Run.name == name)) is not None:
                 raise StoreError(taken)
-            run = _Run(name=name, model=model, strategy=strategy, config=config, notes=notes)
+            run = _Run(name=name, model=model, strategy=strategy, config=_mask_urls(config),
+                       notes=_mask_urls(notes))
             s.add(run)
             s.flush()
             return run.id

@@ -20,6 +20,7 @@ from kbench.tuning._tune import (
     BestConfig,
     LosingPruner,
     TuneResult,
+    open_storage,
     source_hash,
     tune,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "apply",
     "defaults",
     "lift_notes",
+    "open_storage",
     "source_hash",
     "space",
     "tune",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,8 @@ from kbench.errors import ConfigError
 from kbench.tuning._space import apply, defaults, lift_notes, space
 from sandbox.problem import ProblemSpec
 
-__all__ = ["SAMPLERS", "GPU_NEEDED", "BestConfig", "LosingPruner", "TuneResult", "tune"]
+__all__ = ["SAMPLERS", "GPU_NEEDED", "BestConfig", "LosingPruner", "TuneResult", "open_storage",
+           "tune"]
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 GPU_NEEDED = ("tuning needs a CUDA GPU: it minimises measured kernel time, and timing exists "
@@ -208,10 +210,53 @@ def _finished(study: Any) -> dict[str, Any]:
     return out
 
 
-def _open_study(ctx: _Ctx, storage_url: str, study_name: str, sampler: str, seed: int | None,
+_OPTUNA_LOCK = 0x6B626F70747561  # "kboptua": the advisory lock creating Optuna's tables
+_OPEN_TRIES = 5
+
+
+def open_storage(store: Any) -> optuna.storages.RDBStorage:
+    """Optuna's storage in the database of ``store`` (a :class:`kbench.store.Store`): the
+    same SQLite file, or the same PostgreSQL database, as the run's results.
+
+    Optuna creates its tables and version row when a storage first opens a database; runs
+    (or one run's GPU workers) opening a new database at once race to do it. On PostgreSQL
+    they take turns under an advisory lock; on SQLite the loser of the race (its statement
+    failed, so it wrote nothing) opens again and finds them made.
+
+    Raises:
+        StoreError: The database refused Optuna's tables (one line, no password).
+    """
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kbench.errors import StoreError
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    postgres = store.engine.dialect.name == "postgresql"
+    kwargs: dict[str, Any] = {}
+    if postgres:
+        kwargs["pool_pre_ping"] = True
+        if "connect_timeout" not in store.engine.url.query:  # as the store's own engine
+            kwargs["connect_args"] = {"connect_timeout": 10}
+    for attempt in range(_OPEN_TRIES):
+        try:
+            if not postgres:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with store.engine.begin() as conn:
+                conn.execute(select(func.pg_advisory_xact_lock(_OPTUNA_LOCK)))
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except SQLAlchemyError as e:
+            if postgres or attempt == _OPEN_TRIES - 1:
+                first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0]
+                raise StoreError(f"store {store.url}: Optuna's storage: {first}") from e
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _open_study(ctx: _Ctx, study_name: str, sampler: str, seed: int | None,
                 prune_ratio: float, attrs: dict[str, Any]) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(storage_url)
+    storage = open_storage(ctx.store)
     study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize",
                                 sampler=_sampler(sampler, ctx.sp, seed),
                                 pruner=LosingPruner(prune_ratio), load_if_exists=True)
@@ -291,10 +336,9 @@ def tune(
     shash = source_hash(source)
     name = study_name or f"tune:{spec.key}:{shash}:{fph}"
     ctx = _Ctx(spec, source, device, order, sp, store, objective, limits)
-    url = store.engine.url.render_as_string(hide_password=False)
     attrs = {"problem": spec.key, "source_hash": shash, "fingerprint_hash": fph, "space": sp,
              "timing": "measured" if objective is None else "replaced by a test objective"}
-    study = _open_study(ctx, url, name, sampler, seed, prune_ratio, attrs)
+    study = _open_study(ctx, name, sampler, seed, prune_ratio, attrs)
     notes = list(lift_notes(source))
 
     total = math.prod(len(v) for v in sp.values())

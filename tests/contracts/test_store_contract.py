@@ -11,17 +11,23 @@ rows; errors are one-line :class:`StoreError` s that never show a password.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
 
 from kbench.errors import ConfigError, StoreError
 from kbench.store import RunStatus, Store
@@ -48,6 +54,52 @@ def verdict(status: Status = Status.CORRECT, speedup: float | None = 1.7) -> Ver
                    speedup_compile=None if speedup is None else speedup / 2, sol_pct=40.0,
                    timing_available=speedup is not None, fingerprint={"gpu": "H100"},
                    wall_s=3.2, phases={"check": 1.5}, log_tail="tail", notes=("a note",))
+
+
+WRITERS, STEPS = 4, 12
+# One writer of the concurrent-writer test: its own Store, released with the others by a file.
+WRITER = """
+import json, sys, time
+from pathlib import Path
+from kbench.errors import StoreError
+from kbench.store import Store
+from sandbox.verdict import Status, Timing, Verdict
+url, sync, i, steps, fp = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+(sync / f"ready-{i}").touch()
+while not (sync / "go").exists():
+    time.sleep(0.01)
+s = Store(url)
+rid = s.create_run(f"run-{i}", model="m", config={"writer": i})
+try:
+    s.create_run("contested")
+    contested = "won"
+except StoreError as e:
+    contested = str(e)
+t = Timing(median_ms=1.0, iqr_ms=0.1, mean_ms=1.0, min_ms=0.9, count=5, rse=0.01)
+out = {"i": i, "run": rid, "contested": contested, "problems": [], "calls": [], "candidates": []}
+for j in range(steps):
+    key = f"s/p{j % 3}"
+    pid = s.upsert_problem(key, "s", "h", "src")
+    call, cand = s.add_attempt(rid, pid, "p", "m", [{"role": "user", "content": "x"}], "y",
+                               source=f"src {i}.{j}", backend="triton", attempt=j,
+                               lineage={"island": i, "generation": j}, parent_ids=[])
+    s.add_verdict(cand, Verdict(key, Status.CORRECT, f"src {i}.{j}", "cpu", "triton"), "fp")
+    s.put_baseline("s/p0", "h", "base", "eager", fp, t)
+    s.put_device_facts(fp, {"gpu": "x"}, {"writer": i, "step": j})
+    s.put_tuned_config("s/p0", "h", "base", fp, {"BLOCK": i * 100 + j}, 1.0, j)
+    s.put_selection(rid, key, {"winner": cand, "decision": "only", "reason": "r"})
+    out["problems"].append(pid)
+    out["calls"].append(call)
+    out["candidates"].append(cand)
+s.close()
+print(json.dumps(out))
+"""
+
+
+def count(url: str, table: str) -> int:
+    """Rows in one table, counted by the database itself (not through the Store)."""
+    with Store(url) as s, s.engine.connect() as c:
+        return c.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
 
 
 def run_python(code: str, *args: str, timeout: float = 120) -> str:
@@ -274,6 +326,109 @@ class StoreContract:
         reasons = [v.reason for v in store.verdicts_for_candidate(cid)]
         assert sorted(reasons) == ["p0"] * 25 + ["p1"] * 25
 
+    def test_runs_started_at_once_on_a_new_database_lose_and_duplicate_nothing(
+            self, url: str, tmp_path: Path) -> None:
+        """Several processes, each its own Store on one URL of an EMPTY database, released
+        together: they race to create the schema, then each writes its run's attempts
+        (LLM call + candidate + lineage), verdicts, shared upserts, and a run name they all
+        want. Every row lands exactly once, racing upserts agree on one row, one process
+        gets the contested name and the others a clear error."""
+        procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, str(tmp_path), str(i),
+                                   str(STEPS), FP],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for i in range(WRITERS)]
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("ready-*"))) < WRITERS and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.05)
+        (tmp_path / "go").touch()  # all imported and waiting: release them together
+        reports = []
+        for p in procs:
+            out, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err[-3000:]
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+
+        winners = [r for r in reports if r["contested"] == "won"]
+        assert len(winners) == 1, reports
+        assert all("already exists" in r["contested"] for r in reports if r not in winners)
+        for table, n in {"runs": WRITERS + 1, "problems": 3, "candidates": WRITERS * STEPS,
+                         "verdicts": WRITERS * STEPS, "llm_calls": WRITERS * STEPS,
+                         "lineage": WRITERS * STEPS, "baselines": 1, "device_facts": 1,
+                         "tuned_configs": 1, "selections": WRITERS * 3}.items():
+            assert count(url, table) == n, table
+
+        with Store(url) as store:
+            assert sorted(r.name for r in store.list_runs()) == sorted(
+                [f"run-{i}" for i in range(WRITERS)] + ["contested"])
+            pids = {pid for r in reports for pid in r["problems"]}
+            assert len(pids) == 3  # every process got the same three problem ids
+            for r in reports:
+                rid = r["run"]
+                calls = store.llm_calls_for(rid)
+                assert [c.id for c in calls] == r["calls"]  # its own, in its order, once
+                cands = [c for k in ("s/p0", "s/p1", "s/p2")
+                         for c in store.candidates_for(rid, k)]
+                assert sorted(c.id for c in cands) == sorted(r["candidates"])
+                assert sorted(c.source for c in cands) == sorted(
+                    f"src {r['i']}.{j}" for j in range(STEPS))
+                assert all(c.verdict is not None and c.verdict.reason == c.source
+                           for c in cands)
+                assert sorted(x.candidate_id for x in store.lineage_for(rid).values()) == \
+                    sorted(r["candidates"])
+                assert set(store.selections_for(rid)) == {"s/p0", "s/p1", "s/p2"}
+            every = [x for r in reports for x in r["candidates"]]
+            assert len(set(every)) == len(every) == WRITERS * STEPS
+            assert store.get_baseline("s/p0", "h", "base", "eager", FP) is not None
+            (tuned,) = store.tuned_configs()
+            assert tuned.knobs["BLOCK"] in {i * 100 + STEPS - 1 for i in range(WRITERS)}
+
+    def test_a_runs_config_never_keeps_a_password(self, store: Store, url: str) -> None:
+        """A run's config names its store; the stored copy has the password masked (the
+        whole table is searched, not just the record)."""
+        cfg = {"store": "postgresql://kb:hunter2-pw@db.example:5432/kb",
+               "also": ["postgresql+psycopg://kb:hunter2-pw@db/kb?sslmode=require"],
+               "model": ["openai/gpt-4o"]}
+        rid = store.create_run("r", config=cfg, notes="from postgresql://kb:hunter2-pw@db/kb")
+        rec = store.get_run("r")
+        assert rec.id == rid and rec.model is None
+        assert rec.config == {"store": "postgresql://kb:***@db.example:5432/kb",
+                              "also": ["postgresql+psycopg://kb:***@db/kb?sslmode=require"],
+                              "model": ["openai/gpt-4o"]}
+        assert rec.notes == "from postgresql://kb:***@db/kb"
+        with store.engine.connect() as c:
+            rows = c.execute(text("SELECT * FROM runs")).all()
+        assert "hunter2" not in repr(rows) and "kb:***@db" in repr(rows)
+
+    def test_optuna_studies_share_the_stores_database(self, url: str, tmp_path: Path) -> None:
+        """Tuning's Optuna storage is the store's own database; processes opening it at once
+        on a new database (Optuna's tables not there yet) all get it, and a study made by
+        one is resumed, not duplicated, by another."""
+        import optuna
+
+        from kbench.tuning import open_storage
+
+        code = ("import sys, optuna\n"
+                "from kbench.store import Store\n"
+                "from kbench.tuning import open_storage\n"
+                "optuna.logging.set_verbosity(optuna.logging.ERROR)\n"
+                "st = open_storage(Store(sys.argv[1]))\n"
+                "for name in ('shared', 'own-' + sys.argv[2]):\n"
+                "    s = optuna.create_study(storage=st, study_name=name, load_if_exists=True)\n"
+                "    s.add_trial(optuna.trial.create_trial(value=float(sys.argv[2]),"
+                " params={}, distributions={}))\n")
+        procs = [subprocess.Popen([sys.executable, "-c", code, url, str(i)], cwd=ROOT,
+                                  stderr=subprocess.PIPE, text=True) for i in range(3)]
+        for p in procs:
+            _, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err[-3000:]
+        with Store(url) as store:
+            storage = open_storage(store)
+            names = sorted(optuna.get_all_study_names(storage=storage))
+            assert names == ["own-0", "own-1", "own-2", "shared"]
+            shared = optuna.load_study(study_name="shared", storage=storage)
+            assert sorted(t.value for t in shared.trials) == [0.0, 1.0, 2.0]
+            assert store.list_runs() == [] and count(url, "studies") == 4  # one database
+
     def test_bad_baseline_mode_is_refused_before_writing(self, store: Store) -> None:
         with pytest.raises(ValueError, match="mode"):
             store.put_baseline("k", "h", "base", "inductor", FP, timing(1.0))
@@ -292,31 +447,68 @@ class TestSQLite(StoreContract):
             assert by_path.get_run("by-url") is not None
 
 
-_PG_URL = os.environ.get("KBENCH_TEST_PG_URL", "")
+PG_ENV = "KBENCH_TEST_PG_URL"
 
 
-def _pg_unavailable() -> str | None:
-    if not _PG_URL:
-        return "KBENCH_TEST_PG_URL is not set (no PostgreSQL server to test against)"
+@functools.cache
+def pg_unavailable() -> str | None:
+    """Why PostgreSQL tests cannot run here, or ``None`` (``$KBENCH_TEST_PG_URL`` names a
+    server that answers; CI's ``.ci/run`` starts one and sets it)."""
+    url = os.environ.get(PG_ENV, "")
+    if not url:
+        return f"{PG_ENV} is not set (no PostgreSQL server to test against; .ci/run starts one)"
     try:
-        Store(_PG_URL).close()
-    except StoreError as e:
-        return f"KBENCH_TEST_PG_URL is set but unusable: {e}"
+        engine = create_engine(_admin_url(url), connect_args={"connect_timeout": 5})
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as e:  # noqa: BLE001 - the reason is the skip message
+        first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0]
+        return f"{PG_ENV} is set but no PostgreSQL server answers there: {first}"
     return None
+
+
+def _admin_url(url: str) -> URL:
+    u = make_url(url)
+    return u.set(drivername="postgresql+psycopg") if u.drivername in ("postgres", "postgresql") else u
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A store URL on ``$KBENCH_TEST_PG_URL``'s server naming an empty database of its own:
+    a fresh schema (``search_path`` in the URL's ``options``), dropped afterwards, so tests
+    never see each other's rows and CI runs may share one server. Skips when there is none."""
+    why = pg_unavailable()
+    if why:
+        pytest.skip(why)
+    base = os.environ[PG_ENV]
+    schema = f"kbt_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(_admin_url(base))
+    with admin.begin() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    u = make_url(base)
+    u = u.update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield u.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 class TestPostgreSQL(StoreContract):
     @pytest.fixture
     def url(self) -> Iterator[str]:
-        why = _pg_unavailable()
-        if why:
-            pytest.skip(why)
-        from kbench.store._tables import _Base
+        with pg_database() as url:
+            yield url
 
-        s = Store(_PG_URL)
-        _Base.metadata.drop_all(s.engine)  # an empty database for each test
-        s.close()
-        yield _PG_URL
+    def test_tables_live_in_the_urls_database(self, store: Store, url: str) -> None:
+        store.create_run("r")
+        assert store.engine.dialect.name == "postgresql"
+        with store.engine.connect() as c:
+            schema = c.execute(text("SELECT current_schema()")).scalar()
+            n = c.execute(text("SELECT count(*) FROM runs")).scalar()
+        assert schema == make_url(url).query["options"].split("=")[1] and n == 1
 
 
 # -- opening ------------------------------------------------------------------------------
