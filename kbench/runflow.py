@@ -62,7 +62,7 @@ def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | 
         base = dict(rec.config or {})
         # budgets and execution knobs may change on resume; what was asked may not
         for k in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s", "concurrency",
-                  "device", "store", "timing", "executor", "jobs_per_device",
+                  "device", "store", "timing", "executor", "jobs_per_device", "ray_address",
                   "max_gpu_minutes", "tune", "tune_trials"):
             if overrides.get(k) is not None:
                 base[k] = overrides[k]
@@ -81,7 +81,7 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
     """Validate everything that can be validated before any call, then run."""
     from agents import make_provider, require_price
     from kbench.problems import load_report
-    from kbench.runner import Runner, check_budget, check_tune
+    from kbench.runner import Runner, build_executor, check_budget, check_tune
 
     cfg, db, rec = _resolve(overrides, config_path, resume, overrides.get("store"))
     if not cfg.model:
@@ -109,6 +109,8 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
     async def go() -> Runner:
         for p in providers:  # bad key, unknown model, unreachable server: one line, no run
             await p.check()
+        # an executor that cannot start (a Ray cluster out of reach): one line, no run
+        executor = build_executor(cfg, device)
         if rec is None:
             run_name = name or f"{cfg.model[0].split('/')[-1].replace(':', '-')}-" \
                                f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
@@ -117,7 +119,7 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
         else:
             run_name, run_id = rec.name, rec.id
             db.set_run_status(run_id, "running")
-        runner = Runner(db, providers, specs, cfg, device, run_id)
+        runner = Runner(db, providers, specs, cfg, device, run_id, executor=executor)
         runner.name = run_name  # type: ignore[attr-defined]
         if not console.is_terminal:
             # Piped: no live redraws, the final view once. (rich's Live leaves its last
@@ -248,7 +250,18 @@ def _view(runner: Any, run_name: str) -> Group:
     head = Text(f"run {run_name}  model {runner.cfg.model_label}  calls {sp.completions} "
                 f"({sp.failed} failed)  tokens {sp.input_tokens}+{sp.output_tokens}  "
                 f"cost ${sp.cost_usd:.3f}  elapsed {time.monotonic() - runner.t0:.0f}s")
-    return Group(head, t)
+    bandit = getattr(getattr(runner, "agent", None), "bandit", None)
+    if bandit is None:
+        return Group(head, t)
+    # Several models: what each was asked, what its judged replies improved, at what cost,
+    # best improvement per dollar first.
+    m = Table(show_edge=False, title=None)
+    for col in ("model", "calls", "judged", "improvement", "cost $", "improvement / $"):
+        m.add_column(col, justify="left" if col == "model" else "right")
+    for a in sorted(bandit.arms, key=lambda a: -a.rate):  # (not bandit.ranking: no draws)
+        m.add_row(a.name, str(a.started), str(a.settled), f"{a.gain:.2f}", f"{a.cost:.3f}",
+                  f"{a.rate:.1f}" if a.settled else "-")
+    return Group(head, t, m)
 
 
 def summary_table(db: Store, run_id: int, run_name: str) -> Table:

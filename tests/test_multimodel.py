@@ -127,6 +127,24 @@ def test_two_models_in_one_run_split_calls_record_each_model_and_keep_the_budget
         assert c.provider == "keyed" and lineage[c.id].model == c.model
     started = {arm.name: arm.started for arm in runner.agent.bandit.arms}
     assert started == {"keyed/model-a": len(a.calls), "keyed/model-b": len(b.calls)}
+    # the live view has a row per model: calls, improvement, cost and the rate it is ranked by
+    from rich.console import Console
+
+    from kbench.runflow import _view
+
+    con = Console(record=True, width=160)
+    con.print(_view(runner, "two"))
+    text = con.export_text()
+    rows = {ln.split("│")[0].strip(): [c.strip() for c in ln.split("│")[1:]]
+            for ln in text.splitlines() if ln.lstrip().startswith("keyed/")}
+    arms = {arm.name: arm for arm in runner.agent.bandit.arms}
+    assert set(rows) == set(arms)
+    for name, cells in rows.items():
+        assert cells[0] == str(arms[name].started) and cells[1] == str(arms[name].settled)
+        assert cells[3] == f"{arms[name].cost:.3f}"
+    ranked = [ln.split("│")[0].strip() for ln in text.splitlines()
+              if ln.lstrip().startswith("keyed/")]
+    assert ranked[0] == "keyed/model-a"  # the one with more improvement per dollar first
 
 
 # -- GPU minutes ---------------------------------------------------------------------------
