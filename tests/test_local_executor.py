@@ -113,6 +113,39 @@ def test_every_job_runs_once_and_a_slow_gpu_gets_fewer() -> None:
     assert {d: u["jobs"] for d, u in usage.items()} == dict(per)
 
 
+def test_each_job_runs_with_its_gpu_current_in_its_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work that names no index (``torch.cuda.synchronize()``, ``device="cuda"``) lands on
+    the job's GPU, not GPU 0: the job's thread has its GPU set current before it starts."""
+    torch = pytest.importorskip("torch")
+    current = threading.local()  # the index set current in this thread
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+
+    def set_device(i: int) -> None:
+        current.index = i
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+
+    def job(device: str) -> tuple[str, int | None]:
+        time.sleep(0.01)
+        return device, getattr(current, "index", None)
+
+    with LocalExecutor(devices=[*GPUS, "cuda:7", "cpu:0"], jobs_per_device=2) as ex:
+        seen = list(ex.map([job] * 20))
+    assert {d for d, _ in seen} == {*GPUS, "cuda:7", "cpu:0"}
+    for device, index in seen:
+        assert index == (int(device[5:]) if device in GPUS else None), seen
+
+    def refuses(i: int) -> None:
+        raise RuntimeError(f"CUDA error: cannot set device {i}")
+
+    monkeypatch.setattr(torch.cuda, "set_device", refuses)
+    with LocalExecutor(devices=GPUS, max_failures=2) as ex:
+        with pytest.raises(RuntimeError, match="cannot set device"):
+            ex.submit(lambda d: d).result(timeout=10)
+
+
 # -- the timing lock is per GPU -----------------------------------------------------------
 def test_gpus_never_wait_on_each_others_timing_lock(tmp_path: Path) -> None:
     """Every GPU times at once: a barrier inside each exclusive hold is passed only if no

@@ -30,6 +30,20 @@ def visible_devices(workers: int = 1) -> list[str]:
     return ["cpu"] if workers == 1 else [f"cpu:{i}" for i in range(workers)]
 
 
+def bind_thread(device: str) -> None:
+    """Make ``cuda:N`` this thread's current CUDA device, so that the job's work which names
+    no index (``torch.cuda.synchronize()``, ``device="cuda"``) lands on its own GPU, not on
+    GPU 0 where another job may be timed. Nothing for other names, or where torch has no
+    such GPU (logical devices in tests); a GPU that refuses fails the job."""
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not index.isdigit():
+        return
+    import torch
+
+    if torch.cuda.is_available() and int(index) < torch.cuda.device_count():
+        torch.cuda.set_device(int(index))
+
+
 @dataclass
 class _Device:
     name: str
@@ -160,6 +174,7 @@ class LocalExecutor(Executor):
 
     def _run(self, name: str, fn: Callable[[str], Any], fut: Future[Any], t0: float) -> None:
         try:
+            bind_thread(name)
             value, error = fn(name), None
         except BaseException as e:  # noqa: BLE001 - it travels to the caller's future
             value, error = None, e
