@@ -1,6 +1,7 @@
 """The final-selection phase on a GPU: two candidates that are the same kernel (one with an
 unused global added) verified, stored in a run, then re-timed interleaved. Expected: "within
-spread", the simpler one kept, with the measured margin and spread printed.
+spread", the simpler one kept, with the measured margin and spread printed; then the
+winner's time confirmed from outside its process (Nsight Compute, sandbox/confirm.py).
 
     python bench/check_selection.py [--store /tmp/sel.db] [--rounds 3]
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kbench.problems import load
-from kbench.runflow import final_selection, show_run
+from kbench.runflow import confirm_winners, final_selection, show_run
 from kbench.store import Store
 from sandbox import verify
 from sandbox.fingerprint import fingerprint_hash
@@ -40,6 +41,7 @@ def main() -> int:
         db.add_verdict(cid, v, fingerprint_hash(v.fingerprint))
     console = Console(width=160)
     final_selection(db, run, [spec], "cuda", console, rounds=args.rounds)
+    confirm_winners(db, run, [spec], "cuda", console)  # the winner's time, checked by ncu
     show_run("gpu-selection", args.store, False, console)
     return 0
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
-#     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,evolve,selection,tune
+#     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,evolve,selection,
+#     confirm,tune
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
@@ -54,6 +55,8 @@ if [ "$cmd" = start ]; then
       >> $LOG/evolve.log 2>&1; python3 -m kbench.cli runs show evolve-demo --store $LOG/evolve.db \
       --lineage >> $LOG/evolve.log 2>&1"
   has selection && script="$script; python3 bench/check_selection.py > $LOG/selection.log 2>&1"
+  has confirm && script="$script; python3 bench/check_confirm.py --json $LOG/confirm.json \
+      > $LOG/confirm.log 2>&1"
   has tune && script="$script; python3 bench/tune_vs_grid.py --store $LOG/tune.db \
       > $LOG/tune.log 2>&1; python3 bench/tune_vs_grid.py --examples --trials 20 \
       --store $LOG/tune.db > $LOG/tune_examples.log 2>&1"

@@ -21,7 +21,8 @@ from kbench.errors import ConfigError, ProblemError
 from kbench.scoring import summary
 from kbench.store import ENV_VAR, Store
 
-__all__ = ["execute", "final_selection", "list_runs", "show_run", "summary_table"]
+__all__ = ["execute", "final_selection", "confirm_winners", "list_runs", "show_run",
+           "summary_table"]
 
 
 def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
@@ -158,6 +159,8 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
         try:
             final_selection(db, run_id, specs, device, console, timing=cfg.timing,
                             allow_libraries=tuple(cfg.allow_libraries))
+            confirm_winners(db, run_id, specs, device, console, timing=cfg.timing,
+                            allow_libraries=tuple(cfg.allow_libraries))
         except KeyboardInterrupt:
             from sandbox._process import kill_all
 
@@ -235,6 +238,60 @@ def final_selection(db: Store, run_id: int, specs: list[Any], device: str, conso
         console.print(f"final selection {spec.key}: "
                       + (f"#{sel.winner}" if sel.winner is not None else "none")
                       + f" — {sel.reason}", highlight=False, soft_wrap=True)
+    return made
+
+
+ConfirmFor = Callable[[Any, str, str], dict[str, Any]]
+
+
+def confirm_winners(db: Store, run_id: int, specs: list[Any], device: str, console: Console, *,
+                    timing: bool = True, allow_libraries: tuple[str, ...] = (),
+                    confirm_for: ConfirmFor | None = None) -> dict[str, Any]:
+    """After the final selection: each problem's winner (the selection's, else its only
+    correct timed candidate) has its time confirmed from outside its process
+    (:mod:`sandbox.confirm`: Nsight Compute's kernel durations against the CUDA events the
+    child reported), stored in the selection's payload as ``confirmation`` and printed; a
+    disagreement is printed as a warning line. A winner already confirmed is not measured
+    again. Skipped off CUDA and with timing off (nothing was timed). ``confirm_for(spec,
+    source, device)`` replaces the measurement (the seam tests use).
+
+    Returns the confirmations made, by problem key."""
+    from kbench.selection import finalists
+
+    if not device.startswith("cuda") or not timing:
+        return {}
+    if confirm_for is None:
+        from sandbox.confirm import confirm_timing
+
+        def confirm_for(spec: Any, source: str, device: str) -> dict[str, Any]:
+            return confirm_timing(spec, source, device=device, cache=db,
+                                  allow_libraries=allow_libraries)
+    stored = db.selections_for(run_id)
+    made: dict[str, Any] = {}
+    for spec in specs:
+        cands = {c.id: c for c in db.candidates_for(run_id, spec.key)}
+        sel = stored.get(spec.key)
+        if sel is not None and sel.winner_id is not None:
+            winner, payload, fph = sel.winner_id, dict(sel.payload), sel.fingerprint_hash
+        else:
+            ids = finalists({i: c.verdict.payload if c.verdict else None
+                             for i, c in cands.items()}, 1)
+            if not ids:
+                continue
+            winner = ids[0]
+            fph = cands[winner].verdict.fingerprint_hash if cands[winner].verdict else None
+            payload = {"winner": winner, "decision": "only", "finalists": ids,
+                       "reason": f"#{winner} is the only correct, timed candidate (not re-timed)"}
+        old = payload.get("confirmation") or {}
+        if old.get("candidate") == winner or winner not in cands:
+            continue
+        conf = {**confirm_for(spec, cands[winner].source, device), "candidate": winner}
+        payload["confirmation"] = conf
+        db.put_selection(run_id, spec.key, payload, fph)
+        made[spec.key] = conf
+        style = "yellow" if conf.get("agrees") is False else None
+        console.print(f"timing of {spec.key} #{winner}: {conf.get('reason', '')}",
+                      style=style, highlight=False, soft_wrap=True)
     return made
 
 
@@ -386,7 +443,9 @@ def _selection_line(s: Any) -> str:
     iqrs = s.payload.get("iqr_ms", {})
     each = ", ".join(f"#{c} {meds[str(c)]:.4g}±{iqrs.get(str(c), 0.0):.2g} ms"
                      for c in s.payload.get("ranking", ()) if str(c) in meds)
-    return f"{who} — {s.reason}" + (f" [{each}]" if each else "")
+    conf = s.payload.get("confirmation") or {}
+    told = f"; {conf['reason']}" if conf.get("reason") else ""
+    return f"{who} — {s.reason}" + (f" [{each}]" if each else "") + told
 
 
 def _best_cell(s: Any, provisional: bool) -> str:

@@ -1,0 +1,98 @@
+"""Timing confirmed from outside the candidate's process (issue 12, sandbox/confirm.py): the
+one-sided rule, Nsight Compute's summed kernel durations, and the winners of a run confirmed
+and stored after the final selection (runs show prints it; a disagreement is a warning)."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from kbench.problems import load
+from kbench.runflow import confirm_winners
+from kbench.store import Store
+from sandbox.confirm import TOLERANCE, check
+from sandbox.profile import summarize_ncu
+from tests.test_profile import NCU_CSV
+from tests.test_selection import _stored_run
+
+
+def test_events_below_the_kernels_own_durations_disagree_slower_is_fine():
+    ncu = {"total_duration_ns": 400_000.0, "kernels": 3}
+    ok = check(0.45, ncu)  # launch gaps make events a little slower than the kernels: fine
+    assert ok["agrees"] is True and ok["ncu_ms"] == pytest.approx(0.4)
+    assert ok["reason"].startswith("confirmed: 0.45 ms per call")
+    assert check(0.4 * (1 - TOLERANCE) + 1e-9, ncu)["agrees"] is True  # at the edge
+    bad = check(0.04, ncu)  # a forged or amortised time: 10x below what the kernels took
+    assert bad["agrees"] is False and bad["ratio"] == pytest.approx(0.1)
+    assert "NOT confirmed" in bad["reason"] and "10.00x longer" in bad["reason"]
+    capped = check(0.01, {"total_duration_ns": 400_000.0, "kernels": 16})
+    assert "the first 16 kernels of the call" in capped["reason"]
+
+
+@pytest.mark.parametrize(("events", "ncu", "why"), [
+    (None, {"total_duration_ns": 1.0}, "was not timed"),
+    (0.5, {"error": "ncu not found on PATH"}, "ncu not found on PATH"),
+    (0.5, {"total_duration_ns": None, "kernels": 0}, "recorded no kernel duration"),
+    (0.5, None, "recorded no kernel duration"),
+])
+def test_nothing_to_compare_is_not_confirmed_and_says_why(events, ncu, why):
+    out = check(events, ncu)
+    assert out["agrees"] is None and out["reason"].startswith("not confirmed") and why in out["reason"]
+
+
+def test_ncu_summary_sums_every_kernel_of_the_call():
+    rec = summarize_ncu(NCU_CSV)
+    assert rec["total_duration_ns"] == pytest.approx(3200.0 + 41216.0)
+    assert rec["duration_ns"] == pytest.approx(41216.0)  # the longest, as before
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load("level1/relu")[0]
+
+
+def test_winners_are_confirmed_after_the_selection_stored_and_warned(tmp_path, spec):
+    store = Store(str(tmp_path / "k.db"))
+    run_id, ids = _stored_run(store, spec, {"A": 1.2, "B": 1.5, "X": None})
+    asked: list[str] = []
+
+    def confirm_for(s, source, device):
+        asked.append(source)
+        return check(0.01, {"total_duration_ns": 200_000.0, "kernels": 1})
+
+    console = Console(record=True, width=300)
+    made = confirm_winners(store, run_id, [spec], "cuda:0", console, confirm_for=confirm_for)
+    # no selection was made (one call, no re-timing here): the fastest correct candidate
+    sel = store.selections_for(run_id)[spec.key]
+    assert sel.winner_id == ids["B"] and sel.decision == "only"
+    conf = sel.payload["confirmation"]
+    assert conf["candidate"] == ids["B"] and conf["agrees"] is False
+    assert made[spec.key]["agrees"] is False and len(asked) == 1 and "SPEED = 1.5" in asked[0]
+    assert f"timing of {spec.key} #{ids['B']}: timing NOT confirmed" in console.export_text()
+    from kbench.runflow import show_run
+
+    shown = Console(record=True, width=400)
+    show_run("r", str(tmp_path / "k.db"), False, shown)
+    assert "timing NOT confirmed: CUDA events in the candidate's process say" in shown.export_text()
+    # confirmed once: not measured again
+    confirm_winners(store, run_id, [spec], "cuda:0", console, confirm_for=confirm_for)
+    assert len(asked) == 1
+    # off CUDA, or untimed: nothing
+    other, _ = _stored_run(store, spec, {"A": 1.2}, name="other")
+    assert confirm_winners(store, other, [spec], "cpu", console, confirm_for=confirm_for) == {}
+    assert confirm_winners(store, other, [spec], "cuda", console, timing=False,
+                           confirm_for=confirm_for) == {}
+    assert store.selections_for(other) == {}
+
+
+def test_an_existing_selection_keeps_its_decision_and_gains_the_confirmation(tmp_path, spec):
+    store = Store(str(tmp_path / "k.db"))
+    run_id, ids = _stored_run(store, spec, {"A": 1.2, "B": 1.5})
+    store.put_selection(run_id, spec.key, {"winner": ids["A"], "decision": "clear",
+                                           "reason": "A beat B", "finalists": [ids["B"], ids["A"]]})
+    confirm_winners(store, run_id, [spec], "cuda:0", Console(record=True),
+                    confirm_for=lambda s, src, d: check(0.5, {"total_duration_ns": 450_000.0}))
+    sel = store.selections_for(run_id)[spec.key]
+    assert sel.winner_id == ids["A"] and sel.decision == "clear" and sel.reason == "A beat B"
+    assert sel.payload["confirmation"]["agrees"] is True
+    assert sel.payload["confirmation"]["candidate"] == ids["A"]
