@@ -57,14 +57,31 @@ SAMPLE_S = 0.1
 
 # -- the GPU busy share, from the driver -----------------------------------------------------
 def _nvml_uuids(n: int) -> list[str]:
-    """The NVML UUIDs (``GPU-...``) of torch's ``cuda:0 .. cuda:n-1``."""
-    import torch
+    """The NVML UUIDs (``GPU-...``) of torch's ``cuda:0 .. cuda:n-1``: from torch where it
+    tells them, else ``nvidia-smi``'s table read through ``CUDA_VISIBLE_DEVICES`` indices;
+    ``[]`` (no busy share) if neither can."""
+    try:
+        import torch
 
-    out = []
-    for i in range(n):
-        uuid = str(torch.cuda.get_device_properties(i).uuid)
-        out.append(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
-    return out
+        out = []
+        for i in range(n):
+            uuid = str(torch.cuda.get_device_properties(i).uuid)
+            out.append(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        return out
+    except Exception:  # noqa: BLE001 - an older torch: ask the driver's tool
+        pass
+    smi = shutil.which("nvidia-smi")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    wanted = [x.strip() for x in visible.split(",")] if visible else [str(i) for i in range(n)]
+    if smi is None:
+        return []
+    r = subprocess.run([smi, "--query-gpu=index,uuid", "--format=csv,noheader"],
+                       capture_output=True, text=True, timeout=30)
+    table = dict(tuple(x.strip() for x in line.split(",", 1)) for line in r.stdout.splitlines()
+                 if "," in line)
+    table.update({u: u for u in table.values()})  # CUDA_VISIBLE_DEVICES may name UUIDs
+    got = [table.get(w) for w in wanted[:n]]
+    return [u for u in got if u] if all(got) else []
 
 
 class BusySampler:
@@ -83,6 +100,9 @@ class BusySampler:
         self._smi: subprocess.Popen[str] | None = None
 
     def start(self) -> BusySampler:
+        if not self.uuids:
+            self.how = "none (the GPUs' NVML UUIDs are unknown)"
+            return self
         try:
             import pynvml
 
@@ -161,7 +181,8 @@ def build_slots() -> int:
 
 # -- one pass ----------------------------------------------------------------------------
 def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, Any],
-             cache: Any, device: str, uuids: list[str], slots: int) -> dict[str, Any]:
+             cache: Any, device: str, gpus: int, uuids: list[str], slots: int
+             ) -> dict[str, Any]:
     from sandbox import measure_baselines
     from sandbox.job import Candidate, Job
     from sandbox.prebuild import prebuild
@@ -207,7 +228,7 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
     busy = sampler.stop() if sampler else {}
 
     devices = list(ex.devices)
-    n_dev = len(uuids) if on_gpu else len(devices)  # GPUs used, whatever the executor names
+    n_dev = gpus if on_gpu else len(devices)  # GPUs used, whatever the executor names
     statuses = Counter(v.status.value for v in verdicts)
     verified = sum(v.passed for v in verdicts)
     phases: Counter[str] = Counter()
@@ -354,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "jobs_per_device": args.jobs_per_device, "repeat": args.repeat,
         "mix": [f"{c['example']}#{c['variant']}" for c in cands], "left_out": left_out,
-        "sample_period_s": SAMPLE_S, "versions": _versions(device), "passes": {}}
+        "sample_period_s": SAMPLE_S, "nvml_uuids": uuids, "versions": _versions(device), "passes": {}}
     try:
         with make_executor(args.executor, **options) as ex:
             res["devices"] = list(ex.devices)
@@ -363,8 +384,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     shutil.rmtree(cache_dir, ignore_errors=True)
                     cache_dir.mkdir()
                     cache = MemoryCache()
-                res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, uuids,
-                                               args.build_slots or build_slots())
+                res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, n_gpus,
+                                               uuids, args.build_slots or build_slots())
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     print(_table(res))

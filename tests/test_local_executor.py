@@ -403,3 +403,29 @@ def test_the_mix_and_the_gpu_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     bench._narrow_gpus(2)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_torch_gpus_are_matched_to_nvml_uuids(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    bench = _bench()
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(uuid=f"uuid-{i}"))
+    assert bench._nvml_uuids(2) == ["GPU-uuid-0", "GPU-uuid-1"]
+
+    def old_torch(i: int) -> None:
+        raise AttributeError("no uuid")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", old_torch)
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '0, GPU-aaa\\n1, GPU-bbb\\n2, GPU-ccc\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    assert bench._nvml_uuids(2) == ["GPU-ccc", "GPU-aaa"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbb")
+    assert bench._nvml_uuids(1) == ["GPU-bbb"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    assert bench._nvml_uuids(1) == []  # unknown: no busy share rather than a wrong one
+    s = bench.BusySampler([]).start()
+    assert s.stop() == {} and "unknown" in s.how
