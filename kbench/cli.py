@@ -46,6 +46,26 @@ def main() -> None:
         sys.exit(130)
 
 
+@app.callback()
+def _options(
+    sandbox: Annotated[str | None, typer.Option(
+        "--sandbox", metavar="NAME",
+        help="Sandbox backend for every verification: forkserver, subprocess or docker "
+             "(else $KBENCH_SANDBOX_BACKEND, else the first available of forkserver, "
+             "subprocess). One asked for by name fails at once, in one line, when it cannot "
+             "run here (docker: no engine answering, or its image missing).")] = None,
+) -> None:
+    """kbench: LLM-written GPU kernels, verified honestly."""
+    if sandbox:
+        import os
+
+        from sandbox.backends import get_backend
+        from sandbox.backends._base import ENV_VAR
+
+        get_backend(sandbox.strip())  # ConfigError: one line, exit 2
+        os.environ[ENV_VAR] = sandbox.strip()  # children of executors see it too
+
+
 @contextmanager
 def _json_errors(as_json: bool) -> Iterator[None]:
     """Under ``--json`` a fatal error is JSON too: ``{"error": ...}`` on stdout (and the usual
@@ -651,17 +671,23 @@ def _isolation_layers(gpu: bool) -> list[dict[str, str]]:
 
 
 def _docker_check() -> tuple[str, str]:
-    """Whether a Docker engine answers through the ``docker`` SDK within 2 s."""
-    try:
-        import docker  # type: ignore[import-not-found]
-    except ImportError:
-        return "unavailable", "the `docker` Python SDK is not installed (pip install docker)"
-    try:
-        client = docker.from_env(timeout=2)
-        client.ping()
-    except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
-        return "unavailable", f"no engine answered: {type(e).__name__}: {str(e)[:200]}"
-    return "not enforced", "engine reachable; kbench has no Docker backend in use yet"
+    """The Docker backend's layer: whether an engine answers (3 s) and its image is present."""
+    import os
+
+    from sandbox.backends._base import ENV_VAR
+    from sandbox.backends._docker import engine_status
+
+    up, detail, present = engine_status()
+    if not up:
+        return "unavailable", detail
+    in_use = os.environ.get(ENV_VAR, "").strip() == "docker"
+    if not present:
+        return "FAILED" if in_use else "unavailable", (
+            f"{detail}: not present (python -m sandbox.backends._docker_image builds it, "
+            "or name one in KBENCH_DOCKER_IMAGE)")
+    return "enforced" if in_use else "not enforced", (
+        f"{detail}: present; " + ("in use: no network, read-only root, one GPU, limits"
+                                  if in_use else "not in use (kbench --sandbox docker)"))
 
 
 def _interpreter_check() -> str:

@@ -5,6 +5,8 @@ Each test runs a real verification through the backend on CPU (Triton interprete
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import sys
 import textwrap
@@ -108,14 +110,34 @@ class BackendContract:
 
 def test_every_backend_that_can_run_here_is_covered() -> None:
     """The fixture below covers what is available: make sure that is not less than it should
-    be (the fork server wherever Linux and os.fork are, subprocess everywhere)."""
+    be (the fork server wherever Linux and os.fork are, subprocess everywhere, docker
+    wherever its SDK is installed; the fixture skips it, saying why, when no engine answers)."""
     assert "subprocess" in available_backends()
+    if importlib.util.find_spec("docker") is not None:
+        assert "docker" in available_backends()
     if sys.platform.startswith("linux") and hasattr(os, "fork"):
         assert "forkserver" in available_backends()
 
 
+@functools.lru_cache(maxsize=1)
+def docker_unusable() -> str | None:
+    """Why the docker backend cannot run here (None when it can): no engine answered, or
+    its image is missing (``python -m sandbox.backends._docker_image`` builds it)."""
+    from sandbox.backends._docker import default_image, engine_status
+
+    up, detail, present = engine_status()
+    if not up:
+        return detail
+    if not present:
+        return (f"docker engine answers, but image {default_image()!r} is missing: build it "
+                "with `python -m sandbox.backends._docker_image` or set KBENCH_DOCKER_IMAGE")
+    return None
+
+
 @pytest.fixture(params=available_backends())
 def backend(request) -> Backend:
+    if request.param == "docker" and docker_unusable():
+        pytest.skip(docker_unusable())
     return get_backend(request.param)
 
 
