@@ -186,6 +186,7 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
     from sandbox import measure_baselines
     from sandbox.job import Candidate, Job
     from sandbox.prebuild import prebuild
+    from sandbox.verdict import Status, Verdict
 
     on_gpu = device.startswith("cuda")
     builds = threading.Semaphore(slots)
@@ -220,7 +221,11 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
             ahead[c["problem"]].exception()  # a failure: the verification measures them
         spec = specs[c["problem"]]
         job = Job(str(spec.path), spec.source_hash, Candidate(c["source"], c["backend"]))
-        return submit(job).result()
+        try:
+            return submit(job).result()
+        except Exception as e:  # noqa: BLE001 - a harness fault is a figure, not the end
+            return Verdict(problem=spec.key, status=Status.RUNTIME_ERROR, device="(raised)",
+                           backend=c["backend"], reason=f"the job raised {type(e).__name__}: {e}")
 
     with ThreadPoolExecutor(max(1, len(cands)), thread_name_prefix="throughput") as pool:
         verdicts = list(pool.map(one, cands))

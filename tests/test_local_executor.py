@@ -429,3 +429,45 @@ def test_torch_gpus_are_matched_to_nvml_uuids(monkeypatch: pytest.MonkeyPatch,
     assert bench._nvml_uuids(1) == []  # unknown: no busy share rather than a wrong one
     s = bench.BusySampler([]).start()
     assert s.stop() == {} and "unknown" in s.how
+
+
+def test_a_pass_counts_what_the_executor_returns(tmp_path: Path) -> None:
+    """One pass over a fake executor: a job that raises is a counted failure with its
+    reason, not the end of the benchmark; per-device jobs come from the verdicts."""
+    from concurrent.futures import Future
+
+    from kbench.problems import load
+    from sandbox.verdict import Status, Verdict
+
+    bench = _bench()
+    cands, _ = bench.mix("cpu", 1, 3)
+    specs = {c["problem"]: load(c["problem"])[0] for c in cands}
+
+    class Fake:
+        devices = ["lane:0", "lane:1"]
+        remote = True
+
+        def __init__(self) -> None:
+            self.jobs: list[object] = []
+
+        def submit_job(self, job, *, cache=None):
+            self.jobs.append(job)
+            f: Future = Future()
+            if "relu" in job.problem_path:
+                f.set_exception(OSError("worker lost"))
+            else:
+                f.set_result(Verdict(problem="p", status=Status.CORRECT, device="lane:1",
+                                     backend="triton", reason="ok", wall_s=2.0,
+                                     phases={"correctness": 1.5}))
+            return f
+
+    ex = Fake()
+    p = bench.run_pass("warm", ex, cands, specs, None, "cpu", 0, [], 1)
+    assert len(ex.jobs) == 3 and {j.candidate.backend for j in ex.jobs} == {"triton"}
+    assert p["verified"] == 2 and p["statuses"] == {"correct": 2, "runtime_error": 1}
+    assert p["not_verified"] == ["level1/relu.py#0: runtime_error: the job raised OSError: "
+                                 "worker lost"]
+    assert p["per_device"] == {"lane:0": {"jobs": 0}, "lane:1": {"jobs": 2},
+                               "(raised)": {"jobs": 1}}
+    assert p["devices"] == 2 and p["phase_s"] == {"correctness": 3.0}
+    assert p["verified_per_device_minute"] > 0 and p["gpu_busy_share"] is None
