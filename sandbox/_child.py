@@ -54,6 +54,9 @@ def _limits(job: dict[str, Any]) -> None:
     if job.get("cpu_seconds"):
         s = int(job["cpu_seconds"])
         resource.setrlimit(resource.RLIMIT_CPU, (s, s + 5))
+    if job.get("memory_bytes"):  # CPU runs only: CUDA reserves far more address space
+        m = int(job["memory_bytes"])
+        resource.setrlimit(resource.RLIMIT_AS, (m, m))
 
 
 def _load_module(path: Path, name: str) -> Any:
@@ -498,6 +501,12 @@ def main() -> int:
         device = job["device"]
         if device.startswith("cuda:"):
             torch.cuda.set_device(int(device.split(":", 1)[1]))  # events and the flush follow
+        if device.startswith("cuda"):  # every mode alike, before any candidate code
+            from sandbox import memcap
+
+            capped = memcap.apply_gpu_cap(torch.cuda, torch.cuda.current_device(),
+                                          job.get("gpu_memory_fraction"))
+            _send(event="memcap", **capped)
         _send(event="started", pid=os.getpid())
         if not device.startswith("cuda"):
             from sandbox import _interp

@@ -185,6 +185,34 @@ def _become_child(req: dict[str, Any], fds: list[int], shed: Any) -> None:
         os._exit(code if isinstance(code, int) else 1)
 
 
+def _become_subreaper() -> bool:
+    """Have orphaned descendants of every job re-parented to this server, not to init, so
+    none outlives its job by leaving the job's session (Linux's PR_SET_CHILD_SUBREAPER)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _children(ppid: int) -> list[int]:
+    """Pids whose parent is ``ppid`` (from /proc), zombies excluded."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and int(fields[1]) == ppid and fields[0] not in (b"Z", b"X"):
+            out.append(int(name))
+    return out
+
+
 class _Server:
     def __init__(self, path: str, parent: int) -> None:
         self.parent = parent
@@ -212,6 +240,7 @@ class _Server:
             os.close(fd)
 
     def serve(self) -> None:
+        _become_subreaper()
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
         signal.signal(signal.SIGTERM, self._stop)
@@ -270,9 +299,22 @@ class _Server:
         self.jobs[pid] = conn
         _reply(conn, pid=pid)
 
+    def _kill_strays(self) -> None:
+        """Kill this server's children that are not jobs: a job's descendants orphaned here
+        (the server is their subreaper) after leaving the job's process group with
+        ``setsid``, which the group kill cannot reach. They are reaped by :meth:`_reap`."""
+        for pid in _children(os.getpid()):
+            if pid not in self.jobs:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
     def _reap(self) -> None:
         """Report every exited child: kill what is left of its group while the zombie still
-        holds the group id (it cannot be reused yet), then reap and tell its connection."""
+        holds the group id (it cannot be reused yet), then reap and tell its connection.
+        Strays (:meth:`_kill_strays`) are killed first, and reaped like any child."""
+        self._kill_strays()
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)

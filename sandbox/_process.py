@@ -23,8 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Child", "ChildChannel", "ChildError", "Exit", "child_env", "decode_message",
-           "job_dir", "kill_all", "network_isolation", "on_kill_all", "signal_name"]
+__all__ = ["LOG_CAP", "Child", "ChildChannel", "ChildError", "Exit", "LogDrain", "child_env",
+           "decode_message", "job_dir", "kill_all", "network_isolation", "on_kill_all",
+           "signal_name", "sweep"]
+
+# Bytes of stdout and stderr a child may write; past this it is flooding them, and is killed
+# (the log stays in the job directory, which may be RAM on /dev/shm).
+LOG_CAP = 64 << 20
+_TAIL = 64 << 10  # the end of the output, kept in memory for the verdict's log tail
 
 # Variables a child may inherit. Everything else — API keys, tokens, cloud credentials,
 # proxies — is dropped. Values are copied only if present.
@@ -118,12 +124,125 @@ def child_env(work: Path, device: str) -> dict[str, str]:
     return env
 
 
+def sweep(work: Path) -> list[int]:
+    """Kill every process still running with this job's environment (``HOME`` is the job's
+    private directory): descendants that left the child's process group with ``setsid``
+    and so escaped the group kill. Returns the pids killed. Only this user's processes
+    can be read, and only a job's own descendants carry its directory."""
+    marker = f"HOME={work}".encode() + b"\0"
+    me = os.getpid()
+    killed = []
+    for _ in range(5):  # a killed process's children may have been forked meanwhile
+        found = []
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return killed
+        for name in names:
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    env = b"\0" + f.read()
+            except OSError:
+                continue
+            if b"\0" + marker in env:
+                found.append(int(name))
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    return killed
+
+
 @dataclass
 class Exit:
     code: int | None
     signal_name: str | None
     timed_out: bool
     log_tail: str
+    flooded: bool = False  # killed for writing more than LOG_CAP bytes of output
+
+
+class LogDrain:
+    """A child's stdout and stderr as a pipe that a thread here drains: the first
+    ``cap`` bytes go to ``path`` (``child.log``), the last 64 KiB stay in memory, and more
+    than ``cap`` bytes in all sets :attr:`flooded`. Nothing the child prints can fill a disk
+    (or /dev/shm's RAM): past the cap it is read and dropped until the child is killed.
+
+    ``w`` is the write end the child gets; the starter closes it here once the child has it.
+    """
+
+    def __init__(self, path: Path, cap: int = LOG_CAP) -> None:
+        self.r, self.w = os.pipe()
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.cap = cap
+        self.total = 0
+        self.tail = bytearray()
+        self.flooded = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="kbench-log-drain", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if not sel.select(timeout=0.2):
+                    continue
+                try:
+                    chunk = os.read(self.r, 1 << 16)
+                except OSError:
+                    return
+                if not chunk:
+                    return  # every writer closed it: the child and all it started are gone
+                with self._lock:
+                    kept = max(0, min(len(chunk), self.cap - self.total))
+                    if kept:
+                        self.file.write(chunk[:kept])
+                        self.file.flush()
+                    self.total += len(chunk)
+                    self.tail += chunk
+                    del self.tail[:-_TAIL]
+                if self.total > self.cap:
+                    self.flooded.set()
+
+    def close_writer(self) -> None:
+        """The starter's copy of the write end, once the child holds its own."""
+        try:
+            os.close(self.w)
+        except OSError:
+            pass
+
+    def settle(self, timeout: float = 1.0) -> None:
+        """Wait (briefly) until the output written so far has been read."""
+        self._thread.join(timeout)
+
+    def text(self, limit: int) -> str:
+        with self._lock:
+            data = bytes(self.tail[-limit:])
+            dropped = self.total - self.cap
+        text = data.decode(errors="replace")
+        if dropped > 0:
+            text = (f"[{dropped} bytes of output past the {self.cap >> 20} MiB cap were "
+                    "dropped]\n" + text)
+        return text
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        try:
+            os.close(self.r)
+        except OSError:
+            pass
+        with self._lock:
+            self.file.close()
 
 
 def signal_name(code: int | None) -> str | None:
@@ -151,6 +270,8 @@ class ChildChannel:
     buf: bytes
     sel: selectors.BaseSelector
     timed_out: bool
+    drain: LogDrain | None = None  # stdout/stderr through a capped pipe (LogDrain)
+    flooded: bool = False
 
     def _open(self, stdin: Any, rfd: int) -> None:
         with _LIVE_LOCK:
@@ -180,11 +301,15 @@ class ChildChannel:
     def recv(self, deadline: float) -> dict[str, Any] | None:
         """Next verified message, or None when the child closed the channel or time is up."""
         while b"\n" not in self.buf:
+            if self.drain is not None and self.drain.flooded.is_set():
+                self.flooded = True
+                self.kill()
+                return None
             left = deadline - time.monotonic()
             if left <= 0:
                 self.timed_out = True
                 return None
-            if not self.sel.select(timeout=min(left, 1.0)):
+            if not self.sel.select(timeout=min(left, 0.25)):
                 continue
             chunk = os.read(self.rfd, 1 << 20)
             if not chunk:
@@ -200,6 +325,9 @@ class ChildChannel:
         raise NotImplementedError
 
     def log_tail(self, limit: int = 3000) -> str:
+        if self.drain is not None:
+            self.drain.settle(0.5)
+            return self.drain.text(limit)
         self.log.flush()
         try:
             data = (self.work / "child.log").read_bytes()
@@ -214,7 +342,10 @@ class ChildChannel:
             os.close(self.rfd)
         except OSError:
             pass
-        self.log.close()
+        if self.drain is not None:
+            self.drain.close()
+        else:
+            self.log.close()
 
 
 class Child(ChildChannel):
@@ -227,13 +358,22 @@ class Child(ChildChannel):
         self.key = secrets.token_bytes(32)
         rfd, wfd = os.pipe()
         net = network_isolation()[0] if isolate_network else []
-        self.log = open(work / "child.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [*prefix, *net, sys.executable, "-m", "sandbox._child", str(work), str(wfd)],
-            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
-            cwd=work, env=child_env(work, device), pass_fds=(wfd,), start_new_session=True,
-        )
-        os.close(wfd)
+        self.drain = LogDrain(work / "child.log")
+        self.log = self.drain.file
+        try:
+            self.proc = subprocess.Popen(
+                [*prefix, *net, sys.executable, "-m", "sandbox._child", str(work), str(wfd)],
+                stdin=subprocess.PIPE, stdout=self.drain.w, stderr=subprocess.STDOUT,
+                cwd=work, env=child_env(work, device), pass_fds=(wfd,), start_new_session=True,
+            )
+        except BaseException:
+            os.close(rfd)
+            self.drain.close_writer()
+            self.drain.close()
+            raise
+        finally:
+            os.close(wfd)
+        self.drain.close_writer()
         assert self.proc.stdin is not None
         self._open(self.proc.stdin, rfd)
 
@@ -250,6 +390,7 @@ class Child(ChildChannel):
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        sweep(self.work)
 
     def finish(self, grace_s: float = 5.0) -> Exit:
         """Wait briefly for a clean exit, then kill the group; describe how it ended."""
@@ -259,4 +400,5 @@ class Child(ChildChannel):
             pass
         self.kill()
         code = self.proc.returncode
-        return Exit(code, signal_name(code), self.timed_out, self.log_tail())
+        return Exit(code, signal_name(code), self.timed_out, self.log_tail(),
+                    flooded=self.flooded)

@@ -38,6 +38,11 @@ class Limits:
     max_sol_pct: float = 125.0  # faster than this share of the roofline time is impossible
     timing: TimingConfig = field(default_factory=TimingConfig)
     profile_ncu: bool = False  # Nsight Compute's headline metrics too (sandbox.profile)
+    # Memory caps of the child (sandbox.memcap): on a GPU, the caching allocator's share of
+    # the device (None: no cap) and a per-process check of device memory after each phase;
+    # on CPU runs, the address space in bytes (0: half this machine's RAM).
+    gpu_memory_fraction: float | None = 0.9
+    host_memory_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

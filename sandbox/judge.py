@@ -48,12 +48,15 @@ class _Outcome:
     seen: dict[str, set[str]] = field(default_factory=dict)  # what the watched calls did
     profile: dict[str, Any] | None = None  # the main shape's kernel breakdown (GPU)
     precision: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings seen, by point
+    memcap: dict[str, Any] = field(default_factory=dict)  # the GPU-memory cap applied, checks
 
 
 def _headline(text: str) -> str:
     """The exception's own line (``ValueError: ...``) from a traceback's text."""
     rows = [r for r in text.strip().splitlines() if r.strip()]
     for r in reversed(rows):
+        if r.startswith("Traceback ("):
+            break  # a bare exception line (KeyboardInterrupt) follows it; see below
         if not r.startswith((" ", "\t")) and ("Error" in r or "Exception" in r or ":" in r):
             return r.strip()
     return rows[-1].strip() if rows else "unknown error"

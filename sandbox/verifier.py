@@ -23,9 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sandbox import buildcache, profile
+from sandbox import buildcache, memcap, profile
 from sandbox._child import checksum
-from sandbox._process import ChildError
+from sandbox._process import LOG_CAP, ChildError
 from sandbox.backends import Backend, RunningChild, default_backend
 from sandbox.baselines import Cache, MemoryCache, _baselines
 from sandbox.cases import (
@@ -95,6 +95,9 @@ def _job(work: Path, mode: str, device: str, cases: list[_Case], limits: Limits,
     }
     if not device.startswith("cuda"):
         job["cpu_seconds"] = int(limits.import_s + limits.check_s + 60)
+        job["memory_bytes"] = memcap.host_bytes(limits.host_memory_bytes)
+    else:
+        job["gpu_memory_fraction"] = limits.gpu_memory_fraction
     (work / "job.json").write_text(json.dumps(job))
 
 
@@ -209,6 +212,44 @@ def _on_timed_output(msg: dict[str, Any], by_name: dict[str, _Case], work: Path,
         res.shape_fail.setdefault(c.name, bad)
 
 
+def _child_pid(child: RunningChild) -> int | None:
+    pid = getattr(child, "pid", None) or getattr(getattr(child, "proc", None), "pid", None)
+    return int(pid) if pid else None
+
+
+def _memory_over(child: RunningChild, device: str, limits: Limits, res: _Outcome,
+                 phase: str) -> bool:
+    """The parent's check of the device memory the child's process holds after ``phase``
+    (NVML, seen from outside the child): past its cap, the verdict is out of memory. Returns
+    True if it is; records the check (or why none ran) in ``res.memcap``."""
+    if not device.startswith("cuda") or limits.gpu_memory_fraction is None:
+        return False
+    import torch
+
+    idx = torch.device(device).index
+    idx = torch.cuda.current_device() if idx is None else idx
+    nvml_idx = idx
+    try:  # NVML counts physical devices; CUDA_VISIBLE_DEVICES may renumber them
+        nvml_idx = int(torch.cuda._get_nvml_device_index(idx))
+    except Exception:  # noqa: BLE001 - no remapping known: the CUDA index
+        pass
+    pid = _child_pid(child)
+    used = memcap.process_device_bytes(nvml_idx, pid) if pid else None
+    checks = res.memcap.setdefault("checks", {})
+    if used is None:
+        checks[phase] = ("unavailable (no NVML: pip install nvidia-ml-py)"
+                         if not memcap.nvml_available() else "unavailable (NVML did not say)")
+        return False
+    total = int(torch.cuda.get_device_properties(idx).total_memory)
+    checks[phase] = used
+    bad = memcap.over_cap(used, total, limits.gpu_memory_fraction)
+    if bad and res.status is None:
+        res.status = Status.RUNTIME_ERROR
+        res.reason = f"out of memory during {phase}: the candidate's process {bad}"
+        return True
+    return False
+
+
 def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec: ProblemSpec,
                do_time: bool, check: bool, isolation: Backend, hold: Hold) -> _Outcome:
     """Drive one child through import, trials and (optionally) timing; compare as it goes.
@@ -257,6 +298,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                         res.seen.setdefault(k, set()).update(str(x) for x in msg.get(k, []))
                 elif ev == "profile":  # advisory: the main shape's kernel breakdown
                     res.profile = profile.clean(msg)
+                elif ev == "memcap":  # the GPU-memory cap the child applied
+                    res.memcap["applied"] = {k: v for k, v in msg.items() if k != "event"}
                 elif ev == "precision":  # what was in effect at each checkpoint
                     res.precision[str(msg.get("at"))] = dict(msg.get("settings") or {})
                 elif ev == "excused":
@@ -272,6 +315,9 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     child.send(json.dumps({"audit": pick_audited(c, kept) if check else []}))
                 elif ev == "timed_output":
                     _on_timed_output(msg, by_name, work, device, spec, res, child)
+                elif ev == "checked" and _memory_over(child, device, limits, res, "check"):
+                    child.send("stop")
+                    finished = True
                 elif ev == "checked":
                     if res.shape_fail or not do_time:
                         child.send("stop")
@@ -288,6 +334,7 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]),
                                                int(msg.get("calls_per_sample", 1)))
                 elif ev == "done":
+                    _memory_over(child, device, limits, res, "timing")
                     finished = True
             ex = child.finish()
         except ChildError as e:
@@ -297,7 +344,12 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
             return res
         res.log_tail = ex.log_tail
         if res.status is None and not finished:
-            if ex.timed_out:
+            if ex.flooded:
+                res.status = Status.RUNTIME_ERROR
+                res.reason = (f"flooded its output during {phase}: more than "
+                              f"{LOG_CAP >> 20} MiB written to stdout/stderr (killed; the "
+                              "verdict is decided on the result channel, never on printed text)")
+            elif ex.timed_out:
                 t_limit, scaled = timing_limit_s(cases, limits)
                 limit = {"import": limits.import_s, "check": limits.check_s,
                          "timing": t_limit}[phase]
@@ -405,7 +457,8 @@ def verify(
                           log_tail=res.log_tail[-2000:], notes=tuple(notes),
                           explain={**_explain(spec, policy, static_policy, cases, res),
                                    "precision": {"applied": spec.precision,
-                                                 "seen": res.precision}},
+                                                 "seen": res.precision},
+                                   **({"gpu_memory_cap": res.memcap} if res.memcap else {})},
                           precision=spec.precision, **base)
         t_base = time.monotonic()
         if status is Status.CORRECT and do_time:

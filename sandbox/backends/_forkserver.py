@@ -31,6 +31,7 @@ from sandbox._forkserver import RESULT_FD, pack_request
 from sandbox._process import (
     ChildChannel,
     Exit,
+    LogDrain,
     child_env,
     job_dir,
     network_isolation,
@@ -212,21 +213,24 @@ class ForkChild(ChildChannel):
         self.orphaned = False  # the server died first: nobody will report; killed once
         self._orphan_killed = False
         self._status_lock = threading.Lock()
-        self.log = open(work / "child.log", "wb")  # noqa: SIM115 - closed in close()
+        self.drain = LogDrain(work / "child.log")
+        self.log = self.drain.file
         in_r, in_w = os.pipe()
         rfd, wfd = os.pipe()
         try:
             self.lines, self.pid = server.fork(
                 work, child_env(work, device), [str(work), RESULT_FD],
-                [in_r, self.log.fileno(), wfd])
+                [in_r, self.drain.w, wfd])
         except BaseException:
             for fd in (in_w, rfd):
                 os.close(fd)
-            self.log.close()
+            self.drain.close_writer()
+            self.drain.close()
             raise
         finally:
             os.close(in_r)
             os.close(wfd)
+        self.drain.close_writer()
         self._open(os.fdopen(in_w, "wb"), rfd)
 
     def __enter__(self) -> ForkChild:
@@ -266,7 +270,8 @@ class ForkChild(ChildChannel):
         """Wait briefly for a clean exit, then kill the group; describe how it ended."""
         self._await_exit(grace_s)
         self.kill()
-        return Exit(self.code, signal_name(self.code), self.timed_out, self.log_tail())
+        return Exit(self.code, signal_name(self.code), self.timed_out, self.log_tail(),
+                    flooded=self.flooded)
 
     def close(self) -> None:
         super().close()
