@@ -359,10 +359,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--gpus {args.gpus}: torch sees {n_gpus} GPUs")
     uuids = _nvml_uuids(n_gpus) if on_gpu else []
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"devices": None if on_gpu else ["cpu"]}  # None: every GPU
     if args.executor == "local":
-        options = {"devices": None if on_gpu else ["cpu"],
-                   "jobs_per_device": args.jobs_per_device}
+        options["jobs_per_device"] = args.jobs_per_device
     for opt in args.executor_option:
         key, eq, value = opt.partition("=")
         if not eq:
