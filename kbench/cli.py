@@ -331,7 +331,8 @@ def run_cmd(
     tune: Annotated[bool | None, typer.Option("--tune/--no-tune", help="After each problem, tune its best correct candidate's knobs with Optuna (needs a CUDA GPU).")] = None,
     tune_trials: Annotated[int | None, typer.Option(help="Configurations --tune evaluates per problem (default 20).")] = None,
     concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
-    executor: Annotated[str | None, typer.Option(help="Where candidates are verified: local (default: this machine's GPUs, else CPU).")] = None,
+    executor: Annotated[str | None, typer.Option(help="Where candidates are verified: local (default: this machine's GPUs, else CPU) or ray (each verification a Ray task holding one GPU).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="With --executor ray: the cluster, HOST:PORT, ray://HOST:PORT or auto (default: start a local Ray instance).")] = None,
     jobs_per_device: Annotated[int | None, typer.Option(help="Verifications sharing one device at once (default 2): their checks overlap, their timing never does.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Max tokens per reply.")] = None,
     temperature: Annotated[float | None, typer.Option()] = None,
@@ -355,7 +356,8 @@ def run_cmd(
                        max_gpu_minutes=max_gpu_minutes, tune=tune, tune_trials=tune_trials,
                        max_tokens=max_tokens, temperature=temperature, store=store,
                        timing=timing, allow_libraries=allow_library or None,
-                       executor=executor, jobs_per_device=jobs_per_device),
+                       executor=executor, jobs_per_device=jobs_per_device,
+                       ray_address=ray_address),
         config_path=config, name=name, resume=resume, device_of=_device, console=out,
     )
 

@@ -18,6 +18,9 @@ Budgets: ``max_calls``, ``max_tokens_total``, ``max_cost_usd`` (calls in flight 
 ``time_limit_s`` and ``max_gpu_minutes`` (verification and tuning time on a GPU). ``tune =
 true`` tunes each problem's best correct candidate (``tune_trials`` configurations; CUDA only).
 
+Where verifications run: ``executor = "local"`` (default) or ``"ray"`` with ``ray_address =
+"HOST:PORT"`` (else a local Ray instance); ``jobs_per_device`` for the local executor.
+
 Unknown keys are errors that name the key.
 """
 
@@ -67,6 +70,8 @@ class RunConfig(BaseModel):
     backend: Literal["triton", "cuda"] = "triton"
     device: str | None = None
     executor: str = "local"  # any available name in kbench.executors' registry
+    # executor "ray": the cluster (HOST:PORT, ray://HOST:PORT, auto); None: a local instance
+    ray_address: str | None = None
     # verifications sharing one device at once: their imports, builds and checks overlap,
     # their timed phases never do (sandbox.devicelock)
     jobs_per_device: int = Field(2, ge=1, le=16)

@@ -44,7 +44,7 @@ from agents.bandit import improvement
 from agents.providers import Provider
 from kbench.config import RunConfig
 from kbench.errors import ConfigError, KbenchError, ProblemError
-from kbench.executors import make_executor
+from kbench.executors import Executor, make_executor
 from kbench.problems import ProblemSpec
 from kbench.scoring import best_verdict
 from kbench.store import LLMCallRecord, Store
@@ -52,8 +52,8 @@ from sandbox.verdict import Status, Verdict
 
 log = logging.getLogger("kbench.runner")
 
-__all__ = ["ProblemState", "Runner", "example_candidate", "device_facts", "check_budget",
-           "check_tune"]
+__all__ = ["ProblemState", "Runner", "build_executor", "example_candidate", "device_facts",
+           "check_budget", "check_tune"]
 
 
 def example_candidate(backend: str) -> str:
@@ -142,6 +142,7 @@ class Runner:
     on_change: Callable[[], None] = lambda: None
     states: dict[str, ProblemState] = field(default_factory=dict)
     stop_reason: str | None = None
+    executor: Executor | None = None  # default: build_executor(cfg, device)
 
     def __post_init__(self) -> None:
         self.providers = (list(self.provider) if isinstance(self.provider, (list, tuple))
@@ -155,8 +156,8 @@ class Runner:
         self.gpu_s = 0.0  # wall seconds of verifications (and tuning) on a CUDA device
         self.states = {p.key: ProblemState(p.key) for p in self.problems}
         self.t0 = time.monotonic()
-        self.executor = make_executor(self.cfg.executor, devices=self._devices(),
-                                      jobs_per_device=self.cfg.jobs_per_device)
+        if self.executor is None:
+            self.executor = build_executor(self.cfg, self.device)
         self.facts = device_facts(self.store, self.executor.devices[0])
         self.example = example_candidate(self.cfg.backend)
         # Work done ahead of the GPU stage: each problem's baselines, measured while its first
@@ -164,12 +165,6 @@ class Runner:
         # the GPU verifies others (sandbox.prebuild).
         self._baselines: dict[str, asyncio.Future[Any]] = {}
         self._builds = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 4))
-
-    def _devices(self) -> list[str] | None:
-        """``cpu``, one named GPU, or None: every visible GPU (the executor finds them)."""
-        if not self.device.startswith("cuda"):
-            return ["cpu"]
-        return [self.device] if ":" in self.device else None
 
     # -- resuming -----------------------------------------------------------------------
     def _restore(self, spec: ProblemSpec) -> list[_Pending]:
@@ -228,8 +223,8 @@ class Runner:
     def _ahead_of_time(self, spec: ProblemSpec) -> None:
         """Start measuring ``spec``'s baselines on the executor; its verifications wait for
         them rather than measure them again."""
-        if not (self.cfg.timing and self.device.startswith("cuda")):
-            return
+        if not (self.cfg.timing and self.device.startswith("cuda")) or self.executor.remote:
+            return  # a remote executor's tasks measure them, cached per worker node
         from sandbox import measure_baselines
 
         def job(device: str) -> Any:
@@ -259,6 +254,8 @@ class Runner:
                 await asyncio.shield(ahead)
             except Exception as e:  # noqa: BLE001 - the verification measures them then
                 log.warning("%s: baselines ahead of time failed: %s", spec.key, e)
+        if self.executor.remote:
+            return await self._verify_remote(spec, code)
 
         def job(device: str) -> Verdict:
             try:
@@ -269,6 +266,23 @@ class Runner:
                 return self._failed(spec, e)
 
         return await asyncio.wrap_future(self.executor.submit(job))
+
+    async def _verify_remote(self, spec: ProblemSpec, code: str) -> Verdict:
+        """Hand the executor a Job: all a worker elsewhere needs (the problem by path and
+        content hash, the candidate, the settings; no store, no secrets). The verdict is
+        stored under the problem's key as this run loaded it (the worker knows its file)."""
+        from sandbox.backends._base import ENV_VAR
+        from sandbox.job import Candidate, Job
+
+        job = Job(str(spec.path), spec.source_hash, Candidate(code, self.cfg.backend),
+                  device=self.device, timing=self.cfg.timing,
+                  allow_libraries=tuple(self.cfg.allow_libraries),
+                  isolation=os.environ.get(ENV_VAR, "").strip())
+        try:
+            v = await asyncio.wrap_future(self.executor.submit_job(job))
+        except ProblemError as e:  # the problem's fault, not the worker's: a verdict
+            return self._failed(spec, e)
+        return replace(v, problem=spec.key)
 
     def _failed(self, spec: ProblemSpec, e: Exception) -> Verdict:
         return Verdict(problem=spec.key, status=Status.RUNTIME_ERROR, device=self.device,
@@ -475,6 +489,19 @@ def _with_key(rec: LLMCallRecord, keys: dict[int, str]) -> _KeyedCall:
     return _KeyedCall(rec, keys.get(rec.problem_id) if rec.problem_id is not None else None)
 
 
+def build_executor(cfg: RunConfig, device: str) -> Executor:
+    """The executor ``cfg`` names, for runs on ``device`` (``cpu``, ``cuda`` or ``cuda:N``).
+
+    Raises:
+        ExecutorError: it cannot start (e.g. a Ray cluster that cannot be reached).
+    """
+    # cpu, one named GPU, or None: every visible GPU (the executor finds them)
+    devices = ["cpu"] if not device.startswith("cuda") else [device] if ":" in device else None
+    if cfg.executor == "ray":
+        return make_executor("ray", devices=devices, address=cfg.ray_address)
+    return make_executor(cfg.executor, devices=devices, jobs_per_device=cfg.jobs_per_device)
+
+
 def check_budget(cfg: RunConfig) -> None:
     """A budget of 0 can do nothing: say so instead of starting a run that does nothing."""
     for name in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s",
@@ -492,6 +519,9 @@ def check_tune(cfg: RunConfig, device: str) -> None:
     """``--tune`` can only work with CUDA timing: refuse it before anything runs."""
     if not cfg.tune:
         return
+    if cfg.executor == "ray":
+        raise ConfigError("--tune runs beside the store, on the local executor; drop --tune "
+                          "or use --executor local")
     if not device.startswith("cuda"):
         raise ConfigError(TUNE_NEEDS_GPU)
     if not cfg.timing:

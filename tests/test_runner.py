@@ -97,8 +97,8 @@ def test_config_takes_an_available_executor_and_the_runner_verifies_on_it(tmp_pa
 
     with pytest.raises(ConfigError, match=r"executor: unknown executor 'slurm'; choose one of "):
         load_config(None, {"executor": "slurm"})
-    with pytest.raises(ConfigError, match=r"executor: executor 'ray' is not available: "):
-        load_config(None, {"executor": "ray"})
+    cfg = load_config(None, {"executor": "ray", "ray_address": "10.0.0.1:6379"})
+    assert (cfg.executor, cfg.ray_address) == ("ray", "10.0.0.1:6379")
     store = Store(str(tmp_path / "kbench.db"))
     runner = Runner(store, make_provider(f"replay:{EXAMPLES}"), [], RunConfig(), "cpu",
                     store.create_run("r"))

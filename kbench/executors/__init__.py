@@ -1,7 +1,7 @@
 """Executors decide where jobs run; registered by name, availability decided here.
 
-Built in: ``local`` (this machine: one worker per visible GPU, else CPU). ``ray`` is
-registered as unavailable until it is written (issue 9), with a message saying so.
+Built in: ``local`` (this machine: one worker per visible GPU, else CPU) and ``ray`` (each
+job a Ray task holding one GPU on a cluster; available where Ray is installed).
 
 Example:
     >>> from kbench.executors import available_executors, make_executor
@@ -22,8 +22,9 @@ from typing import Any
 from kbench.errors import ConfigError
 from kbench.executors._base import Executor, ExecutorError
 from kbench.executors._local import LocalExecutor, visible_devices
+from kbench.executors._ray import RayExecutor
 
-__all__ = ["Executor", "ExecutorError", "LocalExecutor", "available_executors",
+__all__ = ["Executor", "ExecutorError", "LocalExecutor", "RayExecutor", "available_executors",
            "check_executor", "executor_names", "make_executor", "register_executor",
            "visible_devices", "why_unavailable"]
 
@@ -65,7 +66,7 @@ def check_executor(name: str) -> None:
     entry = _REGISTRY.get(name)
     if entry is None:
         raise ConfigError(f"unknown executor {name!r}; choose one of "
-                          f"{', '.join(available_executors())}")
+                          f"{', '.join(executor_names())}")
     if entry.why_not is not None:
         raise ConfigError(f"executor {name!r} is not available: {entry.why_not}")
 
@@ -79,8 +80,8 @@ def make_executor(name: str, **options: Any) -> Executor:
 
 
 register_executor("local", LocalExecutor)
-register_executor("ray", None, why_not=(
-    "the Ray executor is not written yet (issue 9); use 'local'"
-    if importlib.util.find_spec("ray") is not None else
-    "Ray is not installed (pip install 'ray[default]'), and the Ray executor is not "
-    "written yet (issue 9); use 'local'"))
+if importlib.util.find_spec("ray") is not None:
+    register_executor("ray", RayExecutor)
+else:
+    register_executor("ray", None, why_not="Ray is not installed (pip install 'kbench[ray]'); "
+                                           "use 'local'")

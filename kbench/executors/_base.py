@@ -5,10 +5,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from kbench.errors import KbenchError
+
+if TYPE_CHECKING:
+    from sandbox.baselines import Cache
+    from sandbox.job import Job
+    from sandbox.verdict import Verdict
 
 __all__ = ["Executor", "ExecutorError"]
 
@@ -40,6 +46,15 @@ class Executor(abc.ABC):
     def devices(self) -> list[str]:
         """The devices jobs may be placed on, in rotation or not (e.g. ``["cuda:0"]``)."""
 
+    #: Jobs run in other processes, perhaps on other machines (Ray): such an executor takes
+    #: only :meth:`submit_job` work from the runner, never a closure over the driver's state
+    #: (its store, its loaded problems). In-process executors take both.
+    remote: bool = False
+
+    #: A device whose jobs keep raising leaves the rotation (the executor places jobs
+    #: itself); False where a cluster scheduler places them (Ray) and only tells failures.
+    retires_devices: bool = True
+
     @property
     def jobs_per_device(self) -> int:
         """How many jobs may run on one device at once."""
@@ -53,6 +68,25 @@ class Executor(abc.ABC):
         Raises:
             ExecutorError: the executor is shut down.
         """
+
+    def submit_job(self, job: Job, *, cache: Cache | None = None) -> Future[Verdict]:
+        """Queue one verification; its future carries the :class:`~sandbox.verdict.Verdict`.
+
+        The :class:`~sandbox.job.Job` is all the worker gets: :func:`sandbox.job.run_job` on
+        the device the executor picks (the job's own ``device`` is replaced by it). ``cache``
+        holds baselines where the job runs in this process; a remote executor keeps its own
+        per worker node instead. A problem file that is missing or changed raises
+        :class:`~sandbox.errors.ProblemError` through the future.
+
+        Raises:
+            ExecutorError: the executor is shut down.
+        """
+        def fn(device: str) -> Verdict:
+            from sandbox.job import run_job
+
+            return run_job(replace(job, device=device), cache)
+
+        return self.submit(fn)
 
     @abc.abstractmethod
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

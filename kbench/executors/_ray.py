@@ -1,0 +1,374 @@
+"""RayExecutor: every job a Ray task holding one GPU, wherever the cluster places it.
+
+A verification travels as its :class:`~sandbox.job.Job` dict and comes back as its
+:class:`~sandbox.verdict.Verdict` dict; the LLM calls, the store and the strategy stay in the
+driver. Ray retries a task whose worker process dies (``max_retries=1``); a job lost twice
+becomes a verdict that says so (:meth:`RayExecutor.submit_job`) or an
+:class:`~kbench.executors.ExecutorError` (:meth:`RayExecutor.submit`), never a crash of the
+run. Baselines are cached per worker node, in a SQLite file beside the build cache.
+
+Secrets stay in the driver: a Job carries no environment, the executor passes no environment
+to the workers, and a local Ray instance it starts itself is started without the driver's
+secret-looking variables (``*KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSW*``, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from kbench.executors._base import Executor, ExecutorError
+
+if TYPE_CHECKING:
+    from sandbox.baselines import Cache
+    from sandbox.job import Job
+    from sandbox.verdict import Verdict
+
+__all__ = ["RayExecutor", "connect"]
+
+T = TypeVar("T")
+log = logging.getLogger("kbench.executors")
+
+#: environment names a local Ray instance started here never inherits
+SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+# -- connecting ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _without_secrets() -> Iterator[None]:
+    """Hide secret-looking variables from processes started meanwhile (Ray's raylet and its
+    workers inherit this process's environment). Ray's own (``RAY_*``: its auth mode and
+    token among them) stay: Ray needs them."""
+    hidden = {k: os.environ.pop(k) for k in list(os.environ)
+              if SECRET_ENV.search(k) and not k.startswith("RAY_")}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raise :class:`ExecutorError` unless ``host:port`` (or ``ray://host:port``) answers."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT "
+                            "or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ExecutorError(f"cannot reach the Ray cluster at {address}: "
+                            f"{e.strerror or e}") from None
+
+
+def connect(address: str | None = None, *, local_gpus: int | None = None) -> bool:
+    """Connect this process to Ray: the cluster at ``address`` (``HOST:PORT``,
+    ``ray://HOST:PORT``, ``auto``), else a local instance started now (with ``local_gpus``
+    logical GPUs if given). A process already connected keeps its connection.
+
+    Returns whether a local instance was started here (its owner shuts it down).
+
+    Raises:
+        ExecutorError: the cluster cannot be reached (one line).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address and address != "auto":
+        _reachable(address)
+    opts: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                logging_level=logging.ERROR)
+    if not address and local_gpus is not None:
+        opts["num_gpus"] = local_gpus
+    # a local instance's processes inherit this environment; a cluster's do not
+    hide = _without_secrets() if not address else contextlib.nullcontext()
+    try:
+        with hide:
+            ray.init(address=address or None, **opts)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        where = address or "a local Ray instance"
+        first = next((s.strip() for s in str(e).splitlines() if s.strip()), type(e).__name__)
+        raise ExecutorError(f"cannot connect to {where}: {first}") from None
+    return not address
+
+
+# -- on the worker ------------------------------------------------------------------------
+_NODE_CACHE: Any = None
+
+
+def node_cache_path() -> Path:
+    """This node's baselines cache: ``$KBENCH_CACHE_DIR/ray-baselines.db`` (default
+    ``~/.cache/kbench``), shared by every worker process of the node."""
+    root = os.environ.get("KBENCH_CACHE_DIR", "")
+    base = Path(root) if root else Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kbench"
+    return base / "ray-baselines.db"
+
+
+def _node_cache() -> Cache:
+    global _NODE_CACHE
+    if _NODE_CACHE is None:
+        from kbench.store import Store
+
+        path = node_cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _NODE_CACHE = Store(str(path))
+    return _NODE_CACHE
+
+
+def _worker_device(kind: str | None) -> str:
+    """The device a task uses: Ray makes the GPU it holds ``cuda:0`` (CUDA_VISIBLE_DEVICES);
+    a CPU run (logical GPUs, Triton's interpreter) uses ``cpu``."""
+    return "cpu" if (kind or "cpu").startswith("cpu") else "cuda:0"
+
+
+_WHEREABOUTS = "kbench-whereabouts"
+
+
+class _Whereabouts:
+    """A Ray actor of the driver's job: where each task attempt ran (node, pid), so that a
+    job whose worker died can say which. Keeps the latest ``keep`` tasks."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        from collections import OrderedDict
+
+        self.keep = keep
+        self.seen: OrderedDict[str, list[str]] = OrderedDict()
+
+    def ran(self, task_id: str, where: str) -> None:
+        self.seen.setdefault(task_id, []).append(where)
+        self.seen.move_to_end(task_id)
+        while len(self.seen) > self.keep:
+            self.seen.popitem(last=False)
+
+    def where(self, task_id: str) -> list[str]:
+        return self.seen.pop(task_id, [])
+
+
+def _report() -> None:
+    """Tell the driver's whereabouts actor where this attempt runs (before any work, so
+    that it is known if the worker dies); a failure to tell is no failure of the job."""
+    import ray
+
+    try:
+        ctx = ray.get_runtime_context()
+        where = f"worker pid {os.getpid()} on node {ray.util.get_node_ip_address()}"
+        ray.get(ray.get_actor(_WHEREABOUTS).ran.remote(ctx.get_task_id(), where), timeout=10)
+    except Exception as e:  # noqa: BLE001 - only the lost-worker message is poorer
+        log.debug("could not report where the task runs: %s", e)
+
+
+def _run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The Ray task of one verification: a Job dict in, a Verdict dict out."""
+    from sandbox.job import Job, run_job
+
+    _report()
+
+    j = Job.from_dict(job)
+    device = _worker_device(j.device)
+    cache = _node_cache() if device.startswith("cuda") and j.timing else None
+    return run_job(replace(j, device=device), cache).to_dict()
+
+
+def _run_fn(fn: Callable[[str], Any], kind: str) -> Any:
+    """The Ray task of a plain job: ``fn(device)``."""
+    _report()
+    return fn(_worker_device(kind))
+
+
+# -- the executor -------------------------------------------------------------------------
+def _lost_types() -> tuple[type[BaseException], ...]:
+    from ray import exceptions as rx
+
+    return (rx.WorkerCrashedError, rx.NodeDiedError, rx.LocalRayletDiedError,
+            rx.OutOfMemoryError)
+
+
+@dataclass
+class _Queued:
+    start: Callable[[], Any]  # submits the task, returns its ObjectRef
+    future: Future[Any]
+    finish: Callable[[Any], Any]  # the task's value -> the future's value
+    lost: Callable[[str], Any]  # why a worker was lost on every try -> value, or raises
+    ref: Any = None  # the task's ObjectRef, once started
+
+
+class RayExecutor(Executor):
+    """Each job is a Ray task holding ``num_gpus`` (one GPU); Ray places it anywhere on the
+    cluster and retries it once if its worker dies. At most as many tasks as the cluster has
+    GPUs are in flight (the rest wait here, so that ``shutdown(cancel_futures=True)`` can
+    cancel them); ``devices`` is the one device name tasks see (``cuda:0``: the GPU Ray gave
+    them, or ``cpu``) and ``jobs_per_device`` how many may run at once.
+
+    Args:
+        devices: ``["cpu"]`` for CPU runs (tasks still hold a GPU, logical on a CPU cluster,
+            and Triton runs in its interpreter); anything else means CUDA.
+        address: the cluster (``HOST:PORT``, ``ray://HOST:PORT``, ``auto``); None starts a
+            local instance unless this process is already connected.
+        num_gpus: the GPU share each task holds.
+        max_retries: Ray's retries of a task whose worker died.
+
+    Example:
+        >>> with RayExecutor(devices=["cpu"]) as ex:  # doctest: +SKIP
+        ...     ex.submit(lambda device: device).result()
+        'cpu'
+    """
+
+    remote = True
+    retires_devices = False
+
+    def __init__(self, devices: Sequence[str] | None = None, *, address: str | None = None,
+                 num_gpus: float = 1.0, max_retries: int = 1) -> None:
+        if num_gpus <= 0 or max_retries < 0:
+            raise ValueError("num_gpus must be positive and max_retries at least 0")
+        cpu = bool(devices) and all(d.startswith("cpu") for d in devices or ())
+        self._kind = "cpu" if cpu else "cuda"
+        self.tries = max_retries + 1
+        self._owns = connect(address, local_gpus=1 if cpu else None)
+        import ray
+
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        if gpus < num_gpus:
+            self._close_ray()
+            raise ExecutorError(
+                f"the Ray cluster{f' at {address}' if address else ''} has {gpus:g} GPUs; each "
+                f"verification holds {num_gpus:g} (for CPU runs declare logical ones: "
+                "ray start --num-gpus N)")
+        self._slots = max(1, int(gpus // num_gpus))
+        opts = dict(num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False)
+        self._job_task = ray.remote(_run_job).options(**opts)
+        self._fn_task = ray.remote(_run_fn).options(**opts)
+        self._where = ray.remote(_Whereabouts).options(
+            name=_WHEREABOUTS, get_if_exists=True, num_cpus=0).remote()
+        self._cond = threading.Condition()
+        self._queue: deque[_Queued] = deque()
+        self._running = 0
+        self._closed = False
+
+    @property
+    def devices(self) -> list[str]:
+        return [_worker_device(self._kind)]
+
+    @property
+    def jobs_per_device(self) -> int:
+        return self._slots
+
+    # -- jobs -----------------------------------------------------------------------------
+    def submit(self, fn: Callable[[str], T]) -> Future[T]:
+        def lost(why: str) -> Any:
+            raise ExecutorError(why)
+
+        return self._enqueue(lambda: self._fn_task.remote(fn, self._kind), lambda v: v, lost)
+
+    def submit_job(self, job: Job, *, cache: Cache | None = None) -> Future[Verdict]:
+        """Ship ``job`` as its dict (``device`` set to this executor's kind); the future
+        carries the Verdict. ``cache`` is not used: workers keep one per node."""
+        from sandbox.verdict import Status, Verdict
+
+        payload = replace(job, device=self._kind).to_dict()
+
+        def lost(why: str) -> Verdict:
+            return Verdict(problem=Path(job.problem_path).stem, status=Status.RUNTIME_ERROR,
+                           reason=f"verification lost: {why}", device=self.devices[0],
+                           backend=job.candidate.backend)
+
+        return self._enqueue(lambda: self._job_task.remote(payload), Verdict.from_dict, lost)
+
+    def _lost_reason(self, e: BaseException, where: list[str]) -> str:
+        first = next((s.strip() for s in str(e).splitlines() if s.strip()), "")
+        tries = "on its only try" if self.tries == 1 else \
+            f"on all {self.tries} tries (Ray retried it {self.tries - 1}x)"
+        at = ", then ".join(where) or "where is unknown"
+        return f"the Ray worker running it died {tries}: {at} ({type(e).__name__}: {first})"
+
+    def _enqueue(self, start: Callable[[], Any], finish: Callable[[Any], Any],
+                 lost: Callable[[BaseException], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        with self._cond:
+            if self._closed:
+                raise ExecutorError("the executor is shut down")
+            self._queue.append(_Queued(start, fut, finish, lost))
+            self._dispatch()
+        return fut
+
+    def _dispatch(self) -> None:
+        """Start queued jobs while a GPU is free (caller holds the lock)."""
+        while self._queue and self._running < self._slots:
+            q = self._queue.popleft()
+            if not q.future.set_running_or_notify_cancel():
+                continue
+            try:
+                ref = q.start()
+            except Exception as e:  # noqa: BLE001 - e.g. an unpicklable fn: its future says so
+                q.future.set_exception(e)
+                continue
+            self._running += 1
+            q.ref = ref
+            ref.future().add_done_callback(lambda rf, q=q: self._done(rf, q))
+
+    def _done(self, rf: Future[Any], q: _Queued) -> None:
+        from ray.exceptions import RayTaskError
+
+        try:
+            q.future.set_result(q.finish(rf.result()))
+        except _lost_types() as e:  # asking where it ran waits on Ray: not in its callback
+            threading.Thread(target=self._lost, args=(q, e), name="kbench-ray-lost").start()
+            return
+        except RayTaskError as e:  # the job raised: its own exception, not Ray's wrapper
+            q.future.set_exception(e.cause if isinstance(e.cause, BaseException) else e)
+        except BaseException as e:  # noqa: BLE001 - it travels to the caller's future
+            q.future.set_exception(e)
+        self._release()
+
+    def _lost(self, q: _Queued, e: BaseException) -> None:
+        import ray
+
+        try:
+            where = ray.get(self._where.where.remote(q.ref.task_id().hex()), timeout=10)
+        except Exception:  # noqa: BLE001 - the reason says it is unknown
+            where = []
+        why = self._lost_reason(e, where)
+        log.warning("%s", why)
+        try:
+            q.future.set_result(q.lost(why))
+        except BaseException as err:  # noqa: BLE001 - it travels to the caller's future
+            q.future.set_exception(err)
+        self._release()
+
+    def _release(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._dispatch()
+            self._cond.notify_all()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._cond:
+            self._closed = True
+            cancelled = list(self._queue) if cancel_futures else []
+            if cancel_futures:
+                self._queue.clear()
+        for q in cancelled:
+            q.future.cancel()
+        if not wait:
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: not self._running and not self._queue)
+        self._close_ray()
+
+    def _close_ray(self) -> None:
+        if self._owns:  # a local instance started for this executor
+            import ray
+
+            self._owns = False
+            ray.shutdown()

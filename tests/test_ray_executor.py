@@ -1,0 +1,210 @@
+"""The Ray executor against a real local Ray instance on CPU (logical GPUs, Triton's
+interpreter): ``kbench run --executor ray`` end to end with a replay model, workers that die
+mid-job (retried once, then a clear verdict), no secret reaching a worker, and bad input as
+one line. One Ray instance serves the module; the executor contract runs in
+tests/contracts/test_executor_contract.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kbench.store import Store
+
+ray = pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parent.parent
+RELU = ROOT / "problems" / "level1" / "relu.py"
+EXAMPLE = ROOT / "kbench" / "examples" / "level1" / "relu.py"
+SECRET = "sk-kbench-test-secret-0123456789"
+
+
+@contextlib.contextmanager
+def local_ray(gpus: int = 2) -> Iterator[str]:
+    """A local Ray instance with ``gpus`` logical GPUs on two CPUs; yields its address.
+    Workers import this checkout (jobs of the contract suite are pickled by reference) and
+    inherit none of this process's secrets (a developer's own API keys)."""
+    from kbench.executors._ray import _without_secrets
+
+    with _without_secrets():
+        ctx = ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
+                       logging_level=logging.ERROR, object_store_memory=100 * 2**20,
+                       runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        yield ctx.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    with local_ray() as address:
+        yield address
+
+
+def kbench(*args: str, cwd: Path, env: dict[str, str] | None = None,
+           timeout: float = 600) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("KBENCH_STORE", "RAY_ADDRESS")} | (env or {})
+    return subprocess.run([sys.executable, "-m", "kbench.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, env=full, timeout=timeout)
+
+
+def _problem(folder: Path, name: str, extra: str) -> Path:
+    """The relu problem with ``extra`` code run whenever a process loads the file."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(RELU.read_text() + "\n" + extra)
+    return path
+
+
+# -- the executor on its own ----------------------------------------------------------
+def test_a_worker_lost_once_is_retried_and_twice_is_a_clear_error(ray_cluster: str,
+                                                                  tmp_path: Path) -> None:
+    """Ray retries a task whose worker process dies (max_retries=1): a job that kills its
+    worker on the first try returns its value from the second; one that kills it every time
+    fails with an ExecutorError naming the workers, and the executor goes on."""
+    from kbench.executors import ExecutorError, make_executor
+
+    tries = tmp_path / "tries"
+    tries.mkdir()
+
+    def dies_first(device: str) -> int:
+        n = len(os.listdir(tries))
+        (tries / str(n)).write_text(str(os.getpid()))
+        if n == 0:
+            os._exit(1)
+        return n
+
+    def always_dies(device: str) -> None:
+        os._exit(1)
+
+    with make_executor("ray", devices=["cpu"]) as ex:
+        assert ex.submit(dies_first).result(timeout=120) == 1
+        assert sorted(os.listdir(tries)) == ["0", "1"]
+        with pytest.raises(ExecutorError, match=r"the Ray worker running it died on all 2 "
+                                                r"tries \(Ray retried it 1x\): worker pid "
+                                                r"\d+ on node .+, then worker pid \d+"):
+            ex.submit(always_dies).result(timeout=120)
+        assert ex.submit(lambda d: "still works").result(timeout=60) == "still works"
+
+
+def test_no_secret_reaches_a_worker(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's API keys stay in the driver: the executor passes no environment to its
+    tasks, and the Job it ships (a dict) holds none."""
+    from kbench.executors import make_executor
+    from sandbox.job import Candidate, Job
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with make_executor("ray", devices=["cpu"]) as ex:
+        seen = ex.submit(lambda d: {k: v for k, v in os.environ.items()
+                                    if "KEY" in k or SECRET in v}).result(timeout=60)
+    assert seen == {}
+    job = Job(str(RELU), "0" * 16, Candidate(EXAMPLE.read_text(), "triton"), device="cpu")
+    assert SECRET not in json.dumps(job.to_dict())
+
+
+# -- kbench run --executor ray ---------------------------------------------------------
+def test_kbench_run_through_ray_stores_verdicts_retries_lost_workers_and_keeps_secrets(
+        ray_cluster: str, tmp_path: Path) -> None:
+    """A replay run over four problems on the Ray cluster, with an API key in the driver's
+    environment: every verdict is stored under its problem; a problem whose file kills the
+    worker on the first try is verified on the second; one that kills it every time gets a
+    runtime_error verdict naming the lost workers, and the run finishes (exit 0). Each
+    problem file notes the process that loads it: the driver has the key, no worker does."""
+    probs, seen = tmp_path / "probs", tmp_path / "seen.log"
+    in_worker = "'KBENCH_TEST_DRIVER' not in _os.environ"  # the driver has it, workers not
+    note = (f"import os as _os\nwith open({str(seen)!r}, 'a') as _f:\n"
+            f"    _f.write(f\"{{_os.getpid()}} {{_os.environ.get('OPENAI_API_KEY')}}\\n\")\n")
+    _problem(probs, "spy", note)
+    _problem(probs, "dies_once", (
+        f"import os as _os\n_mark = {str(tmp_path / 'died')!r}\n"
+        f"if {in_worker} and not _os.path.exists(_mark):\n"
+        "    open(_mark, 'w').close()\n    _os._exit(1)\n"))
+    _problem(probs, "dies_always", f"import os as _os\nif {in_worker}:\n    _os._exit(1)\n")
+    answer = f"```python\n{EXAMPLE.read_text()}\n```"
+    replay = tmp_path / "replay.jsonl"
+    replay.write_text("".join(json.dumps({"problem": k, "response": answer}) + "\n" for k in
+                              ("level1/relu", "spy", "dies_once", "dies_always")))
+    r = kbench("run", "--model", f"replay:{replay}", "--problems", f"level1/relu,{probs}",
+               "--device", "cpu", "--executor", "ray", "--ray-address", ray_cluster,
+               "--name", "on-ray", cwd=tmp_path,
+               env={"OPENAI_API_KEY": SECRET, "KBENCH_TEST_DRIVER": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    db = Store(str(tmp_path / "kbench.db"))
+    run = db.get_run("on-ray")
+    assert run is not None and run.status.value == "finished"
+    rows = dict(db.results(run.id))
+    assert {k: v["status"] for k, v in rows.items()} == {
+        "level1/relu": "correct", "spy": "correct", "dies_once": "correct",
+        "dies_always": "runtime_error"}
+    assert (tmp_path / "died").exists()  # dies_once did kill its first worker
+    why = rows["dies_always"]["reason"]
+    assert why.startswith("verification lost: the Ray worker running it died on all 2 tries")
+    assert why.count("worker pid") == 2, why
+    [lost] = db.candidates_for(run.id, "dies_always")
+    assert lost.verdict.verdict().problem == "dies_always"
+    [ok] = db.candidates_for(run.id, "level1/relu")
+    assert ok.verdict.verdict().problem == "level1/relu"
+    assert len(db.llm_calls_for(run.id)) == 4
+
+    lines = [ln.split(" ", 1) for ln in seen.read_text().splitlines()]
+    driver = {pid for pid, key in lines if key == SECRET}
+    others = [key for pid, key in lines if pid not in driver]
+    assert len(driver) == 1, lines  # the driver loaded the file (and has the key) ...
+    assert others and set(others) == {"None"}, lines  # ... no worker or child saw it
+
+
+def test_bad_executor_input_is_one_line(tmp_path: Path) -> None:
+    """An unreachable cluster (flag or kbench.toml) and an unknown executor: one line each,
+    exit 2, no traceback, no run stored."""
+    base = ["run", "--model", f"replay:{ROOT / 'kbench' / 'examples'}", "--problems",
+            "level1/relu", "--device", "cpu"]
+    for args, cwd, says in [
+        (["--executor", "ray", "--ray-address", "127.0.0.1:9"], tmp_path,
+         "cannot reach the Ray cluster at 127.0.0.1:9"),
+        (["--executor", "nonsense"], tmp_path,
+         "unknown executor 'nonsense'; choose one of local, ray"),
+    ]:
+        r = kbench(*base, *args, cwd=cwd, timeout=120)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert says in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    toml = tmp_path / "toml"
+    toml.mkdir()
+    (toml / "kbench.toml").write_text('executor = "ray"\nray_address = "127.0.0.1:9"\n')
+    r = kbench(*base, cwd=toml, timeout=120)
+    assert r.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:9" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for folder in (tmp_path, toml):
+        if (folder / "kbench.db").exists():
+            assert Store(str(folder / "kbench.db")).list_runs() == []
+
+
+@pytest.mark.slow
+def test_a_local_instance_started_by_the_executor_gets_no_secret(tmp_path: Path) -> None:
+    """Without --ray-address the executor starts a local Ray instance, whose processes
+    inherit the environment: it starts them without the driver's secret-looking variables
+    (and gives them back to the driver after)."""
+    code = (
+        "import os\nfrom kbench.executors import make_executor\n"
+        "ex = make_executor('ray', devices=['cpu'])\n"
+        "seen = ex.submit(lambda d: sorted(k for k in os.environ if 'KEY' in k or 'TOKEN' in k"
+        "))\nprint('worker', seen.result(timeout=120))\nex.shutdown()\n"
+        "print('driver', os.environ['OPENAI_API_KEY'], os.environ['HF_TOKEN'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env |= {"OPENAI_API_KEY": SECRET, "HF_TOKEN": SECRET}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, text=True,
+                       capture_output=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "worker []" in r.stdout and f"driver {SECRET} {SECRET}" in r.stdout, r.stdout
+
