@@ -24,6 +24,7 @@ builds from this machine's own interpreter (no registry needed). Other settings:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -37,9 +38,10 @@ from sandbox._process import ChildChannel, Exit, child_env, job_dir, signal_name
 from sandbox.backends._base import Backend, register_backend
 from sandbox.errors import ConfigError
 
-__all__ = ["DockerBackend", "DockerChild", "default_image", "engine_status"]
+__all__ = ["DockerBackend", "DockerChild", "container_env", "default_image", "engine_status"]
 
 _SDK = importlib.util.find_spec("docker") is not None
+_LOG_CAP = 64 << 20  # bytes of output kept, as the subprocess backend's; past it, killed
 IMAGE_VAR = "KBENCH_DOCKER_IMAGE"
 _CODE_PACKAGES = ("sandbox", "reference_ops", "problems")
 # Variables of child_env that describe the host's file layout or its GPUs: the image has its
@@ -47,6 +49,7 @@ _CODE_PACKAGES = ("sandbox", "reference_ops", "problems")
 # NVIDIA_VISIBLE_DEVICES from the container's environment: passing "all" would undo that).
 _HOST_ONLY = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "TRITON_PTXAS_PATH", "CC",
               "CXX", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+_EXIT_FIELDS = {f.name for f in dataclasses.fields(Exit)}  # ``flooded`` is newer than Exit
 # fd 3 becomes the result channel (the real stdout); fd 1 joins stderr (the log).
 _BOOT = ("import os, runpy, sys; os.dup2(1, 3); os.dup2(2, 1); "
          "sys.argv = ['sandbox._child', sys.argv[1], '3']; "
@@ -115,6 +118,17 @@ def _package_dirs() -> list[Path]:
     return dirs
 
 
+def container_env(work: Path, device: str) -> dict[str, str]:
+    """``subprocess``'s allowlisted environment (:func:`sandbox._process.child_env`), less
+    what names the host's paths or GPUs; PYTHONPATH is the mounted code's."""
+    env = {k: v for k, v in child_env(work, device).items() if k not in _HOST_ONLY}
+    env["PYTHONPATH"] = os.pathsep.join(sorted({str(d.parent) for d in _package_dirs()}))
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")  # the host's is not mounted
+    if not device.startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
 def _gpu_index(device: str) -> str:
     """The host's id for the job's GPU (``cuda:1`` under ``CUDA_VISIBLE_DEVICES=4,5`` is 5)."""
     idx = int(device.split(":", 1)[1]) if ":" in device else 0
@@ -154,6 +168,7 @@ class DockerChild(ChildChannel):
         self.cid: str | None = None
         self.code: int | None = None
         self.oom = False
+        self.flooded = False
         self.log = open(work / "child.log", "wb")  # noqa: SIM115 - closed in close()
         self._log_lock = threading.Lock()
         binds = {str(work): {"bind": str(work), "mode": "rw"}}
@@ -205,20 +220,40 @@ class DockerChild(ChildChannel):
 
     def _demux(self) -> None:
         """Docker's stream, split: stdout (the signed messages) to the pipe, stderr to the
-        log. Ends when the container's streams close; then the pipe's end says EOF."""
+        log, up to ``_LOG_CAP`` bytes; more is a flood, and the container is killed. Ends
+        when the container's streams close; then the pipe's end says EOF."""
         from docker.utils.socket import STDOUT, frames_iter
 
+        logged = 0
         try:
             for stream, data in frames_iter(self._sock, tty=False):
                 if stream == STDOUT:
                     os.write(self._wfd, data)
-                else:
-                    with self._log_lock:
-                        self.log.write(data)
+                    continue
+                logged += len(data)
+                if logged > _LOG_CAP:
+                    if not self.flooded:
+                        self.flooded = True
+                        self._kill_container()
+                    continue
+                with self._log_lock:
+                    self.log.write(data)
         except (OSError, ValueError):
             pass  # the socket was closed under us (kill): the pipe's EOF says the rest
         finally:
             os.close(self._wfd)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid as this host sees it (the verifier's GPU-memory check asks NVML
+        about it): the one child of the container's init. None where the engine is not on
+        this host or the container is gone."""
+        try:
+            init = int(self.api.inspect_container(self.cid)["State"]["Pid"])
+            kids = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+            return int(kids[0]) if kids else None
+        except Exception:  # noqa: BLE001 - not known: the check says it could not run
+            return None
 
     def log_tail(self, limit: int = 3000) -> str:
         with self._log_lock:
@@ -254,12 +289,15 @@ class DockerChild(ChildChannel):
         except Exception:  # noqa: BLE001 - already gone (removed, or the engine is)
             pass
 
+    def _kill_container(self) -> None:
+        try:
+            self.api.kill(self.cid)
+        except Exception:  # noqa: BLE001 - it stopped by itself meanwhile
+            pass
+
     def kill(self) -> None:
         if self.cid is not None and self.code is None:
-            try:
-                self.api.kill(self.cid)
-            except Exception:  # noqa: BLE001 - it stopped by itself meanwhile
-                pass
+            self._kill_container()
             self._wait(10)
         self._pump.join(timeout=10)
 
@@ -270,7 +308,10 @@ class DockerChild(ChildChannel):
         tail = self.log_tail()
         if self.oom:
             tail += "\n[kbench] the container was killed at its memory limit (OOMKilled)"
-        return Exit(self.code, signal_name(self.code), self.timed_out, tail)
+        if self.flooded:
+            tail += f"\n[kbench] killed: more than {_LOG_CAP >> 20} MiB of output"
+        extra = {"flooded": True} if self.flooded and "flooded" in _EXIT_FIELDS else {}
+        return Exit(self.code, signal_name(self.code), self.timed_out, tail, **extra)
 
     def close(self) -> None:
         try:
@@ -314,14 +355,7 @@ class DockerBackend(Backend):
         return job_dir()
 
     def env(self, work: Path, device: str) -> dict[str, str]:
-        """``subprocess``'s allowlisted environment, less what names host paths or GPUs;
-        PYTHONPATH is the mounted code's."""
-        env = {k: v for k, v in child_env(work, device).items() if k not in _HOST_ONLY}
-        env["PYTHONPATH"] = os.pathsep.join(sorted({str(d.parent) for d in _package_dirs()}))
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")  # the host's is not mounted
-        if not device.startswith("cuda"):
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        return env
+        return container_env(work, device)
 
     def start(self, work: Path, device: str) -> DockerChild:
         return DockerChild(self, work, device)

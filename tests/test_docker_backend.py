@@ -1,0 +1,243 @@
+"""The Docker backend: what its container may touch, seen from inside it and from the engine;
+its limits enforced; and, with no engine, one clear line and a non-zero exit.
+
+The first tests need no engine (only the ``docker`` SDK). Those marked ``engine`` run
+against a real Docker engine and the backend's image, and are skipped, saying why, where
+there is none (the Backend contract suite runs the backend's honest/crash/timeout/secret
+cases; tests/contracts/test_backend_contract.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kbench.problems import load
+from sandbox import Limits, Status, verify
+from sandbox.errors import ConfigError
+from tests.contracts.test_backend_contract import _HONEST, docker_unusable
+
+docker = pytest.importorskip("docker", reason="the `docker` SDK is not installed (dev extra)")
+
+from sandbox.backends import get_backend  # noqa: E402 - after the SDK check
+from sandbox.backends._docker import (  # noqa: E402
+    DockerBackend,
+    DockerChild,
+    _gpu_index,
+    container_env,
+    engine_status,
+)
+from sandbox.backends._docker_image import _distributions  # noqa: E402
+
+_FAST = Limits(import_s=120, check_s=60, trials=1, derived_trials=1, max_derived=1)
+engine = pytest.mark.skipif(bool(docker_unusable()), reason=str(docker_unusable()))
+
+
+@pytest.fixture
+def no_engine(tmp_path: Path, monkeypatch) -> str:
+    host = f"unix://{tmp_path}/no-engine.sock"
+    monkeypatch.setenv("DOCKER_HOST", host)
+    return host
+
+
+def _kbench(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from kbench.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "400", **env})
+
+
+# --- no engine needed -----------------------------------------------------------------------
+def test_sandbox_docker_without_engine_is_one_line_and_exit_2(no_engine: str) -> None:
+    r = _kbench("--sandbox", "docker", "problems", "list", env={"DOCKER_HOST": no_engine})
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"error: sandbox backend 'docker': no Docker engine answered "
+                               f"at {no_engine}"), lines[0]
+    assert "Traceback" not in r.stderr and r.stdout == ""  # the command itself never ran
+
+
+def test_env_var_docker_without_engine_fails_eval_in_one_line(no_engine: str) -> None:
+    relu = Path(load("level1/relu")[0].path)
+    cand = relu.parents[2] / "kbench" / "examples" / "level1" / "relu.py"
+    if not cand.exists():
+        pytest.skip(f"no example candidate at {cand}")
+    r = _kbench("eval", "--problem", "level1/relu", "--candidate", str(cand),
+                env={"DOCKER_HOST": no_engine, "KBENCH_SANDBOX_BACKEND": "docker"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no Docker engine answered" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_sandbox_name_is_refused() -> None:
+    r = _kbench("--sandbox", "dockr", "problems", "list", env={})
+    assert r.returncode == 2
+    assert "unknown sandbox backend 'dockr'" in r.stderr and "docker" in r.stderr
+
+
+def test_get_backend_without_engine_raises_config_error(no_engine: str) -> None:
+    with pytest.raises(ConfigError, match="no Docker engine answered"):
+        get_backend("docker")
+    up, detail, present = engine_status()
+    assert not up and present is None and no_engine in detail
+
+
+def test_container_env_is_the_allowlist_without_host_paths(tmp_path: Path,
+                                                          monkeypatch) -> None:
+    from sandbox._process import child_env
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")  # would hand the container every GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    for device in ("cpu", "cuda:1"):
+        env = container_env(tmp_path, device)
+        assert set(env) <= set(child_env(tmp_path, device)) | {"PYTHONPATH"}
+        assert not any("sk-ant-secret" in v for v in env.values())
+        assert "NVIDIA_VISIBLE_DEVICES" not in env and "PATH" not in env
+        assert env["HOME"] == env["TMPDIR"] == str(tmp_path)
+    assert container_env(tmp_path, "cpu")["CUDA_VISIBLE_DEVICES"] == ""
+    assert "CUDA_VISIBLE_DEVICES" not in container_env(tmp_path, "cuda:1")
+    import sandbox
+
+    code_root = str(Path(sandbox.__path__[0]).resolve().parent)
+    assert code_root in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_gpu_index_follows_cuda_visible_devices(monkeypatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert _gpu_index("cuda") == "0" and _gpu_index("cuda:3") == "3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    assert _gpu_index("cuda:1") == "5" and _gpu_index("cuda") == "4"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
+    assert _gpu_index("cuda:1") == "GPU-bbbb"
+
+
+def test_host_image_holds_what_the_child_imports_and_not_the_orchestrators() -> None:
+    names = {d.metadata["Name"].lower().replace("_", "-") for d in _distributions()}
+    assert {"torch", "triton", "numpy", "pydantic", "pydantic-core", "sympy"} <= names
+    assert not names & {"anthropic", "openai", "docker", "sqlalchemy", "optuna", "kbench"}
+
+
+# --- a real engine --------------------------------------------------------------------------
+def _job(work: Path, device: str = "cpu") -> None:
+    spec = load("level1/relu")[0]
+    (work / "job.json").write_text(json.dumps({"mode": "candidate", "device": device,
+                                               "problem": str(spec.path)}))
+
+
+@engine
+def test_container_as_the_engine_sees_it(tmp_path: Path, monkeypatch) -> None:
+    """The engine's own record of the container: every restriction there, and the container
+    gone after the child is closed."""
+    import sandbox
+
+    monkeypatch.setenv("KBENCH_DOCKER_MEMORY", "3g")
+    monkeypatch.setenv("KBENCH_DOCKER_PIDS", "300")
+    monkeypatch.setenv("KBENCH_DOCKER_CPUS", "1.5")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    backend = DockerBackend()
+    work = backend.workdir()
+    try:
+        _job(work)
+        with backend.start(work, "cpu") as child:
+            assert isinstance(child, DockerChild)
+            info = backend.client.api.inspect_container(child.cid)
+            hc, cfg = info["HostConfig"], info["Config"]
+            assert hc["ReadonlyRootfs"] is True
+            assert hc["NetworkMode"] == "none" and cfg.get("NetworkDisabled") is True
+            assert hc["CapDrop"] == ["ALL"] and "no-new-privileges" in hc["SecurityOpt"]
+            assert hc["Memory"] == 3 << 30 and hc["MemorySwap"] == 3 << 30
+            assert hc["PidsLimit"] == 300 and hc["NanoCpus"] == 1_500_000_000
+            assert not hc.get("DeviceRequests")  # a CPU job gets no GPU
+            assert hc["Init"] is True
+            assert cfg["User"] == f"{os.getuid()}:{os.getgid()}"
+            assert not any("sk-test-secret" in e for e in cfg["Env"])
+            binds = {b.split(":")[0]: b.split(":")[2] for b in hc["Binds"]}  # host:dest:mode
+            assert binds[str(work)] == "rw"
+            assert binds[str(Path(sandbox.__path__[0]).resolve())] == "ro"
+            assert all(mode == "ro" for path, mode in binds.items() if path != str(work))
+            assert not any(Path(p) == Path(sandbox.__path__[0]).resolve().parent for p in binds)
+            cid = child.cid
+        with pytest.raises(docker.errors.NotFound):
+            backend.client.api.inspect_container(cid)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_PROBE = '''
+import json, os, socket
+from pathlib import Path
+
+import sandbox
+
+seen = {"uid": os.getuid(), "pid1": Path("/proc/1/cmdline").read_bytes().split(b"\\0")[0].decode()}
+try:
+    socket.create_connection(("10.255.255.1", 9), timeout=3).close()
+    seen["net"] = "connected"
+except OSError as e:
+    seen["net"] = type(e).__name__ + ": " + str(e)
+for where in ("/usr/kbench-probe", "/kbench-probe", str(Path(sandbox.__file__).parent / "x")):
+    try:
+        Path(where).write_text("x")
+        seen[where] = "written"
+    except OSError as e:
+        seen[where] = type(e).__name__
+Path("own-dir-probe").write_text("x")  # the job directory is writable
+root = Path(sandbox.__file__).resolve().parents[1]
+seen["repo_root_listing"] = sorted(os.listdir(root))
+seen["env_keys"] = sorted(os.environ)
+raise RuntimeError("PROBE" + json.dumps(seen) + "END")
+'''
+
+
+@engine
+def test_candidate_inside_has_no_network_and_cannot_write_outside_its_job(monkeypatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
+    spec = load("level1/relu")[0]
+    v = verify(spec, textwrap.dedent(_PROBE) + _HONEST, device="cpu", limits=_FAST,
+               isolation=DockerBackend(), static_policy=False)
+    assert v.status is Status.COMPILE_ERROR and "PROBE" in v.reason, v.reason
+    seen = json.loads(v.reason.split("PROBE", 1)[1].split("END", 1)[0])
+    assert seen["net"].startswith("OSError") and "unreachable" in seen["net"], seen["net"]
+    assert seen["/usr/kbench-probe"] != "written" and seen["/kbench-probe"] != "written"
+    assert [v for k, v in seen.items() if k.endswith("/x")] == ["OSError"]  # code is read-only
+    assert seen["uid"] == os.getuid()
+    assert Path(seen["pid1"]).name in ("docker-init", "tini", "catatonit")  # inside a container
+    # only kbench's child-side packages are mounted from the code's root: no .git, no .env,
+    # no kbench (orchestrator) package, no pyproject
+    assert set(seen["repo_root_listing"]) <= {"sandbox", "reference_ops", "problems"}
+    assert "sandbox" in seen["repo_root_listing"]
+    assert not any(k.endswith(("_KEY", "_TOKEN", "_SECRET")) for k in seen["env_keys"])
+
+
+@engine
+def test_memory_limit_kills_the_container(monkeypatch) -> None:
+    monkeypatch.setenv("KBENCH_DOCKER_MEMORY", "1g")
+    spec = load("level1/relu")[0]
+    hog = _HONEST.replace("BLOCK = 256\n", "BLOCK = 256\nimport torch as _t\n"
+                          "_HOG = _t.ones(768 << 20, dtype=_t.float32)  # 3 GiB, touched\n")
+    backend = DockerBackend()
+    v = verify(spec, textwrap.dedent(hog), device="cpu", limits=_FAST, isolation=backend,
+               static_policy=False)
+    assert v.status is Status.RUNTIME_ERROR, v.reason
+    assert "SIGKILL" in v.reason and "OOMKilled" in v.reason, v.reason
+    assert backend.stale_containers() == []  # killed and removed
+
+
+@engine
+def test_output_flood_is_killed(monkeypatch) -> None:
+    spec = load("level1/relu")[0]
+    flood = _HONEST.replace("BLOCK = 256\n", "BLOCK = 256\nimport sys as _s\n"
+                            "while True:\n    _s.stderr.write('x' * 65536)\n")
+    backend = DockerBackend()
+    v = verify(spec, textwrap.dedent(flood), device="cpu", limits=_FAST, isolation=backend,
+               static_policy=False)
+    assert v.status is Status.RUNTIME_ERROR, v.reason
+    assert "flood" in v.reason or "MiB of output" in v.reason, v.reason
+    assert backend.stale_containers() == []
