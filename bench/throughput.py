@@ -25,6 +25,10 @@ it ran; the sum of each verification phase; and, on CUDA, the GPU busy share fro
 (NVML ``utilization.gpu``: the share of each sample period in which a kernel ran) sampled
 every 100 ms per GPU through ``pynvml`` (nvidia-ml-py), else ``nvidia-smi -lms 100``.
 
+``--per-gpu-timing`` then verifies three candidates (Triton relu and matmul, CUDA softmax) on
+each GPU in turn, nothing else running, and reports per timed shape how far the GPUs'
+medians differ against the timings' own spread (issue 15).
+
 ``--gpus N`` uses the first N visible GPUs (it narrows ``CUDA_VISIBLE_DEVICES`` before CUDA
 starts, so every executor, Ray's included, sees only those). Prints a table; writes JSON.
 """
@@ -32,6 +36,7 @@ starts, so every executor, Ray's included, sees only those). Prints a table; wri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.resources
 import json
 import os
@@ -265,6 +270,50 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
     }
 
 
+# -- one candidate's timing on each GPU in turn (issue 15) ---------------------------------
+PER_GPU = ["level1/relu.py", "level1/softmax_cuda.py", "level1/matmul.py"]
+
+
+def per_gpu_timing(devices: list[str], cache: Any) -> dict[str, Any]:
+    """Three candidates verified on each device in turn, nothing else running: per timed
+    shape the median on each device, their difference ``(max - min) / min`` and the largest
+    spread (IQR / median) of those timings, in percent."""
+    import torch
+
+    from kbench.problems import load
+    from sandbox import verify
+
+    root = importlib.resources.files("kbench").joinpath("examples")
+    rows, statuses = [], {}
+    for example, problem in MIX:
+        if example not in PER_GPU:
+            continue
+        source = root.joinpath(example).read_text()
+        if "_cuda" in example and not devices[0].startswith("cuda"):
+            continue
+        spec = load(problem)[0]
+        medians: dict[str, dict[str, tuple[float, float]]] = {}
+        for d in devices:
+            # the parent's work that names no index (a synchronize) must wait on this GPU
+            with torch.cuda.device(d) if d.startswith("cuda") else contextlib.nullcontext():
+                v = verify(spec, source, device=d, cache=cache)
+            statuses[f"{example} on {d}"] = v.status.value
+            medians[d] = {sh.name: (sh.timing.median_ms, sh.timing.spread)
+                          for sh in v.shapes if sh.timing is not None}
+        for shape in sorted(set.intersection(*(set(m) for m in medians.values()))):
+            ms = {d: medians[d][shape][0] for d in devices}
+            rows.append({"candidate": example, "shape": shape,
+                         "median_ms": {d: round(x, 6) for d, x in ms.items()},
+                         "diff_pct": round(100 * (max(ms.values()) / min(ms.values()) - 1), 3),
+                         "spread_pct": round(100 * max(medians[d][shape][1] for d in devices),
+                                             3)})
+    diffs = [r["diff_pct"] for r in rows]
+    return {"devices": devices, "statuses": statuses, "shapes": rows,
+            "max_diff_pct": max(diffs) if diffs else None,
+            "beyond_spread": [f"{r['candidate']} {r['shape']}" for r in rows
+                              if r["diff_pct"] > r["spread_pct"]]}
+
+
 # -- the driver --------------------------------------------------------------------------
 def _narrow_gpus(n: int) -> None:
     """Keep the first ``n`` visible GPUs (before CUDA starts in this process)."""
@@ -314,6 +363,14 @@ def _table(res: dict[str, Any]) -> str:
             rows.append(f"| {p['pass']} | {d} | {u.get('jobs', 0)} | "
                         f"{f'{share:.0%}' if share is not None else 'n/a'} | "
                         f"{u.get('samples', '-')} |")
+    per = res.get("per_gpu_timing")
+    if per and per["shapes"]:
+        rows += ["", "| candidate | shape | " + " | ".join(f"{d} ms" for d in per["devices"])
+                 + " | diff % | spread % |", "|---|---|" + "---:|" * (len(per["devices"]) + 2)]
+        for r in per["shapes"]:
+            rows.append(f"| {r['candidate']} | {r['shape']} | "
+                        + " | ".join(f"{r['median_ms'][d]:.4f}" for d in per["devices"])
+                        + f" | {r['diff_pct']:.2f} | {r['spread_pct']:.2f} |")
     return "\n".join(rows)
 
 
@@ -330,6 +387,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=4, help="variants of each example")
     ap.add_argument("--limit", type=int, default=None, help="first N candidates of the mix")
     ap.add_argument("--passes", default="cold,warm", help="cold, warm or both, in order")
+    ap.add_argument("--per-gpu-timing", action="store_true",
+                    help="after the passes, time three candidates on each GPU in turn")
     ap.add_argument("--out", default="throughput.json")
     args = ap.parse_args(argv)
     passes = [p.strip() for p in args.passes.split(",") if p.strip()]
@@ -390,6 +449,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     cache = MemoryCache()
                 res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, n_gpus,
                                                uuids, args.build_slots or build_slots())
+        if args.per_gpu_timing:  # the executor is idle: each GPU alone in turn
+            res["per_gpu_timing"] = per_gpu_timing(
+                [f"cuda:{i}" for i in range(n_gpus)] if on_gpu else ["cpu"], cache)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     print(_table(res))

@@ -471,3 +471,44 @@ def test_a_pass_counts_what_the_executor_returns(tmp_path: Path) -> None:
                                "(raised)": {"jobs": 1}}
     assert p["devices"] == 2 and p["phase_s"] == {"correctness": 3.0}
     assert p["verified_per_device_minute"] > 0 and p["gpu_busy_share"] is None
+
+
+def test_per_gpu_timing_compares_each_shape_across_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same candidates on each GPU in turn (each GPU current while it verifies): per
+    timed shape the medians side by side, their difference and the timings' own spread."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    import sandbox
+    from sandbox.verdict import ShapeResult, Status, Timing, Verdict
+
+    current: list[str | None] = [None]
+    calls: list[tuple[str, str]] = []
+
+    @contextlib.contextmanager
+    def device(d: str):
+        current[0] = d
+        yield
+        current[0] = None
+
+    def verify(spec, source, *, device, cache):
+        assert current[0] == device  # the GPU is current in this thread while it verifies
+        calls.append((spec.key, device))
+        slow = 1.05 if device == "cuda:1" else 1.0  # cuda:1 is 5 % slower
+        shapes = tuple(ShapeResult(n, {}, False, 1, True, timing=Timing(
+            ms * slow, 0.01 * ms, ms, ms, 30, 0.0)) for n, ms in (("main", 2.0), ("odd", 1.0)))
+        return Verdict(problem=spec.key, status=Status.CORRECT, device=device,
+                       backend="triton", reason="ok", shapes=shapes)
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(sandbox, "verify", verify)
+    got = _bench().per_gpu_timing(["cuda:0", "cuda:1"], None)
+    assert calls == [(p, d) for p in ("level1/relu", "level1/softmax", "level1/matmul")
+                     for d in ("cuda:0", "cuda:1")]
+    assert len(got["shapes"]) == 6 and got["max_diff_pct"] == pytest.approx(5.0)
+    main = got["shapes"][0]
+    assert main["candidate"] == "level1/relu.py" and main["shape"] == "main"
+    assert main["median_ms"] == {"cuda:0": 2.0, "cuda:1": 2.1}
+    assert main["spread_pct"] == pytest.approx(1.0)  # IQR / median of the timings
+    assert len(got["beyond_spread"]) == 6  # 5 % apart, 1 % spread: the GPUs differ
+    assert set(got["statuses"].values()) == {"correct"}
