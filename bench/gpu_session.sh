@@ -2,7 +2,7 @@
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,evolve,selection,
-#     confirm,tune
+#     confirm,tune,load
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
@@ -60,6 +60,8 @@ if [ "$cmd" = start ]; then
   has tune && script="$script; python3 bench/tune_vs_grid.py --store $LOG/tune.db \
       > $LOG/tune.log 2>&1; python3 bench/tune_vs_grid.py --examples --trials 20 \
       --store $LOG/tune.db > $LOG/tune_examples.log 2>&1"
+  has load && script="$script; python3 bench/load_test.py --candidates 200 --device cuda \
+      --kill-after 120 --json $LOG/load.json > $LOG/load.log 2>&1"
   setsid bash -c "$script; touch $LOG/finished" > /dev/null 2>&1 < /dev/null &
   echo started
   exit 0

@@ -15,8 +15,8 @@ The candidates are scripted replies (``--model replay:FILE``, strategy ``oneshot
 * ``oob``: the kernel stores 2^40 elements past its output (on a GPU an illegal address;
   on CPU the interpreter's process dies of SIGSEGV mid-protocol);
 * ``cheat``: the output computed by the PyTorch op itself (refused at run time);
-* ``hang`` (``--device cuda`` only): a Triton kernel that spins for minutes on the device,
-  stopped by the hang limit.
+* ``hang`` (``--device cuda`` only, sample 1 of each problem): a Triton kernel that spins for
+  minutes on the device, stopped by the hang limit.
 
 Each reply carries a unique tag comment, so none is a textual duplicate of another. The run
 is SIGKILLed once ``--kill-after`` seconds have passed (or once a third of the verdicts are
@@ -46,7 +46,7 @@ from pathlib import Path
 PROBLEMS = ("level1/relu", "level1/softmax")
 KINDS_CPU = ("honest_triton", "incorrect", "honest_cuda", "crash", "honest_triton", "cheat",
              "oob")
-KINDS_GPU = KINDS_CPU + ("hang",)
+HANGS = 1  # per problem, on a GPU only: each holds a verification slot until its hang limit
 HONEST = ("honest_triton", "honest_cuda")
 
 
@@ -134,7 +134,7 @@ def reply(problem: str, kind: str, n: int) -> str:
     return f"# load-test {kind} {n}\n{src}"
 
 
-def write_replay(path: Path, candidates: int, kinds: tuple[str, ...]) -> dict[tuple[str, int], str]:
+def write_replay(path: Path, candidates: int, hang: bool) -> dict[tuple[str, int], str]:
     """The replay file; returns the kind of each (problem, sample)."""
     per = -(-candidates // len(PROBLEMS))
     kind_of: dict[tuple[str, int], str] = {}
@@ -144,7 +144,8 @@ def write_replay(path: Path, candidates: int, kinds: tuple[str, ...]) -> dict[tu
             for p in PROBLEMS:
                 if len(kind_of) >= candidates:
                     break
-                kind = kinds[(s + PROBLEMS.index(p)) % len(kinds)]
+                kind = ("hang" if hang and s == 1 else
+                        KINDS_CPU[(s + PROBLEMS.index(p)) % len(KINDS_CPU)])
                 text = f"```python\n{reply(p, kind, counts[kind])}\n```"
                 counts[kind] += 1
                 kind_of[(p, s)] = kind
@@ -176,9 +177,8 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kbench-load-"))
     store = args.store or str(work / "load.db")
-    kinds = KINDS_GPU if args.device.startswith("cuda") else KINDS_CPU
     replay = work / "load.jsonl"
-    kind_of = write_replay(replay, args.candidates, kinds)
+    kind_of = write_replay(replay, args.candidates, hang=args.device.startswith("cuda"))
     samples = max(s for _, s in kind_of) + 1
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "kbench.cli", "run", "--model", f"replay:{replay}",
