@@ -2,7 +2,7 @@
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,evolve,selection,
-#     confirm,tune,load
+#     confirm,crosscheck,tune,load
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
@@ -57,6 +57,8 @@ if [ "$cmd" = start ]; then
   has selection && script="$script; python3 bench/check_selection.py > $LOG/selection.log 2>&1"
   has confirm && script="$script; python3 bench/check_confirm.py --json $LOG/confirm.json \
       > $LOG/confirm.log 2>&1"
+  has crosscheck && script="$script; python3 bench/baseline_crosscheck.py \
+      --json $LOG/crosscheck.json > $LOG/crosscheck.log 2>&1"
   has tune && script="$script; python3 bench/tune_vs_grid.py --store $LOG/tune.db \
       > $LOG/tune.log 2>&1; python3 bench/tune_vs_grid.py --examples --trials 20 \
       --store $LOG/tune.db > $LOG/tune_examples.log 2>&1"

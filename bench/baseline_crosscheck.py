@@ -1,0 +1,132 @@
+"""kbench's eager and torch.compile baselines against an independent measurement (issue 17).
+
+    python bench/baseline_crosscheck.py [--problems a,b,...] [--json out.json]
+
+For each problem's main shape:
+
+* **kbench**: :func:`sandbox.measure_baselines` (the verifier's own children and timing
+  protocol: fresh input sets, L2 flushed, the sampling rule; compile static per shape);
+* **independent**: a fresh Python process per problem that builds the reference as a user
+  would (the problem's precision settings, its init inputs, the model on the device in the
+  problem's mode, under ``torch.no_grad``), times it with ``triton.testing.do_bench``
+  (median), then ``torch._dynamo.reset()`` and a fresh ``torch.compile(model,
+  dynamic=False)`` of that shape alone, warmed up and timed the same way.
+
+The table gives both and their ratio; a ratio outside 1 ± ``--tolerance`` (3 %) is flagged.
+The default problems include those where a shared compiled model once went wrong
+(cross-entropy over 128k classes, GroupNorm, KL divergence, RMSNorm+RoPE). Exit 0 only if
+every row agrees. ``--one KEY`` is the independent half for one problem (used internally).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from typing import Any
+
+PROBLEMS = ("level1/cross_entropy_128k,level1/groupnorm,level1/kl_div,level2/rmsnorm_rope,"
+            "level1/softmax,level1/layernorm,level1/matmul,level1/relu,level2/gemm_bias_relu,"
+            "level1/log_softmax_128k,level1/sum_dim,level2/swiglu")
+
+
+def independent(key: str, device: str) -> dict[str, Any]:
+    """Eager and fresh per-shape compile medians (ms) of ``key``'s main shape, by do_bench."""
+    import torch
+    import triton.testing
+
+    from kbench.problems import load
+    from sandbox import precision
+
+    spec = load(key)[0]
+    precision.apply(spec.precision)  # the settings kbench applies to every side
+    shape = spec.shapes_for(device)["main"] if "main" in spec.shapes_for(device) else \
+        next(iter(spec.shapes_for(device).values()))
+    init = spec.make_init_inputs(shape, seed=0)
+    model = spec.make_model(init, 0, device, shape=shape)
+    xs = spec.make_inputs(shape, 1, device)
+    out: dict[str, Any] = {"problem": key}
+    with torch.no_grad():
+        out["eager_ms"] = triton.testing.do_bench(lambda: model(*xs), warmup=100, rep=500,
+                                                  return_mode="median")
+        torch._dynamo.reset()
+        compiled = torch.compile(model, dynamic=False)
+        for _ in range(3):  # compile and autotune outside the measurement
+            compiled(*xs)
+        torch.cuda.synchronize()
+        out["compile_ms"] = triton.testing.do_bench(lambda: compiled(*xs), warmup=100,
+                                                    rep=500, return_mode="median")
+    return out
+
+
+def kbench_side(key: str, device: str) -> dict[str, Any]:
+    from kbench.problems import load
+    from sandbox import MemoryCache
+    from sandbox.verifier import measure_baselines
+
+    spec = load(key)[0]
+    got = measure_baselines(spec, MemoryCache(), device=device)
+    names = [n for n, _ in got]
+    main = "main" if "main" in names else (names[0] if names else None)
+    t_e, t_c = got.get((main, "eager")), got.get((main, "compile"))
+    return {"eager_ms": t_e.median_ms if t_e else None,
+            "compile_ms": t_c.median_ms if t_c else None,
+            "eager_spread": t_e.spread if t_e else None,
+            "compile_spread": t_c.spread if t_c else None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", default=PROBLEMS)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tolerance", type=float, default=0.03)
+    ap.add_argument("--json")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(independent(args.one, args.device)))
+        return 0
+    rows = []
+    print(f"{'problem':28s} {'kbench eager':>12s} {'do_bench':>10s} {'ratio':>6s}   "
+          f"{'kbench compile':>14s} {'do_bench':>10s} {'ratio':>6s}", flush=True)
+    for key in args.problems.split(","):
+        row: dict[str, Any] = {"problem": key}
+        try:
+            row.update({f"kbench_{k}": v for k, v in kbench_side(key, args.device).items()})
+            p = subprocess.run([sys.executable, __file__, "--one", key, "--device", args.device],
+                               capture_output=True, text=True, timeout=900)
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else
+                                   f"exit {p.returncode}")
+            ind = json.loads(p.stdout.strip().splitlines()[-1])
+            row.update({"do_bench_eager_ms": ind["eager_ms"],
+                        "do_bench_compile_ms": ind["compile_ms"]})
+        except Exception as e:  # noqa: BLE001 - a row, not a crash
+            row["error"] = f"{type(e).__name__}: {e}"[:300]
+        for mode in ("eager", "compile"):
+            a, b = row.get(f"kbench_{mode}_ms"), row.get(f"do_bench_{mode}_ms")
+            row[f"{mode}_ratio"] = a / b if a and b else None
+        row["agrees"] = "error" not in row and all(
+            r is not None and abs(r - 1) <= args.tolerance
+            for r in (row["eager_ratio"], row["compile_ratio"]))
+        rows.append(row)
+
+        def f(x: Any, w: int) -> str:
+            return f"{x:{w}.4g}" if isinstance(x, float) else f"{'-':>{w}s}"
+
+        print(f"{key:28s} {f(row.get('kbench_eager_ms'), 12)} {f(row.get('do_bench_eager_ms'), 10)}"
+              f" {f(row['eager_ratio'], 6)}   {f(row.get('kbench_compile_ms'), 14)} "
+              f"{f(row.get('do_bench_compile_ms'), 10)} {f(row['compile_ratio'], 6)}"
+              f"{'' if row['agrees'] else '  <-- ' + row.get('error', 'outside tolerance')}",
+              flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    ok = sum(r["agrees"] for r in rows)
+    print(f"{ok} / {len(rows)} within {args.tolerance:.0%} on eager and compile", flush=True)
+    return 0 if ok == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
