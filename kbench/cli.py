@@ -561,6 +561,11 @@ def problems_new(
 @app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    self_test: Annotated[bool, typer.Option(
+        "--self-test", help="Test the timing harness itself (fake device and CPU verifier); "
+        "exit 1 if a check fails.")] = False,
+    gpu_test: Annotated[bool, typer.Option(
+        "--gpu", help="The self-test on this machine's GPU too (needs a CUDA GPU).")] = False,
 ) -> None:
     """What this machine can do: GPU, versions, interpreter, sandbox isolation by layer."""
     import shutil
@@ -570,6 +575,9 @@ def doctor(
 
     from sandbox.fingerprint import fingerprint
 
+    if self_test or gpu_test:
+        _self_test(gpu_test, as_json)
+        return
     rows: list[tuple[str, str]] = []
     gpu = torch.cuda.is_available()
     fp = fingerprint("cuda" if gpu else "cpu")
@@ -609,6 +617,34 @@ def doctor(
     for r in layers:
         t.add_row(r["layer"], r["status"], escape(r["detail"]))
     out.print(t)
+
+
+def _self_test(gpu: bool, as_json: bool) -> None:
+    """``kbench doctor --self-test`` / ``--gpu``: the harness's self-test as a table."""
+    import torch
+
+    from sandbox import selftest
+
+    if gpu and not torch.cuda.is_available():
+        out.print("kbench doctor --gpu: no CUDA GPU is visible here (the CPU part runs with "
+                  "--self-test)", highlight=False)
+        raise typer.Exit(2)
+    rows = selftest.run(gpu=gpu)
+    failed = [r for r in rows if not r.passed]
+    if as_json:
+        print(json.dumps({"self_test": [r.__dict__ for r in rows], "passed": not failed},
+                         indent=2))
+    else:
+        t = Table(title="timing harness self-test", show_edge=False)
+        for col in ("check", "where", "expected", "got", "result"):
+            t.add_column(col, style="bold" if col == "check" else None)
+        for r in rows:
+            t.add_row(escape(r.name), r.where, escape(r.expected), escape(r.got),
+                      "[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
+        out.print(t)
+        out.print(f"{len(rows) - len(failed)}/{len(rows)} checks passed", highlight=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 _SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_CREDENTIALS")
@@ -656,14 +692,24 @@ def _isolation_layers(gpu: bool) -> list[dict[str, str]]:
          else "neither Landlock nor bubblewrap found here, and") + " kbench does not use them "
         "yet: a child may write wherever its user may (HOME and TMPDIR: the job directory)")
 
+    from sandbox import memcap
+    from sandbox.job import Limits
+
+    limits = Limits()
+    host = memcap.host_bytes(limits.host_memory_bytes)
     row("rlimits", "enforced",
         "core size 0, file size 16 GiB" + ("" if gpu else ", CPU seconds (import + check "
-                                           "+ 60 s) on CPU runs"))
+                                           f"+ 60 s) and address space {host / 2**30:.1f} "
+                                           "GiB on CPU runs"))
     row("process-group kill", "enforced",
-        "each child in its own process group, killed whole on timeout or interrupt")
-    row("GPU-memory cap", "not enforced",
-        "no per-candidate allocator fraction or device-memory check yet" if gpu
-        else "no GPU here; not implemented either")
+        "each child in its own process group, killed whole on timeout or interrupt; "
+        "descendants that left it (setsid) killed too: the fork server is their subreaper, "
+        "and processes with the job's environment are swept after the subprocess backend")
+    row("output cap", "enforced",
+        "stdout/stderr through a pipe drained by the parent: more than 64 MiB is a flood, "
+        "killed, and only the output's tail is kept")
+    row("GPU-memory cap", *memcap.describe(gpu, limits.gpu_memory_fraction,
+                                           memcap.nvml_available(), limits.host_memory_bytes))
     try:
         row("sandbox backend", "enforced", f"{default_backend().name} (in use)")
     except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
