@@ -139,7 +139,7 @@ def _resolve_url(url: str | None) -> tuple[URL, str]:
 
 _SCHEMA_LOCK = 0x6B62656E6368  # "kbench": the advisory lock creating the schema
 _ROLLED_BACK = ("40001", "40P01")  # serialization failure, deadlock detected
-_RETRIES = 5
+_RETRIES = 10  # with full-jitter backoff capped at 1 s: a few seconds at worst
 _PG_CHECK = ("check that the PostgreSQL server is running and that host, port, user, password "
              "and database name are right (--store, store in kbench.toml or $KBENCH_STORE)")
 
@@ -272,7 +272,7 @@ class Store(_TunedConfigs, _Selections):
             except DBAPIError as e:  # the database failed; anything else is a bug in kbench
                 if _sqlstate(e) in _ROLLED_BACK and retries < _RETRIES:
                     retries += 1
-                    time.sleep(random.uniform(0.01, 0.05) * 2 ** retries)
+                    time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** retries)))
                     continue
                 hint = f"; {_PG_CHECK}" if e.connection_invalidated else ""
                 raise StoreError(f"store {self.url}: {_one_line(e)}{hint}") from e
