@@ -233,7 +233,8 @@ class Runner:
         self._baselines[spec.key] = asyncio.wrap_future(self.executor.submit(job))
 
     async def _prebuild(self, code: str) -> None:
-        if not (self.device.startswith("cuda") and self.cfg.backend == "cuda"):
+        if not (self.device.startswith("cuda") and self.cfg.backend == "cuda") \
+                or self.executor.remote:  # built where it runs (the worker node's cache)
             return
         from sandbox.prebuild import prebuild
 

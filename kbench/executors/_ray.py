@@ -174,7 +174,6 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     from sandbox.job import Job, run_job
 
     _report()
-
     j = Job.from_dict(job)
     device = _worker_device(j.device)
     cache = _node_cache() if device.startswith("cuda") and j.timing else None
@@ -246,9 +245,13 @@ class RayExecutor(Executor):
                 f"verification holds {num_gpus:g} (for CPU runs declare logical ones: "
                 "ray start --num-gpus N)")
         self._slots = max(1, int(gpus // num_gpus))
-        opts = dict(num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False)
-        self._job_task = ray.remote(_run_job).options(**opts)
-        self._fn_task = ray.remote(_run_fn).options(**opts)
+        # On a GPU, one task per worker process (Ray's own default for GPU tasks): a worker
+        # that has touched CUDA stays bound to the card it first had, and Ray may give its
+        # next task another one (ray-project/ray#29624). On CPU (logical GPUs) workers stay.
+        opts = dict(num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False,
+                    max_calls=0 if cpu else 1)
+        self._job_task = ray.remote(**opts)(_run_job)
+        self._fn_task = ray.remote(**opts)(_run_fn)
         self._where = ray.remote(_Whereabouts).options(
             name=_WHEREABOUTS, get_if_exists=True, num_cpus=0).remote()
         self._cond = threading.Condition()

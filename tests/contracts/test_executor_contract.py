@@ -148,14 +148,26 @@ class ExecutorContract:
             used = board.used
             assert max(used.values()) - min(used.values()) <= 2, used
 
-    def test_jobs_share_the_executor_up_to_its_capacity(self, make: MakeExecutor,
-                                                        board: _Board) -> None:
-        """Jobs run at once, as many as the devices' slots hold (not one after another)."""
+    def test_jobs_run_at_once_up_to_the_capacity(self, make: MakeExecutor,
+                                                  board: _Board) -> None:
+        """As many jobs as the devices' slots hold run at once, not one after another: each
+        waits until all have started."""
+        def together(n: int) -> Callable[[str], bool]:
+            def fn(device: str) -> bool:
+                me = board.enter(device)
+                board.mark("arrived")
+                deadline = time.monotonic() + WAIT
+                while board.marks("arrived")["arrived"] < n and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                me.unlink()
+                return board.marks("arrived")["arrived"] >= n
+            return fn
+
         with make() as ex:
             board.slots = ex.jobs_per_device
             capacity = len(ex.devices) * ex.jobs_per_device
-            for f in [ex.submit(board.job(i, 0.3)) for i in range(2 * capacity)]:
-                f.result(timeout=WAIT)
+            futures = [ex.submit(together(capacity)) for _ in range(capacity)]
+            assert [f.result(timeout=2 * WAIT) for f in futures] == [True] * capacity
         assert board.peak == capacity and board.clashes == []
 
     def test_an_exception_in_the_job_reaches_the_future(self, make: MakeExecutor) -> None:
