@@ -11,7 +11,8 @@ candidates are. On a CPU device the CUDA candidates are left out (they cannot ru
 
 Each pass verifies the whole mix as a run does: per problem its baselines ahead of time on
 the executor, CUDA candidates prebuilt in a CPU pool (``sandbox.prebuild``; ``--build-slots``,
-by default a quarter of the cores as in the Runner), then every candidate a job on the executor
+by default a quarter of the cores as in the Runner) — both only for an in-process executor;
+a remote one (Ray) builds and measures them in its tasks, as in a run — then every candidate a job on the executor
 (``Executor.submit_job`` where the executor has it, else a job calling
 ``sandbox.job.run_job``), all submitted at once. Passes:
 
@@ -194,6 +195,7 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
     from sandbox.verdict import Status, Verdict
 
     on_gpu = device.startswith("cuda")
+    remote = getattr(ex, "remote", False)  # as the Runner: built and measured where it runs
     builds = threading.Semaphore(slots)
     built: Counter[str] = Counter()
     build_s = [0.0]
@@ -211,12 +213,12 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
     sampler = BusySampler(uuids).start() if on_gpu else None
     t0 = time.monotonic()
     ahead: dict[str, Future[Any]] = {}
-    if on_gpu and not getattr(ex, "remote", False):  # as the Runner: baselines first
+    if on_gpu and not remote:  # as the Runner: baselines first
         for key, spec in specs.items():
             ahead[key] = ex.submit(lambda d, s=spec: measure_baselines(s, cache, device=d))
 
     def one(c: dict[str, str]) -> Any:
-        if on_gpu and c["backend"] == "cuda":
+        if on_gpu and c["backend"] == "cuda" and not remote:
             with builds:
                 got = prebuild(c["source"], device)
             with mu:
