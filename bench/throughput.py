@@ -12,8 +12,8 @@ candidates are. On a CPU device the CUDA candidates are left out (they cannot ru
 Each pass verifies the whole mix as a run does: per problem its baselines ahead of time on
 the executor, CUDA candidates prebuilt in a CPU pool (``sandbox.prebuild``; ``--build-slots``,
 by default a quarter of the cores as in the Runner) — both only for an in-process executor;
-a remote one (Ray) builds and measures them in its tasks, as in a run — then every candidate a job on the executor
-(``Executor.submit_job`` where the executor has it, else a job calling
+a remote one (Ray) builds and measures them in its tasks, as in a run — then every candidate
+a job on the executor (``Executor.submit_job`` where the executor has it, else a job calling
 ``sandbox.job.run_job``), all submitted at once. Passes:
 
 - ``cold``: an empty build cache (a fresh ``KBENCH_CACHE_DIR``) and no baselines;
