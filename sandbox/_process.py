@@ -310,6 +310,8 @@ class ChildChannel:
                 self.timed_out = True
                 return None
             if not self.sel.select(timeout=min(left, 0.25)):
+                if self._exited():  # nothing left to read, but a descendant holds the pipe
+                    return None
                 continue
             chunk = os.read(self.rfd, 1 << 20)
             if not chunk:
@@ -317,6 +319,11 @@ class ChildChannel:
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return decode_message(self.key, line)
+
+    def _exited(self) -> bool:
+        """True once the child itself has exited (the channel may stay open: a descendant
+        that left its process group can hold the pipe's write end until it is swept)."""
+        return False
 
     def kill(self) -> None:
         raise NotImplementedError
@@ -379,6 +386,9 @@ class Child(ChildChannel):
 
     def __enter__(self) -> Child:
         return self
+
+    def _exited(self) -> bool:
+        return self.proc.poll() is not None
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -215,6 +216,37 @@ def test_a_descendant_that_left_the_session_is_killed(relu, tmp_path, backend):
             os.kill(pid, signal.SIGKILL)
     nxt = verify(relu, HONEST, device="cpu", limits=_FAST, isolation=_backend(backend))
     assert nxt.status is Status.CORRECT, nxt.reason
+
+
+_HOLD = '''
+import os as _os, time as _time
+if _os.fork() == 0:  # keeps every inherited descriptor (the result pipe too), own session
+    _os.setsid()
+    open(PIDFILE, "w").write(str(_os.getpid()))
+    _time.sleep(300)
+    _os._exit(0)
+'''
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_exit_is_seen_though_a_descendant_holds_the_pipes(relu, tmp_path, backend):
+    """The child leaves with os._exit mid-protocol while a descendant in its own session
+    holds the result pipe open: the exit is reported at once (not a timeout after the
+    check limit), and the descendant is killed."""
+    pidfile = tmp_path / "holder"
+    src = _HOLD.replace("PIDFILE", repr(str(pidfile))) + _candidate("_os._exit(3)\n")
+    lim = replace(_FAST, check_s=60)
+    t0 = time.monotonic()
+    v = verify(relu, src, device="cpu", limits=lim, isolation=_backend(backend),
+               static_policy=False)
+    assert v.status is Status.RUNTIME_ERROR and "exit code 3" in v.reason, v.reason
+    assert time.monotonic() - t0 < lim.check_s, "waited for the check limit"
+    pid = int(pidfile.read_text())
+    try:
+        assert not _running(pid), f"the descendant {pid} outlived its job"
+    finally:
+        if _running(pid, 0):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_sweep_kills_only_processes_of_that_job(tmp_path):

@@ -257,6 +257,10 @@ class ForkChild(ChildChannel):
         finally:
             self._status_lock.release()
 
+    def _exited(self) -> bool:
+        self._await_exit(0.01)  # the server's report, if it came
+        return self.reaped
+
     def kill(self) -> None:
         if not self.reaped and not self._orphan_killed:
             self._orphan_killed = self.orphaned
