@@ -197,7 +197,7 @@ def _copy(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
 # then a custom baseline: the very kernel the candidates launch), a plain copy on a CPU.
 PROBLEM = '''"""kbench self-test: a copy whose reference, on a GPU, is a Triton kernel."""
 ''' + _KERNELS + '''
-n = 1 << 24  # 64 MiB in fp32: far past L2
+n = 1 << 26  # 256 MiB in fp32: far past L2 (a second pass finds little of it there)
 
 KBENCH = {
     "dtype": "float32", "atol": 0.0, "rtol": 0.0,
@@ -265,10 +265,10 @@ class ModelNew(nn.Module):
         x = x.contiguous()
         y = torch.empty_like(x)
         n = x.numel()
-        _copy[(1,)](x, y, n, BLOCK=1024)
+        _copy[(triton.cdiv(n, 1024),)](x, y, n, BLOCK=1024)
         return y
 '''
-SPIN_PROBLEM = PROBLEM.replace("n = 1 << 24  # 64 MiB in fp32: far past L2",
+SPIN_PROBLEM = PROBLEM.replace("n = 1 << 26  # 256 MiB in fp32: far past L2 (a second pass finds little of it there)",
                                "n = 1024  # one program: the call is its spin")
 
 
@@ -320,9 +320,10 @@ def gpu_rows(device: str = "cuda", limits: Limits | None = None) -> list[Row]:
         spec = _spec(PROBLEM, Path(tmp))
         same = _main_only(verify(spec, SAME, device=device, cache=cache, limits=limits))
         twice = _main_only(verify(spec, TWICE, device=device, cache=cache, limits=limits))
+        # floors: launch jitter on the same kernel; what L2 still holds for a second pass
         rows.append(_ratio_row("same kernel as candidate and custom baseline", where, same,
-                               1.0, floor=0.02))
-        rows.append(_ratio_row("work done twice", where, twice, 0.5, floor=0.02))
+                               1.0, floor=0.03))
+        rows.append(_ratio_row("work done twice", where, twice, 0.5, floor=0.06))
         s = twice.shapes[0] if twice.shapes else None
         ok = bool(s and s.timing and s.eager and twice.speedup_eager is not None
                   and twice.speedup_eager < 1.0 and s.timing.median_ms > s.eager.median_ms)
