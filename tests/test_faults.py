@@ -30,7 +30,7 @@ from kbench.problems import load
 from sandbox import Limits, Status, memcap, verify
 from sandbox._process import LOG_CAP, LogDrain, sweep
 from sandbox.backends import ForkServerBackend, SubprocessBackend, available_backends
-from sandbox.job import Job
+from sandbox.job import Candidate, Job
 from sandbox.policy import check_source
 
 _FAST = Limits(import_s=60, check_s=4, trials=1, derived_trials=1, max_derived=1,
@@ -303,7 +303,7 @@ def test_log_drain_under_the_cap_is_not_a_flood(tmp_path):
 def test_limits_round_trip_the_memory_caps():
     lim = Limits(gpu_memory_fraction=0.5, host_memory_bytes=8 << 30)
     assert Limits.from_dict(json.loads(json.dumps(lim.to_dict()))) == lim
-    job = Job("p.py", "h", __import__("sandbox").job.Candidate("s"), limits=lim)
+    job = Job("p.py", "h", Candidate("s"), limits=lim)
     assert Job.from_dict(job.to_dict()).limits.gpu_memory_fraction == 0.5
     assert Limits().gpu_memory_fraction == 0.9  # on by default
 
