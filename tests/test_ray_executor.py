@@ -208,3 +208,16 @@ def test_a_local_instance_started_by_the_executor_gets_no_secret(tmp_path: Path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "worker []" in r.stdout and f"driver {SECRET} {SECRET}" in r.stdout, r.stdout
 
+
+
+def test_tuning_is_refused_on_ray_before_anything_runs() -> None:
+    """Tuning writes its study beside the store, so it stays on the local executor: asking
+    for it with Ray is one clear error before any call."""
+    from kbench.config import RunConfig
+    from kbench.errors import ConfigError
+    from kbench.runner import check_tune
+
+    with pytest.raises(ConfigError, match="--tune runs beside the store, on the local "
+                                          "executor"):
+        check_tune(RunConfig(executor="ray", tune=True), "cuda")
+    check_tune(RunConfig(executor="local", tune=True), "cuda")  # local: allowed
