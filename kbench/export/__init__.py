@@ -2,15 +2,20 @@
 
 Per problem the winner is the run's final selection if stored, else its best verdict; only a
 candidate correct on every shape it was checked on is exported (others are skipped, with the
-reason). Each becomes ``torch.ops.<PKG>.<suite>_<problem>``: a ``torch.library.custom_op``
-whose implementation runs the candidate's ``ModelNew`` (built after the reference's seed, so
-the parameters match), sets the tuned knobs of the input's verified shape, and falls back to
-the embedded reference, warning once, on shapes never verified; ``register_fake`` runs the
-reference under the fake mode, so the op traces inside ``torch.compile(fullgraph=True)``.
+reason). Each becomes ``torch.ops.<PKG>.<suite>_<problem>``, whose implementation runs the
+candidate's ``ModelNew`` (built after the reference's seed, so the parameters match), sets the
+tuned knobs of the input's verified shape, and falls back to the embedded reference, warning
+once, on shapes never verified.
 
-Not done: ``torch.library.triton_op`` / ``wrap_triton`` (Inductor tracing into the Triton
-kernel itself). A generic wrapper cannot find a single-launch function in an arbitrary
-candidate, so every backend is an opaque custom op to Inductor.
+A Triton candidate is a ``torch.library.triton_op``: its launch sites ``K[grid](...)`` are
+rewritten to go through ``torch.library.wrap_triton`` (:mod:`kbench.export._trace`), so
+``torch.compile`` traces the op's body and Inductor compiles the kernels themselves; where the
+reference holds parameters, the op takes the kernel model's as its last argument (real tensors
+captured inside cannot enter a trace). A Triton candidate whose launches cannot all be vouched
+for from its source (a kernel aliased or passed on, host reads such as ``.item()``, an
+extension beside the kernels) and every CUDA candidate are a ``torch.library.custom_op`` whose
+``register_fake`` runs the reference under the fake mode: one opaque node under
+``torch.compile(fullgraph=True)``. The README's table says which, and why.
 
 Example:
     >>> from kbench.export import export_run
@@ -150,10 +155,13 @@ def export_run(run_name: str, out: str | Path, package: str, store_url: str | No
             "bench.py": _template("_pkg_bench.py").replace('"__PKG__"', repr(package)),
             f"{package}/__init__.py": _init(package, run_name, rendered),
             f"{package}/_runtime.py": _template("_pkg_runtime.py"),
-            f"{package}/_kernels/__init__.py": '"""Candidate sources, verbatim."""\n',
+            f"{package}/_kernels/__init__.py": (
+                '"""Candidate sources, verbatim but for a triton_op\'s launch sites '
+                '``K[grid](...)``, rewritten to ``_kbench_wrap_triton(K)[grid](...)``."""\n'),
             f"{package}/_reference/__init__.py": '"""Reference problems, verbatim."""\n',
             f"{package}/tests/__init__.py": "",
             f"{package}/tests/test_ops.py": _template("_pkg_tests.py"),
+            f"{package}/tests/_trace.py": _template("_pkg_trace.py"),
         }
         for r in rendered:
             files.update(r.files)

@@ -1,12 +1,20 @@
 """Runtime shared by the exported ops (copied verbatim into the package as ``_runtime.py``).
 
-Each op module holds an :class:`OpSpec` (what kbench verified at export) and registers a
-``torch.library.custom_op`` whose implementation calls :func:`call`. ``call`` matches the
+Each op module holds an :class:`OpSpec` (what kbench verified at export) and registers an op
+whose implementation calls :func:`call`: a ``torch.library.triton_op`` for a Triton kernel
+whose launches were rewritten to ``wrap_triton`` (``spec.registration == "triton_op"``), else
+a ``torch.library.custom_op`` with :func:`fake` as its ``register_fake``. ``call`` matches the
 inputs to a verified shape by their signature (tensor sizes and dtypes, other values as they
 are), sets that shape's tuned knobs as the kernel module's globals, and runs the candidate's
 ``ModelNew`` built after the same seed as the reference ``Model``. Inputs that match no
 verified shape run the embedded reference instead, with a warning once per op: the kernel
-was never checked there. Nothing here imports kbench.
+was never checked there.
+
+Inside a trace (``torch.compile``: fake and functional tensors) a triton op's ``call`` runs
+the same Python with the launches recorded, not executed; models are built outside the trace,
+and a model's parameters and buffers enter it as the op's ``state`` argument (see
+:func:`state`) because real tensors captured from outside cannot mix with fake ones.
+Nothing here imports kbench.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["OpSpec", "call", "fake", "signature", "inputs_at", "reference_model",
+__all__ = ["OpSpec", "call", "fake", "state", "signature", "inputs_at", "init_at",
+           "load_kernel", "cuda_unavailable", "reference_model", "model_params",
            "unverified_shapes_allowed", "kernel_unavailable", "FALLBACKS"]
 
 _LOCK = threading.RLock()
@@ -37,8 +46,12 @@ _DEFAULT_KNOBS: dict[str, dict[str, Any]] = {}
 @dataclass(frozen=True)
 class OpSpec:
     """What kbench exported for one problem. ``verified``: shape name -> {"params": the
-    problem's constants, "signature": the inputs' signature, "init": constructor inputs};
-    ``tuned``: shape name -> knob values (module globals of the kernel)."""
+    problem's constants, "signature": the inputs' signature, speedups}; ``cpu_shapes``: name
+    -> constants of the problem's small CPU shapes, ``cpu_signatures`` their signatures;
+    ``tuned``: shape name -> knob values (module globals of the kernel); ``registration``:
+    "triton_op" or "custom_op", ``registration_note`` why a Triton kernel is a custom_op;
+    ``takes_state``: the triton op takes its model's parameters and buffers (see
+    :func:`state`) as its last argument."""
 
     name: str
     qualname: str
@@ -46,18 +59,39 @@ class OpSpec:
     backend: str  # "triton" or "cuda"
     kernel_module: str
     reference: ModuleType
-    default_init: list[Any]
     verified: dict[str, dict[str, Any]]
     verified_device: str
     cpu_shapes: dict[str, dict[str, Any]]
+    cpu_signatures: dict[str, str] = field(default_factory=dict)
     tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    registration: str = "custom_op"
+    registration_note: str = ""
+    takes_state: bool = False  # a triton op whose last argument is its model's tensors
     atol: float = 1e-4
     rtol: float = 1e-4
     seed: int = 0
 
     @property
     def by_signature(self) -> dict[str, str]:
-        return {v["signature"]: k for k, v in self.verified.items()}
+        """Input signature -> the first verified shape with it (a parameterized problem may
+        verify several models on inputs of one signature, e.g. two hidden sizes)."""
+        out: dict[str, str] = {}
+        for k, v in self.verified.items():
+            out.setdefault(v["signature"], k)
+        return out
+
+    def shapes_for(self, sig: str, allow_unverified: bool = False
+                   ) -> list[tuple[str | None, dict[str, Any] | None]]:
+        """(verified shape name or None, constants) of the models that may serve inputs of
+        signature ``sig``: the verified shapes with it, in order; with ``allow_unverified``
+        then a CPU shape with it, then the file's main shape (constants None)."""
+        out: list[tuple[str | None, dict[str, Any] | None]] = [
+            (k, v["params"]) for k, v in self.verified.items() if v["signature"] == sig]
+        if allow_unverified:
+            out += [(None, self.cpu_shapes[k]) for k, v in self.cpu_signatures.items()
+                    if v == sig]
+            out.append((None, None))
+        return out
 
 
 def signature(args: Sequence[Any]) -> str:
@@ -69,6 +103,17 @@ def signature(args: Sequence[Any]) -> str:
         else:
             parts.append(repr(a))
     return "(" + ", ".join(parts) + ")"
+
+
+def _traced(args: Sequence[Any]) -> bool:
+    """Whether ``args`` are a trace's fake (or functional) tensors rather than real ones."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return any(isinstance(a, torch.Tensor) and is_fake(a) for a in _flat(args))
+
+
+def _flat(args: Sequence[Any]) -> list[Any]:
+    return [x for a in args for x in (a if isinstance(a, (list, tuple)) else [a])]
 
 
 def _device(args: Sequence[Any]) -> torch.device:
@@ -90,32 +135,56 @@ def unverified_shapes_allowed() -> Iterator[None]:
         _STATE.allow = old
 
 
+def cuda_unavailable() -> str | None:
+    """Why a CUDA (load_inline) kernel cannot be built and run in this process, or None:
+    the first missing piece of a CUDA build of torch, a visible GPU, a CUDA toolkit."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if torch.version.cuda is None:
+        return (f"this torch ({torch.__version__}) is built without CUDA; a CUDA kernel needs "
+                "a CUDA build of torch and a GPU")
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+    if CUDA_HOME is None:
+        return ("no CUDA toolkit was found to build its source (set CUDA_HOME or put nvcc on "
+                "PATH; a C++ compiler is needed too)")
+    return None
+
+
 def kernel_unavailable(spec: OpSpec, device: torch.device) -> str | None:
     """Why the kernel cannot run on ``device`` here, or None."""
-    if spec.backend == "cuda" and device.type != "cuda":
-        return "a CUDA kernel needs CUDA tensors"
+    if spec.backend == "cuda":
+        why = cuda_unavailable()
+        if why is not None:
+            return why
+        if device.type != "cuda":
+            return "a CUDA kernel needs CUDA tensors"
     if spec.backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         return "a Triton kernel needs CUDA tensors, or TRITON_INTERPRET=1 to run on CPU"
     return None
 
 
-def _kernel(spec: OpSpec) -> ModuleType:
+def load_kernel(spec: OpSpec) -> ModuleType:
+    """The kernel's module, imported (a CUDA source is compiled by ``load_inline`` then, once
+    per machine: torch caches the build). Raises RuntimeError, one line saying what is
+    missing, where a CUDA kernel cannot be built or run here."""
     if spec.backend == "cuda":
+        why = cuda_unavailable()
+        if why is not None:
+            raise RuntimeError(f"{spec.qualname}: its CUDA source is built at first use with "
+                               f"torch.utils.cpp_extension.load_inline, and {why}")
         from torch.utils.cpp_extension import CUDA_HOME
 
-        if CUDA_HOME is None:
-            raise RuntimeError(
-                f"{spec.qualname}: its CUDA source is built at first use with "
-                "torch.utils.cpp_extension.load_inline, and no CUDA toolkit was found (set "
-                "CUDA_HOME or put nvcc on PATH; a C++ compiler is needed too)")
         try:
             return importlib.import_module(spec.kernel_module)
         except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:300]
             raise RuntimeError(
                 f"{spec.qualname}: building its CUDA source with load_inline failed "
-                f"({type(e).__name__}: {e}); it needs nvcc (CUDA_HOME={CUDA_HOME}) and a C++ "
-                "compiler matching this torch build") from e
+                f"({type(e).__name__}: {first}); it needs nvcc (CUDA_HOME={CUDA_HOME}) and a "
+                "C++ compiler matching this torch build") from e
     return importlib.import_module(spec.kernel_module)
+
 
 
 def _set_constants(module: ModuleType, params: dict[str, Any]) -> dict[str, Any]:
@@ -126,30 +195,80 @@ def _set_constants(module: ModuleType, params: dict[str, Any]) -> dict[str, Any]
     return saved
 
 
+@contextlib.contextmanager
+def _at(module: ModuleType, params: dict[str, Any] | None) -> Iterator[ModuleType]:
+    """The reference module with its constants at ``params`` (None: as the file sets them)."""
+    with _LOCK:
+        saved = _set_constants(module, params or {})
+        try:
+            yield module
+        finally:
+            _set_constants(module, saved)
+
+
 def inputs_at(spec: OpSpec, params: dict[str, Any], seed: int, device: str) -> list[Any]:
     """The reference's ``get_inputs()`` at the constants ``params``, after ``seed``."""
-    with _LOCK:
-        saved = _set_constants(spec.reference, params)
-        try:
-            torch.manual_seed(seed)
-            inputs = list(spec.reference.get_inputs())
-        finally:
-            _set_constants(spec.reference, saved)
+    with _at(spec.reference, params) as ref:
+        torch.manual_seed(seed)
+        inputs = list(ref.get_inputs())
     return [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
 
 
-def _build(cls: type, spec: OpSpec, init: list[Any], device: torch.device) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)  # the reference's convention: built on CPU after the seed
+def init_at(spec: OpSpec, params: dict[str, Any] | None) -> list[Any]:
+    """The reference's ``get_init_inputs()`` at ``params`` (None: the file's own constants),
+    made on CPU after the model seed, as kbench's verifier makes them; tensors included."""
+    with _at(spec.reference, params) as ref, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return list(ref.get_init_inputs())
+
+
+def _build(cls: type, spec: OpSpec, params: dict[str, Any] | None, device: torch.device
+           ) -> torch.nn.Module:
+    """``cls(*init)`` built on CPU after the seed (the reference's convention), while the
+    reference's constants are at ``params``; never inside a trace (its parameters would be
+    fake), so tracing modes are switched off while it is built."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes(), _at(spec.reference, params), \
+            torch.random.fork_rng(devices=[]):
+        init = init_at(spec, params)
+        torch.manual_seed(spec.seed)
         model = cls(*init)
-    return model.to(device).eval()
+        return model.to(device).eval()
 
 
-def reference_model(spec: OpSpec, device: torch.device | str, init: list[Any] | None = None
-                    ) -> torch.nn.Module:
-    """The embedded reference ``Model`` with the same parameters as the exported kernel's."""
-    return _build(spec.reference.Model, spec, spec.default_init if init is None else init,
-                  torch.device(device))
+def reference_model(spec: OpSpec, device: torch.device | str,
+                    params: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The embedded reference ``Model`` at the constants ``params`` (None: the file's main
+    shape), with the same parameters as the exported kernel's."""
+    return _build(spec.reference.Model, spec, params, torch.device(device))
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def _run(spec: OpSpec, model: torch.nn.Module, args: Sequence[Any],
+         given: Sequence[torch.Tensor] | None) -> Any:
+    """``model(*args)``; with ``given``, the model's parameters and buffers replaced by them
+    for the call (how fake ones enter a trace)."""
+    own = _tensors(model)
+    if given is None:
+        if own and _traced(args):
+            raise RuntimeError(
+                f"{spec.qualname}: its kernel's model holds {len(own)} parameter/buffer "
+                f"tensor(s) ({', '.join(own)}) though the reference holds none, so the op "
+                "takes no state argument and cannot be traced (real tensors captured inside "
+                "cannot mix with a trace's fake ones); call it outside torch.compile")
+        return model(*args)
+    if len(given) != len(own):
+        raise ValueError(f"{spec.qualname}: state has {len(given)} tensors, the model "
+                         f"{len(own)} ({', '.join(own)})")
+    for (n, t), g in zip(own.items(), given):
+        if tuple(g.shape) != tuple(t.shape) or g.dtype != t.dtype:
+            raise ValueError(f"{spec.qualname}: state tensor {n} is {g.dtype}{list(g.shape)}, "
+                             f"the model's {t.dtype}{list(t.shape)}")
+    return torch.func.functional_call(model, dict(zip(own, given)), tuple(args))
 
 
 def _fallback(spec: OpSpec, args: Sequence[Any], why: str) -> Any:
@@ -164,13 +283,19 @@ def _fallback(spec: OpSpec, args: Sequence[Any], why: str) -> Any:
         if key not in _MODELS:
             _MODELS[key] = reference_model(spec, dev)
         model = _MODELS[key]
+    if _traced(args) and _tensors(model):
+        raise RuntimeError(f"{spec.qualname}: {why}, and the reference that would serve them "
+                           "holds parameters, which cannot enter a trace; call the op on a "
+                           "verified shape inside torch.compile")
     with torch.no_grad():
         return _own(model(*args), args)
 
 
 def _own(out: Any, args: Sequence[Any]) -> Any:
     """A custom op may not return its inputs or views of them: such outputs are copied."""
-    ptrs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+    if _traced(args):
+        return out  # fake tensors have no storage to compare; the eager call checks
+    ptrs = {a.untyped_storage().data_ptr() for a in _flat(args) if isinstance(a, torch.Tensor)}
 
     def one(t: Any) -> Any:
         if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() in ptrs:
@@ -180,41 +305,93 @@ def _own(out: Any, args: Sequence[Any]) -> Any:
     return tuple(one(t) for t in out) if isinstance(out, (tuple, list)) else one(out)
 
 
-def call(spec: OpSpec, args: Sequence[Any]) -> Any:
+def _model_at(spec: OpSpec, params: dict[str, Any] | None, dev: torch.device
+              ) -> torch.nn.Module:
+    key = (spec.qualname, repr(sorted((params or {}).items())), str(dev))
+    if key not in _MODELS:
+        _MODELS[key] = _build(load_kernel(spec).ModelNew, spec, params, dev)
+    return _MODELS[key]
+
+
+def _fits(model: torch.nn.Module, given: Sequence[torch.Tensor] | None) -> bool:
+    if given is None:
+        return True
+    own = list(_tensors(model).values())
+    return len(own) == len(given) and all(
+        tuple(t.shape) == tuple(g.shape) and t.dtype == g.dtype for t, g in zip(own, given))
+
+
+def _pick(spec: OpSpec, args: Sequence[Any], given: Sequence[torch.Tensor] | None,
+          allowed: bool) -> tuple[str | None, torch.nn.Module]:
+    """The shape and model serving ``args``: the first candidate model (see
+    :meth:`OpSpec.shapes_for`) whose parameters and buffers match ``given`` in shape and
+    dtype (the first, without ``given``). Caller holds the lock."""
+    options = spec.shapes_for(signature(args), allowed)
+    dev = _device(args)
+    for name, params in options:
+        model = _model_at(spec, params, dev)
+        if _fits(model, given):
+            return name, model
+    name, params = options[0]
+    return name, _model_at(spec, params, dev)  # _run names the mismatch
+
+
+def _set_knobs(spec: OpSpec, shape: str | None) -> None:
+    """The kernel module's knob globals: ``shape``'s tuned values, the module's own else."""
+    mod = load_kernel(spec)
+    knobs_used = {k for knobs in spec.tuned.values() for k in knobs}
+    defaults = _DEFAULT_KNOBS.setdefault(
+        spec.qualname, {k: getattr(mod, k) for k in knobs_used if hasattr(mod, k)})
+    for k, v in {**defaults, **spec.tuned.get(shape or "", {})}.items():
+        setattr(mod, k, v)
+
+
+def call(spec: OpSpec, args: Sequence[Any], given: Sequence[torch.Tensor] | None = None
+         ) -> Any:
     """The op's implementation: the kernel on a verified shape (its tuned knobs set), else the
-    reference with a warning once."""
+    reference with a warning once. ``given``: the model's parameters and buffers to use (a
+    triton op's ``state`` argument), else its own."""
     sig = signature(args)
-    shape = spec.by_signature.get(sig)
     allowed = getattr(_STATE, "allow", False)
-    if shape is None and not allowed:
+    if not spec.shapes_for(sig) and not allowed:
         return _fallback(spec, args, f"inputs {sig} match no verified shape "
                                      f"({', '.join(spec.verified) or 'none'})")
-    dev = _device(args)
-    why = kernel_unavailable(spec, dev)
+    traced = _traced(args)
+    why = None if traced else kernel_unavailable(spec, _device(args))  # a trace runs nothing
     if why is not None:
         return _fallback(spec, args, why)
     with _LOCK:
-        mod = _kernel(spec)
-        knobs_used = {k for knobs in spec.tuned.values() for k in knobs}
-        defaults = _DEFAULT_KNOBS.setdefault(
-            spec.qualname, {k: getattr(mod, k) for k in knobs_used if hasattr(mod, k)})
-        for k, v in {**defaults, **spec.tuned.get(shape or "", {})}.items():
-            setattr(mod, k, v)
-        init = spec.verified[shape]["init"] if shape is not None else spec.default_init
-        key = (spec.qualname, shape or "default", str(dev))
-        if key not in _MODELS:
-            _MODELS[key] = _build(mod.ModelNew, spec, init, dev)
-        model = _MODELS[key]
+        shape, model = _pick(spec, args, given, allowed)
+        _set_knobs(spec, shape)
         with torch.no_grad():
-            return _own(model(*args), args)
+            return _own(_run(spec, model, args, given), args)
+
+
+def state(spec: OpSpec, args: Sequence[Any]) -> list[torch.Tensor]:
+    """The parameters and buffers of the kernel's model for inputs ``args`` (empty if it has
+    none): the ``state`` a triton op takes inside ``torch.compile``. Call it outside the
+    compiled function; the tensors are the model's own (seeded as the reference's)."""
+    if not spec.takes_state:
+        return []
+    with _LOCK:
+        _, model = _pick(spec, args, None, True)
+        return list(_tensors(model).values())
+
+
+def model_params(spec: OpSpec, args: Sequence[Any]) -> dict[str, Any] | None:
+    """The constants of the model that serves ``args`` when no state is given (None: the
+    file's main shape): the reference to compare the op with is built at them."""
+    return spec.shapes_for(signature(args), True)[0][1]
 
 
 def fake(spec: OpSpec, args: Sequence[Any]) -> Any:
-    """``register_fake``: the reference run on the fake inputs gives the output's metadata
-    (its parameters are made under the same fake mode, so no real memory is touched)."""
+    """``register_fake`` of a custom op: the reference run on the fake inputs gives the
+    output's metadata (its parameters are made under the same fake mode, so no real memory
+    is touched)."""
     dev = _device(args)
-    with torch.device(dev):
-        model = spec.reference.Model(*spec.default_init)
+    params = model_params(spec, args)
+    with _at(spec.reference, params), torch.device(dev):
+        model = spec.reference.Model(*init_at(spec, params))
     out = model(*args)
     if isinstance(out, (tuple, list)):
         return tuple(torch.empty_like(t) for t in out)

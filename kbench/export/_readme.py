@@ -12,6 +12,14 @@ def _x(v: float | None) -> str:
     return f"{v:.2f}x" if v is not None else "not timed"
 
 
+def _registered(s: dict[str, Any]) -> str:
+    how = s.get("registration", "custom_op")
+    if s.get("takes_state"):
+        how += " (takes `state`)"
+    note = s.get("registration_note")
+    return f"{how}: {note}".replace("|", "\\|") if note else how
+
+
 def readme(pkg: str, run: str, summaries: list[dict[str, Any]], skipped: list[str]) -> str:
     lines = [
         f"# {pkg}",
@@ -32,14 +40,28 @@ def readme(pkg: str, run: str, summaries: list[dict[str, Any]], skipped: list[st
         "tuned knobs (set as the kernel module's globals).",
         "- Other inputs run the embedded reference implementation, with a `RuntimeWarning` "
         "once per op: the kernel was never checked on them.",
-        "- The op is a `torch.library.custom_op` with `register_fake` (the reference run under "
-        "the fake mode), so it works inside `torch.compile(fullgraph=True)` as one opaque node. "
-        "`torch.library.triton_op`/`wrap_triton` are not used: a generic exporter cannot find a "
-        "single-launch wrapper in an arbitrary candidate, so Inductor does not trace into the "
-        "Triton kernels.",
+        "- A Triton kernel is a `torch.library.triton_op`: the kernel module's launch sites "
+        "`K[grid](...)` were rewritten to `_kbench_wrap_triton(K)[grid](...)` "
+        "(`torch.library.wrap_triton`), so inside `torch.compile` the op's body is traced and "
+        "Inductor sees (and compiles) the Triton kernels themselves. Where the reference holds "
+        "parameters or buffers, the op takes the kernel model's as its last argument: "
+        f"`torch.ops.{pkg}.<name>(*inputs, {pkg}.<name>.state(*inputs))` (compute `state` "
+        "outside the compiled function; real tensors captured inside an op cannot enter a "
+        "trace). A Triton candidate the exporter cannot vouch for is a custom op instead; the "
+        "table's last column says why.",
+        "- A CUDA kernel is a `torch.library.custom_op` with `register_fake` (the reference "
+        "run under the fake mode): inside `torch.compile(fullgraph=True)` it is one opaque node.",
+        "- Under `TRITON_INTERPRET=1` on CPU a triton op runs eagerly but cannot be compiled: "
+        "`@triton.jit` then makes interpreted functions, which `wrap_triton` leaves as they "
+        "are and which cannot take a trace's fake tensors. The package's tests check the trace "
+        "on CPU in a child process without the interpreter (nothing runs), and compile and "
+        "run every op with Inductor on a GPU. bf16 cases are not run under the interpreter "
+        "(it computes bf16 on raw bit patterns, triton-lang/triton#11584).",
         "- Parameters (if any) are built after `torch.manual_seed(0)` like the reference's.",
-        "- CUDA sources are built with `load_inline` at first call; without a CUDA toolkit "
-        "the call fails with a message saying so.",
+        "- CUDA sources are built with `load_inline` at their first call on CUDA tensors "
+        f"(`{pkg}._runtime.load_kernel(spec)` builds one ahead); where torch has no CUDA, no GPU "
+        "is visible or no CUDA toolkit is found, that raises one `RuntimeError` naming what "
+        "is missing, and a call on CPU tensors runs the reference with one warning saying so.",
         "",
         "## Ops and the speedups kbench measured",
         "",
@@ -47,15 +69,17 @@ def readme(pkg: str, run: str, summaries: list[dict[str, Any]], skipped: list[st
         "`torch.compile` on the device below; \"not timed\" means the run had no GPU "
         "(correctness checked under Triton's interpreter, timing never invented).",
         "",
-        "| op | problem | candidate | backend | shape | x eager | x compile | tuned knobs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| op | problem | candidate | backend | shape | x eager | x compile | tuned knobs "
+        "| registered as |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         for name, sh in s["shapes"].items():
             knobs = json.dumps(sh["tuned"]) if sh["tuned"] else "defaults"
             lines.append(f"| `{s['op']}` | {s['problem']} | {s['candidate']} ({s['chosen_by']}) "
                          f"| {s['backend']} | {name} `{json.dumps(sh['params'])}` "
-                         f"| {_x(sh['speedup_eager'])} | {_x(sh['speedup_compile'])} | {knobs} |")
+                         f"| {_x(sh['speedup_eager'])} | {_x(sh['speedup_compile'])} | {knobs} "
+                         f"| {_registered(s)} |")
     lines += ["", "## Environment the speedups were measured on", ""]
     for s in summaries:
         lines.append(f"- {s['problem']} on `{s['device']}`: `{json.dumps(s['fingerprint'])}`")

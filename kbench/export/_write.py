@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import keyword
@@ -15,6 +14,7 @@ from typing import Any
 
 from kbench.errors import ConfigError
 from kbench.export._select import Winner
+from kbench.export._trace import rewrite_launches
 from kbench.store import Store
 from kbench.tuning import source_hash
 from sandbox.problem import ProblemSpec, load_file
@@ -36,16 +36,16 @@ def module_name(problem_key: str) -> str:
     return name if name and not name[0].isdigit() and not keyword.iskeyword(name) else f"p_{name}"
 
 
-def _literal(x: Any, what: str) -> str:
-    text = repr(x)
+def _signature(spec: ProblemSpec, params: dict[str, Any]) -> str:
+    """The signature of the inputs at ``params``: made on the meta device (sizes only, no
+    memory), else on CPU for a ``get_inputs`` that reads values (``int(lengths.max())``,
+    ``.tolist()``), which meta tensors do not have."""
+    from kbench.export._pkg_runtime import signature
+
     try:
-        ok = ast.literal_eval(text) == x
-    except (ValueError, SyntaxError):
-        ok = False
-    if not ok:
-        raise ConfigError(f"{what} is not a plain value ({type(x).__name__}); only problems "
-                          "whose constructor inputs are numbers, strings or lists are exported")
-    return text
+        return signature(spec.make_inputs(params, 0, "meta"))
+    except Exception:  # noqa: BLE001 - any failure on meta: the real inputs decide
+        return signature(spec.make_inputs(params, 0, "cpu"))
 
 
 def _spec_of(store: Store, w: Winner, tmp: Path) -> ProblemSpec:
@@ -79,19 +79,22 @@ def _annotation(x: Any) -> str:
     raise ConfigError(f"input of type {type(x).__name__} cannot be a custom op argument")
 
 
-def _output_kind(spec: ProblemSpec) -> str:
-    """The op's return annotation, from the reference run on its first small CPU shape."""
+def _output_kind(spec: ProblemSpec) -> tuple[str, bool]:
+    """The op's return annotation, from the reference run on its first small CPU shape, and
+    whether the reference holds parameters or buffers (then a triton op takes its kernel
+    model's as an argument, the only way they can enter a trace)."""
     import torch
 
     shape = next(iter(spec.cpu_shapes.values()))
     inputs = spec.make_inputs(shape, 0, "cpu")
     model = spec.make_model(spec.make_init_inputs(shape), 0, "cpu", shape=shape)
+    has_state = any(True for _ in model.parameters()) or any(True for _ in model.buffers())
     with torch.no_grad():
         out = model(*inputs)
     if isinstance(out, torch.Tensor):
-        return "torch.Tensor"
+        return "torch.Tensor", has_state
     if isinstance(out, (tuple, list)) and out and all(isinstance(t, torch.Tensor) for t in out):
-        return "tuple[" + ", ".join(["torch.Tensor"] * len(out)) + "]"
+        return "tuple[" + ", ".join(["torch.Tensor"] * len(out)) + "]", has_state
     raise ConfigError(f"the reference returns {type(out).__name__}, not tensors")
 
 
@@ -102,9 +105,9 @@ def _tuned(store: Store, w: Winner) -> dict[str, dict[str, Any]]:
     return {r.shape_name: dict(r.knobs) for r in (same or rows)}  # oldest first: latest wins
 
 
-_OP = '''"""{qualname}: {key}'s winning kernel from kbench run {run!r} (candidate {cid}, chosen by
-{how}), registered as a torch custom op. The kernel's source is ``{pkg}._kernels.{mod}``; the
-reference it was verified against is ``{pkg}._reference.{mod}``."""
+_HEAD = '''"""{qualname}: {key}'s winning kernel from kbench run {run!r} (candidate {cid}, chosen by
+{how}), registered as a {registration}. The kernel's source is ``{pkg}._kernels.{mod}``; the
+reference it was verified against is ``{pkg}._reference.{mod}``.{note}"""
 
 from __future__ import annotations
 
@@ -120,15 +123,20 @@ SPEC = _runtime.OpSpec(
     backend={backend!r},
     kernel_module="{pkg}._kernels.{mod}",
     reference=_reference,
-    default_init={default_init},
     verified={verified},
     verified_device={vdevice!r},
     cpu_shapes={cpu_shapes},
+    cpu_signatures={cpu_signatures},
     tuned={tuned},
+    registration={registration!r},
+    registration_note={registration_note!r},
+    takes_state={takes_state!r},
     atol={atol!r},
     rtol={rtol!r},
 )
+'''
 
+_CUSTOM_OP = '''
 
 @torch.library.custom_op({qualname!r}, mutates_args=())
 def {mod}({params}) -> {ret}:
@@ -140,52 +148,93 @@ def _({params}) -> {ret}:
     return _runtime.fake(SPEC, ({args},))
 '''
 
+# triton_op traces its body under torch.compile (its own fake implementation); the kernel
+# source's launches were rewritten to wrap_triton. A model's parameters and buffers enter the
+# trace as the last argument (real tensors captured inside cannot mix with fake ones);
+# custom ops infer no default for a tensor list, so that argument is there only when needed.
+_TRITON_OP = '''
+
+@torch.library.triton_op({qualname!r}, mutates_args=())
+def {mod}({params}) -> {ret}:
+    return _runtime.call(SPEC, ({args},))
+'''
+
+_TRITON_OP_STATE = '''
+
+@torch.library.triton_op({qualname!r}, mutates_args=())
+def {mod}({params}, {state}: list[torch.Tensor]) -> {ret}:
+    """Call as ``{mod}(*inputs, state(*inputs))``."""
+    return _runtime.call(SPEC, ({args},), {state})
+
+
+def state({params}) -> list[torch.Tensor]:
+    """The kernel model's parameters and buffers for these inputs, the op's last argument
+    (compute it outside a compiled function: it builds the model once per shape)."""
+    return _runtime.state(SPEC, ({args},))
+'''
+
+
+def _registration(w: Winner) -> tuple[str, str, str]:
+    """(registration, note, kernel module source): a Triton candidate whose launches could be
+    rewritten is a triton_op; any other is a custom_op (with the reason for a Triton one)."""
+    if w.candidate.backend != "triton":
+        return "custom_op", "", w.candidate.source
+    t = rewrite_launches(w.candidate.source)
+    if t.source is None:
+        return "custom_op", f"not a triton_op: {t.why}", w.candidate.source
+    return "triton_op", "", t.source
+
 
 def render(store: Store, w: Winner, pkg: str, run: str) -> Rendered:
     """The files of one winner. Raises ConfigError with the reason it cannot be exported."""
-    from kbench.export._pkg_runtime import signature
-
     mod = module_name(w.problem_key)
     with tempfile.TemporaryDirectory(prefix="kbench-export-") as tmp:
         spec = _spec_of(store, w, Path(tmp))
         verified: dict[str, dict[str, Any]] = {}
         for s in w.verdict["shapes"]:
             params = dict(s["params"])
-            inputs = spec.make_inputs(params, 0, "meta")  # sizes only, no memory
             verified[s["name"]] = {
-                "params": params, "signature": signature(inputs),
-                "init": ast.literal_eval(_literal(spec.make_init_inputs(params),
-                                                  f"{w.problem_key} init inputs")),
+                "params": params, "signature": _signature(spec, params),
                 "speedup_eager": s.get("speedup_eager"),
                 "speedup_compile": s.get("speedup_compile"),
             }
-        main_inputs = spec.make_inputs(dict(spec.constants), 0, "meta")
+        cpu_shapes = spec.cpu_shapes
+        cpu_signatures = {n: _signature(spec, dict(p)) for n, p in cpu_shapes.items()}
+        # Types and count only: the first small CPU shape's real inputs (any get_inputs runs)
+        main_inputs = spec.make_inputs(dict(next(iter(cpu_shapes.values()))), 0, "cpu")
         params = _op_params(spec, len(main_inputs))
         annots = [_annotation(x) for x in main_inputs]
-        ret = _output_kind(spec)
-        default_init = _literal(spec.make_init_inputs(dict(spec.constants)),
-                                f"{w.problem_key} init inputs")
-        cpu_shapes = spec.cpu_shapes
+        ret, takes_state = _output_kind(spec)
         atol, rtol = spec.tolerance
     tuned = {k: v for k, v in _tuned(store, w).items() if k in verified}
+    registration, note, kernel_source = _registration(w)
     qualname = f"{pkg}::{mod}"
-    op = _OP.format(
+    state_arg = "model_state" if "model_state" not in params else "model_state_"
+    fields = dict(
         qualname=qualname, key=w.problem_key, run=run, cid=w.candidate.id, how=w.chosen_by,
-        pkg=pkg, mod=mod, backend=w.candidate.backend, default_init=default_init,
+        pkg=pkg, mod=mod, backend=w.candidate.backend,
         verified=pformat(verified, width=96, sort_dicts=False),
         vdevice=str(w.verdict.get("device", "cpu")), cpu_shapes=pformat(cpu_shapes, width=96),
+        cpu_signatures=pformat(cpu_signatures, width=96),
         tuned=pformat(tuned, width=96), atol=float(atol), rtol=float(rtol),
         params=", ".join(f"{p}: {a}" for p, a in zip(params, annots)), ret=ret,
-        args=", ".join(params),
+        args=", ".join(params), registration=registration, registration_note=note,
+        note=f"\n\nRegistered as a custom_op, {note}." if note else "", state=state_arg,
+        takes_state=registration == "triton_op" and takes_state,
     )
+    body = _CUSTOM_OP if registration != "triton_op" else (
+        _TRITON_OP_STATE if takes_state else _TRITON_OP)
+    op = _HEAD.format(**fields) + body.format(**fields)
     files = {
         f"{pkg}/{mod}.py": op,
-        f"{pkg}/_kernels/{mod}.py": w.candidate.source,
+        f"{pkg}/_kernels/{mod}.py": kernel_source,
         f"{pkg}/_reference/{mod}.py": spec.source,
     }
     summary = {
         "problem": w.problem_key, "op": f"torch.ops.{pkg}.{mod}", "candidate": w.candidate.id,
         "chosen_by": w.chosen_by, "backend": w.candidate.backend,
+        "registration": registration, "registration_note": note,
+        "takes_state": registration == "triton_op" and takes_state,
         "device": w.verdict.get("device"), "fingerprint": w.verdict.get("fingerprint") or {},
         "speedup_eager": w.verdict.get("speedup_eager"),
         "speedup_compile": w.verdict.get("speedup_compile"),
