@@ -175,6 +175,26 @@ def timing_limit_s(cases: list[_Case], limits: Limits) -> tuple[float, bool]:
     return total, True
 
 
+# The check phase's hang limit per trial (on a GPU): a trial runs from the child's request for
+# its inputs to its next request. The first trial of a shape may compile and autotune the
+# candidate's kernels for that shape: 2 x compile_allowance_s; a later one makes its inputs,
+# calls the candidate and hands the output over: TRIAL_ALLOWANCE_S; both plus the reference's
+# call time x CALLS_PER_TRIAL x hang_factor. Never above the phase's own limit (check_s).
+TRIAL_ALLOWANCE_S = 20.0
+CALLS_PER_TRIAL = 4
+
+
+def check_step_s(case: _Case, first: bool, limits: Limits, device: str) -> float | None:
+    """The hang limit of one checked trial of ``case`` (``first``: the shape's first), or
+    None where the check phase keeps its fixed limit: off CUDA (the Triton interpreter runs
+    a kernel far slower than PyTorch runs the reference) or when the reference's time is
+    unknown."""
+    if not device.startswith("cuda") or case.ref_ms is None:
+        return None
+    base = 2 * limits.compile_allowance_s if first else TRIAL_ALLOWANCE_S
+    return min(limits.check_s, base + case.ref_ms / 1e3 * CALLS_PER_TRIAL * limits.hang_factor)
+
+
 def _rms(x: Any) -> float:
     """Root mean square of the floating-point tensors in ``x`` (0.0 if none)."""
     import torch

@@ -36,6 +36,7 @@ from sandbox.cases import (
     _plan,
     _prepare_trial,
     atol_for,
+    check_step_s,
     draw_timed,
     pick_audited,
     release_device_cache,
@@ -265,7 +266,10 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
         phase = "import"
         try:
             deadline = time.monotonic() + limits.import_s
+            check_end, step_s, stepped = deadline, None, set()
             while not finished:
+                if phase == "check" and step_s is not None:
+                    deadline = min(check_end, time.monotonic() + step_s)
                 msg = child.recv(deadline)
                 if msg is None:
                     break
@@ -274,13 +278,17 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     res.marks[ev] = time.monotonic()
                 if ev == "imported":
                     phase = "check"
-                    deadline = time.monotonic() + limits.check_s
+                    check_end = time.monotonic() + limits.check_s
+                    deadline = check_end
                 elif ev == "error":
                     res.status, res.reason = _error_status(msg)
                     finished = True
                 elif ev == "need_inputs":
                     c = by_name[msg["shape"]]
                     i = int(msg["trial"])
+                    if phase == "check" and check:  # a candidate trial's own hang limit
+                        step_s = check_step_s(c, c.name not in stepped, limits, device)
+                        stepped.add(c.name)
                     if check:
                         child.send(json.dumps(_prepare_trial(spec, c, i, device)))
                         if c.big:
@@ -354,9 +362,13 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 limit = {"import": limits.import_s, "check": limits.check_s,
                          "timing": t_limit}[phase]
                 res.status = Status.TIMEOUT
-                res.reason = (f"no progress for {limit:.3g} s during timing (limit scaled from "
-                              "the reference's time)" if phase == "timing" and scaled else
-                              f"no progress for {limit:g} s during {phase} (killed)")
+                if phase == "check" and step_s is not None:
+                    res.reason = (f"no progress for {step_s:.3g} s during check (a trial's limit, "
+                                  "scaled from the reference's time; killed)")
+                else:
+                    res.reason = (f"no progress for {limit:.3g} s during timing (limit scaled "
+                                  "from the reference's time)" if phase == "timing" and scaled
+                                  else f"no progress for {limit:g} s during {phase} (killed)")
             else:
                 how = f"killed by {ex.signal_name}" if ex.signal_name else f"exit code {ex.code}"
                 res.status = Status.RUNTIME_ERROR

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -257,7 +258,8 @@ class _FakeChild:
         return next(self.script, None)
 
     def finish(self, grace_s: float = 5.0):
-        return SimpleNamespace(code=0, signal_name=None, timed_out=False, log_tail="")
+        return SimpleNamespace(code=0, signal_name=None, timed_out=False, log_tail="",
+                               flooded=False)
 
     def kill(self) -> None:
         pass
@@ -332,7 +334,7 @@ def test_timeout_during_timing_names_the_scaled_limit(relu, planned, tmp_path):
 
         def finish(self, grace_s: float = 5.0):
             return SimpleNamespace(code=None, signal_name="SIGKILL", timed_out=True,
-                                   log_tail="")
+                                   log_tail="", flooded=False)
 
     for c in planned:
         c.ref_ms = 1.0
@@ -344,3 +346,57 @@ def test_timeout_during_timing_names_the_scaled_limit(relu, planned, tmp_path):
     assert res.status is Status.TIMEOUT
     assert res.reason == (f"no progress for {limit:.3g} s during timing (limit scaled from the "
                           "reference's time)")
+
+
+def test_check_trial_hang_limit_formula():
+    from sandbox.cases import CALLS_PER_TRIAL, TRIAL_ALLOWANCE_S, check_step_s
+
+    lim = Limits()  # 60 s compile allowance, factor 20, check_s 300
+    case = SimpleNamespace(ref_ms=2.0)
+    assert check_step_s(case, True, lim, "cuda:0") == pytest.approx(
+        2 * 60 + 2e-3 * CALLS_PER_TRIAL * 20)
+    assert check_step_s(case, False, lim, "cuda") == pytest.approx(
+        TRIAL_ALLOWANCE_S + 2e-3 * CALLS_PER_TRIAL * 20)
+    assert check_step_s(SimpleNamespace(ref_ms=10_000.0), False, lim, "cuda:0") == 300.0
+    # off CUDA (the interpreter is far slower than the reference), or unknown: fixed limit
+    assert check_step_s(case, True, lim, "cpu") is None
+    assert check_step_s(SimpleNamespace(ref_ms=None), True, lim, "cuda:0") is None
+
+
+def test_a_trial_that_hangs_is_stopped_at_its_own_limit(relu, planned, tmp_path, monkeypatch):
+    """The check phase gives each trial its own limit from the child's request for its
+    inputs: the shape's first trial (compiles) more, later ones less; a trial that never
+    ends is a timeout naming that limit, not the phase's fixed 300 s."""
+    import sandbox.verifier
+
+    monkeypatch.setattr(sandbox.verifier, "check_step_s",
+                        lambda c, first, limits, device: 7.0 if first else 3.0)
+    waits: list[float] = []
+
+    class HangsInTrial1(_FakeChild):
+        def _script(self, cases, spec, work, wrong):
+            c = cases[0]
+            yield {"event": "imported"}
+            yield {"event": "need_inputs", "shape": c.name, "trial": 0}
+            yield {"event": "trial", "shape": c.name, "trial": 0, "faults": []}
+            yield {"event": "need_inputs", "shape": c.name, "trial": 1}
+
+        def recv(self, deadline):
+            waits.append(deadline - time.monotonic())
+            return next(self.script, None)
+
+        def finish(self, grace_s: float = 5.0):
+            return SimpleNamespace(code=None, signal_name="SIGKILL", timed_out=True,
+                                   log_tail="", flooded=False)
+
+    child = HangsInTrial1(planned, relu, tmp_path, False)
+    res = _run_child(tmp_path, "cpu", planned, LIMITS, relu, do_time=True, check=True,
+                     isolation=SimpleNamespace(start=lambda w, d: child), hold=_FakeHold())
+    assert res.status is Status.TIMEOUT
+    assert res.reason == ("no progress for 3 s during check (a trial's limit, scaled from the "
+                          "reference's time; killed)")
+    # import: its own limit; after imported: the phase's; trial 0: 7 s; trial 1: 3 s
+    assert waits[0] == pytest.approx(LIMITS.import_s, abs=1)
+    assert waits[1] == pytest.approx(LIMITS.check_s, abs=1)
+    assert waits[2] == pytest.approx(7.0, abs=0.5) and waits[3] == pytest.approx(7.0, abs=0.5)
+    assert waits[4] == pytest.approx(3.0, abs=0.5)
