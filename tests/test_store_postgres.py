@@ -34,6 +34,15 @@ def kbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
+def connections(url: str) -> int:
+    """Other sessions of this user open on the server now."""
+    with Store(url) as s, s.engine.connect() as c:
+        n = c.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user "
+            "AND datname = current_database() AND pid <> pg_backend_pid()").scalar_one()
+    return n
+
+
 def one_line_refusal(r: subprocess.CompletedProcess[str]) -> None:
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -98,7 +107,9 @@ def test_a_tuning_study_lives_in_the_postgresql_store(tmp_path: Path) -> None:
     with pg_database() as url:
         kw = dict(device="cpu", storage_url=url, study_name="pg", sampler="grid", seed=0,
                   objective=fake_objective, shapes=["small"])
+        before = connections(url)
         first = tune(problem, CANDIDATE, n_trials=2, **kw)
+        assert connections(url) <= before  # its store and Optuna's engine closed on return
         second = tune(problem, CANDIDATE, n_trials=1, **kw)
         assert first.evaluated == 2 and second.evaluated == 1
         with Store(url) as store:

@@ -253,10 +253,9 @@ def open_storage(store: Any) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
-def _open_study(ctx: _Ctx, study_name: str, sampler: str, seed: int | None,
+def _open_study(ctx: _Ctx, storage: Any, study_name: str, sampler: str, seed: int | None,
                 prune_ratio: float, attrs: dict[str, Any]) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(ctx.store)
     study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize",
                                 sampler=_sampler(sampler, ctx.sp, seed),
                                 pruner=LosingPruner(prune_ratio), load_if_exists=True)
@@ -332,45 +331,52 @@ def tune(
     order = [primary] + [n for n in names if n != primary]
 
     store = Store(storage_url)
-    fph = fingerprint_hash(fingerprint(device))
-    shash = source_hash(source)
-    name = study_name or f"tune:{spec.key}:{shash}:{fph}"
-    ctx = _Ctx(spec, source, device, order, sp, store, objective, limits)
-    attrs = {"problem": spec.key, "source_hash": shash, "fingerprint_hash": fph, "space": sp,
-             "timing": "measured" if objective is None else "replaced by a test objective"}
-    study = _open_study(ctx, name, sampler, seed, prune_ratio, attrs)
-    notes = list(lift_notes(source))
+    storage = None
+    try:  # the store and Optuna's engine hold server connections: closed on the way out
+        fph = fingerprint_hash(fingerprint(device))
+        shash = source_hash(source)
+        name = study_name or f"tune:{spec.key}:{shash}:{fph}"
+        ctx = _Ctx(spec, source, device, order, sp, store, objective, limits)
+        attrs = {"problem": spec.key, "source_hash": shash, "fingerprint_hash": fph, "space": sp,
+                 "timing": "measured" if objective is None else "replaced by a test objective"}
+        storage = open_storage(store)
+        study = _open_study(ctx, storage, name, sampler, seed, prune_ratio, attrs)
+        notes = list(lift_notes(source))
 
-    total = math.prod(len(v) for v in sp.values())
-    evaluated, asks = 0, 0
-    while evaluated < n_trials and asks < 20 * n_trials:
+        total = math.prod(len(v) for v in sp.values())
+        evaluated, asks = 0, 0
+        while evaluated < n_trials and asks < 20 * n_trials:
+            done = _finished(study)
+            if len(done) >= total:
+                notes.append(f"every one of the {total} configurations is evaluated")
+                break
+            trial = study.ask(_distributions(sp))
+            asks += 1
+            knobs = {k: sp[k][i] for k, i in trial.params.items()}
+            old = done.get(_key(knobs))
+            if old is not None:
+                _repeat(study, trial, old)
+                continue
+            _evaluate(ctx, study, trial, knobs)
+            evaluated += 1
+
         done = _finished(study)
-        if len(done) >= total:
-            notes.append(f"every one of the {total} configurations is evaluated")
-            break
-        trial = study.ask(_distributions(sp))
-        asks += 1
-        knobs = {k: sp[k][i] for k, i in trial.params.items()}
-        old = done.get(_key(knobs))
-        if old is not None:
-            _repeat(study, trial, old)
-            continue
-        _evaluate(ctx, study, trial, knobs)
-        evaluated += 1
-
-    done = _finished(study)
-    best = _store_best(ctx, done, name, shash, fph, notes)
-    states = [t.state.name for t in done.values()]
-    dflt = defaults(source)
-    first = done.get(_key(dflt)) if dflt and len(dflt) == len(sp) else None
-    default_ms = (first.user_attrs.get("ms", {}).get(primary)
-                  if first is not None and first.state.name == "COMPLETE" else None)
-    return TuneResult(
-        study_name=name, problem=spec.key, source_hash=shash, fingerprint_hash=fph,
-        trials=len(study.trials), evaluated=evaluated, complete=states.count("COMPLETE"),
-        pruned=states.count("PRUNED"), failed=states.count("FAIL"), best=best,
-        default_ms=default_ms, notes=tuple(notes),
-    )
+        best = _store_best(ctx, done, name, shash, fph, notes)
+        states = [t.state.name for t in done.values()]
+        dflt = defaults(source)
+        first = done.get(_key(dflt)) if dflt and len(dflt) == len(sp) else None
+        default_ms = (first.user_attrs.get("ms", {}).get(primary)
+                      if first is not None and first.state.name == "COMPLETE" else None)
+        return TuneResult(
+            study_name=name, problem=spec.key, source_hash=shash, fingerprint_hash=fph,
+            trials=len(study.trials), evaluated=evaluated, complete=states.count("COMPLETE"),
+            pruned=states.count("PRUNED"), failed=states.count("FAIL"), best=best,
+            default_ms=default_ms, notes=tuple(notes),
+        )
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
+        store.close()
 
 
 def _store_best(ctx: _Ctx, done: dict[str, Any], study_name: str, shash: str, fph: str,
