@@ -3,6 +3,10 @@
 SQLite by default (one file, WAL, one writer at a time), PostgreSQL for runs spread over
 machines. Each write method commits its own short transaction before it returns, so a
 verdict is durable as soon as it is produced; a crash loses at most the call in flight.
+On PostgreSQL any number of runs may write at once: the schema is created under an advisory
+lock, upserts rest on unique constraints (the loser of a race re-reads the winner's row), and
+a transaction the server rolled back (serialization failure, deadlock) is run again. A
+password in the URL is never shown, and never stored (a run's config keeps ``user:***@``).
 Reads return frozen records, never live ORM objects, so callers never hold a session.
 
 Example:
