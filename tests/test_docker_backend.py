@@ -95,7 +95,8 @@ def test_container_env_is_the_allowlist_without_host_paths(tmp_path: Path,
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     for device in ("cpu", "cuda:1"):
         env = container_env(tmp_path, device)
-        assert set(env) <= set(child_env(tmp_path, device)) | {"PYTHONPATH"}
+        assert set(env) - set(child_env(tmp_path, device)) <= (
+            {"PYTHONPATH", "TRITON_LIBCUDA_PATH"} if device != "cpu" else {"PYTHONPATH"})
         assert not any("sk-ant-secret" in v for v in env.values())
         assert "NVIDIA_VISIBLE_DEVICES" not in env and "PATH" not in env
         assert env["HOME"] == env["TMPDIR"] == str(tmp_path)
@@ -241,3 +242,38 @@ def test_output_flood_is_killed(monkeypatch) -> None:
     assert v.status is Status.RUNTIME_ERROR, v.reason
     assert "flood" in v.reason or "MiB of output" in v.reason, v.reason
     assert backend.stale_containers() == []
+
+
+_BUILDS_AN_EXTENSION = '''
+import subprocess, sys, sysconfig
+from pathlib import Path
+
+Path("m.c").write_text("""#include <Python.h>
+static PyObject* two(PyObject* s, PyObject* a) { return PyLong_FromLong(2); }
+static PyMethodDef M[] = {{"two", two, METH_NOARGS, ""}, {0}};
+static struct PyModuleDef D = {PyModuleDef_HEAD_INIT, "m", 0, -1, M};
+PyMODINIT_FUNC PyInit_m(void) { return PyModule_Create(&D); }
+""")
+_r = subprocess.run(["cc", "m.c", "-O2", "-shared", "-fPIC", "-o", "m.so",
+                     "-I" + sysconfig.get_paths()["include"]], capture_output=True, text=True)
+if _r.returncode:
+    raise RuntimeError("cc failed: " + _r.stderr[-800:])
+sys.path.insert(0, ".")
+import m
+assert m.two() == 2
+'''
+
+
+@engine
+def test_image_builds_a_python_extension_as_triton_does_on_a_gpu() -> None:
+    """Triton compiles its launcher with ``cc`` against Python.h at first launch on a GPU:
+    here the same build, in the job directory of a read-only container, then imported."""
+    backend = DockerBackend()
+    labels = backend.client.images.get(backend.image).labels or {}
+    if labels.get("kbench.toolchain") != "cc":
+        pytest.skip(f"image {backend.image} was not built with a C toolchain here "
+                    f"(label kbench.toolchain={labels.get('kbench.toolchain')!r})")
+    spec = load("level1/relu")[0]
+    v = verify(spec, textwrap.dedent(_BUILDS_AN_EXTENSION) + _HONEST, device="cpu",
+               limits=_FAST, isolation=backend, static_policy=False)
+    assert v.status is Status.CORRECT, v.reason

@@ -19,7 +19,9 @@ versions; kbench's own code is mounted, never baked in. ``KBENCH_DOCKER_IMAGE`` 
 the default, :func:`default_image`, is what ``python -m sandbox.backends._docker_image``
 builds from this machine's own interpreter (no registry needed). Other settings:
 ``KBENCH_DOCKER_MEMORY`` (default ``16g``), ``KBENCH_DOCKER_PIDS`` (``1024``),
-``KBENCH_DOCKER_CPUS`` (all of this machine's), ``KBENCH_DOCKER_PYTHON`` (``python3``).
+``KBENCH_DOCKER_CPUS`` (all of this machine's), ``KBENCH_DOCKER_PYTHON`` (``python3``),
+``KBENCH_DOCKER_LIBCUDA_DIR`` (where the NVIDIA runtime mounts libcuda in the image:
+``/usr/lib/x86_64-linux-gnu``; Triton is pointed there).
 """
 
 from __future__ import annotations
@@ -67,10 +69,21 @@ def default_image() -> str:
     return f"kbench-sandbox:py{v.major}.{v.minor}-torch{torch.__version__.replace('+', '-')}"
 
 
+_CLIENTS: dict[tuple[int, float, str], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 def _client(timeout: float = 10):  # noqa: ANN202 - docker.DockerClient, imported lazily
+    """One client per process, timeout and DOCKER_HOST (every job would otherwise leave a
+    connection pool behind); a forked process makes its own."""
     import docker
 
-    return docker.from_env(timeout=timeout)
+    key = (os.getpid(), timeout, os.environ.get("DOCKER_HOST", ""))
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = docker.from_env(timeout=timeout)
+        return client
 
 
 def _engine_error(e: BaseException) -> ConfigError:
@@ -126,6 +139,9 @@ def container_env(work: Path, device: str) -> dict[str, str]:
     env["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")  # the host's is not mounted
     if not device.startswith("cuda"):
         env["CUDA_VISIBLE_DEVICES"] = ""
+    else:  # where the NVIDIA runtime mounts libcuda: Triton's ldconfig -p needs a cache else
+        env["TRITON_LIBCUDA_PATH"] = os.environ.get("KBENCH_DOCKER_LIBCUDA_DIR",
+                                                    "/usr/lib/x86_64-linux-gnu")
     return env
 
 
@@ -190,6 +206,7 @@ class DockerChild(ChildChannel):
             mem_limit=backend.memory, memswap_limit=backend.memory, pids_limit=backend.pids,
             nano_cpus=int(backend.cpus * 1e9), tmpfs={"/tmp": "rw,size=256m,mode=1777"},
         )
+        sock = None
         try:
             self.cid = self.api.create_container(
                 backend.image, [backend.python, "-c", _BOOT, str(work)], stdin_open=True,
@@ -200,13 +217,13 @@ class DockerChild(ChildChannel):
             sock = self.api.attach_socket(
                 self.cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             self.api.start(self.cid)
-        except docker.errors.ImageNotFound as e:  # removed since the backend was made
+        except BaseException as e:
+            if sock is not None:
+                sock.close()
             self._remove()
             self.log.close()
-            raise _image_error(backend.image) from e
-        except BaseException:
-            self._remove()
-            self.log.close()
+            if isinstance(e, docker.errors.ImageNotFound):  # removed since the backend was made
+                raise _image_error(backend.image) from e
             raise
         rfd, self._wfd = os.pipe()
         self._sock = sock

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,7 +35,7 @@ from packaging.utils import canonicalize_name
 
 __all__ = ["build", "host_files"]
 
-_ROOTS = ("torch", "triton", "numpy", "pydantic")
+_ROOTS = ("torch", "triton", "numpy", "pydantic", "ninja")  # ninja: load_inline, if here
 _ELF = b"\x7fELF"
 
 
@@ -102,8 +103,58 @@ def host_files() -> set[Path]:
             p = Path(os.path.normpath(dist.locate_file(f)))  # RECORD has ../../bin/...
             if p.is_file():
                 files.add(p)
+    files |= _toolchain_files()
     elves = [p for p in sorted(files) if _is_elf(p)]
     return files | _libraries(elves)
+
+
+# Files whose packages make a working ``cc`` for Python extensions (what Triton's launcher
+# build and ``load_inline``'s host code need): the driver, cc1, binutils, crt files and
+# libc's headers; ldconfig, which Triton runs to find the libcuda the NVIDIA runtime mounts;
+# and /bin/sh, through which ninja (torch's extension builds) runs its commands.
+_CC_PROBES = ("cc", "cc1", "as", "ld", "crt1.o", "libc.so", "crtbeginS.o", "include/stddef.h")
+_SKIP = ("/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/share/locale/",
+         "/usr/share/lintian/", "/usr/share/bug/")
+
+
+def _toolchain_files() -> set[Path]:
+    """The host's C toolchain, by the Debian packages that own its parts (``dpkg``); empty,
+    with a note on stderr, where there is no ``cc`` or no dpkg."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or shutil.which("dpkg-query") is None:
+        print("note: no cc or no dpkg here: the image gets no C toolchain (Triton on a GPU "
+              "and CUDA candidates need one: name an image that has it)", file=sys.stderr)
+        return set()
+    probes = [Path(cc).resolve()]
+    for name in _CC_PROBES[1:]:
+        flag = "-print-prog-name=" if "." not in name else "-print-file-name="
+        out = subprocess.run([cc, flag + name], capture_output=True, text=True).stdout.strip()
+        found = Path(out) if out and Path(out).exists() else Path(shutil.which(name) or "/-")
+        if found.exists():  # the name's package (/usr/bin/as: binutils) and its target's
+            probes += [found, found.resolve()]
+    probes += [Path("/usr/include/stdio.h"), Path("/usr/include/linux/limits.h")]
+    owners: set[str] = set()
+    for p in probes:
+        r = subprocess.run(["dpkg-query", "-S", str(p)], capture_output=True, text=True)
+        if r.returncode != 0 and str(p).startswith("/usr/"):  # merged /usr: dpkg knows /bin
+            r = subprocess.run(["dpkg-query", "-S", str(p)[4:]], capture_output=True, text=True)
+        owners.update(line.split(":", 1)[0].split(",")[0].strip()
+                      for line in r.stdout.splitlines() if ":" in line)
+    files: set[Path] = set()
+    for pkg in sorted(owners):
+        r = subprocess.run(["dpkg-query", "-L", pkg], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            p = Path(line)
+            if not line.startswith(_SKIP) and (p.is_file() or p.is_symlink()):
+                files.add(p)
+    for extra in (Path(cc), Path("/sbin/ldconfig"), Path("/bin/sh"), Path("/etc/ld.so.conf"),
+                  *Path("/etc/ld.so.conf.d").glob("*.conf"),
+                  Path(sysconfig.get_paths()["include"])):
+        if extra.is_dir():
+            files.update(p for p in extra.rglob("*") if p.is_file())
+        elif extra.exists():
+            files.add(extra)
+    return files
 
 
 def _add(tar: tarfile.TarFile, path: Path, done: set[str]) -> None:
@@ -132,6 +183,7 @@ def build(tag: str, dry_run: bool = False) -> str:
     """Write the root filesystem and import it as ``tag``; the image's id (or, with
     ``dry_run``, the tarball's size)."""
     files = sorted(host_files())
+    has_cc = any(p.name in ("cc1", "cc1plus") for p in files)
     with tempfile.TemporaryDirectory(prefix="kbench-image-") as tmp:
         tarball = Path(tmp) / "rootfs.tar"
         done: set[str] = set()
@@ -153,7 +205,8 @@ def build(tag: str, dry_run: bool = False) -> str:
         bindir = Path(sys.executable).parent
         changes = [f"ENV PATH={bindir}:/usr/local/bin:/usr/bin:/bin",
                    f"LABEL kbench.torch={torch.__version__}",
-                   f"LABEL kbench.python={sys.version.split()[0]}"]
+                   f"LABEL kbench.python={sys.version.split()[0]}",
+                   f"LABEL kbench.toolchain={'cc' if has_cc else 'none'}"]
         api = _client(timeout=1800).api
         out = api.import_image_from_file(str(tarball), repository=tag.rsplit(":", 1)[0],
                                          tag=tag.rsplit(":", 1)[1] if ":" in tag else "latest",
