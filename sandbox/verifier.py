@@ -407,11 +407,29 @@ def verify(
     ``allow_libraries`` names libraries whose kernels the candidate may run (added to the
     problem's own list). ``static_policy=False`` skips the static checks so that the run-time
     defences can be tested on their own; verdicts a user sees always run both. ``isolation``
-    is the :class:`~sandbox.backends.Backend` the candidate runs in (default: subprocess)."""
+    is the :class:`~sandbox.backends.Backend` the candidate runs in (default: subprocess).
+
+    On ``cuda:N`` the parent's own device work (references, comparisons, synchronisation,
+    the device's facts) runs with GPU N current, whatever thread calls this."""
+    device = device or default_device()
+    kw = dict(device=device, cache=cache, timing=timing, knobs=knobs, limits=limits,
+              keep_dir=keep_dir, allow_libraries=allow_libraries, static_policy=static_policy,
+              isolation=isolation)
+    if device.startswith("cuda:"):
+        import torch
+
+        with torch.cuda.device(torch.device(device)):
+            return _verify(spec, source, **kw)  # type: ignore[arg-type]
+    return _verify(spec, source, **kw)  # type: ignore[arg-type]
+
+
+def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None, timing: bool,
+            knobs: dict[str, Any] | None, limits: Limits | None, keep_dir: bool,
+            allow_libraries: tuple[str, ...], static_policy: bool,
+            isolation: Backend | None) -> Verdict:
     t0 = time.monotonic()
     limits = limits or Limits()
     isolation = isolation or default_backend()
-    device = device or default_device()
     on_gpu = device.startswith("cuda")
     fp = fingerprint(device)
     base = dict(problem=spec.key, device=device, fingerprint=fp)

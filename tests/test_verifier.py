@@ -252,3 +252,27 @@ def test_the_shape_above_the_main_one_is_the_smallest_and_must_fit_the_device(mo
     why = _too_big(spec, big, "cuda:0")
     assert why and "would not fit in the device's 0.2 GiB" in why
     assert sizes[0] > _input_elems(spec, big)
+
+
+def test_verify_on_cuda_n_makes_gpu_n_current_for_the_parents_own_work(monkeypatch):
+    """`kbench eval --device cuda:1` on the main thread: the parent's references,
+    comparisons and synchronisations must run on GPU 1, not on GPU 0 where another job
+    may be timed."""
+    import contextlib
+
+    import torch
+
+    import sandbox.verifier as V
+
+    entered: list[str] = []
+
+    @contextlib.contextmanager
+    def device(d):
+        entered.append(str(d))
+        yield
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(V, "_verify", lambda spec, source, **kw: (kw["device"], list(entered)))
+    assert V.verify(None, "", device="cuda:1") == ("cuda:1", ["cuda:1"])
+    entered.clear()
+    assert V.verify(None, "", device="cpu") == ("cpu", [])
