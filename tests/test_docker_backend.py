@@ -31,6 +31,7 @@ from sandbox.backends._docker import (  # noqa: E402
     _gpu_index,
     container_env,
     engine_status,
+    reap_orphans,
 )
 from sandbox.backends._docker_image import _distributions  # noqa: E402
 
@@ -277,3 +278,34 @@ def test_image_builds_a_python_extension_as_triton_does_on_a_gpu() -> None:
     v = verify(spec, textwrap.dedent(_BUILDS_AN_EXTENSION) + _HONEST, device="cpu",
                limits=_FAST, isolation=backend, static_policy=False)
     assert v.status is Status.CORRECT, v.reason
+
+
+@engine
+def test_containers_of_a_dead_orchestrator_are_reaped() -> None:
+    """An orchestrator killed with SIGKILL leaves its job's container running (a candidate
+    stuck on a GPU would never stop): the next backend made on this host removes it, and
+    leaves the containers of a live orchestrator alone."""
+    import socket
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    backend = DockerBackend()
+    host = socket.gethostname()
+    made = {}
+    for who, pid in (("dead", gone.pid), ("alive", os.getpid())):
+        made[who] = backend.client.containers.create(
+            backend.image, ["python3", "-c", "import time; time.sleep(600)"],
+            labels={"kbench.job": f"/nonexistent/{who}", "kbench.owner": f"{host}:{pid}"},
+            network_mode="none").id
+    try:
+        backend.client.api.start(made["dead"])
+        assert reap_orphans(backend.client) == [made["dead"]]
+        with pytest.raises(docker.errors.NotFound):
+            backend.client.api.inspect_container(made["dead"])
+        backend.client.api.inspect_container(made["alive"])  # still there
+    finally:
+        for cid in made.values():
+            try:
+                backend.client.api.remove_container(cid, force=True)
+            except docker.errors.NotFound:
+                pass

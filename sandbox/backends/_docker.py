@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -40,7 +41,8 @@ from sandbox._process import ChildChannel, Exit, child_env, job_dir, signal_name
 from sandbox.backends._base import Backend, register_backend
 from sandbox.errors import ConfigError
 
-__all__ = ["DockerBackend", "DockerChild", "container_env", "default_image", "engine_status"]
+__all__ = ["DockerBackend", "DockerChild", "container_env", "default_image", "engine_status",
+           "reap_orphans"]
 
 _SDK = importlib.util.find_spec("docker") is not None
 _LOG_CAP = 64 << 20  # bytes of output kept, as the subprocess backend's; past it, killed
@@ -120,6 +122,37 @@ def engine_status(image: str | None = None) -> tuple[bool, str, bool | None]:
     except Exception:  # noqa: BLE001
         present = None
     return True, f"engine {ver.get('Version', '?')} ({ver.get('Os', '?')}); image {image}", present
+
+
+_OWNER = "kbench.owner"  # label: "host:pid" of the orchestrator that started the container
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def reap_orphans(client: Any) -> list[str]:
+    """Remove this host's kbench containers whose orchestrator is gone (killed with SIGKILL
+    mid-job: nothing else would stop a candidate stuck on a GPU). Returns their ids."""
+    host = socket.gethostname()
+    gone = []
+    for c in client.containers.list(all=True, filters={"label": _OWNER}):
+        owner_host, _, pid = str(c.labels.get(_OWNER, "")).rpartition(":")
+        if owner_host != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its orchestrator is alive (ours or another kbench's)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        try:
+            c.remove(force=True)
+            gone.append(c.id)
+        except Exception:  # noqa: BLE001 - removed meanwhile
+            pass
+    return gone
 
 
 def _package_dirs() -> list[Path]:
@@ -212,7 +245,7 @@ class DockerChild(ChildChannel):
                 backend.image, [backend.python, "-c", _BOOT, str(work)], stdin_open=True,
                 tty=False, environment=backend.env(work, device), working_dir=str(work),
                 user=f"{os.getuid()}:{os.getgid()}", host_config=host,
-                labels={"kbench.job": str(work)}, network_disabled=True,
+                labels={"kbench.job": str(work), _OWNER: _owner()}, network_disabled=True,
             )["Id"]
             sock = self.api.attach_socket(
                 self.cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -367,6 +400,7 @@ class DockerBackend(Backend):
             self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
             raise _image_error(self.image) from None
+        reap_orphans(self.client)
 
     def workdir(self) -> Path:
         return job_dir()
@@ -378,5 +412,6 @@ class DockerBackend(Backend):
         return DockerChild(self, work, device)
 
     def stale_containers(self) -> list[str]:
-        """Ids of kbench job containers still present (an orchestrator killed mid-job)."""
-        return [c.id for c in self.client.containers.list(all=True, filters={"label": "kbench.job"})]
+        """Ids of the kbench job containers on this engine (any orchestrator's)."""
+        found = self.client.containers.list(all=True, filters={"label": "kbench.job"})
+        return [c.id for c in found]
