@@ -140,7 +140,7 @@ def test_verdict_round_trip_with_and_without_precision():
 
 
 LAYERS = ["network namespace", "environment allowlist", "write confinement", "rlimits",
-          "process-group kill", "GPU-memory cap", "sandbox backend", "Docker"]
+          "process-group kill", "output cap", "GPU-memory cap", "sandbox backend", "Docker"]
 
 
 def test_doctor_reports_every_isolation_layer(monkeypatch):
@@ -154,7 +154,14 @@ def test_doctor_reports_every_isolation_layer(monkeypatch):
     by = {x["layer"]: x for x in rows}
     assert by["environment allowlist"]["status"] == "enforced"
     assert by["write confinement"]["status"] == "not enforced"
-    assert by["GPU-memory cap"]["status"] == "not enforced"
+    # enforced only with a GPU, a fraction and NVML (tests/test_faults.py has each case)
+    import torch
+
+    from sandbox import memcap
+    from sandbox.job import Limits
+
+    assert by["GPU-memory cap"]["status"] == memcap.describe(
+        torch.cuda.is_available(), Limits().gpu_memory_fraction, memcap.nvml_available())[0]
     assert all(x["status"] and x["detail"] for x in rows)
 
 
