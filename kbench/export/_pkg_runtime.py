@@ -99,7 +99,9 @@ def signature(args: Sequence[Any]) -> str:
     parts = []
     for a in args:
         if isinstance(a, torch.Tensor):
-            parts.append(f"{str(a.dtype).removeprefix('torch.')}{list(a.shape)}")
+            # int(): a trace with symbolic sizes specializes here (a guard per shape, so
+            # each verified shape compiles with its own model and knobs)
+            parts.append(f"{str(a.dtype).removeprefix('torch.')}{[int(d) for d in a.shape]}")
         else:
             parts.append(repr(a))
     return "(" + ", ".join(parts) + ")"

@@ -97,12 +97,13 @@ def test_op_traces_in_torch_compile_fullgraph(spec, traced):
     """No graph break; a triton_op's kernels are in the graph Inductor gets (it traces into
     them), a custom_op is one opaque node."""
     t = traced[spec.name]
-    assert t["error"] is None, t["error"]
-    assert t["graphs"] == 1, t
-    if spec.registration == "triton_op":
-        assert t["kernels"] and not t["opaque"], t
-    else:
-        assert t["opaque"] and not t["kernels"], t
+    for suffix in ("", "_dynamic"):  # static sizes, then torch.compile(dynamic=True)
+        assert t["error" + suffix] is None, t["error" + suffix]
+        assert t["graphs" + suffix] == 1, t
+        if spec.registration == "triton_op":
+            assert t["kernels" + suffix] and not t["opaque" + suffix], t
+        else:
+            assert t["opaque" + suffix] and not t["kernels" + suffix], t
 
 
 @torch.no_grad()

@@ -6,8 +6,9 @@ break raises) and AOTAutograd, whose forward graph is what Inductor would compil
 backend records that graph and stops before anything runs, so this works without a GPU, on
 CPU tensors, with real (not interpreted) Triton kernels: a ``triton_op`` shows its kernels as
 ``triton_kernel_wrapper_functional`` nodes (Inductor traces into them), a ``custom_op`` stays
-one opaque node. Prints one JSON object: op name -> {"registration", "graphs", "kernels",
-"opaque", "error"}.
+one opaque node. Each op is compiled twice, with static and with dynamic sizes. Prints one
+JSON object: op name -> {"registration", "graphs", "kernels", "opaque", "error"}, and the
+same four keys suffixed ``_dynamic``.
 
 Usage: ``python -m <pkg>.tests._trace`` (without ``TRITON_INTERPRET=1``: under the
 interpreter ``@triton.jit`` gives interpreted functions, which ``wrap_triton`` leaves as they
@@ -55,34 +56,38 @@ def trace(spec: Any, device: str) -> dict[str, Any]:
         def forward(self, *xs: Any) -> Any:
             return op(*xs, state) if spec.takes_state else op(*xs)
 
-    graphs: list[torch.fx.GraphModule] = []
-
-    def record(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
-        graphs.append(gm)
-        raise _Stop
-
-    torch._dynamo.reset()
-    compiled = torch.compile(UsesOp(), fullgraph=True,
-                             backend=aot_autograd(fw_compiler=record))
-    error = None
-    try:
-        with rt.unverified_shapes_allowed(), torch.no_grad():
-            compiled(*inputs)
-    except Exception as e:  # noqa: BLE001 - reported, and the test names it
-        cause: BaseException | None = e
-        while cause is not None and not isinstance(cause, _Stop):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            error = f"{type(e).__name__}: {str(e)[:2000]}"
-    nodes = [n for g in graphs for n in g.graph.nodes if n.op == "call_function"]
     wrapper = torch.ops.higher_order.triton_kernel_wrapper_functional
-    return {
-        "registration": spec.registration,
-        "graphs": len(graphs),
-        "kernels": [_kernel_name(n) for n in nodes if n.target is wrapper],
-        "opaque": any(str(n.target).startswith(f"{PKG}.") for n in nodes),
-        "error": error,
-    }
+    out: dict[str, Any] = {"registration": spec.registration}
+    # dynamic=True: sizes arrive symbolic; the op specializes them (one graph per shape, each
+    # with its verified model and knobs) instead of missing every verified shape.
+    for suffix, dynamic in (("", False), ("_dynamic", True)):
+        graphs: list[torch.fx.GraphModule] = []
+
+        def record(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+            graphs.append(gm)  # noqa: B023
+            raise _Stop
+
+        torch._dynamo.reset()
+        compiled = torch.compile(UsesOp(), fullgraph=True, dynamic=dynamic,
+                                 backend=aot_autograd(fw_compiler=record))
+        error = None
+        try:
+            with rt.unverified_shapes_allowed(), torch.no_grad():
+                compiled(*inputs)
+        except Exception as e:  # noqa: BLE001 - reported, and the test names it
+            cause: BaseException | None = e
+            while cause is not None and not isinstance(cause, _Stop):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                error = f"{type(e).__name__}: {str(e)[:2000]}"
+        nodes = [n for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+        out.update({
+            f"graphs{suffix}": len(graphs),
+            f"kernels{suffix}": [_kernel_name(n) for n in nodes if n.target is wrapper],
+            f"opaque{suffix}": any(str(n.target).startswith(f"{PKG}.") for n in nodes),
+            f"error{suffix}": error,
+        })
+    return out
 
 
 def main() -> int:

@@ -40,6 +40,10 @@ def readme(pkg: str, run: str, summaries: list[dict[str, Any]], skipped: list[st
         "tuned knobs (set as the kernel module's globals).",
         "- Other inputs run the embedded reference implementation, with a `RuntimeWarning` "
         "once per op: the kernel was never checked on them.",
+        "- Several verified shapes may share input sizes but not constructor inputs (two "
+        "hidden sizes of one MLP): the first serves such inputs, or, given `state`, the one "
+        "whose parameters it matches. Inside `torch.compile` (also with `dynamic=True`) each "
+        "input shape is specialized, so each compiles with its own verified model and knobs.",
         "- A Triton kernel is a `torch.library.triton_op`: the kernel module's launch sites "
         "`K[grid](...)` were rewritten to `_kbench_wrap_triton(K)[grid](...)` "
         "(`torch.library.wrap_triton`), so inside `torch.compile` the op's body is traced and "
