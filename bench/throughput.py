@@ -177,14 +177,6 @@ def mix(device: str, repeat: int, limit: int | None) -> tuple[list[dict[str, str
     return (out[:limit] if limit is not None else out), left
 
 
-def build_slots() -> int:
-    """Concurrent CUDA builds by default: a quarter of the cores, the Runner's rule (counted
-    here as the cores this process may run on, which is what the Runner's ``os.cpu_count()``
-    is on a machine without CPU affinity limits)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 2) // 4)
-
-
 # -- one pass ----------------------------------------------------------------------------
 def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, Any],
              cache: Any, device: str, gpus: int, uuids: list[str], slots: int
@@ -405,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from kbench.executors import make_executor
     from kbench.problems import load
+    from kbench.runner import build_slots  # the Runner's rule: a quarter of the usable cores
     from sandbox import MemoryCache
 
     on_gpu = torch.cuda.is_available() and args.device != "cpu"

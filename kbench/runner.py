@@ -131,6 +131,13 @@ class _Pending:
     provider: Provider | None = None  # the provider that wrote it, where known
 
 
+def build_slots() -> int:
+    """Concurrent CUDA builds ahead of the GPU stage: a quarter of the cores this process may
+    run on (CPU affinity and container CPU sets respected), at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 2) // 4)
+
+
 @dataclass
 class Runner:
     store: Store
@@ -164,7 +171,7 @@ class Runner:
         # candidates are being written, and CUDA candidates' builds, made on CPU cores while
         # the GPU verifies others (sandbox.prebuild).
         self._baselines: dict[str, asyncio.Future[Any]] = {}
-        self._builds = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 4))
+        self._builds = asyncio.Semaphore(build_slots())
 
     # -- resuming -----------------------------------------------------------------------
     def _restore(self, spec: ProblemSpec) -> list[_Pending]:
