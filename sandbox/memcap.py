@@ -125,7 +125,8 @@ def describe(gpu: bool, fraction: float | None, nvml: bool, host_limit: int = 0)
         return "not enforced", "Limits.gpu_memory_fraction is None: no cap per candidate"
     check = ("the child's device memory checked from outside after its checks and its "
              "timing (NVML)" if nvml else "no check of device memory after the run: NVML "
-             "(pip install nvidia-ml-py) is not installed, so memory allocated outside "
+             "(pip install 'kbench[gpu]') is not installed, so memory allocated outside "
              "PyTorch's allocator is not capped")
-    return ("enforced" if nvml else "partly enforced"), (f"caching allocator capped at {fraction:.0%} of the device per child "
-                        f"(set before the candidate's import); {check}")
+    detail = (f"caching allocator capped at {fraction:.0%} of the device per child (set "
+              f"before the candidate's import); {check}")
+    return ("enforced" if nvml else "partly enforced"), detail
