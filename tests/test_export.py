@@ -279,6 +279,8 @@ def test_launch_sites_are_rewritten_and_nothing_else() -> None:
      "no launch K[grid](...)"),
     ("import triton\nimport ctypes\n@triton.jit\ndef k(x): pass\ndef f(x):\n    k[(1,)](x)\n",
      "imports ctypes at line 2"),
+    ("import triton\n@triton.heuristics({'B': lambda a: 4})\n@triton.jit\ndef k(x, B): pass\n"
+     "def f(x):\n    k[(1,)](x)\n", "wrapped last by @triton.heuristics"),
 ])
 def test_untraceable_triton_candidates_are_refused_with_the_reason(source: str, why: str) -> None:
     from types import SimpleNamespace

@@ -11,7 +11,9 @@ wrapper is the kernel itself; traced, it records the launch.
 
 This works from the source's syntax alone (the exporter never runs candidate code), so it
 refuses, with the reason, what it cannot vouch for: a kernel used other than by launching it
-(aliased, stored, passed on, ``.run``), host reads of tensor values (``.item()``,
+(aliased, stored, passed on, ``.run``), a kernel whose outermost decorator is
+``@triton.heuristics`` (``wrap_triton`` takes only jit and autotune kernels), host reads of
+tensor values (``.item()``,
 ``.tolist()``, ``.data_ptr()``, ``.numpy()``: fake tensors have no values), or a C++/CUDA
 extension built beside the kernels (its functions cannot take fake tensors). Such a
 candidate is exported as an opaque ``torch.library.custom_op`` instead.
@@ -136,6 +138,13 @@ def rewrite_launches(source: str) -> Traced:
     host = _HostCode(fns)
     host.visit(tree)
     kernels = tuple(dict.fromkeys(n.id for n in host.sites))
+    for k in kernels:
+        outer = fns[k].decorator_list[0]
+        f = outer.func if isinstance(outer, ast.Call) else outer
+        if (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")) == "heuristics":
+            host.problems.append(f"the kernel {k} is wrapped last by @triton.heuristics, which "
+                                 "torch.library.wrap_triton does not take (only @triton.jit "
+                                 "and @triton.autotune)")
     if host.problems:
         return Traced(None, kernels, len(host.sites), "; ".join(dict.fromkeys(host.problems)))
     if not host.sites:
