@@ -326,3 +326,11 @@ def test_run_without_a_correct_candidate_exports_nothing(tmp_path: Path) -> None
     assert "no exportable candidate" in r.stderr and "wrong values" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_marks_speedups_against_the_stored_ones() -> None:
+    from kbench.export._pkg_bench import _vs
+
+    assert _vs(1.4, 1.3, 0.15).split()[-1] == "ok"
+    assert _vs(2.0, 1.3, 0.15).split()[-1] == "DIFFERS"
+    assert _vs(1.1, None, 0.15).split() == ["1.10x", "-"]  # nothing stored: nothing to judge
