@@ -88,7 +88,7 @@ version = "0.1.0"
 description = "Kernels exported by kbench from run {run}, as torch custom ops"
 readme = "README.md"
 requires-python = ">=3.10"
-dependencies = ["torch>=2.4", "triton"]
+dependencies = ["torch>=2.6", "triton"]  # torch.library.triton_op, wrap_triton
 
 [project.optional-dependencies]
 test = ["pytest"]
