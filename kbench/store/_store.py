@@ -95,15 +95,17 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
-# user:password@ in any URL-like string (a store URL in a run's config, a DSN in a note).
+# user:password@ in any URL-like string (a store URL in a run's config, a DSN in a note), and
+# a ?password=... query parameter (libpq takes the password there too).
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+_QUERY_PASSWORD = re.compile(r"(://\S*[?&]password=)[^&\s]+", re.IGNORECASE)
 
 
 def _mask_urls(x: Any) -> Any:
     """A copy with the password of every ``scheme://user:password@host`` masked as ``***``:
     a run's config names its store, and a store's password is never stored."""
     if isinstance(x, str):
-        return _URL_PASSWORD.sub(r"\1***@", x)
+        return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", x))
     if isinstance(x, Mapping):
         return {k: _mask_urls(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -124,7 +126,7 @@ def _resolve_url(url: str | None) -> tuple[URL, str]:
         u = make_url(raw)
     except ArgumentError as e:
         raise StoreError(f"store URL {_mask_urls(raw)!r} is malformed: {_one_line(e)}") from e
-    shown = u.render_as_string(hide_password=True)
+    shown = _mask_urls(u.render_as_string(hide_password=True))
     if u.drivername in ("postgres", "postgresql"):
         # The kbench[postgres] extra installs psycopg 3, not SQLAlchemy's default psycopg2.
         u = u.set(drivername="postgresql+psycopg")

@@ -388,13 +388,15 @@ class StoreContract:
         """A run's config names its store; the stored copy has the password masked (the
         whole table is searched, not just the record)."""
         cfg = {"store": "postgresql://kb:hunter2-pw@db.example:5432/kb",
-               "also": ["postgresql+psycopg://kb:hunter2-pw@db/kb?sslmode=require"],
+               "also": ["postgresql+psycopg://kb:hunter2-pw@db/kb?sslmode=require",
+                        "postgresql://kb@db/kb?password=hunter2-pw&sslmode=require"],
                "model": ["openai/gpt-4o"]}
         rid = store.create_run("r", config=cfg, notes="from postgresql://kb:hunter2-pw@db/kb")
         rec = store.get_run("r")
         assert rec.id == rid and rec.model is None
         assert rec.config == {"store": "postgresql://kb:***@db.example:5432/kb",
-                              "also": ["postgresql+psycopg://kb:***@db/kb?sslmode=require"],
+                              "also": ["postgresql+psycopg://kb:***@db/kb?sslmode=require",
+                                       "postgresql://kb@db/kb?password=***&sslmode=require"],
                               "model": ["openai/gpt-4o"]}
         assert rec.notes == "from postgresql://kb:***@db/kb"
         with store.engine.connect() as c:
@@ -607,11 +609,18 @@ def test_another_programs_database_is_a_one_line_store_error(tmp_path: Path) -> 
     assert "\n" not in str(e.value)
 
 
-def test_unreachable_server_error_hides_the_password() -> None:
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://kbench:hunter2-secret@127.0.0.1:1/kbench?connect_timeout=2",
+     "postgresql://kbench:***@127.0.0.1:1/kbench?connect_timeout=2"),
+    ("postgresql://kbench@127.0.0.1:1/kbench?password=hunter2-secret&connect_timeout=2",
+     "postgresql://kbench@127.0.0.1:1/kbench?connect_timeout=2&password=***"),
+])
+def test_unreachable_server_error_hides_the_password(url: str, shown: str) -> None:
     with pytest.raises(StoreError) as e:
-        Store("postgresql://kbench:hunter2-secret@127.0.0.1:1/kbench?connect_timeout=2")
+        Store(url)
     msg = str(e.value)
-    assert "\n" not in msg and "hunter2-secret" not in msg and "127.0.0.1" in msg
+    assert "\n" not in msg and "hunter2-secret" not in msg and shown in msg
+    assert "check that the PostgreSQL server is running" in msg
     with pytest.raises(StoreError, match="unsupported URL"):
         Store("nosuchdb://x/y")
 
