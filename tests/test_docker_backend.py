@@ -249,26 +249,30 @@ _BUILDS_AN_EXTENSION = '''
 import subprocess, sys, sysconfig
 from pathlib import Path
 
-Path("m.c").write_text("""#include <Python.h>
+_SRC = """#include <Python.h>
 static PyObject* two(PyObject* s, PyObject* a) { return PyLong_FromLong(2); }
 static PyMethodDef M[] = {{"two", two, METH_NOARGS, ""}, {0}};
-static struct PyModuleDef D = {PyModuleDef_HEAD_INIT, "m", 0, -1, M};
-PyMODINIT_FUNC PyInit_m(void) { return PyModule_Create(&D); }
-""")
-_r = subprocess.run(["cc", "m.c", "-O2", "-shared", "-fPIC", "-o", "m.so",
-                     "-I" + sysconfig.get_paths()["include"]], capture_output=True, text=True)
-if _r.returncode:
-    raise RuntimeError("cc failed: " + _r.stderr[-800:])
+static struct PyModuleDef D = {PyModuleDef_HEAD_INIT, "NAME", 0, -1, M};
+PyMODINIT_FUNC PyInit_NAME(void) { return PyModule_Create(&D); }
+"""
+for _cc, _name, _extra in (("cc", "ext_c", ""), ("c++", "ext_cxx", "#include <vector>\\n")):
+    _suffix = ".c" if _cc == "cc" else ".cpp"
+    Path(_name + _suffix).write_text(_extra + _SRC.replace("NAME", _name))
+    _r = subprocess.run([_cc, _name + _suffix, "-O2", "-shared", "-fPIC", "-o", _name + ".so",
+                         "-I" + sysconfig.get_paths()["include"]], capture_output=True, text=True)
+    if _r.returncode:
+        raise RuntimeError(_cc + " failed: " + _r.stderr[-800:])
 sys.path.insert(0, ".")
-import m
-assert m.two() == 2
+import ext_c, ext_cxx
+assert ext_c.two() == 2 and ext_cxx.two() == 2
 '''
 
 
 @engine
 def test_image_builds_a_python_extension_as_triton_does_on_a_gpu() -> None:
-    """Triton compiles its launcher with ``cc`` against Python.h at first launch on a GPU:
-    here the same build, in the job directory of a read-only container, then imported."""
+    """Triton compiles its launcher with ``cc`` against Python.h at first launch on a GPU, and
+    load_inline's host code is C++: both builds here, in the job directory of a read-only
+    container, then imported."""
     backend = DockerBackend()
     labels = backend.client.images.get(backend.image).labels or {}
     if labels.get("kbench.toolchain") != "cc":
@@ -309,3 +313,28 @@ def test_containers_of_a_dead_orchestrator_are_reaped() -> None:
                 backend.client.api.remove_container(cid, force=True)
             except docker.errors.NotFound:
                 pass
+
+
+@engine
+def test_a_gpu_job_where_the_engine_has_no_gpu_runtime_is_one_clear_error(monkeypatch) -> None:
+    """device_requests for the job's GPU reach the engine: one without the NVIDIA runtime
+    (this machine's, if it has none) refuses them, and that is one ConfigError naming the
+    GPU, with no container left behind."""
+    backend = DockerBackend()
+    runtimes = backend.client.info().get("Runtimes", {})
+    if "nvidia" in runtimes:
+        pytest.skip("this engine has the NVIDIA runtime: the refusal cannot be shown here")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,7")
+    work = backend.workdir()
+    try:
+        _job(work, device="cuda:1")
+        before = set(backend.stale_containers())
+        with pytest.raises(ConfigError, match="could not give the container GPU 7"):
+            backend.start(work, "cuda:1")
+        assert set(backend.stale_containers()) == before
+        # the container would have seen its one GPU as cuda:0
+        assert json.loads((work / "job.json").read_text())["device"] == "cuda:0"
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)

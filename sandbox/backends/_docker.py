@@ -105,7 +105,8 @@ def engine_status(image: str | None = None) -> tuple[bool, str, bool | None]:
     """``(engine reachable, detail, image present)``; never raises (for ``kbench doctor``).
     ``image present`` is None when the engine could not be asked."""
     if not _SDK:
-        return False, "the `docker` Python SDK is not installed (pip install 'kbench[docker]')", None
+        return (False, "the `docker` Python SDK is not installed (pip install 'kbench[docker]')",
+                None)
     image = image or default_image()
     try:
         client = _client(timeout=3)
@@ -257,6 +258,12 @@ class DockerChild(ChildChannel):
             self.log.close()
             if isinstance(e, docker.errors.ImageNotFound):  # removed since the backend was made
                 raise _image_error(backend.image) from e
+            if gpu and isinstance(e, docker.errors.APIError):
+                why = " ".join(str(e.explanation or e).split())[:300]
+                raise ConfigError(
+                    f"sandbox backend 'docker': the engine could not give the container GPU "
+                    f"{_gpu_index(device)} ({why}); install the NVIDIA container toolkit and "
+                    "register its runtime with the engine") from e
             raise
         rfd, self._wfd = os.pipe()
         self._sock = sock

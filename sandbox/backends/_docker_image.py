@@ -108,17 +108,18 @@ def host_files() -> set[Path]:
     return files | _libraries(elves)
 
 
-# Files whose packages make a working ``cc`` for Python extensions (what Triton's launcher
-# build and ``load_inline``'s host code need): the driver, cc1, binutils, crt files and
-# libc's headers; ldconfig, which Triton runs to find the libcuda the NVIDIA runtime mounts;
-# and /bin/sh, through which ninja (torch's extension builds) runs its commands.
-_CC_PROBES = ("cc", "cc1", "as", "ld", "crt1.o", "libc.so", "crtbeginS.o", "include/stddef.h")
+# Files whose packages make a working ``cc`` and ``c++`` for Python extensions (Triton's
+# launcher build on a GPU, load_inline's host code): the drivers, cc1/cc1plus, binutils, crt
+# files, libc's and libstdc++'s headers; ldconfig, which Triton runs to find the libcuda the
+# NVIDIA runtime mounts; and /bin/sh, through which ninja (torch's builds) runs its commands.
+_CC_PROBES = ("cc", "cc1", "as", "ld", "crt1.o", "libc.so", "crtbeginS.o", "include/stddef.h",
+              "c++", "cc1plus", "libstdc++.so")  # C++: load_inline's host code, inductor on CPU
 _SKIP = ("/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/share/locale/",
          "/usr/share/lintian/", "/usr/share/bug/")
 
 
 def _toolchain_files() -> set[Path]:
-    """The host's C toolchain, by the Debian packages that own its parts (``dpkg``); empty,
+    """The host's C and C++ toolchain, by the Debian packages that own its parts (``dpkg``); empty,
     with a note on stderr, where there is no ``cc`` or no dpkg."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None or shutil.which("dpkg-query") is None:
@@ -133,6 +134,11 @@ def _toolchain_files() -> set[Path]:
         if found.exists():  # the name's package (/usr/bin/as: binutils) and its target's
             probes += [found, found.resolve()]
     probes += [Path("/usr/include/stdio.h"), Path("/usr/include/linux/limits.h")]
+    cxx = shutil.which("c++")
+    if cxx:  # libstdc++'s headers (<vector>): the package that owns the C++ driver's include
+        out = subprocess.run([cxx, "-print-file-name=include"], capture_output=True, text=True)
+        ver = Path(out.stdout.strip()).parent.name  # .../gcc/x86_64-linux-gnu/12/include -> 12
+        probes.append(Path(f"/usr/include/c++/{ver}/vector"))
     owners: set[str] = set()
     for p in probes:
         r = subprocess.run(["dpkg-query", "-S", str(p)], capture_output=True, text=True)
@@ -147,9 +153,10 @@ def _toolchain_files() -> set[Path]:
             p = Path(line)
             if not line.startswith(_SKIP) and (p.is_file() or p.is_symlink()):
                 files.add(p)
-    for extra in (Path(cc), Path("/sbin/ldconfig"), Path("/bin/sh"), Path("/etc/ld.so.conf"),
-                  *Path("/etc/ld.so.conf.d").glob("*.conf"),
-                  Path(sysconfig.get_paths()["include"])):
+    extras = [Path(cc), *([Path(cxx)] if cxx else []), Path("/sbin/ldconfig"), Path("/bin/sh"),
+              Path("/etc/ld.so.conf"), *Path("/etc/ld.so.conf.d").glob("*.conf"),
+              Path(sysconfig.get_paths()["include"])]  # Python.h
+    for extra in extras:
         if extra.is_dir():
             files.update(p for p in extra.rglob("*") if p.is_file())
         elif extra.exists():
