@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kbench.problems import load
+from kbench.problems import load, load_file
 from sandbox import Limits, Status, verify
 from sandbox.errors import ConfigError
 from tests.contracts.test_backend_contract import _HONEST, docker_unusable
@@ -338,3 +338,17 @@ def test_a_gpu_job_where_the_engine_has_no_gpu_runtime_is_one_clear_error(monkey
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+
+
+@engine
+def test_a_problem_file_outside_kbench_reached_through_a_symlink(tmp_path: Path) -> None:
+    """A user's own problem file (not under the mounted packages), named through a symlink:
+    it is mounted read-only where the child will open it."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "relu.py").write_text(Path(load("level1/relu")[0].path).read_text())
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    spec = load_file(tmp_path / "link" / "relu.py")
+    v = verify(spec, textwrap.dedent(_HONEST), device="cpu", limits=_FAST,
+               isolation=DockerBackend())
+    assert v.status is Status.CORRECT, v.reason

@@ -225,9 +225,9 @@ class DockerChild(ChildChannel):
         for d in _package_dirs():
             binds[str(d)] = {"bind": str(d), "mode": "ro"}
         job = json.loads((work / "job.json").read_text())
-        problem = Path(job["problem"]).resolve()
+        problem = Path(os.path.abspath(job["problem"]))  # the child opens it by this name
         if not any(problem.is_relative_to(d) for d in _package_dirs()):
-            binds[str(problem)] = {"bind": str(problem), "mode": "ro"}
+            binds[str(problem.resolve())] = {"bind": str(problem), "mode": "ro"}
         gpu = []
         if device.startswith("cuda"):
             gpu = [DeviceRequest(device_ids=[_gpu_index(device)], capabilities=[["gpu"]])]
