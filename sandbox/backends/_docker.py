@@ -26,7 +26,6 @@ builds from this machine's own interpreter (no registry needed). Other settings:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -37,7 +36,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sandbox._process import ChildChannel, Exit, child_env, job_dir, signal_name
+from sandbox._process import LOG_CAP, ChildChannel, Exit, child_env, job_dir, signal_name
 from sandbox.backends._base import Backend, register_backend
 from sandbox.errors import ConfigError
 
@@ -45,7 +44,6 @@ __all__ = ["DockerBackend", "DockerChild", "container_env", "default_image", "en
            "reap_orphans"]
 
 _SDK = importlib.util.find_spec("docker") is not None
-_LOG_CAP = 64 << 20  # bytes of output kept, as the subprocess backend's; past it, killed
 IMAGE_VAR = "KBENCH_DOCKER_IMAGE"
 _CODE_PACKAGES = ("sandbox", "reference_ops", "problems")
 # Variables of child_env that describe the host's file layout or its GPUs: the image has its
@@ -53,7 +51,6 @@ _CODE_PACKAGES = ("sandbox", "reference_ops", "problems")
 # NVIDIA_VISIBLE_DEVICES from the container's environment: passing "all" would undo that).
 _HOST_ONLY = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "TRITON_PTXAS_PATH", "CC",
               "CXX", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
-_EXIT_FIELDS = {f.name for f in dataclasses.fields(Exit)}  # ``flooded`` is newer than Exit
 # fd 3 becomes the result channel (the real stdout); fd 1 joins stderr (the log).
 _BOOT = ("import os, runpy, sys; os.dup2(1, 3); os.dup2(2, 1); "
          "sys.argv = ['sandbox._child', sys.argv[1], '3']; "
@@ -277,7 +274,7 @@ class DockerChild(ChildChannel):
 
     def _demux(self) -> None:
         """Docker's stream, split: stdout (the signed messages) to the pipe, stderr to the
-        log, up to ``_LOG_CAP`` bytes; more is a flood, and the container is killed. Ends
+        log, up to ``LOG_CAP`` bytes; more is a flood, and the container is killed. Ends
         when the container's streams close; then the pipe's end says EOF."""
         from docker.utils.socket import STDOUT, frames_iter
 
@@ -288,7 +285,7 @@ class DockerChild(ChildChannel):
                     os.write(self._wfd, data)
                     continue
                 logged += len(data)
-                if logged > _LOG_CAP:
+                if logged > LOG_CAP:
                     if not self.flooded:
                         self.flooded = True
                         self._kill_container()
@@ -365,10 +362,8 @@ class DockerChild(ChildChannel):
         tail = self.log_tail()
         if self.oom:
             tail += "\n[kbench] the container was killed at its memory limit (OOMKilled)"
-        if self.flooded:
-            tail += f"\n[kbench] killed: more than {_LOG_CAP >> 20} MiB of output"
-        extra = {"flooded": True} if self.flooded and "flooded" in _EXIT_FIELDS else {}
-        return Exit(self.code, signal_name(self.code), self.timed_out, tail, **extra)
+        return Exit(self.code, signal_name(self.code), self.timed_out, tail,
+                    flooded=self.flooded)
 
     def close(self) -> None:
         try:
