@@ -31,7 +31,7 @@ class _Lineage(_Base):
     problem_id: Mapped[int] = mapped_column(ForeignKey("problems.id"))
     llm_call_id: Mapped[int] = mapped_column(ForeignKey("llm_calls.id"), unique=True)
     candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
-    model: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(Text)
     island: Mapped[int | None] = mapped_column(Integer)
     generation: Mapped[int | None] = mapped_column(Integer)
     slot: Mapped[int | None] = mapped_column(Integer)

@@ -22,7 +22,7 @@ class _Selection(_Base):
     __table_args__ = (UniqueConstraint("run_id", "problem_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    problem_key: Mapped[str] = mapped_column(String(300))
+    problem_key: Mapped[str] = mapped_column(Text)
     winner_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
     decision: Mapped[str] = mapped_column(String(32))
     margin_ms: Mapped[float | None] = mapped_column(Float)

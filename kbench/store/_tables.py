@@ -109,6 +109,11 @@ class _Base(DeclarativeBase):
     pass
 
 
+# Names a user or a path decides (run names, model labels, problem keys, shape names) are
+# Text: PostgreSQL enforces VARCHAR lengths that SQLite ignores, and a run must not store on
+# one backend and fail on the other. Short closed vocabularies and hashes keep String(n).
+
+
 class _Run(_Base):
     __tablename__ = "runs"
     __table_args__ = (
@@ -117,12 +122,12 @@ class _Run(_Base):
         ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
     config: Mapped[Any] = mapped_column(_JSON, nullable=True)
-    model: Mapped[str | None] = mapped_column(String(200))
-    strategy: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(Text)
+    strategy: Mapped[str | None] = mapped_column(Text)
     notes: Mapped[str | None] = mapped_column(Text)
 
 
@@ -130,8 +135,8 @@ class _Problem(_Base):
     __tablename__ = "problems"
     __table_args__ = (UniqueConstraint("key", "source_hash"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String(300), index=True)
-    suite: Mapped[str | None] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(Text, index=True)
+    suite: Mapped[str | None] = mapped_column(Text)
     source_hash: Mapped[str] = mapped_column(String(128))
     source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
@@ -174,9 +179,9 @@ class _Baseline(_Base):
         CheckConstraint("mode IN ('eager', 'compile')", name="baseline_mode"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    problem_key: Mapped[str] = mapped_column(String(300))
+    problem_key: Mapped[str] = mapped_column(Text)
     source_hash: Mapped[str] = mapped_column(String(128))
-    shape_name: Mapped[str] = mapped_column(String(200))
+    shape_name: Mapped[str] = mapped_column(Text)
     shape: Mapped[Any] = mapped_column(_JSON, nullable=True)
     mode: Mapped[str] = mapped_column(String(16))
     fingerprint_hash: Mapped[str] = mapped_column(String(128))
@@ -203,8 +208,8 @@ class _LLMCall(_Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     problem_id: Mapped[int | None] = mapped_column(ForeignKey("problems.id"))
     candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
-    provider: Mapped[str] = mapped_column(String(100))
-    model: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
     prompt: Mapped[Any] = mapped_column(_JSON)
     response: Mapped[str] = mapped_column(Text)
     usage: Mapped[Any] = mapped_column(_JSON, nullable=True)

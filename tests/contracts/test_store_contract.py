@@ -242,6 +242,34 @@ class StoreContract:
         assert (rec.id, rec.origin, rec.attempt) == (cand, "llm", 2)
         assert [r.problem_key for r in store.results(rid)] == ["level1/relu"]
 
+    def test_long_names_round_trip(self, store: Store) -> None:
+        """No length limit SQLite ignores is enforced by another backend: a long run name,
+        the label of several models given by long replay paths, a problem deep in folders."""
+        name = "run-" + "n" * 400
+        models = ", ".join(f"replay:/data/{'d' * 150}/run{i}" for i in range(3))
+        key = "/".join(["suite", *["folder" * 10] * 8, "problem"])
+        shape, study = "shape_" * 60, "tune:" + key * 2
+        msgs = [{"role": "user", "content": "x"}]
+        rid = store.create_run(name, model=models, strategy="s" * 150)
+        pid = store.upsert_problem(key, "suite" * 40, "h", "src")
+        call = store.add_llm_call(rid, "p" * 150, models, msgs, "r", problem_id=pid)
+        _, cand = store.add_attempt(rid, pid, "p" * 150, models, msgs, "r", source="c",
+                                    backend="triton", lineage={"kind": "seed"})
+        store.put_baseline(key, "h", shape, "eager", FP, timing(1.0))
+        store.put_tuned_config(key, "h", shape, FP, {"BLOCK": 64}, 1.0, 3, study_name=study)
+        store.put_selection(rid, key, {"winner": cand, "decision": "only", "reason": "r"})
+        run = store.get_run(name)
+        assert (run.id, run.model, run.strategy) == (rid, models, "s" * 150)
+        assert store.get_problem(pid).key == key and store.get_problem(pid).suite == "suite" * 40
+        first, second = store.llm_calls_for(rid)
+        assert first.id == call and (first.provider, first.model) == ("p" * 150, models)
+        assert store.lineage_for(rid)[second.id].model == models
+        assert [c.id for c in store.candidates_for(rid, key)] == [cand]
+        assert store.get_baseline(key, "h", shape, "eager", FP).shape_name == shape
+        (tuned,) = store.tuned_configs(problem_key=key)
+        assert (tuned.shape_name, tuned.study_name) == (shape, study)
+        assert store.selections_for(rid)[key].winner_id == cand
+
     # -- sharing ---------------------------------------------------------------------------
     def test_a_second_store_sees_committed_writes(self, store: Store, url: str) -> None:
         rid = store.create_run("shared")
