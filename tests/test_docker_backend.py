@@ -352,3 +352,34 @@ def test_a_problem_file_outside_kbench_reached_through_a_symlink(tmp_path: Path)
     v = verify(spec, textwrap.dedent(_HONEST), device="cpu", limits=_FAST,
                isolation=DockerBackend())
     assert v.status is Status.CORRECT, v.reason
+
+
+_THREADS = '''
+import threading, time
+
+_stop = threading.Event()
+_n = 0
+try:
+    while _n < 2000:
+        threading.Thread(target=_stop.wait, daemon=True).start()
+        _n += 1
+except RuntimeError as e:
+    _why = str(e)
+else:
+    _why = "none"
+_stop.set()
+raise RuntimeError(f"PROBE{_n}|{_why}END")
+'''
+
+
+@engine
+def test_pids_limit_stops_a_fork_or_thread_bomb(monkeypatch) -> None:
+    """Threads count against the container's pids limit: a candidate that starts as many as
+    it can is stopped there, and the verdict still comes."""
+    monkeypatch.setenv("KBENCH_DOCKER_PIDS", "128")
+    spec = load("level1/relu")[0]
+    v = verify(spec, textwrap.dedent(_THREADS) + _HONEST, device="cpu", limits=_FAST,
+               isolation=DockerBackend(), static_policy=False)
+    assert v.status is Status.COMPILE_ERROR and "PROBE" in v.reason, v.reason
+    started, why = v.reason.split("PROBE", 1)[1].split("END", 1)[0].split("|", 1)
+    assert int(started) < 128 and "can't start new thread" in why, (started, why)
