@@ -840,6 +840,9 @@ def export_cmd(
     r = export_run(run, out_dir, name, store, force=force)
     for line in r.skipped:
         out.print(f"skipped {line}", style="dim", highlight=False, markup=False)
+    for line in r.warnings:
+        out.print(f"warning: exported, but {line}", style="yellow", highlight=False,
+                  markup=False, soft_wrap=True)
     out.print(f"exported {len(r.exported)} op(s) ({', '.join(r.exported)}) as package "
               f"{r.package} in {r.path}; install with: pip install {r.path}",
               highlight=False, markup=False)

@@ -96,3 +96,38 @@ def test_an_existing_selection_keeps_its_decision_and_gains_the_confirmation(tmp
     assert sel.winner_id == ids["A"] and sel.decision == "clear" and sel.reason == "A beat B"
     assert sel.payload["confirmation"]["agrees"] is True
     assert sel.payload["confirmation"]["candidate"] == ids["A"]
+
+
+def test_export_carries_the_winners_confirmation(tmp_path, spec, monkeypatch):
+    """`kbench export` names, per op, whether its time was confirmed, and warns on a
+    disagreement (the package README says so too)."""
+    from dataclasses import replace
+
+    import tests.test_selection
+    from kbench.export._readme import readme
+    from kbench.export._select import winners
+    from sandbox.verdict import ShapeResult
+
+    real = tests.test_selection.fake_verdict
+
+    def with_a_shape(problem, code, sol_pct=None):  # exportable: correct on a checked shape
+        return replace(real(problem, code, sol_pct),
+                       shapes=(ShapeResult("main", {"n": 8}, False, 3, True),))
+
+    monkeypatch.setattr(tests.test_selection, "fake_verdict", with_a_shape)
+    store = Store(str(tmp_path / "k.db"))
+    run_id, ids = _stored_run(store, spec, {"A": 1.2, "B": 1.5})
+    run = store.get_run("r")
+    [w] = winners(store, run)[0]
+    assert w.timing.startswith("not confirmed (no confirmation stored")
+    confirm_winners(store, run_id, [spec], "cuda:0", Console(record=True),
+                    confirm_for=lambda s, src, d: check(0.01, {"total_duration_ns": 2e5}))
+    [w] = winners(store, run)[0]
+    assert w.candidate.id == ids["B"] and w.confirmation["agrees"] is False
+    assert w.timing.startswith("timing NOT confirmed")
+    summary = {"problem": spec.key, "op": "torch.ops.p.relu", "candidate": w.candidate.id,
+               "chosen_by": w.chosen_by, "backend": "triton", "shapes": {}, "device": "cuda:0",
+               "fingerprint": {}, "timing": w.timing,
+               "timing_agrees": w.confirmation["agrees"]}
+    text = readme("p", "r", [summary], [])
+    assert f"- {spec.key}: timing NOT confirmed" in text and "**(disagreement)**" in text

@@ -29,7 +29,7 @@ import keyword
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kbench.errors import ConfigError
@@ -49,6 +49,7 @@ class ExportResult:
     package: str
     exported: list[str]  # problem keys
     skipped: list[str]  # "<problem>: why" lines
+    warnings: list[str] = field(default_factory=list)  # exported, but its time disagrees
 
 
 def check_package_name(name: str) -> None:
@@ -175,4 +176,7 @@ def export_run(run_name: str, out: str | Path, package: str, store_url: str | No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(dest, package, [r.summary["problem"] for r in rendered], skipped)
+    warnings = [f"{r.summary['problem']}: {r.summary['timing']}" for r in rendered
+                if r.summary.get("timing_agrees") is False]
+    return ExportResult(dest, package, [r.summary["problem"] for r in rendered], skipped,
+                        warnings)

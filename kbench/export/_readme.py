@@ -84,6 +84,13 @@ def readme(pkg: str, run: str, summaries: list[dict[str, Any]], skipped: list[st
                          f"| {s['backend']} | {name} `{json.dumps(sh['params'])}` "
                          f"| {_x(sh['speedup_eager'])} | {_x(sh['speedup_compile'])} | {knobs} "
                          f"| {_registered(s)} |")
+    lines += ["", "## Were the times confirmed?", "",
+              "kbench confirms a winner's time from outside the process that ran it: Nsight "
+              "Compute's kernel durations against the CUDA events the verifier's child "
+              "reported (`kbench run` does this after its final selection, on a GPU).", ""]
+    for s in summaries:
+        flag = " **(disagreement)**" if s.get("timing_agrees") is False else ""
+        lines.append(f"- {s['problem']}: {s.get('timing', 'not confirmed')}{flag}")
     lines += ["", "## Environment the speedups were measured on", ""]
     for s in summaries:
         lines.append(f"- {s['problem']} on `{s['device']}`: `{json.dumps(s['fingerprint'])}`")

@@ -18,6 +18,18 @@ class Winner:
     candidate: CandidateRecord
     verdict: dict[str, Any]  # the stored Verdict.to_dict()
     chosen_by: str  # "final selection" or "best verdict"
+    # the selection's check of its time from outside its process (sandbox.confirm), if any
+    confirmation: dict[str, Any] | None = None
+
+    @property
+    def timing(self) -> str:
+        """One line on whether this winner's time was confirmed (sandbox.confirm)."""
+        if not self.verdict.get("speedup_eager") and not self.verdict.get("speedup_compile"):
+            return "not timed"
+        c = self.confirmation
+        if not c:
+            return "not confirmed (no confirmation stored: kbench run confirms on a GPU)"
+        return str(c.get("reason") or ("confirmed" if c.get("agrees") else "not confirmed"))
 
 
 def _not_exportable(v: dict[str, Any]) -> str | None:
@@ -56,5 +68,8 @@ def winners(store: Store, run: RunRecord) -> tuple[list[Winner], list[str]]:
         if why is not None:
             skipped.append(f"{key}: candidate {chosen.id} ({how}): {why}")
             continue
-        found.append(Winner(key, chosen, payload, how))
+        conf = (sel.payload.get("confirmation") if sel is not None else None) or None
+        if conf is not None and conf.get("candidate") != chosen.id:
+            conf = None  # it confirmed another candidate
+        found.append(Winner(key, chosen, payload, how, conf))
     return found, skipped

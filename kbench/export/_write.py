@@ -232,7 +232,8 @@ def render(store: Store, w: Winner, pkg: str, run: str) -> Rendered:
     }
     summary = {
         "problem": w.problem_key, "op": f"torch.ops.{pkg}.{mod}", "candidate": w.candidate.id,
-        "chosen_by": w.chosen_by, "backend": w.candidate.backend,
+        "chosen_by": w.chosen_by, "backend": w.candidate.backend, "timing": w.timing,
+        "timing_agrees": (w.confirmation or {}).get("agrees"),
         "registration": registration, "registration_note": note,
         "takes_state": registration == "triton_op" and takes_state,
         "device": w.verdict.get("device"), "fingerprint": w.verdict.get("fingerprint") or {},
