@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kbench.store._tables import _JSON, _Base, _now, _utc
+from kbench.store._tables import _JSON, _Base, _now, _Text, _utc
 
 __all__ = ["LineageRecord"]
 
@@ -31,13 +31,13 @@ class _Lineage(_Base):
     problem_id: Mapped[int] = mapped_column(ForeignKey("problems.id"))
     llm_call_id: Mapped[int] = mapped_column(ForeignKey("llm_calls.id"), unique=True)
     candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
-    model: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(_Text)
     island: Mapped[int | None] = mapped_column(Integer)
     generation: Mapped[int | None] = mapped_column(Integer)
     slot: Mapped[int | None] = mapped_column(Integer)
     kind: Mapped[str | None] = mapped_column(String(32))  # seed, mutate, crossover
     parent_ids: Mapped[Any] = mapped_column(_JSON)  # candidate ids, in prompt order
-    rejected: Mapped[str | None] = mapped_column(Text)  # why it was never verified
+    rejected: Mapped[str | None] = mapped_column(_Text)  # why it was never verified
     extra: Mapped[Any] = mapped_column(_JSON, nullable=True)  # a strategy's other tags
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from kbench.store._tables import _JSON, _Base, _finite, _now, _utc
+from kbench.store._tables import _JSON, _Base, _finite, _now, _Text, _utc
 
 __all__ = ["SelectionRecord"]
 
@@ -22,12 +22,12 @@ class _Selection(_Base):
     __table_args__ = (UniqueConstraint("run_id", "problem_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    problem_key: Mapped[str] = mapped_column(Text)
+    problem_key: Mapped[str] = mapped_column(_Text)
     winner_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
     decision: Mapped[str] = mapped_column(String(32))
     margin_ms: Mapped[float | None] = mapped_column(Float)
     spread_ms: Mapped[float | None] = mapped_column(Float)
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(_Text)
     fingerprint_hash: Mapped[str | None] = mapped_column(String(128))
     payload: Mapped[Any] = mapped_column(_JSON)  # the whole Selection.to_dict()
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

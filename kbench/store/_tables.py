@@ -58,20 +58,33 @@ def _finite(x: float | None) -> float | None:
 _NONFINITE = "__float__"
 
 
+_NUL, _NUL_STAND_IN = "\x00", "\ufffd"
+
+
+def _no_nul(text: str) -> str:
+    """``text`` with NUL characters as U+FFFD: PostgreSQL's text and JSONB cannot hold NUL,
+    and the store keeps one behaviour on every backend (a stray NUL in an LLM reply must not
+    fail the write that records it)."""
+    return text.replace(_NUL, _NUL_STAND_IN) if _NUL in text else text
+
+
 def _to_json(x: Any) -> Any:
     """A JSON-safe copy: non-finite floats become ``{"__float__": "nan"}`` markers (strict
-    JSON and PostgreSQL's JSONB reject NaN), tuples become lists, enums their values."""
+    JSON and PostgreSQL's JSONB reject NaN), tuples become lists, enums their values, NUL
+    characters U+FFFD (see :func:`_no_nul`)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else {_NONFINITE: repr(x)}
-    if x is None or isinstance(x, (bool, int, str)):
+    if isinstance(x, str):
+        return _no_nul(x)
+    if x is None or isinstance(x, (bool, int)):
         return x
     if isinstance(x, enum.Enum):
         return _to_json(x.value)
     if isinstance(x, Mapping):
-        return {str(k): _to_json(v) for k, v in x.items()}
+        return {_no_nul(str(k)): _to_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_to_json(v) for v in x]
-    return str(x)  # e.g. a torch.dtype in shape params: keep something readable
+    return _no_nul(str(x))  # e.g. a torch.dtype in shape params: keep something readable
 
 
 def _from_json(x: Any) -> Any:
@@ -102,6 +115,16 @@ class _JSON(TypeDecorator):
         return None if value is None else _from_json(value)
 
 
+class _Text(TypeDecorator):
+    """Text without NUL characters (see :func:`_no_nul`)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return value if not isinstance(value, str) else _no_nul(value)
+
+
 # -- Tables ----------------------------------------------------------------------------
 
 
@@ -122,23 +145,23 @@ class _Run(_Base):
         ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(_Text, unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
     config: Mapped[Any] = mapped_column(_JSON, nullable=True)
-    model: Mapped[str | None] = mapped_column(Text)
-    strategy: Mapped[str | None] = mapped_column(Text)
-    notes: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(_Text)
+    strategy: Mapped[str | None] = mapped_column(_Text)
+    notes: Mapped[str | None] = mapped_column(_Text)
 
 
 class _Problem(_Base):
     __tablename__ = "problems"
     __table_args__ = (UniqueConstraint("key", "source_hash"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(Text, index=True)
-    suite: Mapped[str | None] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(_Text, index=True)
+    suite: Mapped[str | None] = mapped_column(_Text)
     source_hash: Mapped[str] = mapped_column(String(128))
-    source: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(_Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -148,7 +171,7 @@ class _Candidate(_Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     problem_id: Mapped[int] = mapped_column(ForeignKey("problems.id"))
-    source: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(_Text)
     backend: Mapped[str] = mapped_column(String(32))
     origin: Mapped[str] = mapped_column(String(32), default="eval")
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
@@ -162,7 +185,7 @@ class _Verdict(_Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
     status: Mapped[str] = mapped_column(String(32))
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(_Text)
     passed: Mapped[bool]
     speedup_eager: Mapped[float | None] = mapped_column(Float)
     speedup_compile: Mapped[float | None] = mapped_column(Float)
@@ -179,9 +202,9 @@ class _Baseline(_Base):
         CheckConstraint("mode IN ('eager', 'compile')", name="baseline_mode"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    problem_key: Mapped[str] = mapped_column(Text)
+    problem_key: Mapped[str] = mapped_column(_Text)
     source_hash: Mapped[str] = mapped_column(String(128))
-    shape_name: Mapped[str] = mapped_column(Text)
+    shape_name: Mapped[str] = mapped_column(_Text)
     shape: Mapped[Any] = mapped_column(_JSON, nullable=True)
     mode: Mapped[str] = mapped_column(String(16))
     fingerprint_hash: Mapped[str] = mapped_column(String(128))
@@ -208,16 +231,16 @@ class _LLMCall(_Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     problem_id: Mapped[int | None] = mapped_column(ForeignKey("problems.id"))
     candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
-    provider: Mapped[str] = mapped_column(Text)
-    model: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(_Text)
+    model: Mapped[str] = mapped_column(_Text)
     prompt: Mapped[Any] = mapped_column(_JSON)
-    response: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(_Text)
     usage: Mapped[Any] = mapped_column(_JSON, nullable=True)
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
     cost_usd: Mapped[float | None] = mapped_column(Float)
     latency_s: Mapped[float | None] = mapped_column(Float)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(_Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

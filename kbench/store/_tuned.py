@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import DateTime, Float, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from kbench.store._tables import _JSON, _Base, _now, _utc
+from kbench.store._tables import _JSON, _Base, _now, _Text, _utc
 
 
 class _TunedConfig(_Base):
@@ -21,14 +21,14 @@ class _TunedConfig(_Base):
         UniqueConstraint("problem_key", "source_hash", "shape_name", "fingerprint_hash"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    problem_key: Mapped[str] = mapped_column(Text, index=True)
+    problem_key: Mapped[str] = mapped_column(_Text, index=True)
     source_hash: Mapped[str] = mapped_column(String(128))  # the candidate's source, untuned
-    shape_name: Mapped[str] = mapped_column(Text)
+    shape_name: Mapped[str] = mapped_column(_Text)
     fingerprint_hash: Mapped[str] = mapped_column(String(128))
     knobs: Mapped[Any] = mapped_column(_JSON)
     median_ms: Mapped[float | None] = mapped_column(Float)
     trials: Mapped[int] = mapped_column(Integer)
-    study_name: Mapped[str | None] = mapped_column(Text)
+    study_name: Mapped[str | None] = mapped_column(_Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

@@ -270,6 +270,29 @@ class StoreContract:
         assert (tuned.shape_name, tuned.study_name) == (shape, study)
         assert store.selections_for(rid)[key].winner_id == cand
 
+    def test_nul_characters_are_stored_as_replacement_characters(self, store: Store) -> None:
+        """A NUL in an LLM reply, a candidate's source, a verdict's reason or a config never
+        fails the write (PostgreSQL's text and JSONB cannot hold NUL): every backend stores
+        it as U+FFFD, the same way, and keeps everything else."""
+        nul, kept = "a\x00b", "a\ufffdb"
+        rid = store.create_run("r", config={"note": nul, nul: [nul]}, notes=nul)
+        pid = store.upsert_problem("level1/relu", "level1", "h", nul)
+        call, cand = store.add_attempt(rid, pid, "p", "m", [{"role": "user", "content": nul}],
+                                       nul, source=nul, backend="triton", error=nul,
+                                       usage={"note": nul}, lineage={"rejected": nul})
+        store.add_verdict(cand, Verdict("level1/relu", Status.INCORRECT, nul, "cpu", "triton",
+                                        log_tail=nul), FP)
+        run = store.get_run("r")
+        assert run.config == {"note": kept, kept: [kept]} and run.notes == kept
+        assert store.get_problem(pid).source == kept
+        (rec,) = store.llm_calls_for(rid)
+        assert (rec.id, rec.response, rec.error, rec.prompt[0]["content"], rec.usage) == (
+            call, kept, kept, kept, {"note": kept})
+        (c,) = store.candidates_for(rid, "level1/relu")
+        assert c.source == kept and c.verdict.reason == kept
+        assert c.verdict.verdict().log_tail == kept
+        assert store.lineage_for(rid)[call].rejected == kept
+
     # -- sharing ---------------------------------------------------------------------------
     def test_a_second_store_sees_committed_writes(self, store: Store, url: str) -> None:
         rid = store.create_run("shared")
