@@ -725,10 +725,10 @@ def _docker_check() -> tuple[str, str]:
     from sandbox.backends._base import ENV_VAR
     from sandbox.backends._docker import engine_status
 
+    in_use = os.environ.get(ENV_VAR, "").strip() == "docker"
     up, detail, present = engine_status()
     if not up:
-        return "unavailable", detail
-    in_use = os.environ.get(ENV_VAR, "").strip() == "docker"
+        return "FAILED" if in_use else "unavailable", detail
     if not present:
         return "FAILED" if in_use else "unavailable", (
             f"{detail}: not present (python -m sandbox.backends._docker_image builds it, "

@@ -47,9 +47,12 @@ def no_engine(tmp_path: Path, monkeypatch) -> str:
 
 
 def _kbench(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``kbench ARGS`` in a fresh process; the backend and image only as ``env`` says."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("KBENCH_SANDBOX_BACKEND", "KBENCH_DOCKER_IMAGE")}
     return subprocess.run([sys.executable, "-c", "from kbench.cli import main; main()", *args],
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "400", **env})
+                          env={**base, "COLUMNS": "400", **env})
 
 
 # --- no engine needed -----------------------------------------------------------------------
@@ -78,6 +81,32 @@ def test_unknown_sandbox_name_is_refused() -> None:
     r = _kbench("--sandbox", "dockr", "problems", "list", env={})
     assert r.returncode == 2
     assert "unknown sandbox backend 'dockr'" in r.stderr and "docker" in r.stderr
+
+
+def _doctor_docker_row(env: dict[str, str]) -> dict[str, str]:
+    r = _kbench("doctor", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = [row for row in json.loads(r.stdout)["isolation"] if row["layer"] == "Docker"]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_doctor_reports_docker_unavailable_without_engine(no_engine: str) -> None:
+    row = _doctor_docker_row({"DOCKER_HOST": no_engine})
+    assert row["status"] == "unavailable" and "no Docker engine answered" in row["detail"]
+    row = _doctor_docker_row({"DOCKER_HOST": no_engine, "KBENCH_SANDBOX_BACKEND": "docker"})
+    assert row["status"] == "FAILED"  # asked for, and it cannot run
+
+
+@engine
+def test_doctor_reports_the_engine_and_the_image() -> None:
+    row = _doctor_docker_row({})
+    assert row["status"] == "not enforced", row
+    assert row["detail"].startswith("engine ") and ": present;" in row["detail"], row
+    row = _doctor_docker_row({"KBENCH_SANDBOX_BACKEND": "docker"})
+    assert row["status"] == "enforced", row
+    row = _doctor_docker_row({"KBENCH_DOCKER_IMAGE": "kbench-no-such-image:0"})
+    assert row["status"] == "unavailable" and "not present" in row["detail"], row
 
 
 def test_get_backend_without_engine_raises_config_error(no_engine: str) -> None:
