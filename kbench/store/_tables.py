@@ -20,7 +20,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -62,7 +61,7 @@ _NUL, _NUL_STAND_IN = "\x00", "\ufffd"
 
 
 def _no_nul(text: str) -> str:
-    """``text`` with NUL characters as U+FFFD: PostgreSQL's text and JSONB cannot hold NUL,
+    """``text`` with NUL characters as U+FFFD: PostgreSQL's text cannot hold NUL,
     and the store keeps one behaviour on every backend (a stray NUL in an LLM reply must not
     fail the write that records it)."""
     return text.replace(_NUL, _NUL_STAND_IN) if _NUL in text else text
@@ -70,7 +69,7 @@ def _no_nul(text: str) -> str:
 
 def _to_json(x: Any) -> Any:
     """A JSON-safe copy: non-finite floats become ``{"__float__": "nan"}`` markers (strict
-    JSON and PostgreSQL's JSONB reject NaN), tuples become lists, enums their values, NUL
+    JSON and PostgreSQL reject NaN), tuples become lists, enums their values, NUL
     characters U+FFFD (see :func:`_no_nul`)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else {_NONFINITE: repr(x)}
@@ -98,15 +97,12 @@ def _from_json(x: Any) -> Any:
 
 
 class _JSON(TypeDecorator):
-    """JSON (JSONB on PostgreSQL) that round-trips NaN and infinities."""
+    """JSON that round-trips NaN and infinities. Plain JSON on PostgreSQL too, not JSONB:
+    JSONB reorders keys (a run's config, a verdict's phases came back shortest key first),
+    and nothing queries inside these columns."""
 
     impl = JSON
     cache_ok = True
-
-    def load_dialect_impl(self, dialect: Any) -> Any:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(JSONB())
-        return dialect.type_descriptor(JSON())
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         return None if value is None else _to_json(value)

@@ -138,6 +138,10 @@ class StoreContract:
         assert store.get_run("r1").status is RunStatus.FINISHED
         assert [r.id for r in store.list_runs()] == [rid, other]
         assert store.get_run("nope") is None
+        ordered = {"zeta": 1, "a": {"z": 1, "b": 2}, "middle": 3}  # as written, not sorted
+        store.create_run("ordered", config=ordered)
+        cfg = store.get_run("ordered").config
+        assert list(cfg) == ["zeta", "a", "middle"] and list(cfg["a"]) == ["z", "b"]
         with pytest.raises(FrozenInstanceError):
             rec.name = "x"  # type: ignore[misc]
 
