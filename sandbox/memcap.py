@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["CONTEXT_SLACK", "apply_gpu_cap", "describe", "fraction_for", "host_bytes", "nvml_available",
-           "over_cap", "process_device_bytes"]
+__all__ = ["CONTEXT_SLACK", "apply_gpu_cap", "describe", "fraction_for", "host_bytes",
+           "nvml_available", "over_cap", "process_device_bytes"]
 
 # What a CUDA context, cuBLAS/cuDNN workspaces and Triton's modules take outside the caching
 # allocator: a process may hold this much beyond its allocator cap without being refused.

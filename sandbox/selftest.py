@@ -169,7 +169,8 @@ def fake_rows(judge: Judge = real_judge, cfg: TimingConfig | None = None) -> lis
                     and abs(s.timing.median_ms - 2.0) <= 2.0 * _tol(s.timing, floor=0.01)
                     and abs(s.eager.median_ms - 1.0) <= _tol(s.eager, floor=0.01))
     got = (f"candidate {s.timing.median_ms:.3f} ms, baseline {s.eager.median_ms:.3f} ms, "
-           f"{twice.speedup_eager:.3f}x" if timed and twice.speedup_eager is not None else f"{twice.status.value}: {twice.reason}")
+           f"{twice.speedup_eager:.3f}x" if timed and twice.speedup_eager is not None
+           else f"{twice.status.value}: {twice.reason}")
     rows.append(Row("slots not swapped", where,
                     "candidate 2 ms in its slot, baseline 1 ms, speedup < 1", got, slots_ok))
     return rows
@@ -243,7 +244,13 @@ TWICE = _candidate(2)  # the same work done twice: half the speed
 SPIN_US = 200
 # The copy, then every program waits until SPIN_NS have passed on the GPU's global timer
 # (nanoseconds, independent of clocks): the call takes a known time. GPU only.
-SPIN = _KERNELS.replace("@triton.jit\ndef _copy", f'''SPIN_NS = tl.constexpr({SPIN_US * 1000})
+SPIN = f'''
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+SPIN_NS = tl.constexpr({SPIN_US * 1000})
 
 
 @triton.jit
@@ -253,11 +260,15 @@ def _now():
 
 
 @triton.jit
-def _copy''').replace('''    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=mask), mask=mask)''', '''    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=mask), mask=mask)
+def _copy(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=mask), mask=mask)
     now = _now()
     start = now
     while now - start < SPIN_NS:
-        now = _now()''') + '''
+        now = _now()
+
 
 class ModelNew(nn.Module):
     def forward(self, x):
@@ -267,8 +278,9 @@ class ModelNew(nn.Module):
         _copy[(triton.cdiv(n, 1024),)](x, y, n, BLOCK=1024)
         return y
 '''
-SPIN_PROBLEM = PROBLEM.replace("n = 1 << 26  # 256 MiB in fp32: far past L2 (a second pass finds little of it there)",
-                               "n = 1024  # one program: the call is its spin")
+SPIN_PROBLEM = PROBLEM.replace(
+    "n = 1 << 26  # 256 MiB in fp32: far past L2 (a second pass finds little of it there)",
+    "n = 1024  # one program (a few on derived shapes, spinning side by side): the spin")
 
 
 # CPU checks need correctness only: one trial per shape, one derived shape.

@@ -156,7 +156,8 @@ FORK_ROUTES = {
     "os_posix_spawn": "from os import posix_spawn\nposix_spawn('/bin/sleep', ['sleep'], {})\n",
     "subprocess": "import subprocess\nsubprocess.Popen(['sleep', '100'])\n",
     "multiprocessing": "import multiprocessing\nmultiprocessing.Process(target=print).start()\n",
-    "torch_multiprocessing": "import torch.multiprocessing as mp\nmp.Process(target=print).start()\n",
+    "torch_multiprocessing": ("import torch.multiprocessing as mp\n"
+                              "mp.Process(target=print).start()\n"),
     "dataloader_workers": ("list(torch.utils.data.DataLoader(list(range(4)), num_workers=2))\n"),
     "process_pool": ("import concurrent.futures\n"
                      "concurrent.futures.ProcessPoolExecutor(2).submit(print)\n"),
