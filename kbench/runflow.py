@@ -49,13 +49,27 @@ def _missing_store(db_url: str | None) -> Path | None:
     return None if path.exists() else path
 
 
+def _config_store(config_path: Path | None) -> str | None:
+    """The ``store`` that ``--config`` (or ``./kbench.toml``) names, for ``--resume``, which
+    takes everything else from the stored run; None without one (``$KBENCH_STORE`` or
+    ``kbench.db`` then)."""
+    if config_path is None and not Path("kbench.toml").is_file():
+        return None
+    try:
+        return load_config(config_path, {}).store
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{config_path or 'kbench.toml'}: not UTF-8 text (byte "
+                          f"0x{e.object[e.start]:02x} at offset {e.start})") from None
+
+
 def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | None,
              db_url: str | None) -> tuple[RunConfig, Store, Any]:
     if resume:
-        missing = _missing_store(db_url or overrides.get("store"))
+        db_url = db_url or overrides.get("store") or _config_store(config_path)
+        missing = _missing_store(db_url)
         if missing is not None:
             raise ConfigError(f"no run named {resume!r}: no store at {missing}")
-        db = Store(db_url or overrides.get("store"))
+        db = Store(db_url)
         rec = db.get_run(resume)
         if rec is None:
             names = ", ".join(r.name for r in db.list_runs()[-5:]) or "none"

@@ -258,3 +258,22 @@ def test_explain_prints_the_timing_rule_and_each_sides_spread() -> None:
     assert "at least 30 samples and 100.0 ms measured" in text
     assert "main: candidate 0.0123 ms (spread 2.0%, 40 x 8 calls)" in text
     assert "eager 0.0123 ms (spread 31.0%, 40 x 8 calls, NOISY)" in text
+
+
+def test_resume_finds_the_run_in_the_store_kbench_toml_names(tmp_path, monkeypatch):
+    """`kbench run --resume NAME` takes everything from the stored run, but the store itself
+    comes from --store, $KBENCH_STORE or kbench.toml's `store`, as for a new run."""
+    import importlib.resources
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KBENCH_STORE", raising=False)
+    examples = importlib.resources.files("kbench").joinpath("examples")
+    (tmp_path / "kbench.toml").write_text(
+        f'model = ["replay:{examples}"]\nproblems = "level1/relu"\ndevice = "cpu"\n'
+        'store = "elsewhere.db"\n')
+    r = CliRunner().invoke(cli.app, ["run", "--name", "t"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "kbench.db").exists()
+    r = CliRunner().invoke(cli.app, ["run", "--resume", "t"])
+    assert r.exit_code == 0, r.output
+    assert "no run named" not in r.output and not (tmp_path / "kbench.db").exists()
