@@ -697,6 +697,8 @@ def main() -> int:
             kind = "oom"
         elif gap := _cpu_gap(e, str(job.get("device", ""))):
             kind, text = "unsupported", gap
+        elif not isinstance(e, Exception):  # SystemExit, KeyboardInterrupt: ending the run
+            kind = "exit"
         _send(event="error", phase=phase, kind=kind, message=text)
         return 1
 

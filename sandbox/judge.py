@@ -49,6 +49,9 @@ class _Outcome:
     profile: dict[str, Any] | None = None  # the main shape's kernel breakdown (GPU)
     precision: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings seen, by point
     memcap: dict[str, Any] = field(default_factory=dict)  # the GPU-memory cap applied, checks
+    # The run-time fault that ended the child, for grouping without parsing reasons: hang,
+    # flood, exit (SystemExit or an exit code), signal, oom, exception, protocol.
+    fault: str | None = None
 
 
 def _headline(text: str) -> str:

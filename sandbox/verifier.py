@@ -245,7 +245,7 @@ def _memory_over(child: RunningChild, device: str, limits: Limits, res: _Outcome
     checks[phase] = used
     bad = memcap.over_cap(used, total, limits.gpu_memory_fraction)
     if bad and res.status is None:
-        res.status = Status.RUNTIME_ERROR
+        res.status, res.fault = Status.RUNTIME_ERROR, "oom"
         res.reason = f"out of memory during {phase}: the candidate's process {bad}"
         return True
     return False
@@ -282,6 +282,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     deadline = check_end
                 elif ev == "error":
                     res.status, res.reason = _error_status(msg)
+                    res.fault = {"oom": "oom", "exit": "exit", "runtime": "exception"}.get(
+                        str(msg.get("kind")))
                     finished = True
                 elif ev == "need_inputs":
                     c = by_name[msg["shape"]]
@@ -347,13 +349,13 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
             ex = child.finish()
         except ChildError as e:
             child.kill()
-            res.status, res.reason = Status.REJECTED, str(e)
+            res.status, res.reason, res.fault = Status.REJECTED, str(e), "protocol"
             res.log_tail = child.log_tail()
             return res
         res.log_tail = ex.log_tail
         if res.status is None and not finished:
             if ex.flooded:
-                res.status = Status.RUNTIME_ERROR
+                res.status, res.fault = Status.RUNTIME_ERROR, "flood"
                 res.reason = (f"flooded its output during {phase}: more than "
                               f"{LOG_CAP >> 20} MiB written to stdout/stderr (killed; the "
                               "verdict is decided on the result channel, never on printed text)")
@@ -361,7 +363,7 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 t_limit, scaled = timing_limit_s(cases, limits)
                 limit = {"import": limits.import_s, "check": limits.check_s,
                          "timing": t_limit}[phase]
-                res.status = Status.TIMEOUT
+                res.status, res.fault = Status.TIMEOUT, "hang"
                 if phase == "check" and step_s is not None:
                     res.reason = (f"no progress for {step_s:.3g} s during check (a trial's limit, "
                                   "scaled from the reference's time; killed)")
@@ -372,6 +374,7 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
             else:
                 how = f"killed by {ex.signal_name}" if ex.signal_name else f"exit code {ex.code}"
                 res.status = Status.RUNTIME_ERROR
+                res.fault = "signal" if ex.signal_name else "exit"
                 res.reason = f"the candidate's process died ({how}) during {phase}"
                 if ex.log_tail.strip():
                     res.reason += ":\n" + _trim(ex.log_tail, 8)
@@ -488,7 +491,8 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
                           explain={**_explain(spec, policy, static_policy, cases, res),
                                    "precision": {"applied": spec.precision,
                                                  "seen": res.precision},
-                                   **({"gpu_memory_cap": res.memcap} if res.memcap else {})},
+                                   **({"gpu_memory_cap": res.memcap} if res.memcap else {}),
+                                   **({"fault": res.fault} if res.fault else {})},
                           precision=spec.precision, **base)
         t_base = time.monotonic()
         if status is Status.CORRECT and do_time:

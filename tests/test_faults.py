@@ -71,31 +71,32 @@ def _candidate(forward: str = "", kernel: str = "") -> str:
 
 HONEST = _candidate()
 
-# name -> (source, status, words the reason must hold)
-FAULTS: dict[str, tuple[str, Status, tuple[str, ...]]] = {
+# name -> (source, status, words the reason must hold, the fault's kind in explain)
+FAULTS: dict[str, tuple[str, Status, tuple[str, ...], str]] = {
     "hang_in_forward": (_candidate("while True:\n    pass\n"), Status.TIMEOUT,
-                        ("no progress for 4 s", "check")),
+                        ("no progress for 4 s", "check"), "hang"),
     "hang_in_triton_kernel": (_candidate(kernel=(
         "i = 0\nwhile i < n + 1:  # i never moves: the loop never ends\n    i = i * 1\n")),
-        Status.TIMEOUT, ("no progress for 4 s",)),
+        Status.TIMEOUT, ("no progress for 4 s",), "hang"),
     "flood_stdout": (_candidate("while True:\n    print('x' * 65536)\n"), Status.RUNTIME_ERROR,
-                     ("flooded its output", "stdout/stderr")),
+                     ("flooded its output", "stdout/stderr"), "flood"),
     "flood_stderr_by_logging": (_candidate(
         "log = logging.getLogger('flood')\nlog.addHandler(logging.StreamHandler())\n"
         "while True:\n    log.error('y' * 65536)\n"), Status.RUNTIME_ERROR,
-        ("flooded its output",)),
+        ("flooded its output",), "flood"),
     "system_exit_mid_protocol": (_candidate("raise SystemExit(3)\n"), Status.RUNTIME_ERROR,
-                                 ("SystemExit: 3", "during trial")),
+                                 ("SystemExit: 3", "during trial"), "exit"),
     "keyboard_interrupt_mid_protocol": (_candidate("raise KeyboardInterrupt\n"),
-                                        Status.RUNTIME_ERROR, ("KeyboardInterrupt", "trial")),
+                                        Status.RUNTIME_ERROR, ("KeyboardInterrupt", "trial"),
+                                        "exit"),
     "out_of_bounds_load_segfaults": (_candidate(kernel=(
         "far = tl.load(x_ptr + offs + (1 << 40))  # 4 TiB past the input\nx = x + far * 0.0\n")),
-        Status.RUNTIME_ERROR, ("killed by SIGSEGV", "during check")),
+        Status.RUNTIME_ERROR, ("killed by SIGSEGV", "during check"), "signal"),
     "huge_allocation": (_candidate("z = torch.empty(1 << 42)  # 16 TiB\n"),
-                        Status.RUNTIME_ERROR, ("out of memory", "can't allocate memory")),
+                        Status.RUNTIME_ERROR, ("out of memory", "can't allocate memory"), "oom"),
     "allocation_past_the_rlimit": (_candidate(
         "keep = []\nwhile True:\n    keep.append(torch.ones(1 << 26))  # 256 MiB each\n"),
-        Status.RUNTIME_ERROR, ("out of memory", "trial")),
+        Status.RUNTIME_ERROR, ("out of memory", "trial"), "oom"),
 }
 
 # The subprocess backend pays torch's import per job: its cases are marked slow (CI runs them).
@@ -121,7 +122,7 @@ def test_fault_candidates_pass_the_static_policy(name):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(FAULTS))
 def test_fault_gets_its_verdict_and_the_next_candidate_is_verified(relu, name, backend):
-    source, status, words = FAULTS[name]
+    source, status, words, fault = FAULTS[name]
     iso = _backend(backend)
     server = ForkServerBackend.server_pid() if backend == "forkserver" else None
     t0 = time.monotonic()
@@ -130,10 +131,12 @@ def test_fault_gets_its_verdict_and_the_next_candidate_is_verified(relu, name, b
     assert v.status is status, (v.status, v.reason, v.log_tail[-1500:])
     for w in words:
         assert w in v.reason, (w, v.reason)
+    assert v.explain.get("fault") == fault, v.explain.get("fault")
     # a hang costs its limits (import + check), not the 300 s defaults
     assert took < _FAST.import_s + _FAST.check_s + 30, took
     nxt = verify(relu, HONEST, device="cpu", limits=_FAST, isolation=iso)
     assert nxt.status is Status.CORRECT, nxt.reason
+    assert "fault" not in nxt.explain
     if server is not None:  # the same warm server forked a fresh child for the next one
         assert ForkServerBackend.server_pid() == server
 
@@ -241,6 +244,7 @@ def test_an_exit_is_seen_though_a_descendant_holds_the_pipes(relu, tmp_path, bac
     v = verify(relu, src, device="cpu", limits=lim, isolation=_backend(backend),
                static_policy=False)
     assert v.status is Status.RUNTIME_ERROR and "exit code 3" in v.reason, v.reason
+    assert v.explain["fault"] == "exit"
     assert time.monotonic() - t0 < lim.check_s, "waited for the check limit"
     pid = int(pidfile.read_text())
     try:
