@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import resource
 import secrets
 import socket
 import sys
@@ -207,7 +208,7 @@ class DockerChild(ChildChannel):
 
     def __init__(self, backend: DockerBackend, work: Path, device: str) -> None:
         import docker.errors
-        from docker.types import DeviceRequest
+        from docker.types import DeviceRequest, Ulimit
 
         self.work = work
         self.key = secrets.token_bytes(32)
@@ -225,7 +226,19 @@ class DockerChild(ChildChannel):
         problem = Path(os.path.abspath(job["problem"]))  # the child opens it by this name
         if not any(problem.is_relative_to(d) for d in _package_dirs()):
             binds[str(problem.resolve())] = {"bind": str(problem), "mode": "ro"}
+        # Open files and processes: an engine's defaults can exceed what it may set (podman's
+        # fail "error setting rlimits" under this host's 20000 / 32768). The container's real
+        # cap on processes is pids_limit; nproc counts the uid's processes host-wide.
+        limits = [Ulimit(name=name, soft=min(resource.getrlimit(which)[1], cap),
+                         hard=min(resource.getrlimit(which)[1], cap))
+                  for name, which, cap in (("nofile", resource.RLIMIT_NOFILE, 1 << 16),
+                                           ("nproc", resource.RLIMIT_NPROC, 1 << 14))]
         gpu = []
+        if device.startswith("cuda") and backend.podman:
+            self.log.close()
+            raise ConfigError("sandbox backend 'docker': this engine is podman, whose Docker API "
+                              "ignores device_requests (the container would start with no GPU); "
+                              "GPU jobs need Docker with the NVIDIA container toolkit")
         if device.startswith("cuda"):
             gpu = [DeviceRequest(device_ids=[_gpu_index(device)], capabilities=[["gpu"]])]
             if job["device"] != "cuda:0":  # the container sees its one GPU as cuda:0
@@ -236,6 +249,7 @@ class DockerChild(ChildChannel):
             security_opt=["no-new-privileges"], init=True, device_requests=gpu,
             mem_limit=backend.memory, memswap_limit=backend.memory, pids_limit=backend.pids,
             nano_cpus=int(backend.cpus * 1e9), tmpfs={"/tmp": "rw,size=256m,mode=1777"},
+            ulimits=limits,
         )
         sock = None
         try:
@@ -255,12 +269,15 @@ class DockerChild(ChildChannel):
             self.log.close()
             if isinstance(e, docker.errors.ImageNotFound):  # removed since the backend was made
                 raise _image_error(backend.image) from e
-            if gpu and isinstance(e, docker.errors.APIError):
+            if isinstance(e, docker.errors.APIError):  # the engine's set-up, not the candidate
                 why = " ".join(str(e.explanation or e).split())[:300]
-                raise ConfigError(
-                    f"sandbox backend 'docker': the engine could not give the container GPU "
-                    f"{_gpu_index(device)} ({why}); install the NVIDIA container toolkit and "
-                    "register its runtime with the engine") from e
+                if gpu:
+                    raise ConfigError(
+                        f"sandbox backend 'docker': the engine could not give the container GPU "
+                        f"{_gpu_index(device)} ({why}); install the NVIDIA container toolkit "
+                        "and register its runtime with the engine") from e
+                raise ConfigError(f"sandbox backend 'docker': the engine refused the job's "
+                                  f"container ({why})") from e
             raise
         rfd, self._wfd = os.pipe()
         self._sock = sock
@@ -398,6 +415,8 @@ class DockerBackend(Backend):
             raise _engine_error(e) from None
         import docker.errors
 
+        parts = self.client.version().get("Components") or []
+        self.podman = any("podman" in str(c.get("Name", "")).lower() for c in parts)
         try:
             self.client.images.get(self.image)
         except docker.errors.ImageNotFound:

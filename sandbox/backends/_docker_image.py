@@ -215,10 +215,14 @@ def build(tag: str, dry_run: bool = False) -> str:
                    f"LABEL kbench.python={sys.version.split()[0]}",
                    f"LABEL kbench.toolchain={'cc' if has_cc else 'none'}"]
         api = _client(timeout=1800).api
-        out = api.import_image_from_file(str(tarball), repository=tag.rsplit(":", 1)[0],
-                                         tag=tag.rsplit(":", 1)[1] if ":" in tag else "latest",
+        repo, _, version = tag.rpartition(":") if ":" in tag else (tag, "", "latest")
+        out = api.import_image_from_file(str(tarball), repository=repo, tag=version,
                                          changes=changes)
-        return f"{tag}: {len(done)} entries, {size / 2**20:.0f} MiB; {str(out).strip()[:200]}"
+        ids = re.findall(r"sha256:[0-9a-f]{64}", str(out))
+        if not ids:
+            raise RuntimeError(f"the engine did not say which image it imported: {out!r}")
+        api.tag(ids[-1], repo, version)  # podman's import ignores the tag it was given
+        return f"{tag}: {ids[-1]}, {len(done)} entries, {size / 2**20:.0f} MiB"
 
 
 def main(argv: list[str] | None = None) -> int:
