@@ -446,3 +446,17 @@ def test_a_gpu_job_on_podman_is_refused_before_any_container(monkeypatch) -> Non
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+
+
+@engine
+def test_a_container_the_engine_refuses_is_one_clear_error(monkeypatch) -> None:
+    """A limit the engine will not apply (a 1 KiB memory limit) is one ConfigError quoting
+    the engine, raised before any candidate runs, with no container left behind."""
+    monkeypatch.setenv("KBENCH_DOCKER_MEMORY", "1k")
+    backend = DockerBackend()
+    before = set(backend.stale_containers())
+    with pytest.raises(ConfigError, match="the engine refused the job's container") as e:
+        verify(load("level1/relu")[0], textwrap.dedent(_HONEST), device="cpu", limits=_FAST,
+               isolation=backend)
+    assert "memory" in str(e.value).lower(), e.value
+    assert set(backend.stale_containers()) == before
