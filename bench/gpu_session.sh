@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
-#     STEPS: comma-separated, in this order: verdicts,acceptance,tests,pipeline,evolve,selection,
-#     confirm,crosscheck,tune,load
+#     STEPS: comma-separated, run in this order: verdicts,acceptance,tests,pipeline,evolve,export,
+#     selection,confirm,crosscheck,tune,load (export needs evolve's run)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
@@ -44,8 +44,9 @@ if [ "$cmd" = start ]; then
       --markdown $LOG/verdicts.md > $LOG/verdicts.log 2>&1"
   has acceptance && script="$script; python3 bench/acceptance.py --device cuda --jobs 2 \
       --json $LOG/acceptance.json --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1"
-  has tests && script="$script; python3 -m pytest -q -m gpu tests/test_gpu.py \
-      tests/test_provenance.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1"
+  has tests && script="$script; python3 -m pytest -q -rA --durations=15 -m gpu tests/test_gpu.py \
+      tests/test_provenance.py tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1; \
+      python3 -m kbench.cli doctor --self-test --gpu > $LOG/selftest.log 2>&1"
   has pipeline && script="$script; python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
       --reps 2 --out $LOG/pipeline.json > $LOG/pipeline.log 2>&1"
   has evolve && script="$script; python3 bench/evolve_replay.py --out $LOG/evolve.jsonl \
@@ -54,6 +55,12 @@ if [ "$cmd" = start ]; then
       --store $LOG/evolve.db --problems $EXAMPLES8 \
       >> $LOG/evolve.log 2>&1; python3 -m kbench.cli runs show evolve-demo --store $LOG/evolve.db \
       --lineage >> $LOG/evolve.log 2>&1"
+  # export (after evolve): the run's winners as a package, installed here, its own tests on
+  # CUDA (Inductor compiling the triton ops, no graph break) and its bench.py
+  has export && script="$script; python3 -m kbench.cli export evolve-demo --store $LOG/evolve.db \
+      --out $LOG/pkg --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && \
+      PYTHONPATH=$LOG/pkg:$PYTHONPATH python3 -m pytest -q --pyargs kbops -p no:cacheprovider; \
+      PYTHONPATH=$LOG/pkg:$PYTHONPATH python3 bench.py) >> $LOG/export.log 2>&1"
   has selection && script="$script; python3 bench/check_selection.py > $LOG/selection.log 2>&1"
   has confirm && script="$script; python3 bench/check_confirm.py --json $LOG/confirm.json \
       > $LOG/confirm.log 2>&1"
@@ -78,5 +85,7 @@ tail -30 "$LOG/verdicts.log" 2>/dev/null
 tail -8 "$LOG/acceptance.log" 2>/dev/null
 tail -30 "$LOG/pipeline.log" 2>/dev/null
 tail -12 "$LOG/tune.log" "$LOG/tune_examples.log" 2>/dev/null
+tail -12 "$LOG/selftest.log" "$LOG/confirm.log" "$LOG/crosscheck.log" "$LOG/export.log" \
+  "$LOG/load.log" "$LOG/selection.log" 2>/dev/null
 tail -20 "$LOG/selection.log" 2>/dev/null
 tail -40 "$LOG/evolve.log" 2>/dev/null
