@@ -2,7 +2,7 @@
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in this order: verdicts,acceptance,tests,pipeline,evolve,export,
-#     selection,confirm,crosscheck,tune,load (export needs evolve's run)
+#     selection,confirm,crosscheck,tune,load,throughput (export needs evolve's run)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
@@ -71,6 +71,8 @@ if [ "$cmd" = start ]; then
       --store $LOG/tune.db > $LOG/tune_examples.log 2>&1"
   has load && script="$script; python3 bench/load_test.py --candidates 200 --device cuda \
       --kill-after 120 --json $LOG/load.json > $LOG/load.log 2>&1"
+  has throughput && script="$script; python3 bench/throughput.py --gpus 1 --executor local \
+      --out $LOG/throughput.json > $LOG/throughput.log 2>&1"
   setsid bash -c "$script; touch $LOG/finished" > /dev/null 2>&1 < /dev/null &
   echo started
   exit 0
@@ -86,6 +88,6 @@ tail -8 "$LOG/acceptance.log" 2>/dev/null
 tail -30 "$LOG/pipeline.log" 2>/dev/null
 tail -12 "$LOG/tune.log" "$LOG/tune_examples.log" 2>/dev/null
 tail -12 "$LOG/selftest.log" "$LOG/confirm.log" "$LOG/crosscheck.log" "$LOG/export.log" \
-  "$LOG/load.log" "$LOG/selection.log" 2>/dev/null
+  "$LOG/load.log" "$LOG/selection.log" "$LOG/throughput.log" 2>/dev/null
 tail -20 "$LOG/selection.log" 2>/dev/null
 tail -40 "$LOG/evolve.log" 2>/dev/null
