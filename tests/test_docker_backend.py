@@ -116,6 +116,14 @@ def test_get_backend_without_engine_raises_config_error(no_engine: str) -> None:
     assert not up and present is None and no_engine in detail
 
 
+@pytest.mark.parametrize("var, value", [("KBENCH_DOCKER_PIDS", "many"),
+                                        ("KBENCH_DOCKER_CPUS", "0")])
+def test_bad_limit_settings_are_one_clear_error(monkeypatch, var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=f"{var}='{value}': expected a positive number"):
+        DockerBackend()
+
+
 def test_container_env_is_the_allowlist_without_host_paths(tmp_path: Path,
                                                           monkeypatch) -> None:
     from sandbox._process import child_env

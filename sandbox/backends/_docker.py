@@ -393,6 +393,17 @@ class DockerChild(ChildChannel):
             self._remove()
 
 
+def _number(var: str, default: float) -> float:
+    raw = os.environ.get(var, "").strip()
+    try:
+        value = float(raw) if raw else float(default)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{var}={raw!r}: expected a positive number")
+    return value
+
+
 @register_backend(enabled=_SDK, why="the `docker` Python SDK is not installed "
                                     "(pip install 'kbench[docker]')")
 class DockerBackend(Backend):
@@ -405,8 +416,8 @@ class DockerBackend(Backend):
     def __init__(self, image: str | None = None) -> None:
         self.image = image or default_image()
         self.memory = os.environ.get("KBENCH_DOCKER_MEMORY", "16g")
-        self.pids = int(os.environ.get("KBENCH_DOCKER_PIDS", "1024"))
-        self.cpus = float(os.environ.get("KBENCH_DOCKER_CPUS", str(os.cpu_count() or 1)))
+        self.pids = int(_number("KBENCH_DOCKER_PIDS", 1024))
+        self.cpus = _number("KBENCH_DOCKER_CPUS", os.cpu_count() or 1)
         self.python = os.environ.get("KBENCH_DOCKER_PYTHON", "python3")
         try:
             self.client = _client()
