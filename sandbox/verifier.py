@@ -421,8 +421,9 @@ def verify(
     if device.startswith("cuda:"):
         import torch
 
-        with torch.cuda.device(torch.device(device)):
-            return _verify(spec, source, **kw)  # type: ignore[arg-type]
+        if torch.cuda.is_available():
+            with torch.cuda.device(torch.device(device)):
+                return _verify(spec, source, **kw)  # type: ignore[arg-type]
     return _verify(spec, source, **kw)  # type: ignore[arg-type]
 
 

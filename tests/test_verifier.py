@@ -272,7 +272,11 @@ def test_verify_on_cuda_n_makes_gpu_n_current_for_the_parents_own_work(monkeypat
         yield
 
     monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(V, "_verify", lambda spec, source, **kw: (kw["device"], list(entered)))
     assert V.verify(None, "", device="cuda:1") == ("cuda:1", ["cuda:1"])
     entered.clear()
     assert V.verify(None, "", device="cpu") == ("cpu", [])
+    # no CUDA here (tests that name cuda devices with a fake verifier): nothing to make current
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert V.verify(None, "", device="cuda:0") == ("cuda:0", [])
