@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
-#     STEPS: comma-separated, run in this order: verdicts,acceptance,tests,pipeline,evolve,export,
-#     selection,confirm,crosscheck,tune,load,throughput (export needs evolve's run)
+#     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
+#     evolve,export,selection,confirm,crosscheck,tune,load,throughput (export needs evolve's run)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
@@ -19,60 +19,73 @@ mkdir -p "$LOG" "$OUT"
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 if [ "$cmd" = start ]; then
   kb=${2:-.kb}
-  if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
+  if [ -z "${DRY_RUN:-}" ]; then  # DRY_RUN=1 prints the job script and starts nothing
+    if [ -d .whl ]; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
+    fi
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOG/device.txt"
+    python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)" | tee -a "$LOG/device.txt"
+    git rev-parse --short HEAD 2>/dev/null | tee -a "$LOG/device.txt"
+    # The default sandbox backend (the fork server) on this GPU, once: if it cannot verify an
+    # honest example, everything after runs in the plain subprocess backend and says so.
+    if ! timeout 300 python3 bench/smoke_backend.py > "$LOG/smoke.log" 2>&1; then
+      echo "fork server smoke check FAILED; falling back to subprocess" | tee -a "$LOG/device.txt"
+      export KBENCH_SANDBOX_BACKEND=subprocess
+    fi
+    tail -3 "$LOG/smoke.log"
   fi
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOG/device.txt"
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)" | tee -a "$LOG/device.txt"
-  git rev-parse --short HEAD 2>/dev/null | tee -a "$LOG/device.txt"
-  # The default sandbox backend (the fork server) on this GPU, once: if it cannot verify an
-  # honest example, everything after runs in the plain subprocess backend and says so.
-  if ! timeout 300 python3 bench/smoke_backend.py > "$LOG/smoke.log" 2>&1; then
-    echo "fork server smoke check FAILED; falling back to subprocess" | tee -a "$LOG/device.txt"
-    export KBENCH_SANDBOX_BACKEND=subprocess
-  fi
-  tail -3 "$LOG/smoke.log"
   steps=${3:-verdicts,acceptance,tests}
   EXAMPLES8=level1/relu,level1/softmax,level1/matmul,level2/gemm_bias_relu,level3/mlp,attention/gqa_causal_prefill,kvcache/kv_int8_quant,quant/w8a8_dynamic
-  has() { case ",$steps," in *",$1,"*) return 0;; *) return 1;; esac; }
+  # One step at a time, in the order STEPS names them (KernelBench's inputs are 6-9 GiB each,
+  # and steps side by side ran a card out of memory: docs/benchmarks.md, run A). Each step
+  # has its own time limit (STEP_LIMIT_S, default 900 s), so one stuck step cannot eat the
+  # rest of a session.
+  lim=${STEP_LIMIT_S:-900}
+  step_cmd() {
+    case $1 in
+      verdicts) echo "python3 bench/kernelbench_verdicts.py --kernelbench $kb --device cuda \
+          --no-timing ${VERDICTS_K:+-k $VERDICTS_K} --out $LOG/verdicts.json \
+          --markdown $LOG/verdicts.md > $LOG/verdicts.log 2>&1";;
+      acceptance) echo "python3 bench/acceptance.py --device cuda --jobs 2 \
+          --json $LOG/acceptance.json --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1";;
+      tests) echo "python3 -m pytest -q -rA --durations=15 -m gpu tests/test_gpu.py \
+          tests/test_provenance.py tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1; \
+          python3 -m kbench.cli doctor --self-test --gpu > $LOG/selftest.log 2>&1";;
+      pipeline) echo "python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
+          --reps 2 --out $LOG/pipeline.json > $LOG/pipeline.log 2>&1";;
+      evolve) echo "python3 bench/evolve_replay.py --out $LOG/evolve.jsonl > $LOG/evolve.log 2>&1; \
+          python3 -m kbench.cli run --model replay:$LOG/evolve.jsonl --strategy evolve --islands 2 \
+          --population 2 --generations 3 --name evolve-demo --store $LOG/evolve.db \
+          --problems $EXAMPLES8 >> $LOG/evolve.log 2>&1; python3 -m kbench.cli runs show evolve-demo \
+          --store $LOG/evolve.db --lineage >> $LOG/evolve.log 2>&1";;
+      # export (after evolve): the run's winners as a package, installed here, its own tests
+      # on CUDA (Inductor compiling the triton ops, no graph break) and its bench.py
+      export) echo "python3 -m kbench.cli export evolve-demo --store $LOG/evolve.db --out $LOG/pkg \
+          --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
+          python3 -m pytest -q --pyargs kbops -p no:cacheprovider; PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
+          python3 bench.py) >> $LOG/export.log 2>&1";;
+      selection) echo "python3 bench/check_selection.py > $LOG/selection.log 2>&1";;
+      confirm) echo "python3 bench/check_confirm.py --json $LOG/confirm.json > $LOG/confirm.log 2>&1";;
+      crosscheck) echo "python3 bench/baseline_crosscheck.py --json $LOG/crosscheck.json \
+          > $LOG/crosscheck.log 2>&1";;
+      tune) echo "python3 bench/tune_vs_grid.py --store $LOG/tune.db > $LOG/tune.log 2>&1; \
+          python3 bench/tune_vs_grid.py --examples --trials 20 --store $LOG/tune.db \
+          > $LOG/tune_examples.log 2>&1";;
+      load) echo "python3 bench/load_test.py --candidates 200 --device cuda --kill-after 120 \
+          --json $LOG/load.json > $LOG/load.log 2>&1";;
+      throughput) echo "python3 bench/throughput.py --gpus 1 --executor local \
+          --out $LOG/throughput.json > $LOG/throughput.log 2>&1";;
+      *) echo "echo unknown step $1 >&2";;
+    esac
+  }
   script="python3 -m kbench.cli doctor > $LOG/doctor.log 2>&1"
-  # one step at a time: KernelBench's inputs are 6-9 GiB each, and steps side by side ran a
-  # card out of memory (docs/benchmarks.md, run A)
-  has verdicts && script="$script; python3 bench/kernelbench_verdicts.py --kernelbench $kb \
-      --device cuda --no-timing ${VERDICTS_K:+-k $VERDICTS_K} --out $LOG/verdicts.json \
-      --markdown $LOG/verdicts.md > $LOG/verdicts.log 2>&1"
-  has acceptance && script="$script; python3 bench/acceptance.py --device cuda --jobs 2 \
-      --json $LOG/acceptance.json --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1"
-  has tests && script="$script; python3 -m pytest -q -rA --durations=15 -m gpu tests/test_gpu.py \
-      tests/test_provenance.py tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1; \
-      python3 -m kbench.cli doctor --self-test --gpu > $LOG/selftest.log 2>&1"
-  has pipeline && script="$script; python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
-      --reps 2 --out $LOG/pipeline.json > $LOG/pipeline.log 2>&1"
-  has evolve && script="$script; python3 bench/evolve_replay.py --out $LOG/evolve.jsonl \
-      > $LOG/evolve.log 2>&1; python3 -m kbench.cli run --model replay:$LOG/evolve.jsonl \
-      --strategy evolve --islands 2 --population 2 --generations 3 --name evolve-demo \
-      --store $LOG/evolve.db --problems $EXAMPLES8 \
-      >> $LOG/evolve.log 2>&1; python3 -m kbench.cli runs show evolve-demo --store $LOG/evolve.db \
-      --lineage >> $LOG/evolve.log 2>&1"
-  # export (after evolve): the run's winners as a package, installed here, its own tests on
-  # CUDA (Inductor compiling the triton ops, no graph break) and its bench.py
-  has export && script="$script; python3 -m kbench.cli export evolve-demo --store $LOG/evolve.db \
-      --out $LOG/pkg --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && \
-      PYTHONPATH=$LOG/pkg:$PYTHONPATH python3 -m pytest -q --pyargs kbops -p no:cacheprovider; \
-      PYTHONPATH=$LOG/pkg:$PYTHONPATH python3 bench.py) >> $LOG/export.log 2>&1"
-  has selection && script="$script; python3 bench/check_selection.py > $LOG/selection.log 2>&1"
-  has confirm && script="$script; python3 bench/check_confirm.py --json $LOG/confirm.json \
-      > $LOG/confirm.log 2>&1"
-  has crosscheck && script="$script; python3 bench/baseline_crosscheck.py \
-      --json $LOG/crosscheck.json > $LOG/crosscheck.log 2>&1"
-  has tune && script="$script; python3 bench/tune_vs_grid.py --store $LOG/tune.db \
-      > $LOG/tune.log 2>&1; python3 bench/tune_vs_grid.py --examples --trials 20 \
-      --store $LOG/tune.db > $LOG/tune_examples.log 2>&1"
-  has load && script="$script; python3 bench/load_test.py --candidates 200 --device cuda \
-      --kill-after 120 --json $LOG/load.json > $LOG/load.log 2>&1"
-  has throughput && script="$script; python3 bench/throughput.py --gpus 1 --executor local \
-      --out $LOG/throughput.json > $LOG/throughput.log 2>&1"
+  for st in ${steps//,/ }; do
+    script="$script; echo \"\$(date +%T) start $st\" >> $LOG/steps.txt; \
+      timeout -k 10 $lim bash -c '$(step_cmd "$st" | sed "s/'/'\\\\''/g")'; \
+      echo \"\$(date +%T) end $st rc=\$?\" >> $LOG/steps.txt"
+  done
+  if [ -n "${DRY_RUN:-}" ]; then echo "$script"; exit 0; fi
   setsid bash -c "$script; touch $LOG/finished" > /dev/null 2>&1 < /dev/null &
   echo started
   exit 0
@@ -82,6 +95,7 @@ t=0
 while [ ! -f "$LOG/finished" ] && [ "$t" -lt "$limit" ]; do sleep 10; t=$((t + 10)); done
 cp "$LOG"/* "$OUT"/ 2>/dev/null || true
 echo "--- finished: $([ -f "$LOG/finished" ] && echo yes || echo no) after ${t}s"
+cat "$LOG/steps.txt" 2>/dev/null
 tail -5 "$LOG/gpu_tests.log" 2>/dev/null
 tail -30 "$LOG/verdicts.log" 2>/dev/null
 tail -8 "$LOG/acceptance.log" 2>/dev/null
