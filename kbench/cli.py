@@ -209,6 +209,11 @@ def _print_profile(v: Any) -> None:
         out.print("ncu: not run", style="dim")
 
 
+def _launch_note(ms: float | None) -> str:
+    """``, launch 0.12 ms covered`` where the timing covered the host's launch cost."""
+    return f", launch {ms:.3g} ms covered" if ms else ""
+
+
 def _print_explain(v: Any) -> None:
     """How the verdict was reached: every check that ran and what it saw, in order."""
     e = v.explain or {}
@@ -259,10 +264,14 @@ def _print_explain(v: Any) -> None:
                   f"and {r.get('min_measured_ms')} ms measured, then to {r.get('target_rse')} "
                   f"relative error or {r.get('budget_s')} s; calls under "
                   f"{r.get('small_call_ms')} ms timed in batches; noisy above "
-                  f"{r.get('noisy_spread')} IQR/median", highlight=False, markup=False)
+                  f"{r.get('noisy_spread')} IQR/median"
+                  + ("; the host's launch cost covered by a device spin, as do_bench's "
+                     "queueing does" if r.get("cover_launch") else ""),
+                  highlight=False, markup=False)
         for shape, sides in tim.get("shapes", {}).items():
             parts = [f"{side} {t['median_ms']:.4g} ms (spread {t['spread']:.1%}, "
                      f"{t['samples']} x {t['calls_per_sample']} calls"
+                     f"{_launch_note(t.get('launch_ms'))}"
                      f"{', NOISY' if t.get('noisy') else ''})" for side, t in sides.items()]
             out.print(f"   {shape}: " + "; ".join(parts), highlight=False, markup=False)
     if e.get("first_failure"):

@@ -673,7 +673,7 @@ def main() -> int:
                 if name == next(iter(models)) and w.events is not None:
                     _send_profile(name, w, own_kernels)  # the main shape's, after its timing
             _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms,
-                  calls_per_sample=raw.calls_per_sample)
+                  calls_per_sample=raw.calls_per_sample, launch_ms=raw.launch_ms)
             if job["mode"] == "candidate":
                 # The parent names the audited sample only now, among the last few kept.
                 _send(event="ring", shape=name, samples=[i for i, _, _ in ts.ring])

@@ -145,7 +145,8 @@ def _marked(t: Timing | None, threshold: float) -> Timing | None:
 
 def _timing_explain(t: Timing) -> dict[str, Any]:
     return {"median_ms": t.median_ms, "spread": t.spread, "samples": t.count,
-            "calls_per_sample": t.calls_per_sample, "noisy": t.noisy}
+            "calls_per_sample": t.calls_per_sample, "noisy": t.noisy,
+            "launch_ms": t.launch_ms}
 
 
 def _with_timing(verdict: Verdict, spec: ProblemSpec, res: _Outcome,
@@ -203,7 +204,7 @@ def _with_timing(verdict: Verdict, spec: ProblemSpec, res: _Outcome,
     if seen:
         rule = {k: getattr(cfg, k) for k in ("min_reps", "min_measured_ms", "target_rse",
                                               "budget_s", "max_reps", "small_call_ms",
-                                              "noisy_spread")}
+                                              "noisy_spread", "cover_launch")}
         explain = {**explain, "timing": {"rule": rule, "shapes": seen}}
     return replace(verdict, shapes=tuple(shapes), timing_available=bool(res.raw),
                    speedup_eager=geomean(sp_e), speedup_compile=geomean(sp_c),

@@ -4,7 +4,9 @@ Only a zero-argument callable is timed; set-up (copying the next input set into 
 flushing L2) stays outside the timed region. Each sample:
 
   1. ``prepare()`` (outside timing: rotate the input set in place), synchronize the device
-  2. queue an L2 flush (zeroing a buffer larger than L2), as ``triton.testing.do_bench`` does
+  2. queue an L2 flush (zeroing a buffer larger than L2), as ``triton.testing.do_bench`` does,
+     and, where launching the sample's calls takes the host longer than the flush takes the
+     device, a device spin (``torch.cuda._sleep``) covering the difference
   3. start event, ``fn()`` ``k`` times back to back, end event on the current stream
   4. synchronize the whole device and read a host clock
 
@@ -18,6 +20,14 @@ cannot answer calls 2..k from a result it kept for the same buffers), so a batch
 time is the steady-state time of back-to-back calls; where
 the host launches calls slower than the GPU runs them, it includes that launch cost. Every
 side (candidate, eager, compile) gets the same rule, and ``calls_per_sample`` is recorded.
+
+The spin makes the events time the device's work, not the device waiting for the host:
+``do_bench`` gets the same by queueing samples without synchronizing between them. The
+host's launch cost per call is measured on three probe samples in warm-up whose spin
+(``max_lead_ms``) keeps the device busy for the whole launch; a call that synchronizes
+inside (its launch outlasts the spin) gets no cover. The covered cost is recorded
+(``launch_ms``). Work that depends on the inputs cannot hide under the spin: the inputs
+are on the device, and reading them waits for the timed stream.
 
 The host time of step 3-4 exposes work hidden from the current stream (side streams,
 threads): if it greatly exceeds the event time the caller rejects the measurement.
@@ -42,10 +52,13 @@ from dataclasses import dataclass
 # device fact measured under another protocol is not reused. 2: one sampling rule for every
 # side, batched small kernels on their own buffers, compile baselines static per shape.
 # 3: timed inputs from fresh seeds (never the checked sets), one set per call (issue 17).
-PROTOCOL = 3
+# 4: the host's launch cost covered by a device spin, as do_bench's queueing does (a
+# compiled model's wrapper outlasted the flush: compile baselines were 12-290 % slower than
+# do_bench's on an H100).
+PROTOCOL = 4
 
 __all__ = ["PROTOCOL", "TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
-           "summarize", "hidden_work"]
+           "summarize", "hidden_work", "launch_lead"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,8 @@ class TimingConfig:
     max_calls: int = 100  # calls per sample, at most
     noisy_spread: float = 0.10  # IQR / median above this marks a timing noisy
     flush_bytes: int = 256 << 20  # at least this, and at least 2x L2
+    cover_launch: bool = True  # spin the device to cover the host's launch of timed calls
+    max_lead_ms: float = 10.0  # host launch cost covered per call (and spin per sample), at most
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,7 @@ class RawTimes:
     event_ms: list[float]
     host_ms: list[float]
     calls_per_sample: int = 1
+    launch_ms: float = 0.0  # host launch cost per call covered by a device spin (0: none)
 
 
 # measure(i, k): run sample i of k back-to-back calls; (event ms, host ms) of the whole sample
@@ -162,7 +178,8 @@ def sample(measure: Measure, cfg: TimingConfig, audit: Callable[[int], bool] | N
 def summarize(times: RawTimes | Sequence[float],
               noisy_spread: float = TimingConfig.noisy_spread) -> dict[str, float | int | bool]:
     """Median, IQR, mean, min, count, relative standard error, spread (IQR / median, robust
-    to outliers), calls per sample and whether the spread exceeds ``noisy_spread``."""
+    to outliers), calls per sample, whether the spread exceeds ``noisy_spread`` and the
+    host launch cost covered per call."""
     calls = times.calls_per_sample if isinstance(times, RawTimes) else 1
     xs = sorted(times.event_ms if isinstance(times, RawTimes) else times)
     med = statistics.median(xs)
@@ -170,7 +187,8 @@ def summarize(times: RawTimes | Sequence[float],
     spread = (q3 - q1) / med if med > 0 else 0.0
     return {"median_ms": med, "iqr_ms": q3 - q1, "mean_ms": statistics.fmean(xs),
             "min_ms": xs[0], "count": len(xs), "rse": _rse(xs), "spread": spread,
-            "calls_per_sample": calls, "noisy": spread > noisy_spread}
+            "calls_per_sample": calls, "noisy": spread > noisy_spread,
+            "launch_ms": times.launch_ms if isinstance(times, RawTimes) else 0.0}
 
 
 def hidden_work(raw: RawTimes, slack: float = 1.3, floor_ms: float = 0.2) -> str | None:
@@ -186,6 +204,42 @@ def hidden_work(raw: RawTimes, slack: float = 1.3, floor_ms: float = 0.2) -> str
         return (f"the call's work outlasts its timed stream (host {host:.3f} ms vs "
                 f"event {ev:.3f} ms per call): work on side streams or threads is not allowed")
     return None
+
+
+def _sleep_cycles_per_ms() -> float:
+    """GPU clock cycles of ``torch.cuda._sleep`` per millisecond, measured once per process."""
+    global _CYCLES_PER_MS
+    if _CYCLES_PER_MS is None:
+        import torch
+
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(1000)  # load the kernel outside the measurement
+        best = math.inf
+        for _ in range(3):
+            a.record()
+            torch.cuda._sleep(2_000_000)
+            b.record()
+            b.synchronize()
+            best = min(best, a.elapsed_time(b))
+        _CYCLES_PER_MS = 2_000_000 / max(best, 1e-3)
+    return _CYCLES_PER_MS
+
+
+_CYCLES_PER_MS: float | None = None
+
+
+def launch_lead(launch_ms: Sequence[float], wait_ms: float, cfg: TimingConfig) -> float:
+    """The per-call host time to cover before a sample's timed calls, from probe launches.
+
+    ``launch_ms`` are host times of single launches made while the device was kept busy for
+    ``wait_ms`` (so a launch that finished earlier never waited for the device). A launch
+    that took as long as the wait blocked on the device (the call synchronizes): covering
+    it would only grow with the cover, so nothing is covered and the call is timed with
+    its host cost showing, as before. Else the slowest probe, with a margin, capped at
+    ``cfg.max_lead_ms``."""
+    if not launch_ms or max(launch_ms) >= 0.8 * wait_ms:
+        return 0.0
+    return min(cfg.max_lead_ms, 1.25 * max(launch_ms) + 0.01)
 
 
 def time_cuda(
@@ -213,6 +267,9 @@ def time_cuda(
     flush = torch.empty(max(cfg.flush_bytes, 2 * l2), dtype=torch.int8, device="cuda")
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     f0, f1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    cycles_per_ms = _sleep_cycles_per_ms() if cfg.cover_launch else 0.0
+    state = {"lead": 0.0, "flush_ms": 0.0}  # per-call launch cost covered; last flush time
+    probes: list[float] = []
 
     def measure(i: int, k: int) -> tuple[float, float]:
         if prepare is not None:
@@ -220,19 +277,36 @@ def time_cuda(
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         # As in triton.testing.do_bench: the flush is queued right before the timed region,
-        # so launching fn overlaps it; the events time the k calls alone.
+        # so launching fn overlaps it; the events time the k calls alone. Where launching
+        # the k calls takes the host longer than the flush takes the device, a spin covers
+        # the difference, so the events time the device's work and not the device waiting
+        # for the host (do_bench gets the same from queueing samples without synchronizing).
         f0.record()
         flush.zero_()
+        probe = cfg.cover_launch and len(probes) < 3 and i >= 1
+        wait = cfg.max_lead_ms if probe else min(cfg.max_lead_ms,
+                                                 max(0.0, k * state["lead"] - state["flush_ms"]))
+        if wait > 0:
+            torch.cuda._sleep(int(wait * cycles_per_ms))
         f1.record()
         start.record()
+        t_launch = time.perf_counter()
         for _ in range(k):
             out = fn()
+        launched = (time.perf_counter() - t_launch) * 1e3
         end.record()
         torch.cuda.synchronize()
         t1 = time.perf_counter()
         if on_output is not None:
             on_output(i, out)
-        # host time of the sample, less the flush it waited behind
-        return start.elapsed_time(end), (t1 - t0) * 1e3 - f0.elapsed_time(f1)
+        cover = f0.elapsed_time(f1)
+        if probe:  # the device was kept busy the whole launch: its host cost alone
+            probes.append(launched / k)
+            state["lead"] = launch_lead(probes, cfg.max_lead_ms, cfg) if len(probes) == 3 else 0.0
+        elif wait == 0:
+            state["flush_ms"] = cover
+        # host time of the sample, less the flush (and spin) it waited behind
+        return start.elapsed_time(end), (t1 - t0) * 1e3 - cover
 
-    return sample(measure, cfg, audit, on_batch=on_batch)
+    raw = sample(measure, cfg, audit, on_batch=on_batch)
+    return RawTimes(raw.event_ms, raw.host_ms, raw.calls_per_sample, state["lead"])

@@ -32,7 +32,9 @@ class Timing:
     ``count`` is the number of samples; each sample timed ``calls_per_sample`` calls back
     to back (small kernels, see :mod:`sandbox.timing`). ``noisy``: the spread (IQR over
     median) exceeded the configured threshold, so speedups against it are less certain.
-    Records stored before these two fields existed load with the defaults.
+    ``launch_ms``: the host's launch cost per call that a device spin covered (timing
+    protocol 4; 0 where none was). Records stored before these fields existed load with
+    the defaults.
     """
 
     median_ms: float
@@ -43,6 +45,7 @@ class Timing:
     rse: float  # relative standard error of the mean
     calls_per_sample: int = 1
     noisy: bool = False
+    launch_ms: float = 0.0  # host launch cost per call covered by a device spin (0: none)
 
     @property
     def spread(self) -> float:

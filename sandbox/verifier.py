@@ -342,7 +342,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 elif ev == "timing":
                     c = by_name[msg["shape"]]
                     res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]),
-                                               int(msg.get("calls_per_sample", 1)))
+                                               int(msg.get("calls_per_sample", 1)),
+                                               float(msg.get("launch_ms", 0.0)))
                 elif ev == "done":
                     _memory_over(child, device, limits, res, "timing")
                     finished = True

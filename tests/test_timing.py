@@ -296,3 +296,40 @@ def test_the_protocol_version_is_part_of_every_device_fingerprint() -> None:
     fp = fingerprint("cpu")
     assert fp["protocol"] == PROTOCOL >= 2
     assert fingerprint_hash(fp) != fingerprint_hash({**fp, "protocol": PROTOCOL - 1})
+
+
+def test_launch_lead_covers_the_slowest_probe_with_a_margin():
+    from sandbox.timing import TimingConfig, launch_lead
+
+    cfg = TimingConfig()
+    assert launch_lead([0.20, 0.25, 0.22], wait_ms=10.0, cfg=cfg) == pytest.approx(1.25 * 0.25 + 0.01)
+    # no probe yet: nothing covered
+    assert launch_lead([], wait_ms=10.0, cfg=cfg) == 0.0
+
+
+def test_launch_lead_is_zero_for_a_call_that_waits_for_the_device():
+    """A launch as long as the spin that kept the device busy blocked on the device (the
+    call synchronizes): covering it would only grow with the cover."""
+    from sandbox.timing import TimingConfig, launch_lead
+
+    cfg = TimingConfig()
+    assert launch_lead([0.1, 10.02, 0.1], wait_ms=10.0, cfg=cfg) == 0.0
+    assert launch_lead([8.5], wait_ms=10.0, cfg=cfg) == 0.0
+
+
+def test_launch_lead_is_capped():
+    from sandbox.timing import TimingConfig, launch_lead
+
+    cfg = TimingConfig(max_lead_ms=1.0)
+    assert launch_lead([0.9, 0.95, 0.9], wait_ms=10.0, cfg=cfg) == 1.0
+
+
+def test_summarize_carries_the_covered_launch_cost():
+    from sandbox.timing import RawTimes, summarize
+    from sandbox.verdict import Timing
+
+    t = Timing.from_dict(summarize(RawTimes([1.0, 1.1, 0.9], [1.0, 1.1, 0.9], 1, 0.3)))
+    assert t.launch_ms == 0.3
+    # records stored before the field existed load with no cover
+    d = {k: v for k, v in summarize([1.0, 2.0]).items() if k != "launch_ms"}
+    assert Timing.from_dict(d).launch_ms == 0.0
