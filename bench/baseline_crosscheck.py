@@ -10,9 +10,13 @@ For each problem's main shape:
   would (the problem's precision settings, its init inputs, the model on the device in the
   problem's mode, under ``torch.no_grad``), times it with ``triton.testing.do_bench``
   (median), then ``torch._dynamo.reset()`` and a fresh ``torch.compile(model,
-  dynamic=False)`` of that shape alone, warmed up and timed the same way.
+  dynamic=False)`` of that shape alone, warmed up and timed the same way. The same process
+  also times both with kbench's protocol (:func:`sandbox.timing.time_cuda`, one input set):
+  where kbench and do_bench disagree, that column says whether the protocol or the
+  verifier's child is the cause.
 
-The table gives both and their ratio; a ratio outside 1 ± ``--tolerance`` (3 %) is flagged.
+The table gives both and their ratio, and the host launch cost per call that kbench's
+protocol covered (``launch``); a ratio outside 1 ± ``--tolerance`` (3 %) is flagged.
 The default problems include those where a shared compiled model once went wrong
 (cross-entropy over 128k classes, GroupNorm, KL divergence, RMSNorm+RoPE). Exit 0 only if
 every row agrees. ``--one KEY`` is the independent half for one problem (used internally).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from typing import Any
@@ -38,6 +43,7 @@ def independent(key: str, device: str) -> dict[str, Any]:
 
     from kbench.problems import load
     from sandbox import precision
+    from sandbox.timing import time_cuda
 
     spec = load(key)[0]
     precision.apply(spec.precision)  # the settings kbench applies to every side
@@ -57,6 +63,10 @@ def independent(key: str, device: str) -> dict[str, Any]:
         torch.cuda.synchronize()
         out["compile_ms"] = triton.testing.do_bench(lambda: compiled(*xs), warmup=100,
                                                     rep=500, return_mode="median")
+        for mode, fn in (("eager", model), ("compile", compiled)):
+            raw = time_cuda(lambda fn=fn: fn(*xs))
+            out[f"protocol_{mode}_ms"] = statistics.median(raw.event_ms)
+            out[f"protocol_{mode}_launch_ms"] = raw.launch_ms
     return out
 
 
@@ -73,7 +83,9 @@ def kbench_side(key: str, device: str) -> dict[str, Any]:
     return {"eager_ms": t_e.median_ms if t_e else None,
             "compile_ms": t_c.median_ms if t_c else None,
             "eager_spread": t_e.spread if t_e else None,
-            "compile_spread": t_c.spread if t_c else None}
+            "compile_spread": t_c.spread if t_c else None,
+            "eager_launch_ms": t_e.launch_ms if t_e else None,
+            "compile_launch_ms": t_c.launch_ms if t_c else None}
 
 
 def main() -> int:
@@ -89,7 +101,8 @@ def main() -> int:
         return 0
     rows = []
     print(f"{'problem':28s} {'kbench eager':>12s} {'do_bench':>10s} {'ratio':>6s}   "
-          f"{'kbench compile':>14s} {'do_bench':>10s} {'ratio':>6s}", flush=True)
+          f"{'kbench compile':>14s} {'do_bench':>10s} {'ratio':>6s}   "
+          f"{'launch e/c':>11s} {'protocol e/c here':>19s}", flush=True)
     for key in args.problems.split(","):
         row: dict[str, Any] = {"problem": key}
         try:
@@ -101,7 +114,8 @@ def main() -> int:
                                    f"exit {p.returncode}")
             ind = json.loads(p.stdout.strip().splitlines()[-1])
             row.update({"do_bench_eager_ms": ind["eager_ms"],
-                        "do_bench_compile_ms": ind["compile_ms"]})
+                        "do_bench_compile_ms": ind["compile_ms"],
+                        **{k: v for k, v in ind.items() if k.startswith("protocol_")}})
         except Exception as e:  # noqa: BLE001 - a row, not a crash
             row["error"] = f"{type(e).__name__}: {e}"[:300]
         for mode in ("eager", "compile"):
@@ -117,7 +131,9 @@ def main() -> int:
 
         print(f"{key:28s} {f(row.get('kbench_eager_ms'), 12)} {f(row.get('do_bench_eager_ms'), 10)}"
               f" {f(row['eager_ratio'], 6)}   {f(row.get('kbench_compile_ms'), 14)} "
-              f"{f(row.get('do_bench_compile_ms'), 10)} {f(row['compile_ratio'], 6)}"
+              f"{f(row.get('do_bench_compile_ms'), 10)} {f(row['compile_ratio'], 6)}   "
+              f"{f(row.get('kbench_eager_launch_ms'), 5)}/{f(row.get('kbench_compile_launch_ms'), 5)} "
+              f"{f(row.get('protocol_eager_ms'), 9)}/{f(row.get('protocol_compile_ms'), 9)}"
               f"{'' if row['agrees'] else '  <-- ' + row.get('error', 'outside tolerance')}",
               flush=True)
     if args.json:
