@@ -19,6 +19,12 @@ Only ``kbench.problems.load``, ``sandbox.verify`` and ``kbench.store.Store`` are
 worker (and ``sandbox.prebuild`` where the tree has it), so the same worker code runs against
 either tree. Each tree has its own store (the schemas may differ), so each measures its own
 baselines once before its warm figures.
+
+Progress is printed (flushed) as each measurement completes, with its seconds, and ``--out``
+is rewritten after each one: a run killed at a time limit keeps every figure measured so far
+(an unfinished measure is marked ``"unfinished": true``). A worker reports each finished
+measurement as one JSON line on its stdout (:func:`_emit`), which is how the driver sees
+them before the worker ends.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ["level1/relu", "level1/softmax", "level1/matmul", "level2/gemm_bias_relu",
@@ -62,16 +70,37 @@ def _row(v) -> dict:  # type: ignore[no-untyped-def]
             "reason": (v.reason or "")[:200]}
 
 
+def _emit(path: list[str], value: Any, t0: float) -> None:
+    """One finished measurement of the worker: its place in the worker's result (``path``)
+    and value, as one JSON line on stdout, at once (the driver shows it and writes it out
+    while the worker goes on)."""
+    print(json.dumps({"part": path, "value": value, "s": round(time.monotonic() - t0, 3)},
+                     default=str), flush=True)
+
+
+def _note(text: str, t0: float) -> None:
+    """A step of the worker that is no figure of its own (baselines measured), for progress."""
+    print(json.dumps({"note": text, "s": round(time.monotonic() - t0, 3)}), flush=True)
+
+
 def worker(args: argparse.Namespace) -> dict:
     tree = Path(args.tree)
     out: dict = {}
     if args.what == "warm":
         for p in EXAMPLES:
+            t0 = time.monotonic()
             _verify(tree, p, p, args.store)  # baselines (shared store) and caches warm
-            out[p] = [_row(_verify(tree, p, p, args.store)) for _ in range(args.reps)]
+            _note(f"{p}: baselines measured, caches warm", t0)
+            out[p] = []
+            for _ in range(args.reps):
+                t0 = time.monotonic()
+                out[p].append(_row(_verify(tree, p, p, args.store)))
+                _emit([p], out[p], t0)
     elif args.what == "cuda":
-        out = {"first": _row(_verify(tree, "level1/relu", CUDA_EXAMPLE, args.store)),
-               "second": _row(_verify(tree, "level1/relu", CUDA_EXAMPLE, args.store))}
+        for k in ("first", "second"):
+            t0 = time.monotonic()
+            out[k] = _row(_verify(tree, "level1/relu", CUDA_EXAMPLE, args.store))
+            _emit([k], out[k], t0)
         try:  # built ahead on CPU cores, then verified (a new source: nothing cached yet)
             from sandbox.prebuild import prebuild
         except ImportError:
@@ -88,13 +117,21 @@ def worker(args: argparse.Namespace) -> dict:
             v = verify(load("level1/relu")[0], src, device="cuda", cache=Store(args.store))
             out["prebuilt"] = {"prebuild_s": t_pb, "state": pb.state, "why": pb.why,
                                "then": _row(v)}
+            _emit(["prebuilt"], out["prebuilt"], t0)
     elif args.what == "repeat":
-        out = {"rows": [_row(_verify(tree, "level1/softmax", "level1/softmax", args.store))
-                        for _ in range(5)]}
+        out = {"rows": []}
+        for _ in range(5):
+            t0 = time.monotonic()
+            out["rows"].append(_row(_verify(tree, "level1/softmax", "level1/softmax", args.store)))
+            _emit(["rows"], out["rows"], t0)
     elif args.what == "concurrent":
         from concurrent.futures import ThreadPoolExecutor
 
-        alone = {p: _row(_verify(tree, p, p, args.store)) for p in EXAMPLES}
+        alone = {}
+        for p in EXAMPLES:
+            t0 = time.monotonic()
+            alone[p] = _row(_verify(tree, p, p, args.store))
+            _emit(["alone", p], alone[p], t0)
         mon = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu",
                                 "--format=csv,noheader,nounits", "-lms", "100"],
                                stdout=subprocess.PIPE, text=True)
@@ -107,27 +144,63 @@ def worker(args: argparse.Namespace) -> dict:
         util = [float(x) for x in (mon.communicate()[0] or "").split() if x.strip().isdigit()]
         out = {"alone": alone, "together": together, "wall_s": wall,
                "busy_pct": statistics.fmean(util) if util else None}
+        _emit(["together"], together, t0)
     return out
 
 
 # -- the driver ----------------------------------------------------------------------------
-def _run(tree: Path, what: str, store: str, reps: int) -> dict:
+Progress = Callable[[str], None]
+
+
+def _set(entry: dict, path: list[str], value: Any) -> None:
+    for k in path[:-1]:
+        entry = entry.setdefault(k, {})
+    entry[path[-1]] = value
+
+
+def _run(tree: Path, what: str, store: str, reps: int, entry: dict, progress: Progress) -> dict:
+    """One worker in ``tree``: each measurement it reports goes into ``entry`` as it comes
+    (``progress`` is told, so the figures are shown and written out at once); its full
+    result when it ends, or ``entry`` so far with its error."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(tree)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                        if p and Path(p).resolve() != ROOT])}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", what, "--tree", str(tree),
            "--store", store, "--reps", str(reps)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.mkdtemp())
-    if r.returncode != 0:
-        return {"error": r.stderr[-2000:]}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    final: dict | None = None
+    with tempfile.TemporaryFile("w+") as err:  # the worker's stderr: its tail on a failure
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+                                cwd=tempfile.mkdtemp())
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                msg = None
+            if not isinstance(msg, dict):
+                if line.strip():  # something the worker's libraries printed
+                    print(f"  [{what}] {line.rstrip()}", file=sys.stderr, flush=True)
+                continue
+            if "part" in msg:
+                _set(entry, [str(k) for k in msg["part"]], msg["value"])
+                progress(f"{'/'.join(str(k) for k in msg['part'])}: {msg['s']:.1f} s")
+            elif "note" in msg:
+                progress(f"{msg['note']}: {msg['s']:.1f} s")
+            elif "result" in msg:
+                final = msg["result"]
+        rc = proc.wait()
+        err.seek(0)
+        tail = err.read()[-2000:]
+    if rc != 0 or final is None:
+        return {**entry, "error": f"worker exited {rc}: {tail}"}
+    return final
 
 
-def _eval_fresh(tree: Path, store: str) -> dict:
+def _eval_fresh(tree: Path, store: str, progress: Progress | None = None) -> dict:
     """``kbench eval`` twice in new directories sharing ``store``: the second is the figure."""
     env = {**os.environ, "PYTHONPATH": str(tree) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     walls = []
-    for _ in range(2):
+    for i in range(2):
         cwd = tempfile.mkdtemp()
         cand = Path(cwd) / "cand.py"
         cand.write_text(_source(tree, "level1/softmax"))
@@ -136,11 +209,24 @@ def _eval_fresh(tree: Path, store: str) -> dict:
                             str(cand), "--store", store, "--json"],
                            env=env, cwd=cwd, capture_output=True, text=True)
         walls.append(time.monotonic() - t0)
+        if progress is not None:
+            progress(f"kbench eval #{i + 1} ({'cold' if i == 0 else 'warm'} store): "
+                     f"{walls[-1]:.1f} s, exit {r.returncode}")
         try:
             phases = json.loads(r.stdout).get("phases", {})
         except ValueError:
             phases = {"error": r.stderr[-300:]}
     return {"walls_s": walls, "phases_second": phases}
+
+
+def _write(path: Path | None, res: dict) -> None:
+    """``res`` as ``--out``'s JSON, replaced whole (a reader never sees half a file)."""
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({f"{w}:{n}": v for (w, n), v in res.items()}, indent=2,
+                              default=str))
+    os.replace(tmp, path)
 
 
 def _med(xs: list[float]) -> float:
@@ -159,7 +245,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.worker:
         args.what = args.worker
-        print(json.dumps(worker(args), default=str))
+        print(json.dumps({"result": worker(args)}, default=str), flush=True)
         return 0
     trees = {"new": ROOT}
     if args.compare:
@@ -167,17 +253,27 @@ def main() -> int:
     stores = {name: str(Path(tempfile.mkdtemp()) / f"bench-{name}.db") for name in trees}
     only = args.only.split(",")
     res: dict = {}
+    start = time.monotonic()
     for what in ("warm", "eval", "cuda", "repeat", "concurrent"):
         if what not in only:
             continue
         for name, tree in trees.items():
             t0 = time.monotonic()
-            res[(what, name)] = (_eval_fresh(tree, stores[name]) if what == "eval"
-                                 else _run(tree, what, stores[name], args.reps))
+            entry: dict = {"unfinished": True}
+            res[(what, name)] = entry
+
+            def progress(text: str, what: str = what, name: str = name) -> None:
+                print(f"[{time.monotonic() - start:6.0f} s] {what} ({name}) {text}",
+                      file=sys.stderr, flush=True)
+                _write(args.out, res)
+
+            print(f"[{time.monotonic() - start:6.0f} s] {what} ({name}) started",
+                  file=sys.stderr, flush=True)
+            res[(what, name)] = (_eval_fresh(tree, stores[name], progress) if what == "eval"
+                                 else _run(tree, what, stores[name], args.reps, entry, progress))
+            res[(what, name)].pop("unfinished", None)
+            _write(args.out, res)
             print(f"{what} ({name}): {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-    if args.out:
-        args.out.write_text(json.dumps({f"{w}:{n}": v for (w, n), v in res.items()},
-                                       indent=2, default=str))
     _report(res, list(trees), only)
     return 0
 

@@ -229,10 +229,21 @@ def summarize_ncu(text: str, log: str = "") -> dict[str, Any]:
 
 # -- Nsight Compute: running it ---------------------------------------------------------------
 def ncu_command(ncu: str, log_file: Path, launch_count: int = 16) -> list[str]:
-    """The prefix that runs a child under ``ncu``, writing CSV to ``log_file``."""
+    """The prefix that runs a child under ``ncu``, writing CSV to ``log_file``.
+
+    As cheap as the record allows: only :data:`METRICS` (``--metrics`` alone collects no
+    section; these four fit a few replay passes per kernel), only the calls inside
+    :func:`ncu_window` (``--profile-from-start off``: the unprofiled call before it, which
+    compiles and autotunes, runs uninstrumented), at most ``launch_count`` kernels. Clocks:
+    ``none`` (see the module's note). Caches: ``all``, stated rather than left to the
+    default — every replay pass starts with flushed caches, so each kernel's
+    ``gpu__time_duration`` is its cold-cache time, as a timed sample of a large call is (the
+    timing protocol flushes L2 before each sample); a batched small call's event time is
+    warm and includes launch gaps, which :mod:`sandbox.confirm`'s tolerance absorbs."""
     return [ncu, "--csv", "--log-file", str(log_file), "--metrics", ",".join(METRICS),
             "--profile-from-start", "off", "--target-processes", "all",
-            "--clock-control", "none", "--launch-count", str(launch_count)]
+            "--clock-control", "none", "--cache-control", "all",
+            "--launch-count", str(launch_count)]
 
 
 @contextlib.contextmanager

@@ -179,6 +179,10 @@ def test_ncu_command_measures_only_the_window_and_leaves_clocks_alone(tmp_path):
     assert cmd[cmd.index("--profile-from-start") + 1] == "off"
     assert cmd[cmd.index("--clock-control") + 1] == "none"
     assert cmd[cmd.index("--log-file") + 1] == str(tmp_path / "o.csv")
+    assert cmd[cmd.index("--cache-control") + 1] == "all"  # stated, not the default's choice
+    assert cmd[cmd.index("--launch-count") + 1] == "16"
+    # the metrics alone: no section or set (each adds replay passes the record never reads)
+    assert not {"--section", "--set", "--section-folder"} & set(cmd)
 
 
 # -- the diagnosis fed to prompts ----------------------------------------------------------

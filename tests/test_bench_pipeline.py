@@ -1,0 +1,89 @@
+"""bench/bench_pipeline.py's driver: each finished measurement of a worker is shown and
+written to ``--out`` as it comes, so a run killed at its time limit keeps what it measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bp():
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_pipeline.py"
+    spec = importlib.util.spec_from_file_location("bench_pipeline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _FakeWorker:
+    """A worker process: the given stdout lines, then ``rc``."""
+
+    def __init__(self, lines: list[str], rc: int = 0) -> None:
+        self.lines, self.rc = lines, rc
+
+    def __call__(self, cmd, *, stderr, **kw):
+        stderr.write("Traceback: boom\n" if self.rc else "")
+        self.stdout = io.StringIO("".join(line + "\n" for line in self.lines))
+        return self
+
+    def wait(self) -> int:
+        return self.rc
+
+
+ROW = {"status": "correct", "wall_s": 1.5, "phases": {"timing": 0.5}, "median_ms": 0.1,
+       "count": 30, "reason": ""}
+
+
+def test_run_takes_each_part_as_it_comes_and_the_result_at_the_end(bp, monkeypatch):
+    seen: list[tuple[str, dict]] = []
+    entry: dict = {}
+    lines = [json.dumps({"note": "level1/relu: baselines measured, caches warm", "s": 20.0}),
+             "some library's own line",
+             json.dumps({"part": ["level1/relu"], "value": [ROW], "s": 1.5}),
+             json.dumps({"part": ["alone", "level1/relu"], "value": ROW, "s": 1.5}),
+             json.dumps({"result": {"level1/relu": [ROW, ROW]}})]
+    monkeypatch.setattr(bp.subprocess, "Popen", _FakeWorker(lines))
+    out = bp._run(Path("."), "warm", "s.db", 2, entry,
+                  lambda text: seen.append((text, json.loads(json.dumps(entry)))))
+    assert out == {"level1/relu": [ROW, ROW]}
+    assert [t for t, _ in seen] == ["level1/relu: baselines measured, caches warm: 20.0 s",
+                                    "level1/relu: 1.5 s", "alone/level1/relu: 1.5 s"]
+    assert seen[1][1] == {"level1/relu": [ROW]}  # in the entry before the worker ended
+    assert seen[2][1]["alone"] == {"level1/relu": ROW}
+
+
+def test_a_worker_that_dies_keeps_its_parts_and_says_why(bp, monkeypatch):
+    lines = [json.dumps({"part": ["first"], "value": ROW, "s": 30.0})]
+    monkeypatch.setattr(bp.subprocess, "Popen", _FakeWorker(lines, rc=1))
+    out = bp._run(Path("."), "cuda", "s.db", 2, {}, lambda text: None)
+    assert out["first"] == ROW and out["error"].startswith("worker exited 1: Traceback: boom")
+
+
+def test_out_is_rewritten_after_each_measurement(bp, monkeypatch, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    on_disk: list[dict] = []
+
+    def run(tree, what, store, reps, entry, progress):
+        for p in bp.EXAMPLES[:2]:
+            entry[p] = [ROW]
+            progress(f"{p}: 1.5 s")
+            on_disk.append(json.loads(out.read_text()))
+        return {p: [ROW] for p in bp.EXAMPLES}
+
+    monkeypatch.setattr(bp, "_run", run)
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--only", "warm", "--out", str(out)])
+    assert bp.main() == 0
+    first = on_disk[0]["warm:new"]
+    assert first["unfinished"] is True and first[bp.EXAMPLES[0]] == [ROW]
+    assert bp.EXAMPLES[1] in on_disk[1]["warm:new"]
+    final = json.loads(out.read_text())["warm:new"]
+    assert "unfinished" not in final and len(final) == len(bp.EXAMPLES)
+    cap = capsys.readouterr()
+    assert "warm (new) started" in cap.err and f"warm (new) {bp.EXAMPLES[0]}: 1.5 s" in cap.err
+    assert "| warm verification, median of the 8 (s) | 1.50 |" in cap.out  # the table, as before
