@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -647,8 +648,10 @@ def main() -> int:
                 return _make_inputs(prob, params, seed, device)
 
             # Fresh sets from the seeds sent with "time": the checked sets are never timed.
+            t_sets = time.perf_counter()
             ts = _TimedSets(make, [int(x) for x in cmd["shapes"][name]["seeds"]], bufs, free,
                             ring_size)
+            t_sampling = time.perf_counter()
 
             def call(model: Any = model, ts: _TimedSets = ts) -> Any:
                 with torch.no_grad():
@@ -663,6 +666,7 @@ def main() -> int:
                                 on_batch=ts.on_batch)
             except _Refused:
                 return 1
+            t_traced = time.perf_counter()
             if job["mode"] == "candidate":
                 # one more call, traced, after the timed ones: code that switched to a
                 # library op once it was being timed is still on that path now
@@ -673,7 +677,9 @@ def main() -> int:
                 if name == next(iter(models)) and w.events is not None:
                     _send_profile(name, w, own_kernels)  # the main shape's, after its timing
             _send(event="timing", shape=name, event_ms=raw.event_ms, host_ms=raw.host_ms,
-                  calls_per_sample=raw.calls_per_sample, launch_ms=raw.launch_ms)
+                  calls_per_sample=raw.calls_per_sample, launch_ms=raw.launch_ms,
+                  spans={"sets": t_sampling - t_sets, "sampling": t_traced - t_sampling,
+                         "traced_call": time.perf_counter() - t_traced})
             if job["mode"] == "candidate":
                 # The parent names the audited sample only now, among the last few kept.
                 _send(event="ring", shape=name, samples=[i for i, _, _ in ts.ring])

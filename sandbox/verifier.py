@@ -344,6 +344,9 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     res.raw[c.name] = RawTimes(list(msg["event_ms"]), list(msg["host_ms"]),
                                                int(msg.get("calls_per_sample", 1)),
                                                float(msg.get("launch_ms", 0.0)))
+                    for k, x in (msg.get("spans") or {}).items():  # where timing's time went
+                        if isinstance(x, (int, float)):
+                            res.marks[f"span_{k}"] = res.marks.get(f"span_{k}", 0.0) + float(x)
                 elif ev == "done":
                     _memory_over(child, device, limits, res, "timing")
                     finished = True
@@ -511,6 +514,14 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
             phases["correctness"] = m["checked"] - m["imported"]
         if "done" in m and "checked" in m:
             phases["timing"] = m["done"] - m["checked"] - m.get("lock_wait", 0.0)
+            # its parts, as the child measured them: input sets made, the sampling rule
+            # (warm-up, probes, samples, audited calls), the traced call after it; the rest
+            # is the parent's audit of kept outputs and the messages between
+            spans = {k[5:]: x for k, x in m.items() if k.startswith("span_")}
+            for k, x in spans.items():
+                phases[f"timing_{k}"] = x
+            if spans:
+                phases["timing_rest"] = max(0.0, phases["timing"] - sum(spans.values()))
         if "lock_wait" in m:
             phases["waiting_for_device"] = m["lock_wait"]
         phases["baselines_and_roofline"] = time.monotonic() - t_base
