@@ -2,15 +2,24 @@
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
-#     evolve,export,selection,confirm,crosscheck,tune,load,throughput (export needs evolve's run)
-#     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows and
-#     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with
-#   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS, copy logs to $OUT
-# First a smoke check of the default sandbox backend (bench/smoke_backend.py). Jobs, in order:
-# `kbench doctor`; bench/kernelbench_verdicts.py (correctness only: KernelBench's adversarial
-# kernels, kbench's KernelBench cheats and honest candidates); bench/acceptance.py (the
-# honest-styles corpus and the attack corpus on the GPU); the gpu-marked tests
-# (tests/test_gpu.py, tests/test_provenance.py); bench/bench_pipeline.py. Logs in /tmp/kbench_gpu.
+#     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray (export needs
+#     evolve's run; throughput_ray needs .ray/, see its step)
+#     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
+#     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
+#     each step (default 900), EVOLVE_GENERATIONS the evolve demo (default 3)
+#   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
+#     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
+#   DRY_RUN=1 bash bench/gpu_session.sh start ...   # print the job script, start nothing
+# The jobs run from a private copy of the tree in /tmp/kbench_tree, so the next device call
+# (which replaces the carried tree) cannot pull the working directory from under them; call
+# `wait` within the 30 s a machine stays warm. First a smoke check of the default sandbox
+# backend (bench/smoke_backend.py): if it gets a wrong verdict, the steps run in the plain
+# subprocess backend. Preparing the carried tree here (all git-ignored, under 64 MiB):
+#   git archive HEAD | (rm -rf .gpu; mkdir .gpu; tar -x -C .gpu); ln -sfn ../.whl .gpu/.whl
+#   ln -sfn ../.ray .gpu/.ray    # throughput_ray only
+# and the call: cd .gpu && OLD_TREE=../.old bash bench/gpu_session.sh start ../.kb STEPS &&
+# bash bench/gpu_session.sh wait 470, with carry [".whl", ".kb", ".gpu", ".old", ".ray"].
+# Logs in /tmp/kbench_gpu, the steps' start, end and exit status in its steps.txt.
 set -uo pipefail
 cmd=${1:-start}
 LOG=/tmp/kbench_gpu
@@ -63,7 +72,7 @@ if [ "$cmd" = start ]; then
           --reps 2 --out $LOG/pipeline.json > $LOG/pipeline.log 2>&1";;
       evolve) echo "python3 bench/evolve_replay.py --out $LOG/evolve.jsonl > $LOG/evolve.log 2>&1; \
           python3 -m kbench.cli run --model replay:$LOG/evolve.jsonl --strategy evolve --islands 2 \
-          --population 2 --generations 3 --name evolve-demo --store $LOG/evolve.db \
+          --population 2 --generations ${EVOLVE_GENERATIONS:-3} --name evolve-demo --store $LOG/evolve.db \
           --problems $EXAMPLES8 >> $LOG/evolve.log 2>&1; python3 -m kbench.cli runs show evolve-demo \
           --store $LOG/evolve.db --lineage >> $LOG/evolve.log 2>&1";;
       # export (after evolve): the run's winners as a package, installed here, its own tests
@@ -83,6 +92,13 @@ if [ "$cmd" = start ]; then
           --json $LOG/load.json > $LOG/load.log 2>&1";;
       throughput) echo "python3 bench/throughput.py --gpus 1 --executor local \
           --out $LOG/throughput.json > $LOG/throughput.log 2>&1";;
+      # Ray from .ray/ (the wheel unpacked, Java jars and dashboard client dropped, binaries
+      # stripped, xz: 27 MB where the wheel is 79 MB, over a call's 64 MiB carry) and the
+      # Python packages Ray needs that the GPU image lacks
+      throughput_ray) echo "tar xJf .ray/ray.tar.xz -C /tmp/site && python3 -m pip install -q \
+          --no-index --no-deps --no-compile --upgrade --target /tmp/site .ray/*.whl >/dev/null 2>&1; \
+          python3 bench/throughput.py --gpus 1 --executor ray --out $LOG/throughput_ray.json \
+          > $LOG/throughput_ray.log 2>&1";;
       *) echo "echo unknown step $1 >&2";;
     esac
   }
@@ -111,6 +127,6 @@ tail -8 "$LOG/acceptance.log" 2>/dev/null
 tail -30 "$LOG/pipeline.log" 2>/dev/null
 tail -12 "$LOG/tune.log" "$LOG/tune_examples.log" 2>/dev/null
 tail -12 "$LOG/selftest.log" "$LOG/confirm.log" "$LOG/crosscheck.log" "$LOG/export.log" \
-  "$LOG/load.log" "$LOG/selection.log" "$LOG/throughput.log" 2>/dev/null
+  "$LOG/load.log" "$LOG/selection.log" "$LOG/throughput.log" "$LOG/throughput_ray.log" 2>/dev/null
 tail -20 "$LOG/selection.log" 2>/dev/null
 tail -40 "$LOG/evolve.log" 2>/dev/null
