@@ -258,6 +258,12 @@ def _watched_call(model: Any, bufs: list[Any], watch: Watch, phase: str) -> tupl
     _SEEN["kernels"].update(watch.all_kernels)
     if watch.excused:
         _send(event="excused", names=sorted(set(watch.excused)))
+    if watch.side_streams:
+        _send(event="error", phase=phase, kind="policy", message=(
+            f"{phase.replace(':', ' ')}: forward put work on a side stream "
+            f"({'; '.join(dict.fromkeys(watch.side_streams))}): work outside the current "
+            "stream escapes timing; launch every kernel on the current stream"))
+        return None, False
     if not ops and not foreign:
         return out, True
     parts = []
@@ -540,7 +546,8 @@ def main() -> int:
 
             def watch(profile: bool) -> Watch:
                 return Watch("candidate", own_kernels, _ALLOWED_ATEN, libs,
-                             profile=profile and device.startswith("cuda"))
+                             profile=profile and device.startswith("cuda"),
+                             cuda=device.startswith("cuda"))
         else:
             cls = prob.Model
         _send(event="imported")

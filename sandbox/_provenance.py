@@ -14,6 +14,14 @@ kinds of evidence, both taken at run time:
   if its name is one of the candidate's own Triton or CUDA kernels. Anything else — cuBLAS
   through ctypes, a library's kernels, cuDNN — is foreign and named.
 
+* **Streams** (GPU): the timed region is the current stream's, so work elsewhere escapes
+  timing (and the host's launch cost that timing covers with a device spin is time a side
+  stream could use). While a call is watched, a Triton launch on any stream but the one the
+  call started on, and any switch of the current stream to another (``torch.cuda.stream``,
+  ``with stream:``, however the stream object was made), are recorded and refused. Triton's
+  own benchmarking (``triton.testing``, which an autotuner's ``use_cuda_graph`` runs on a
+  side stream) is excused.
+
 Libraries a problem or a run allows (``--allow-library NAME``) are excused: Triton kernels of
 a module under that name, device kernels whose name contains it; the verdict says so.
 """
@@ -88,19 +96,24 @@ class Watch:
     allowed_aten: frozenset[str]
     allow_libraries: tuple[str, ...] = ()
     profile: bool = False
+    cuda: bool = False  # watch streams (a GPU run)
     launches: list[tuple[str, str]] = field(default_factory=list)  # (module, kernel)
+    side_streams: list[str] = field(default_factory=list)  # work put on another stream
     kernels: list[str] = field(default_factory=list)  # device kernels not by an allowed op
     all_kernels: list[str] = field(default_factory=list)  # every device kernel that ran
     excused: list[str] = field(default_factory=list)
     events: Any = None  # the profiler's events of the call (sandbox.profile reads them)
-    _saved: list[tuple[Any, Any]] = field(default_factory=list)
+    _saved: list[tuple[Any, str, Any]] = field(default_factory=list)  # (owner, attribute, orig)
     _prof: Any = None
+    _stream: Any = None  # (stream_id, device_index) the call started on
 
     def __enter__(self) -> Watch:
+        if self.cuda:
+            self._watch_streams()
         for cls in _launch_classes():
             orig = cls.run
-            self._saved.append((cls, orig))
-            cls.run = _recording(orig, self.launches)
+            self._saved.append((cls, "run", orig))
+            cls.run = _recording(orig, self.launches, self._launch_stream)
         if self.profile:
             from torch.profiler import ProfilerActivity, profile
 
@@ -109,9 +122,11 @@ class Watch:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for cls, orig in reversed(self._saved):
-            cls.run = orig
+        for owner, attr, orig in reversed(self._saved):
+            setattr(owner, attr, orig)
         self._saved.clear()
+        if self._stream is not None and _current_stream() != self._stream:
+            self.side_streams.append("the call returned with another stream current")
         if self._prof is not None:
             import torch
 
@@ -120,6 +135,33 @@ class Watch:
             self.events = self._prof.events()
             self.kernels, self.all_kernels = _unaccounted(self.events, self.allowed_aten)
             self._prof = None
+
+    def _watch_streams(self) -> None:
+        """Remember the current stream; record switches away from it (torch's one setter,
+        ``torch._C._cuda_setStream``, which every Python stream switch goes through)."""
+        import torch
+
+        self._stream = _current_stream()
+        orig = getattr(torch._C, "_cuda_setStream", None)
+        if orig is None or self._stream is None:
+            return
+        self._saved.append((torch._C, "_cuda_setStream", orig))
+        watch = self
+
+        def set_stream(*args: Any, **kwargs: Any) -> Any:
+            sid = kwargs.get("stream_id", args[0] if args else None)
+            dev = kwargs.get("device_index", args[1] if len(args) > 1 else None)
+            if (sid, dev) != watch._stream and not _in_triton_bench():
+                watch.side_streams.append(f"switched the current stream to stream {sid}")
+            return orig(*args, **kwargs)
+
+        torch._C._cuda_setStream = set_stream
+
+    def _launch_stream(self, name: str) -> None:
+        """Before a Triton launch: refused if it goes to another stream than the call's."""
+        if self._stream is not None and _current_stream() != self._stream \
+                and not _in_triton_bench():
+            self.side_streams.append(f"launched Triton kernel {name} on a side stream")
 
     def _allowed(self, module: str = "", kernel: str = "") -> bool:
         for lib in self.allow_libraries:
@@ -158,14 +200,44 @@ def _launch_classes() -> list[Any]:
     return classes
 
 
-def _recording(orig: Any, launches: list[tuple[str, str]]) -> Any:
+def _recording(orig: Any, launches: list[tuple[str, str]],
+               before: Any = None) -> Any:
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not kwargs.get("warmup", False):
             f = _unwrap(self)
             launches.append((getattr(f, "__module__", "?") or "?", getattr(f, "__name__", "?")))
+            if before is not None:
+                before(launches[-1][1])
         return orig(self, *args, **kwargs)
 
     return run
+
+
+def _current_stream() -> tuple[int, int] | None:
+    """(stream_id, device_index) of the current CUDA stream, or None without CUDA."""
+    import torch
+
+    try:
+        s = torch.cuda.current_stream()
+    except Exception:  # noqa: BLE001 - no CUDA here: nothing to watch
+        return None
+    return (int(s.stream_id), int(s.device_index))
+
+
+# Triton's benchmarking, which may run on a side stream of its own (do_bench_cudagraph)
+_TRITON_TESTING = ("triton/testing.py", "triton\\testing.py")
+
+
+def _in_triton_bench() -> bool:
+    """True if a frame of ``triton.testing`` is on the stack (an autotuner benchmarking)."""
+    import sys
+
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_filename.endswith(_TRITON_TESTING):
+            return True
+        f = f.f_back
+    return False
 
 
 def _unaccounted(events: Iterable[Any],

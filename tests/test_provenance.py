@@ -212,3 +212,115 @@ def test_gpu_honest_kernels_with_allocation_and_copies_pass(fakelib):
     own = own.replace("y = torch.empty_like(x)", "y = torch.zeros_like(x.contiguous())")
     v = verify(fakelib, own, device="cuda", timing=False, static_policy=False)
     assert v.status is Status.CORRECT, v.reason
+
+
+# --- streams: work put anywhere but the call's own stream escapes timing ------------------
+class _FakeStream:
+    def __init__(self, sid: int, dev: int = 0) -> None:
+        self.stream_id, self.device_index = sid, dev
+
+
+@pytest.fixture
+def fake_streams(monkeypatch):
+    """torch's current stream and its one setter, faked (this machine may have no CUDA):
+    the setter switches what ``torch.cuda.current_stream()`` returns, as the real one does."""
+    state = {"cur": _FakeStream(7)}
+    calls: list[int] = []
+
+    def set_stream(stream_id, device_index, device_type=1):
+        calls.append(stream_id)
+        state["cur"] = _FakeStream(stream_id, device_index)
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: state["cur"])
+    monkeypatch.setattr(torch._C, "_cuda_setStream", set_stream, raising=False)
+    return state, calls, set_stream
+
+
+def _watch():
+    from sandbox._provenance import Watch
+
+    return Watch("candidate", set(), frozenset(), cuda=True)
+
+
+def test_a_switch_to_a_side_stream_is_recorded_and_the_setter_restored(fake_streams):
+    state, calls, setter = fake_streams
+    with _watch() as w:
+        torch._C._cuda_setStream(stream_id=9, device_index=0, device_type=1)  # `with side:`
+        w._launch_stream("relu_kernel")  # a Triton launch now goes to stream 9
+        torch._C._cuda_setStream(stream_id=7, device_index=0, device_type=1)  # back again
+    assert calls == [9, 7]
+    assert w.side_streams == ["switched the current stream to stream 9",
+                              "launched Triton kernel relu_kernel on a side stream"]
+    assert torch._C._cuda_setStream is setter
+
+
+def test_staying_on_the_call_stream_records_nothing(fake_streams):
+    with _watch() as w:
+        torch._C._cuda_setStream(stream_id=7, device_index=0, device_type=1)  # the same stream
+        w._launch_stream("relu_kernel")
+    assert w.side_streams == []
+
+
+def test_a_side_stream_left_current_is_recorded(fake_streams):
+    state, _, _ = fake_streams
+    with _watch() as w:
+        state["cur"] = _FakeStream(11)  # switched by a setter captured before the watch
+    assert w.side_streams == ["the call returned with another stream current"]
+
+
+def test_triton_benchmarking_on_its_own_stream_is_excused(fake_streams):
+    """An autotuner with use_cuda_graph benchmarks through triton.testing on a side stream."""
+    code = compile("torch._C._cuda_setStream(stream_id=5, device_index=0, device_type=1)\n"
+                   "w._launch_stream('bench_kernel')\n"
+                   "torch._C._cuda_setStream(stream_id=7, device_index=0, device_type=1)\n",
+                   "/site-packages/triton/testing.py", "exec")
+    with _watch() as w:
+        exec(code, {"torch": torch, "w": w})
+    assert w.side_streams == []
+
+
+def test_streams_are_not_watched_on_cpu_runs(fake_streams):
+    from sandbox._provenance import Watch
+
+    with Watch("candidate", set(), frozenset()) as w:  # cuda=False
+        torch._C._cuda_setStream(stream_id=9, device_index=0, device_type=1)
+    assert w.side_streams == []
+
+
+SIDE_STREAM = '''
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    tl.store(y_ptr + offs, tl.maximum(tl.load(x_ptr + offs, mask=m), 0.0), mask=m)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        y = torch.empty_like(x)
+        side = type(torch.cuda.current_stream())()  # no stream name the static policy knows
+        with side:
+            _relu[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+        return y
+'''
+
+
+def test_an_obfuscated_side_stream_passes_the_static_policy():
+    """Why the run-time watch exists: the static policy cannot see this stream."""
+    from sandbox.policy import check_source
+
+    assert check_source(SIDE_STREAM).violations == ()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_side_stream_work_is_refused_at_run_time(fakelib):
+    v = verify(fakelib, SIDE_STREAM, device="cuda")
+    assert v.status is Status.REJECTED, v.reason
+    assert "side stream" in v.reason
