@@ -10,6 +10,7 @@ run-time defence on its own.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -287,28 +288,9 @@ def test_streams_are_not_watched_on_cpu_runs(fake_streams):
     assert w.side_streams == []
 
 
-SIDE_STREAM = '''
-import torch
-import torch.nn as nn
-import triton
-import triton.language as tl
-
-
-@triton.jit
-def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < n
-    tl.store(y_ptr + offs, tl.maximum(tl.load(x_ptr + offs, mask=m), 0.0), mask=m)
-
-
-class ModelNew(nn.Module):
-    def forward(self, x):
-        y = torch.empty_like(x)
-        side = type(torch.cuda.current_stream())()  # no stream name the static policy knows
-        with side:
-            _relu[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
-        return y
-'''
+# an attack of the corpus: a stream made from the type of the current one
+SIDE_STREAM = (Path(__file__).parent / "candidates" / "attacks"
+               / "rt_side_stream_obfuscated.py").read_text()
 
 
 def test_an_obfuscated_side_stream_passes_the_static_policy():
