@@ -213,7 +213,9 @@ def _sleep_cycles_per_ms() -> float:
         import torch
 
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(1000)  # load the kernel outside the measurement
+        # load the kernel and raise the clocks (an idle GPU runs slow), then the fastest of
+        # three: the most cycles per ms, so a spin at a lower clock only lasts longer
+        torch.cuda._sleep(10_000_000)
         best = math.inf
         for _ in range(3):
             a.record()
