@@ -101,7 +101,7 @@ def main() -> int:
     agree = sum(r["agrees"] is True for r in rows)
     print(f"{agree} / {len(rows)} confirmed; "
           f"{sum(r['agrees'] is False for r in rows)} disagree", flush=True)
-    return 0 if all(r["agrees"] is not False for r in rows) else 1
+    return 0 if rows and all(r["agrees"] is True for r in rows) else 1  # every one confirmed
 
 
 if __name__ == "__main__":
