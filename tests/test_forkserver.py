@@ -28,36 +28,13 @@ from sandbox.backends import (
 )
 from sandbox.backends._forkserver import shutdown_servers
 from sandbox.errors import ConfigError
+from tests.fakes.relu import RELU
 
 pytestmark = pytest.mark.skipif("forkserver" not in available_backends(),
                                 reason="the fork server needs Linux and os.fork")
 
 HERE = Path(__file__).parent / "candidates"
 _FAST = Limits(import_s=120, check_s=60, trials=1, derived_trials=1, max_derived=1)
-
-_RELU = '''
-import torch
-import torch.nn as nn
-import triton
-import triton.language as tl
-
-
-@triton.jit
-def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    x = tl.load(x_ptr + offs, mask=mask)
-    tl.store(y_ptr + offs, tl.maximum(x, 0.0), mask=mask)
-
-
-class ModelNew(nn.Module):
-    def forward(self, x):
-        x = x.contiguous()
-        y = torch.empty_like(x)
-        n = x.numel()
-        _relu[(triton.cdiv(n, 256),)](x, y, n, BLOCK=256)
-        return y
-'''
 
 # Runs first thing at the candidate's import; __REPORT_PATH__ is replaced by a path under tmp_path.
 _PROBE = '''
@@ -128,7 +105,7 @@ def _run(spec, source: str, backend=None, limits: Limits = _FAST):
 def _probe(spec, tmp_path: Path, name: str = "report", prelude: str = "",
            backend=None) -> tuple[Status, str, dict]:
     report = tmp_path / f"{name}.json"
-    src = prelude + _PROBE.replace("__REPORT_PATH__", repr(str(report))) + _RELU
+    src = prelude + _PROBE.replace("__REPORT_PATH__", repr(str(report))) + RELU
     v = _run(spec, src, backend)
     assert report.exists(), v.reason
     return v.status, v.reason, json.loads(report.read_text())
@@ -201,14 +178,14 @@ def test_a_polluting_job_leaves_nothing_for_the_next(relu, tmp_path):
     ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "killed by SIGKILL"),
 ])
 def test_exit_code_and_signal_are_reported(relu, line, want):
-    v = _run(relu, line + "\n" + _RELU)
+    v = _run(relu, line + "\n" + RELU)
     assert v.status is Status.RUNTIME_ERROR, v.reason
     assert want in v.reason, v.reason
 
 
 def test_timeout_kills_the_whole_group(relu, tmp_path):
     pidfile = tmp_path / "grandchild"
-    src = (_SPAWN.replace("PIDFILE", repr(str(pidfile))) + _RELU).replace(
+    src = (_SPAWN.replace("PIDFILE", repr(str(pidfile))) + RELU).replace(
         "        x = x.contiguous()\n", "        while True:\n            pass\n")
     v = _run(relu, src, limits=Limits(import_s=120, check_s=3, trials=1, derived_trials=1,
                                       max_derived=1))
@@ -218,7 +195,7 @@ def test_timeout_kills_the_whole_group(relu, tmp_path):
 
 def test_leftover_group_is_killed_after_a_clean_exit(relu, tmp_path):
     pidfile = tmp_path / "grandchild"
-    v = _run(relu, _SPAWN.replace("PIDFILE", repr(str(pidfile))) + _RELU)
+    v = _run(relu, _SPAWN.replace("PIDFILE", repr(str(pidfile))) + RELU)
     assert v.status is Status.CORRECT, v.reason
     assert _gone(int(pidfile.read_text())), "a process the candidate left behind survived"
 

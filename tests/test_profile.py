@@ -29,6 +29,7 @@ from sandbox.profile import (
     summarize_ncu,
 )
 from sandbox.verdict import Verdict
+from tests.fakes.relu import RELU
 
 
 # -- the kernel breakdown ------------------------------------------------------------------
@@ -230,28 +231,6 @@ def test_verdict_round_trips_with_and_without_profile():
 
 
 # -- end to end on CPU -------------------------------------------------------------------
-RELU = '''
-import torch
-import torch.nn as nn
-import triton
-import triton.language as tl
-
-
-@triton.jit
-def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    tl.store(y_ptr + offs, tl.maximum(tl.load(x_ptr + offs, mask=mask), 0.0), mask=mask)
-
-
-class ModelNew(nn.Module):
-    def forward(self, x):
-        x = x.contiguous()
-        y = torch.empty_like(x)
-        _relu[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BLOCK=256)
-        return y
-'''
-
 FAST = Limits(import_s=120, check_s=60, trials=2, derived_trials=1, max_derived=1)
 
 

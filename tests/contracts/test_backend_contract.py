@@ -17,32 +17,7 @@ import pytest
 from kbench.problems import load
 from sandbox import Limits, Status, verify
 from sandbox.backends import Backend, available_backends, get_backend
-
-_HONEST = '''
-import torch
-import torch.nn as nn
-import triton
-import triton.language as tl
-
-BLOCK = 256
-
-
-@triton.jit
-def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    x = tl.load(x_ptr + offs, mask=mask)
-    tl.store(y_ptr + offs, tl.maximum(x, 0.0), mask=mask)
-
-
-class ModelNew(nn.Module):
-    def forward(self, x):
-        x = x.contiguous()
-        y = torch.empty_like(x)
-        n = x.numel()
-        _relu[(triton.cdiv(n, BLOCK),)](x, y, n, BLOCK=BLOCK)
-        return y
-'''
+from tests.fakes.relu import RELU
 
 _LEAK_CHECK = '''
 import os
@@ -72,19 +47,19 @@ class BackendContract:
         assert type(get_backend(backend.name)) is type(backend)
 
     def test_honest_candidate_is_correct(self, backend: Backend, relu) -> None:
-        v = self.run(backend, relu, _HONEST)
+        v = self.run(backend, relu, RELU)
         assert v.status is Status.CORRECT, v.reason
         assert v.backend == "triton"
 
     def test_crashing_candidate_is_runtime_error(self, backend: Backend, relu) -> None:
-        src = _HONEST.replace("        x = x.contiguous()\n",
+        src = RELU.replace("        x = x.contiguous()\n",
                               "        raise ValueError('boom from the candidate')\n")
         v = self.run(backend, relu, src)
         assert v.status is Status.RUNTIME_ERROR, v.reason
         assert "boom from the candidate" in v.reason
 
     def test_infinite_loop_times_out_and_is_killed(self, backend: Backend, relu) -> None:
-        src = _HONEST.replace("        x = x.contiguous()\n",
+        src = RELU.replace("        x = x.contiguous()\n",
                               "        while True:\n            pass\n")
         v = self.run(backend, relu, src, limits=Limits(import_s=120, check_s=3, trials=1,
                                                        derived_trials=1, max_derived=1))
@@ -103,7 +78,7 @@ class BackendContract:
         """The child itself, not only the declared environment: a candidate that fails when
         it can read a secret (static policy off, so it may read os.environ)."""
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
-        src = _HONEST.replace("BLOCK = 256\n", "BLOCK = 256\n" + _LEAK_CHECK)
+        src = RELU.replace("BLOCK = 256\n", "BLOCK = 256\n" + _LEAK_CHECK)
         v = self.run(backend, relu, src, static_policy=False)
         assert v.status is Status.CORRECT, v.reason
 
