@@ -19,9 +19,9 @@ from rich.text import Text
 from kbench.config import RunConfig, load_config
 from kbench.errors import ConfigError, ProblemError
 from kbench.scoring import summary
-from kbench.store import ENV_VAR, Store
+from kbench.store import ENV_VAR, RunRecord, Store
 
-__all__ = ["execute", "final_selection", "confirm_winners", "list_runs", "show_run",
+__all__ = ["execute", "final_selection", "confirm_winners", "list_runs", "open_run", "show_run",
            "summary_table"]
 
 
@@ -49,6 +49,27 @@ def _missing_store(db_url: str | None) -> Path | None:
     return None if path.exists() else path
 
 
+def open_run(name: str, db_url: str | None, *, recent: bool = False) -> tuple[Store, RunRecord]:
+    """The store at ``db_url`` (``None``: ``$KBENCH_STORE`` or ``kbench.db``) and its run
+    ``name``, never creating a store that is not there.
+
+    Raises:
+        ConfigError: No store at ``db_url``, or no run of that name in it (the message names
+            the last five runs with ``recent``, else points to ``kbench runs list``).
+    """
+    missing = _missing_store(db_url)
+    if missing is not None:  # reading never creates a store
+        raise ConfigError(f"no run named {name!r}: no store at {missing}")
+    db = Store(db_url)
+    rec = db.get_run(name)
+    if rec is None:
+        if recent:
+            names = ", ".join(r.name for r in db.list_runs()[-5:]) or "none"
+            raise ConfigError(f"no run named {name!r} in {db.url} (recent runs: {names})")
+        raise ConfigError(f"no run named {name!r} in {db.url}; see `kbench runs list`")
+    return db, rec
+
+
 def _config_store(config_path: Path | None) -> str | None:
     """The ``store`` that ``--config`` (or ``./kbench.toml``) names, for ``--resume``, which
     takes everything else from the stored run; None without one (``$KBENCH_STORE`` or
@@ -66,14 +87,7 @@ def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | 
              db_url: str | None) -> tuple[RunConfig, Store, Any]:
     if resume:
         db_url = db_url or overrides.get("store") or _config_store(config_path)
-        missing = _missing_store(db_url)
-        if missing is not None:
-            raise ConfigError(f"no run named {resume!r}: no store at {missing}")
-        db = Store(db_url)
-        rec = db.get_run(resume)
-        if rec is None:
-            names = ", ".join(r.name for r in db.list_runs()[-5:]) or "none"
-            raise ConfigError(f"no run named {resume!r} in {db.url} (recent runs: {names})")
+        db, rec = open_run(resume, db_url, recent=True)
         base = dict(rec.config or {})
         # budgets and execution knobs may change on resume; what was asked may not
         for k in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s", "concurrency",
@@ -394,13 +408,7 @@ def show_run(name: str, db_url: str | None, as_json: bool, console: Console, *,
     ``--json`` keeps the older keys and adds ``selections`` (by problem), ``provisional``
     (problems whose correct best has no selection), ``population`` and, with ``lineage``,
     ``lineage`` (by problem)."""
-    missing = _missing_store(db_url)
-    if missing is not None:  # reading never creates a store
-        raise ConfigError(f"no run named {name!r}: no store at {missing}")
-    db = Store(db_url)
-    r = db.get_run(name)
-    if r is None:
-        raise ConfigError(f"no run named {name!r} in {db.url}; see `kbench runs list`")
+    db, r = open_run(name, db_url)
     rows = db.results(r.id)
     sels = db.selections_for(r.id)
     provisional = [k for k, v in rows if v is not None and v.get("status") == "correct"

@@ -63,21 +63,6 @@ def _template(name: str) -> str:
     return importlib.resources.files("kbench.export").joinpath(name).read_text()
 
 
-def _missing_sqlite(url: str | None) -> Path | None:
-    """The SQLite file a store URL names, if it does not exist (export never creates one)."""
-    import os
-
-    from kbench.store import ENV_VAR
-
-    raw = url if url is not None else os.environ.get(ENV_VAR) or "kbench.db"
-    if "://" in raw:
-        if not raw.startswith("sqlite:///"):
-            return None
-        raw = raw.removeprefix("sqlite:///")
-    p = Path(raw).expanduser().absolute()
-    return None if p.exists() else p
-
-
 def _pyproject(pkg: str, run: str) -> str:
     return f'''[build-system]
 requires = ["setuptools>=61"]
@@ -121,7 +106,7 @@ def export_run(run_name: str, out: str | Path, package: str, store_url: str | No
         ConfigError: A bad package name, ``out`` existing without ``force``, an unknown run
             or store, or no exportable candidate.
     """
-    from kbench.store import Store
+    from kbench.runflow import open_run
 
     check_package_name(package)
     dest = Path(out).expanduser().absolute()
@@ -129,13 +114,7 @@ def export_run(run_name: str, out: str | Path, package: str, store_url: str | No
         raise ConfigError(f"{dest} exists; pass --force to replace it")
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{dest} exists and is not a folder")
-    missing = _missing_sqlite(store_url)
-    if missing is not None:
-        raise ConfigError(f"no run named {run_name!r}: no store at {missing}")
-    store = Store(store_url)
-    run = store.get_run(run_name)
-    if run is None:
-        raise ConfigError(f"no run named {run_name!r} in {store.url}; see `kbench runs list`")
+    store, run = open_run(run_name, store_url)  # never creates a store
     found, skipped = winners(store, run)
     rendered: list[Rendered] = []
     for w in found:
