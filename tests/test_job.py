@@ -12,7 +12,7 @@ from sandbox import Limits, Status
 from sandbox.errors import ConfigError, ProblemError
 from sandbox.job import Candidate, Job, run_job
 from sandbox.timing import TimingConfig
-from tests.contracts.test_backend_contract import _HONEST
+from tests.fakes.relu import RELU as _HONEST
 
 
 def _job(**kw) -> Job:
