@@ -554,6 +554,7 @@ def main() -> int:
 
         models: dict[str, Any] = {}
         sets: dict[str, list[Any]] = {}
+        check_spans: dict[str, float] = {}  # where the check phase's time went (verdict phases)
         for shape in job["shapes"]:
             name = shape["name"]
             phase = f"build:{name}"
@@ -608,7 +609,11 @@ def main() -> int:
                     _poison(device, 2 * in_bytes)
                 snapshot = [x.clone() if isinstance(x, torch.Tensor) else x for x in bufs]
                 if job["mode"] == "candidate":  # every checked call is traced
-                    out, ok = _watched_call(model, bufs, watch(bool(req.get("profile"))), phase)
+                    profiled = bool(req.get("profile"))
+                    t_call = time.perf_counter()
+                    out, ok = _watched_call(model, bufs, watch(profiled), phase)
+                    key = "profiled_calls" if profiled and device.startswith("cuda") else "watched_calls"
+                    check_spans[key] = check_spans.get(key, 0.0) + time.perf_counter() - t_call
                     if not ok:
                         return 1
                 else:
@@ -636,7 +641,7 @@ def main() -> int:
             _send(event="seen", **{k: sorted(v)[:200] for k, v in _SEEN.items()})
         if not _precision_held(job, applied, "trials"):
             return 1
-        _send(event="checked")
+        _send(event="checked", spans=check_spans)
 
         line = sys.stdin.readline().strip()
         cmd = json.loads(line) if line.startswith("{") else {"cmd": line}

@@ -276,6 +276,10 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 ev = msg.get("event")
                 if ev in ("imported", "checked", "done"):
                     res.marks[ev] = time.monotonic()
+                if ev == "checked":  # the candidate's watched calls, profiled or not
+                    for k, x in (msg.get("spans") or {}).items():
+                        if isinstance(x, (int, float)):
+                            res.marks[f"cspan_{k}"] = float(x)
                 if ev == "imported":
                     phase = "check"
                     check_end = time.monotonic() + limits.check_s
@@ -512,6 +516,14 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
             phases["start_and_import"] = m["imported"] - m["start"]
         if "checked" in m and "imported" in m:
             phases["correctness"] = m["checked"] - m["imported"]
+            # its parts: the candidate's calls under the op trace and launch watch, those
+            # also under the profiler (GPU), and the rest (inputs, references, hand-over,
+            # comparison)
+            cspans = {k[6:]: x for k, x in m.items() if k.startswith("cspan_")}
+            for k, x in cspans.items():
+                phases[f"correctness_{k}"] = x
+            if cspans:
+                phases["correctness_rest"] = max(0.0, phases["correctness"] - sum(cspans.values()))
         if "done" in m and "checked" in m:
             phases["timing"] = m["done"] - m["checked"] - m.get("lock_wait", 0.0)
             # its parts, as the child measured them: input sets made, the sampling rule
