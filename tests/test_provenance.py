@@ -306,3 +306,32 @@ def test_gpu_side_stream_work_is_refused_at_run_time(fakelib):
     v = verify(fakelib, SIDE_STREAM, device="cuda")
     assert v.status is Status.REJECTED, v.reason
     assert "side stream" in v.reason
+
+
+def test_with_on_a_stream_object_is_recorded_and_the_class_restored(fake_streams, monkeypatch):
+    """``with s:`` on a torch.cuda.Stream enters through C++ (not the setter): the watch
+    wraps the class's inherited ``__enter__`` for the call and removes the wrapper after."""
+    state, calls, _ = fake_streams
+
+    class _Base:
+        def __enter__(self):
+            self.prev = state["cur"]
+            state["cur"] = self
+            return self
+
+        def __exit__(self, *exc):
+            state["cur"] = self.prev
+
+    class _Stream(_Base):
+        def __init__(self, sid):
+            self.stream_id, self.device_index = sid, 0
+
+    monkeypatch.setattr(torch.cuda, "Stream", _Stream)
+    with _watch() as w:
+        with _Stream(13):
+            w._launch_stream("relu_kernel")
+        with _Stream(7):  # the call's own stream: nothing to record
+            pass
+    assert w.side_streams == ["switched the current stream to stream 13",
+                              "launched Triton kernel relu_kernel on a side stream"]
+    assert "__enter__" not in _Stream.__dict__ and calls == []
