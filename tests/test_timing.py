@@ -333,3 +333,106 @@ def test_summarize_carries_the_covered_launch_cost():
     # records stored before the field existed load with no cover
     d = {k: v for k, v in summarize([1.0, 2.0]).items() if k != "launch_ms"}
     assert Timing.from_dict(d).launch_ms == 0.0
+
+
+class _HostClockCuda:
+    """A stand-in for torch.cuda on a machine without one: events read the host clock and
+    the device runs nothing, so an event pair times what the host did between the records.
+    Enough to run time_cuda's plumbing (probes, cover, flush bookkeeping) on CPU."""
+
+    def __init__(self) -> None:
+        import time as _time
+
+        self.clock = _time.perf_counter
+        self.sleeps: list[int] = []
+        outer = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                self.t = 0.0
+
+            def record(self) -> None:
+                self.t = outer.clock()
+
+            def synchronize(self) -> None:
+                pass
+
+            def elapsed_time(self, other: Event) -> float:
+                return (other.t - self.t) * 1e3
+
+        self.Event = Event
+
+    def current_device(self) -> int:
+        return 0
+
+    def get_device_properties(self, dev: int) -> SimpleNamespace:
+        return SimpleNamespace(L2_cache_size=1 << 20)
+
+    def synchronize(self) -> None:
+        pass
+
+    def _sleep(self, cycles: int) -> None:
+        self.sleeps.append(cycles)
+
+
+@pytest.fixture
+def host_clock_cuda(monkeypatch):
+    import torch
+
+    import sandbox.timing as timing
+
+    fake = _HostClockCuda()
+    for name in ("Event", "current_device", "get_device_properties", "synchronize", "_sleep"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, device=None, **k: real_empty(16, dtype=torch.int8))
+    monkeypatch.setattr(timing, "_CYCLES_PER_MS", 1_000_000.0)  # no calibration on a fake
+    return fake
+
+
+def _busy(ms: float) -> Callable[[], None]:
+    import time as _time
+
+    def fn() -> None:
+        end = _time.perf_counter() + ms / 1e3
+        while _time.perf_counter() < end:
+            pass
+    return fn
+
+
+def test_time_cuda_covers_a_measured_host_launch_cost(host_clock_cuda):
+    """A call whose host side takes 1 ms: three probes measure it, the cover is 1.25x that
+    plus 10 µs, and every later sample queues a spin of that length (less the flush)."""
+    from sandbox.timing import time_cuda
+
+    cfg = TimingConfig(warmup_ms=5.0, min_reps=5, max_reps=12, min_measured_ms=1.0, budget_s=0.05,
+                       limit_s=2.0)
+    raw = time_cuda(_busy(1.0), cfg=cfg)
+    assert 1.25 * 1.0 < raw.launch_ms < 1.25 * 3.0 + 0.01
+    spins = host_clock_cuda.sleeps
+    probe = int(cfg.max_lead_ms * 1e6)
+    assert spins.count(probe) == 3
+    covers = spins[max(i for i, c in enumerate(spins) if c == probe) + 1:]
+    assert covers and all(0 < c < int(cfg.max_lead_ms * 1e6) for c in covers)
+    assert len(raw.event_ms) >= cfg.min_reps and all(e > 0 for e in raw.event_ms)
+
+
+def test_time_cuda_gives_no_cover_to_a_call_that_waits_on_the_device(host_clock_cuda):
+    """A launch as long as the probe's spin (here: the host busy 9 ms, as a call that
+    synchronizes would be) is not covered."""
+    from sandbox.timing import time_cuda
+
+    cfg = TimingConfig(warmup_ms=1.0, min_reps=4, max_reps=6, min_measured_ms=1.0, budget_s=0.05,
+                       limit_s=2.0)
+    raw = time_cuda(_busy(9.0), cfg=cfg)
+    assert raw.launch_ms == 0.0
+    assert host_clock_cuda.sleeps.count(int(cfg.max_lead_ms * 1e6)) == 3  # only the probes
+
+
+def test_time_cuda_without_cover_queues_no_spin(host_clock_cuda):
+    from sandbox.timing import time_cuda
+
+    cfg = TimingConfig(warmup_ms=1.0, min_reps=4, max_reps=6, min_measured_ms=1.0, budget_s=0.05,
+                       limit_s=2.0, cover_launch=False)
+    raw = time_cuda(_busy(0.5), cfg=cfg)
+    assert raw.launch_ms == 0.0 and host_clock_cuda.sleeps == []
