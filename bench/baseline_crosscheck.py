@@ -136,9 +136,9 @@ def main() -> int:
               f"{f(row.get('protocol_eager_ms'), 9)}/{f(row.get('protocol_compile_ms'), 9)}"
               f"{'' if row['agrees'] else '  <-- ' + row.get('error', 'outside tolerance')}",
               flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        if args.json:  # after each problem: a run stopped at a time limit keeps its rows
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
     ok = sum(r["agrees"] for r in rows)
     print(f"{ok} / {len(rows)} within {args.tolerance:.0%} on eager and compile", flush=True)
     return 0 if ok == len(rows) else 1
