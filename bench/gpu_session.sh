@@ -6,7 +6,8 @@
 #     evolve's run; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
-#     each step (default 900), EVOLVE_GENERATIONS the evolve demo (default 3)
+#     each step (default 900), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
+#     pipeline bench's measurements (its --only)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
 #   DRY_RUN=1 bash bench/gpu_session.sh start ...   # print the job script, start nothing
@@ -69,7 +70,8 @@ if [ "$cmd" = start ]; then
           tests/test_provenance.py tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1; \
           python3 -m kbench.cli doctor --self-test --gpu > $LOG/selftest.log 2>&1";;
       pipeline) echo "python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
-          --reps 2 --out $LOG/pipeline.json > $LOG/pipeline.log 2>&1";;
+          --reps 2 ${PIPELINE_ONLY:+--only $PIPELINE_ONLY} --out $LOG/pipeline.json \
+          > $LOG/pipeline.log 2>&1";;
       evolve) echo "python3 bench/evolve_replay.py --out $LOG/evolve.jsonl > $LOG/evolve.log 2>&1; \
           python3 -m kbench.cli run --model replay:$LOG/evolve.jsonl --strategy evolve --islands 2 \
           --population 2 --generations ${EVOLVE_GENERATIONS:-3} --name evolve-demo --store $LOG/evolve.db \
