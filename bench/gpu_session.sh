@@ -34,6 +34,11 @@ if [ "$cmd" = start ]; then
   # tree, which deleted a running job's working directory (the 2026-12-06 session).
   if [ -z "${DRY_RUN:-}" ] && [ "$PWD" != /tmp/kbench_tree ]; then
     rm -rf /tmp/kbench_tree && cp -rL . /tmp/kbench_tree && cd /tmp/kbench_tree || exit 1
+    # The carried KernelBench data and older tree are replaced by each call as well.
+    rm -rf /tmp/kbench_kb && cp -rL "$kb" /tmp/kbench_kb && kb=/tmp/kbench_kb || exit 1
+    if [ -n "${OLD_TREE:-}" ]; then
+      rm -rf /tmp/kbench_old && cp -rL "$OLD_TREE" /tmp/kbench_old && OLD_TREE=/tmp/kbench_old || exit 1
+    fi
     export PYTHONPATH=$PWD:/tmp/site
   fi
   if [ -z "${DRY_RUN:-}" ]; then  # DRY_RUN=1 prints the job script and starts nothing
