@@ -324,3 +324,27 @@ def test_a_problem_restricted_to_some_shapes_keeps_everything_else():
     assert sub.shapes_for("cpu") == {}  # 'main' is not a CPU shape name of this problem
     first = next(iter(spec.shapes_for("cpu")))
     assert list(spec.only([first]).shapes_for("cpu")) == [first]
+
+
+def test_int8_quant_check_allows_one_step_only_at_rounding_ties():
+    """check_int8_quant: exact codes pass; one step off passes only where x / scale sits on a
+    .5 tie; one step off elsewhere and two steps off anywhere fail, naming the element."""
+    import torch
+
+    from reference_ops.kv_int8_quant import check_int8_quant, kv_int8_quant
+
+    x = torch.randn(2, 3, 40, 64, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, :2] = torch.tensor([127.0, 2.5])  # row absmax 127 -> scale 1: x / scale = 2.5, a tie
+    ref = kv_int8_quant(x)
+    assert check_int8_quant(ref, ref, x) is None
+    at_tie = ref[0].clone()
+    at_tie[0, 0, 0, 1] = 3  # round-half-even gives 2; 3 is the other side of the tie
+    assert check_int8_quant((at_tie, ref[1]), ref, x) is None
+    off = ref[0].clone()
+    flat = 5 * 64 + 7
+    off.view(-1)[flat] += 1
+    reason = check_int8_quant((off, ref[1]), ref, x)
+    assert reason is not None and f"flat index {flat}" in reason and reason.startswith("1 of")
+    two = at_tie.clone()
+    two[0, 0, 0, 1] = 4
+    assert "flat index 1:" in check_int8_quant((two, ref[1]), ref, x)
