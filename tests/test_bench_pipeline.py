@@ -69,7 +69,7 @@ def test_out_is_rewritten_after_each_measurement(bp, monkeypatch, tmp_path, caps
     out = tmp_path / "r.json"
     on_disk: list[dict] = []
 
-    def run(tree, what, store, reps, entry, progress):
+    def run(tree, what, store, reps, entry, progress, problems=None):
         for p in bp.EXAMPLES[:2]:
             entry[p] = [ROW]
             progress(f"{p}: 1.5 s")
@@ -86,4 +86,26 @@ def test_out_is_rewritten_after_each_measurement(bp, monkeypatch, tmp_path, caps
     assert "unfinished" not in final and len(final) == len(bp.EXAMPLES)
     cap = capsys.readouterr()
     assert "warm (new) started" in cap.err and f"warm (new) {bp.EXAMPLES[0]}: 1.5 s" in cap.err
-    assert "| warm verification, median of the 8 (s) | 1.50 |" in cap.out  # the table, as before
+    assert "| warm verification, median of the problems measured (s) | 1.50 (8) |" in cap.out  # the table, as before
+
+
+def test_new_tree_first_and_the_old_warm_measure_narrowed(bp, monkeypatch, tmp_path, capsys):
+    """With --compare the new tree is measured first (a time limit cuts the old one's
+    figures), the old tree's warm measure covers --old-problems only, and the table compares
+    the problems both measured."""
+    calls = []
+
+    def run(tree, what, store, reps, entry, progress, problems=None):
+        calls.append((tree, problems))
+        return {p: [ROW] for p in (problems or bp.EXAMPLES)}
+
+    monkeypatch.setattr(bp, "_run", run)
+    old = tmp_path / "old"
+    old.mkdir()
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--only", "warm", "--compare",
+                                      str(old), "--old-problems", "level1/relu,level1/matmul"])
+    assert bp.main() == 0
+    assert calls == [(bp.ROOT, None), (old.resolve(), ["level1/relu", "level1/matmul"])]
+    out = capsys.readouterr().out
+    assert "| warm verification, level1/softmax (s) | 1.50 | - |" in out
+    assert "| warm verification, median of the 2 both measured (s) | 1.50 | 1.50 |" in out
