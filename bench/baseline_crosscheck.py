@@ -13,7 +13,12 @@ For each problem's main shape:
   dynamic=False)`` of that shape alone, warmed up and timed the same way. The same process
   also times both with kbench's protocol (:func:`sandbox.timing.time_cuda`, one input set):
   where kbench and do_bench disagree, that column says whether the protocol or the
-  verifier's child is the cause.
+  verifier's child is the cause. A third eager figure (``refilled``) times the protocol
+  with the inputs refilled in place from a new seed before every sample, as the verifier
+  does when a pool of timed sets does not fit: on compute-bound products the first GPU run
+  read the verifier 10-13 % faster than the protocol with one input set (docs/benchmarks.md
+  §7b), and this column tests whether the refills between samples (the card's duty cycle)
+  are why.
 
 The table gives both and their ratio, and the host launch cost per call that kbench's
 protocol covered (``launch``); a ratio outside 1 ± ``--tolerance`` (3 %) is flagged.
@@ -67,6 +72,14 @@ def independent(key: str, device: str) -> dict[str, Any]:
             raw = time_cuda(lambda fn=fn: fn(*xs))
             out[f"protocol_{mode}_ms"] = statistics.median(raw.event_ms)
             out[f"protocol_{mode}_launch_ms"] = raw.launch_ms
+
+        def refill(i: int) -> None:  # new values in the same buffers, outside the timing
+            for x, y in zip(xs, spec.make_inputs(shape, 1000 + i, device)):
+                if isinstance(x, torch.Tensor):
+                    x.copy_(y)
+
+        raw = time_cuda(lambda: model(*xs), prepare=refill)
+        out["protocol_eager_refilled_ms"] = statistics.median(raw.event_ms)
     return out
 
 
@@ -102,7 +115,7 @@ def main() -> int:
     rows = []
     print(f"{'problem':28s} {'kbench eager':>12s} {'do_bench':>10s} {'ratio':>6s}   "
           f"{'kbench compile':>14s} {'do_bench':>10s} {'ratio':>6s}   "
-          f"{'launch e/c':>11s} {'protocol e/c here':>19s}", flush=True)
+          f"{'launch e/c':>11s} {'protocol e/c here':>19s} {'refilled':>9s}", flush=True)
     for key in args.problems.split(","):
         row: dict[str, Any] = {"problem": key}
         try:
@@ -133,7 +146,8 @@ def main() -> int:
               f" {f(row['eager_ratio'], 6)}   {f(row.get('kbench_compile_ms'), 14)} "
               f"{f(row.get('do_bench_compile_ms'), 10)} {f(row['compile_ratio'], 6)}   "
               f"{f(row.get('kbench_eager_launch_ms'), 5)}/{f(row.get('kbench_compile_launch_ms'), 5)} "
-              f"{f(row.get('protocol_eager_ms'), 9)}/{f(row.get('protocol_compile_ms'), 9)}"
+              f"{f(row.get('protocol_eager_ms'), 9)}/{f(row.get('protocol_compile_ms'), 9)} "
+              f"{f(row.get('protocol_eager_refilled_ms'), 9)}"
               f"{'' if row['agrees'] else '  <-- ' + row.get('error', 'outside tolerance')}",
               flush=True)
         if args.json:  # after each problem: a run stopped at a time limit keeps its rows

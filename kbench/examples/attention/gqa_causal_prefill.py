@@ -39,6 +39,9 @@ def _gqa_causal_fwd_kernel(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     tl.static_assert(BLOCK_M % BLOCK_N == 0)
+    # A Python float argument is fp32 under eager Triton but fp64 under torch.compile
+    # (Inductor): cast, or the fp64 scores would promote the loop-carried m_i.
+    qk_scale = qk_scale.to(tl.float32)
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest (latest) query blocks first
     h = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
