@@ -35,7 +35,10 @@ __all__ = [
 _BACKEND = {
     "triton": (
         "Triton: kernels decorated with @triton.jit (import triton, import triton.language "
-        "as tl), launched from ModelNew.forward"
+        "as tl), launched from ModelNew.forward. Winning kernels also run under "
+        "torch.compile, whose Inductor passes a Python float argument as fp64 (eager Triton: "
+        "fp32): cast such a parameter with .to(tl.float32) at the kernel's entry (or make it "
+        "tl.constexpr) so it never promotes fp32 loop-carried values"
     ),
     "cuda": (
         "CUDA C++: kernels compiled with torch.utils.cpp_extension.load_inline (source held "

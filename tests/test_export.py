@@ -91,6 +91,74 @@ class ModelNew(nn.Module):
 """
 
 
+# A problem judged by its own check (as kv_int8_quant's codes are): values may differ by one
+# at exact .5 ties, where rounding either way is right. The check imports kbench's comparison,
+# which the exported package ships as its own ``_compare``.
+_ROUND_PROBLEM = """# Values rounded to integers; ties either way.
+
+import torch
+import torch.nn as nn
+
+ROWS = 32
+COLS = 64
+
+
+def _check(out, ref, inputs):
+    from sandbox.compare import check_output_type
+
+    bad = check_output_type(out, ref)
+    if bad:
+        return bad
+    x = inputs[0]
+    tie = (x - torch.floor(x)) == 0.5
+    off = (out - ref).abs()
+    n = int(((off > 0) & ~tie).sum()) + int((off > 1).sum())
+    return f"{n} values differ off a rounding tie" if n else None
+
+
+KBENCH = {"cpu_shapes": {"small": {"ROWS": 8, "COLS": 40}}, "atol": 0.0, "rtol": 0.0,
+          "check": _check}
+
+
+class Model(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)  # half to even
+
+
+def get_inputs():
+    return [torch.randint(-16, 16, (ROWS, COLS)).float() / 2]  # half the values are ties
+
+
+def get_init_inputs():
+    return []
+"""
+
+_ROUND_KERNEL = """import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+BLOCK = 256
+
+
+@triton.jit
+def _round_half_up_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask)
+    tl.store(y_ptr + offs, tl.floor(x + 0.5), mask=mask)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        y = torch.empty_like(x)
+        n = x.numel()
+        _round_half_up_kernel[(triton.cdiv(n, BLOCK),)](x, y, n, BLOCK=BLOCK)
+        return y
+"""
+
+
 def _add_cuda_winner(db: Path, run: str) -> None:
     """The stored record of a CUDA (load_inline) candidate verified on a GPU for level1/relu,
     added to ``run``: this machine has no GPU, so the verdict is written as a GPU run would
@@ -123,18 +191,21 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         (replay / rel).write_text((REPO / "kbench" / "examples" / rel).read_text())
     (replay / "custom").mkdir()
     (replay / "custom" / "scale_rows.py").write_text(_SCALE_KERNEL)
+    (replay / "custom" / "round_half.py").write_text(_ROUND_KERNEL)
     problem = tmp / "problems" / "custom" / "scale_rows.py"
     problem.parent.mkdir(parents=True)
     problem.write_text(_SCALE_PROBLEM)
+    rounding = problem.parent / "round_half.py"
+    rounding.write_text(_ROUND_PROBLEM)
     r = _kbench("run", "--model", f"replay:{replay}", "--problems",
-                f"level1/softmax,quant/w8a8_dynamic,{problem}", "--name", "demo",
+                f"level1/softmax,quant/w8a8_dynamic,{problem},{rounding}", "--name", "demo",
                 "--store", str(db), cwd=tmp)
     assert r.returncode == 0, r.stdout + r.stderr
     _add_cuda_winner(db, "demo")
     r = _kbench("export", "demo", "--out", str(tmp / "pkg"), "--name", "demo_kernels",
                 "--store", str(db), cwd=tmp)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "exported 4 op(s)" in r.stdout, r.stdout
+    assert "exported 5 op(s)" in r.stdout, r.stdout
     return tmp, db
 
 
@@ -251,6 +322,37 @@ def test_cuda_op_registers_and_first_use_says_what_is_missing(
     assert got["build"] is None or len(got["build"].splitlines()) == 1, got
     assert len(got["warnings"]) == 1 and got["build"].split(", and ")[-1] in got["warnings"][0]
     assert got["matches_reference"], got
+
+
+def test_exported_tests_judge_an_op_by_its_problems_own_check(exported: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    """round_half's kernel rounds ties up where the reference rounds them to even: the
+    verifier accepted it by the problem's own check, and the package's tests judge it by that
+    check too (not by atol=0), shipped in the package: its ``from sandbox.compare import``
+    imports the package's copy, and neither kbench nor sandbox is importable where it runs."""
+    tmp, _ = exported
+    pkg = tmp / "pkg"
+    ref = (pkg / "demo_kernels" / "_reference" / "round_half.py").read_text()
+    assert "from demo_kernels._compare import check_output_type" in ref, ref
+    assert "sandbox" not in ref and (pkg / "demo_kernels" / "_compare.py").is_file()
+    assert "sandbox" not in (pkg / "demo_kernels" / "_reference" / "level1_softmax.py").read_text()
+    assert not (pkg / "demo_kernels" / "_compare.py").read_text().count("import sandbox")
+    only = tmp_path / "path"  # the references import reference_ops, as they always did
+    only.mkdir()
+    (only / "reference_ops").symlink_to(REPO / "reference_ops")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(pkg),
+                                                                            str(only)]))
+    env.pop("KBENCH_STORE", None)
+    probe = subprocess.run([sys.executable, "-c", "import sandbox"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-k",
+                        "round_half", "--pyargs", "demo_kernels.tests.test_ops"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "test_op_matches_reference[round_half-small] PASSED" in r.stdout, r.stdout[-4000:]
+    if probe.returncode == 0:  # kbench installed for this Python: the text checks above hold
+        return
+    assert "No module named 'sandbox'" in probe.stderr, probe.stderr
 
 
 def test_launch_sites_are_rewritten_and_nothing_else() -> None:

@@ -138,7 +138,10 @@ def export_run(run_name: str, out: str | Path, package: str, store_url: str | No
             f"{package}/_kernels/__init__.py": (
                 '"""Candidate sources, verbatim but for a triton_op\'s launch sites '
                 '``K[grid](...)``, rewritten to ``_kbench_wrap_triton(K)[grid](...)``."""\n'),
-            f"{package}/_reference/__init__.py": '"""Reference problems, verbatim."""\n',
+            f"{package}/_reference/__init__.py": (
+                '"""Reference problems, verbatim but for an output check\'s '
+                '``from sandbox.compare import``, which imports the package\'s ``_compare`` '
+                '(kbench\'s comparison, copied)."""\n'),
             f"{package}/tests/__init__.py": "",
             f"{package}/tests/test_ops.py": _template("_pkg_tests.py"),
             f"{package}/tests/_trace.py": _template("_pkg_trace.py"),

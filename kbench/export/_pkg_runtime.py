@@ -24,7 +24,7 @@ import importlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -33,7 +33,8 @@ import torch
 
 __all__ = ["OpSpec", "call", "fake", "state", "signature", "inputs_at", "init_at",
            "load_kernel", "cuda_unavailable", "reference_model", "model_params",
-           "unverified_shapes_allowed", "kernel_unavailable", "FALLBACKS"]
+           "unverified_shapes_allowed", "kernel_unavailable", "output_check",
+           "assert_matches", "FALLBACKS"]
 
 _LOCK = threading.RLock()
 _STATE = threading.local()
@@ -384,6 +385,28 @@ def model_params(spec: OpSpec, args: Sequence[Any]) -> dict[str, Any] | None:
     """The constants of the model that serves ``args`` when no state is given (None: the
     file's main shape): the reference to compare the op with is built at them."""
     return spec.shapes_for(signature(args), True)[0][1]
+
+
+def output_check(spec: OpSpec) -> Callable[[Any, Any, list[Any]], str | None] | None:
+    """The problem's own output check, ``check(out, ref, inputs) -> None | reason`` (its
+    ``KBENCH["check"]``, shipped in the embedded reference), which kbench's verifier judged the
+    kernel by instead of ``atol``/``rtol`` (top-k ties, int8 codes at rounding ties); None
+    when the problem has none."""
+    meta = getattr(spec.reference, "KBENCH", None)
+    check = meta.get("check") if isinstance(meta, dict) else None
+    return check if callable(check) else None
+
+
+def assert_matches(spec: OpSpec, out: Any, ref: Any, inputs: Sequence[Any]) -> None:
+    """Raise AssertionError unless ``out`` passes as kbench's verifier judged it against the
+    reference's ``ref`` on ``inputs`` (unmodified: the op and the reference ran on copies or
+    left them alone): the problem's own check where it has one, else ``atol``/``rtol``."""
+    check = output_check(spec)
+    if check is None:
+        torch.testing.assert_close(out, ref, atol=spec.atol, rtol=spec.rtol)
+        return
+    reason = check(out, ref, list(inputs))
+    assert not reason, f"{spec.qualname}: the problem's own check fails: {reason}"
 
 
 def fake(spec: OpSpec, args: Sequence[Any]) -> Any:

@@ -61,6 +61,10 @@ def readme(pkg: str, run: str, summaries: list[dict[str, Any]], skipped: list[st
         "on CPU in a child process without the interpreter (nothing runs), and compile and "
         "run every op with Inductor on a GPU. bf16 cases are not run under the interpreter "
         "(it computes bf16 on raw bit patterns, triton-lang/triton#11584).",
+        "- The package's tests judge each op as kbench's verifier judged it: by the "
+        "problem's own output check where it has one (`KBENCH[\"check\"]` in the embedded "
+        "reference, e.g. int8 codes allowed one step off at rounding ties; "
+        f"`{pkg}._runtime.assert_matches`), else by the problem's `atol`/`rtol`.",
         "- Parameters (if any) are built after `torch.manual_seed(0)` like the reference's.",
         "- CUDA sources are built with `load_inline` at their first call on CUDA tensors "
         f"(`{pkg}._runtime.load_kernel(spec)` builds one ahead); where torch has no CUDA, no GPU "

@@ -174,6 +174,34 @@ def state({params}) -> list[torch.Tensor]:
 '''
 
 
+_KBENCH_IMPORT = re.compile(r"^[ \t]*(?:from|import)[ \t]+(kbench|sandbox|agents)\b[.\w]*",
+                            re.MULTILINE)
+
+
+def _shipped_reference(source: str, pkg: str) -> tuple[str, bool]:
+    """The reference's source as the package ships it, and whether it needs
+    ``{pkg}._compare``: a problem's own output check may import kbench's comparison
+    (``from sandbox.compare import compare``), which the package ships as ``_compare``; any
+    other import of kbench's packages is refused (the package must not need kbench)."""
+    out = re.sub(r"^([ \t]*)from[ \t]+sandbox\.compare[ \t]+import\b",
+                 rf"\1from {pkg}._compare import", source, flags=re.MULTILINE)
+    out = re.sub(r"^([ \t]*)import[ \t]+sandbox\.compare[ \t]+as\b",
+                 rf"\1from {pkg} import _compare as", out, flags=re.MULTILINE)
+    left = _KBENCH_IMPORT.search(out)
+    if left:
+        line = out.count("\n", 0, left.start()) + 1
+        raise ConfigError(f"the problem file imports {left.group(0).strip()!r} at line {line}; "
+                          "an exported package cannot depend on kbench")
+    return out, out != source
+
+
+def _compare_source() -> str:
+    import importlib.resources
+
+    return ("# kbench's sandbox/compare.py, copied: the comparison a problem's own output check "
+            "uses.\n" + importlib.resources.files("sandbox").joinpath("compare.py").read_text())
+
+
 def _registration(w: Winner) -> tuple[str, str, str]:
     """(registration, note, kernel module source): a Triton candidate whose launches could be
     rewritten is a triton_op; any other is a custom_op (with the reason for a Triton one)."""
@@ -225,16 +253,20 @@ def render(store: Store, w: Winner, pkg: str, run: str) -> Rendered:
     body = _CUSTOM_OP if registration != "triton_op" else (
         _TRITON_OP_STATE if takes_state else _TRITON_OP)
     op = _HEAD.format(**fields) + body.format(**fields)
+    reference, needs_compare = _shipped_reference(spec.source, pkg)
     files = {
         f"{pkg}/{mod}.py": op,
         f"{pkg}/_kernels/{mod}.py": kernel_source,
-        f"{pkg}/_reference/{mod}.py": spec.source,
+        f"{pkg}/_reference/{mod}.py": reference,
     }
+    if needs_compare:
+        files[f"{pkg}/_compare.py"] = _compare_source()
     summary = {
         "problem": w.problem_key, "op": f"torch.ops.{pkg}.{mod}", "candidate": w.candidate.id,
         "chosen_by": w.chosen_by, "backend": w.candidate.backend, "timing": w.timing,
         "timing_agrees": (w.confirmation or {}).get("agrees"),
         "registration": registration, "registration_note": note,
+        "own_check": spec.meta.check is not None,
         "takes_state": registration == "triton_op" and takes_state,
         "device": w.verdict.get("device"), "fingerprint": w.verdict.get("fingerprint") or {},
         "speedup_eager": w.verdict.get("speedup_eager"),
