@@ -260,8 +260,10 @@ def _print_explain(v: Any) -> None:
     tim = e.get("timing")
     if tim:
         r = tim.get("rule", {})
-        out.print(f"6. timing, the same rule for every side: at least {r.get('min_reps')} samples "
-                  f"and {r.get('min_measured_ms')} ms measured, then to {r.get('target_rse')} "
+        out.print(f"6. timing, the same rule for every side: at least {r.get('min_reps')} samples"
+                  + (f", {r.get('min_wall_ms')} ms of sampling" if r.get("min_wall_ms") else "")
+                  + (f", {r.get('min_measured_ms')} ms measured" if r.get("min_measured_ms") else "")
+                  + f", then to {r.get('target_rse')} "
                   f"relative error or {r.get('budget_s')} s; calls under "
                   f"{r.get('small_call_ms')} ms timed in batches; noisy above "
                   f"{r.get('noisy_spread')} IQR/median"

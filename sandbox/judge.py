@@ -202,7 +202,7 @@ def _with_timing(verdict: Verdict, spec: ProblemSpec, res: _Outcome,
         reason, notes = f"{reason}; {what}", (*notes, what)
     explain = verdict.explain
     if seen:
-        rule = {k: getattr(cfg, k) for k in ("min_reps", "min_measured_ms", "target_rse",
+        rule = {k: getattr(cfg, k) for k in ("min_reps", "min_wall_ms", "min_measured_ms", "target_rse",
                                               "budget_s", "max_reps", "small_call_ms",
                                               "noisy_spread", "cover_launch")}
         explain = {**explain, "timing": {"rule": rule, "shapes": seen}}

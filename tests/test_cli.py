@@ -255,7 +255,7 @@ def test_explain_prints_the_timing_rule_and_each_sides_spread() -> None:
     with cli.out.capture() as cap:
         cli._print_explain(v)
     text = " ".join(cap.get().split())  # as printed, less the console's line wrapping
-    assert "at least 30 samples and 100.0 ms measured" in text
+    assert "at least 30 samples, 100.0 ms measured, then to 0.005" in text  # a protocol-4 record
     assert "main: candidate 0.0123 ms (spread 2.0%, 40 x 8 calls)" in text
     assert "eager 0.0123 ms (spread 31.0%, 40 x 8 calls, NOISY)" in text
 

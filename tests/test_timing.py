@@ -17,7 +17,7 @@ from sandbox.verdict import ShapeResult, Status, Timing, Verdict
 
 # No warm-up worth speaking of, no RSE stop, no budget stop: only what a test sets decides.
 BASE = TimingConfig(warmup_ms=0.0, min_reps=1, max_reps=10_000, min_measured_ms=0.0,
-                    budget_s=1e9, limit_s=1e9, target_rse=0.0)
+                    min_wall_ms=0.0, budget_s=1e9, limit_s=1e9, target_rse=0.0)
 
 
 class Fake:
@@ -104,7 +104,19 @@ def test_every_side_gets_the_same_rule_under_load() -> None:
     loaded = Fake(lambda i: 0.5 * (1 + (i % 7) / 2)).run(cfg)  # candidate under load
     for raw in (quiet, loaded):
         assert len(raw.event_ms) >= cfg.min_reps
-        assert sum(raw.event_ms) * raw.calls_per_sample >= cfg.min_measured_ms
+        # the fake clock advances by each sample's host time: 100 ms of sampling at least
+        assert sum(raw.host_ms) * raw.calls_per_sample >= cfg.min_wall_ms - 1.0
+
+
+def test_the_wall_minimum_holds_after_min_samples_and_bounds_tiny_calls() -> None:
+    """Protocol 5: the minimum is 100 ms of sampling (wall), so a tiny call whose samples
+    cost ~1.5 ms each in refill, synchronize and flush takes ~70 samples, not the 1,000
+    (max_reps) that 100 ms of event time asked of a 27 µs call."""
+    cfg = _cfg(min_reps=30, min_wall_ms=100.0, target_rse=0.005)
+    tiny = Fake(0.027, sync_ms=1.5).run(cfg)
+    assert 60 <= len(tiny.event_ms) <= 70
+    slow = Fake(10.0).run(cfg)  # 10 ms samples: the 30-sample minimum is the longer one
+    assert len(slow.event_ms) == 30
 
 
 def test_the_verifier_hands_every_mode_the_same_timing_config(tmp_path: Path) -> None:
