@@ -448,3 +448,12 @@ def test_time_cuda_without_cover_queues_no_spin(host_clock_cuda):
                        limit_s=2.0, cover_launch=False)
     raw = time_cuda(_busy(0.5), cfg=cfg)
     assert raw.launch_ms == 0.0 and host_clock_cuda.sleeps == []
+
+
+def test_warm_up_ends_after_its_wall_time_for_a_tiny_call() -> None:
+    """A 27 µs call whose samples cost ~1.5 ms each would need ~1,850 warm-up samples for
+    50 ms of event time; warm-up ends after 100 ms of wall time instead (protocol 5)."""
+    fake = Fake(0.027, sync_ms=1.5)
+    raw = fake.run(_cfg(warmup_ms=50.0, warmup_wall_ms=100.0, min_reps=10, max_reps=2000))
+    warm = len(fake.calls) - len(raw.event_ms)
+    assert 60 <= warm <= 70
