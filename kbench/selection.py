@@ -54,9 +54,9 @@ Id = TypeVar("Id", bound=Hashable)
 #: ``measure(candidate_id, round) -> median ms`` of the main shape; raises RetimeError.
 Measure = Callable[[Any, int], float]
 
-#: More samples than a normal verification (30 samples / 100 ms measured / 1.5 s budget)
+#: More samples than a normal verification (30 samples / 100 ms of sampling / 1.5 s budget)
 #: and a tighter target error: the finalists' differences are small by construction.
-RETIME_LIMITS = Limits(timing=TimingConfig(min_reps=100, min_measured_ms=300.0, budget_s=4.0,
+RETIME_LIMITS = Limits(timing=TimingConfig(min_reps=100, min_wall_ms=300.0, budget_s=4.0,
                                            target_rse=0.002))
 
 
