@@ -436,3 +436,53 @@ def test_bench_marks_speedups_against_the_stored_ones() -> None:
     assert _vs(1.4, 1.3, 0.15).split()[-1] == "ok"
     assert _vs(2.0, 1.3, 0.15).split()[-1] == "DIFFERS"
     assert _vs(1.1, None, 0.15).split() == ["1.10x", "-"]  # nothing stored: nothing to judge
+
+
+class _FakeCuda:
+    """A log of what bench.py asks of torch.cuda, in order (no GPU here)."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def synchronize(self) -> None:
+        self.log.append("sync")
+
+    def _sleep(self, cycles: int) -> None:
+        self.log.append("spin")
+
+    def Event(self, enable_timing: bool = False):  # noqa: N802 - torch.cuda's name
+        log = self.log
+
+        class Ev:
+            def record(self) -> None:
+                log.append("record")
+
+            def synchronize(self) -> None:
+                log.append("wait")
+
+            def elapsed_time(self, other: object) -> float:
+                return 1.0
+
+        return Ev()
+
+
+def test_bench_times_queued_calls_on_the_device_and_host_time_apart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device time: a spin, then events around a batch of calls with no synchronization
+    between them (the launch cost hidden, as the verifier's stored times); host time: the
+    batch's calls unsynchronized, per call."""
+    import torch
+
+    from kbench.export import _pkg_bench as bench
+
+    fake = _FakeCuda()
+    monkeypatch.setattr(torch, "cuda", fake)
+    monkeypatch.setattr(bench.torch, "cuda", fake)
+    ms = bench._device_ms(lambda: fake.log.append("call"), reps=2, batch=4, host_ms=0.1,
+                          cycles_per_ms=1000.0)
+    assert ms == 0.25  # 1 ms of events over 4 calls
+    sample = ["spin", "record", "call", "call", "call", "call", "record", "wait"]
+    assert fake.log == ["call"] * 3 + ["sync"] + sample * 2
+    fake.log.clear()
+    bench._host_ms(lambda: fake.log.append("call"), reps=2, batch=3)
+    assert fake.log == ["sync", "call", "call", "call"] * 2 + ["sync"]

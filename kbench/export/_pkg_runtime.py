@@ -110,9 +110,12 @@ def signature(args: Sequence[Any]) -> str:
 
 def _traced(args: Sequence[Any]) -> bool:
     """Whether ``args`` are a trace's fake (or functional) tensors rather than real ones."""
+    flat = _flat(args)
+    if all(type(a) is torch.Tensor for a in flat if isinstance(a, torch.Tensor)):
+        return False  # plain tensors (fake and functional ones are subclasses): no trace
     from torch._subclasses.fake_tensor import is_fake
 
-    return any(isinstance(a, torch.Tensor) and is_fake(a) for a in _flat(args))
+    return any(isinstance(a, torch.Tensor) and is_fake(a) for a in flat)
 
 
 def _flat(args: Sequence[Any]) -> list[Any]:
@@ -252,10 +255,11 @@ def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _run(spec: OpSpec, model: torch.nn.Module, args: Sequence[Any],
-         given: Sequence[torch.Tensor] | None) -> Any:
+         given: Sequence[torch.Tensor] | None,
+         own: dict[str, torch.Tensor] | None = None) -> Any:
     """``model(*args)``; with ``given``, the model's parameters and buffers replaced by them
-    for the call (how fake ones enter a trace)."""
-    own = _tensors(model)
+    for the call (how fake ones enter a trace). ``own``: the model's tensors, if known."""
+    own = _tensors(model) if own is None else own
     if given is None:
         if own and _traced(args):
             raise RuntimeError(
@@ -294,9 +298,9 @@ def _fallback(spec: OpSpec, args: Sequence[Any], why: str) -> Any:
         return _own(model(*args), args)
 
 
-def _own(out: Any, args: Sequence[Any]) -> Any:
+def _own(out: Any, args: Sequence[Any], traced: bool | None = None) -> Any:
     """A custom op may not return its inputs or views of them: such outputs are copied."""
-    if _traced(args):
+    if _traced(args) if traced is None else traced:
         return out  # fake tensors have no storage to compare; the eager call checks
     ptrs = {a.untyped_storage().data_ptr() for a in _flat(args) if isinstance(a, torch.Tensor)}
 
@@ -349,11 +353,82 @@ def _set_knobs(spec: OpSpec, shape: str | None) -> None:
         setattr(mod, k, v)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`call` decided for one key (inputs' sizes, dtypes and other values, device,
+    ``given``'s sizes, whether unverified shapes are allowed, TRITON_INTERPRET): the fallback
+    reason, or the model, its own tensors and the knob values to set. Made once per key, so
+    an eager call pays only a dictionary lookup beside the launch."""
+
+    spec: OpSpec
+    why: str | None  # not None: the reference serves (with this reason)
+    model: torch.nn.Module | None = None
+    own: dict[str, torch.Tensor] | None = None
+    knobs: dict[str, Any] | None = None
+    module: ModuleType | None = None
+
+
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+
+
+def _key(spec: OpSpec, args: Sequence[Any], given: Sequence[torch.Tensor] | None,
+         allowed: bool) -> tuple[Any, ...]:
+    """Raises TypeError for an argument that cannot be a key (an unhashable value)."""
+    parts: list[Any] = [spec.qualname, allowed, os.environ.get("TRITON_INTERPRET")]
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            parts.append((a.dtype, a.shape, a.device))
+        else:
+            parts.append((type(a), a))
+    if given is not None:
+        parts.append(tuple((g.dtype, g.shape) for g in given))
+    key = tuple(parts)
+    hash(key)
+    return key
+
+
+def _plan(spec: OpSpec, args: Sequence[Any], given: Sequence[torch.Tensor] | None,
+          allowed: bool) -> _Plan:
+    """:func:`call`'s decision for real (not traced) inputs, as it makes it every time."""
+    sig = signature(args)
+    if not spec.shapes_for(sig) and not allowed:
+        return _Plan(spec, f"inputs {sig} match no verified shape "
+                           f"({', '.join(spec.verified) or 'none'})")
+    why = kernel_unavailable(spec, _device(args))
+    if why is not None:
+        return _Plan(spec, why)
+    with _LOCK:
+        shape, model = _pick(spec, args, given, allowed)
+        mod = load_kernel(spec)
+        _set_knobs(spec, shape)
+        knobs = {**_DEFAULT_KNOBS[spec.qualname], **spec.tuned.get(shape or "", {})}
+    return _Plan(spec, None, model, _tensors(model), knobs, mod)
+
+
 def call(spec: OpSpec, args: Sequence[Any], given: Sequence[torch.Tensor] | None = None
          ) -> Any:
     """The op's implementation: the kernel on a verified shape (its tuned knobs set), else the
     reference with a warning once. ``given``: the model's parameters and buffers to use (a
-    triton op's ``state`` argument), else its own."""
+    triton op's ``state`` argument), else its own. Outside a trace the decision is cached
+    per key (see :class:`_Plan`)."""
+    allowed = getattr(_STATE, "allow", False)
+    if not _traced(args):
+        try:
+            key = _key(spec, args, given, allowed)
+        except TypeError:
+            key = None
+        plan = _PLANS.get(key) if key is not None else None
+        if plan is None or plan.spec is not spec:
+            plan = _plan(spec, args, given, allowed)
+            if key is not None:
+                _PLANS[key] = plan
+        if plan.why is not None:
+            return _fallback(spec, args, plan.why)
+        with _LOCK:
+            for k, v in plan.knobs.items():
+                setattr(plan.module, k, v)
+            with torch.no_grad():
+                return _own(_run(spec, plan.model, args, given, plan.own), args, False)
     sig = signature(args)
     allowed = getattr(_STATE, "allow", False)
     if not spec.shapes_for(sig) and not allowed:
