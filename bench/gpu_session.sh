@@ -6,7 +6,8 @@
 #     evolve's run; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
-#     each step (default 900), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
+#     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
+#     example of the tune step (default 20), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
 #     pipeline bench's measurements (its --only)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
@@ -93,7 +94,7 @@ if [ "$cmd" = start ]; then
       crosscheck) echo "python3 bench/baseline_crosscheck.py --json $LOG/crosscheck.json \
           > $LOG/crosscheck.log 2>&1";;
       tune) echo "python3 bench/tune_vs_grid.py --store $LOG/tune.db > $LOG/tune.log 2>&1; \
-          python3 bench/tune_vs_grid.py --examples --trials 20 --store $LOG/tune.db \
+          python3 bench/tune_vs_grid.py --examples --trials ${TUNE_TRIALS:-20} --store $LOG/tune.db \
           > $LOG/tune_examples.log 2>&1";;
       load) echo "python3 bench/load_test.py --candidates 200 --device cuda --kill-after 120 \
           --json $LOG/load.json > $LOG/load.log 2>&1";;
@@ -111,8 +112,10 @@ if [ "$cmd" = start ]; then
   }
   script="python3 -m kbench.cli doctor > $LOG/doctor.log 2>&1"
   for st in ${steps//,/ }; do
-    script="$script; echo \"\$(date +%T) start $st\" >> $LOG/steps.txt; \
-      timeout -k 10 $lim bash -c '$(step_cmd "$st" | sed "s/'/'\\\\''/g")'; \
+    l=$lim; [ "$st" != "${st#*:}" ] && l=${st#*:}  # STEP:SECONDS, this step's own limit
+    st=${st%%:*}
+    script="$script; echo \"\$(date +%T) start $st (limit ${l} s)\" >> $LOG/steps.txt; \
+      timeout -k 10 $l bash -c '$(step_cmd "$st" | sed "s/'/'\\\\''/g")'; \
       rc=\$?; echo \"\$(date +%T) end $st rc=\$rc\$([ \$rc = 124 ] && echo ' (time limit)')\" \
       >> $LOG/steps.txt"
   done
