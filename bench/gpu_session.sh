@@ -88,7 +88,8 @@ if [ "$cmd" = start ]; then
       export) echo "python3 -m kbench.cli export evolve-demo --store $LOG/evolve.db --out $LOG/pkg \
           --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
           python3 -m pytest -q --pyargs kbops -p no:cacheprovider; PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
-          python3 bench.py) >> $LOG/export.log 2>&1";;
+          python3 bench.py) >> $LOG/export.log 2>&1; python3 bench/export_profile.py $LOG/pkg \
+          --calls 100 >> $LOG/export.log 2>&1";;
       selection) echo "python3 bench/check_selection.py > $LOG/selection.log 2>&1";;
       confirm) echo "python3 bench/check_confirm.py --json $LOG/confirm.json > $LOG/confirm.log 2>&1";;
       crosscheck) echo "python3 bench/baseline_crosscheck.py --json $LOG/crosscheck.json \
