@@ -486,3 +486,19 @@ def test_bench_times_queued_calls_on_the_device_and_host_time_apart(
     fake.log.clear()
     bench._host_ms(lambda: fake.log.append("call"), reps=2, batch=3)
     assert fake.log == ["sync", "call", "call", "call"] * 2 + ["sync"]
+
+
+@pytest.mark.slow
+def test_export_profile_runs_on_an_exported_package(exported: tuple[Path, Path]) -> None:
+    """bench/export_profile.py (run on the GPU) checked here on CPU: a row of host µs per
+    layer for each op verified on the device, and a cProfile of the first."""
+    tmp, _ = exported
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "export_profile.py"),
+                        str(tmp / "pkg"), "--device", "cpu", "--calls", "3"],
+                       env=_env(TRITON_INTERPRET="1"), capture_output=True, text=True,
+                       timeout=600, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("demo_kernels::")]
+    assert any(line.startswith("demo_kernels::level1_softmax") for line in rows), r.stdout
+    assert all(len(line.split()) == 6 for line in rows), rows
+    assert "cProfile of 3 calls of demo_kernels::" in r.stdout
