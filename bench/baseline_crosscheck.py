@@ -38,7 +38,8 @@ from typing import Any
 
 PROBLEMS = ("level1/cross_entropy_128k,level1/groupnorm,level1/kl_div,level2/rmsnorm_rope,"
             "level1/softmax,level1/layernorm,level1/matmul,level1/relu,level2/gemm_bias_relu,"
-            "level1/log_softmax_128k,level1/sum_dim,level2/swiglu")
+            "level1/log_softmax_128k,level1/sum_dim,level2/swiglu,level1/rmsnorm,"
+            "level1/l2_normalize,level2/add_rmsnorm,level1/conv2d")
 
 
 def independent(key: str, device: str) -> dict[str, Any]:
