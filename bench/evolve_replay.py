@@ -41,10 +41,15 @@ def _with_knobs(source: str, knobs: dict[str, object]) -> str:
 
 
 def _broken(source: str) -> str:
-    """The example with its output scaled by a PyTorch op after its kernels ran."""
+    """The example with its output scaled by a PyTorch op after its kernels ran (the first
+    output of a tuple, e.g. kv_int8_quant's codes: a tuple times a float is a TypeError, a
+    crash, not the refusal this reply is for)."""
     return source + (
         "\n\n_Right = ModelNew\n\n\nclass ModelNew(_Right):\n"
-        "    def forward(self, *args):\n        return super().forward(*args) * 1.5\n")
+        "    def forward(self, *args):\n        out = super().forward(*args)\n"
+        "        if isinstance(out, tuple):\n"
+        "            return (out[0] * 2, *out[1:])\n"
+        "        return out * 1.5\n")
 
 
 def replies(problem: str, n: int) -> list[str]:
