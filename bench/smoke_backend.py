@@ -38,6 +38,12 @@ def main() -> int:
         phases = ", ".join(f"{k} {x:.2f}" for k, x in (v.phases or {}).items())
         print(f"{backend.name} run {i}: {v.status.value} in {time.monotonic() - t0:.2f} s "
               f"({phases}) {'' if v.passed else v.reason[:300]}", flush=True)
+        shapes = ((v.explain or {}).get("timing") or {}).get("shapes") or {}
+        if shapes:  # the candidate's samples per timed shape (the sampling rule's cost)
+            print("  samples: " + ", ".join(
+                f"{n} {s['candidate']['samples']} x {s['candidate']['calls_per_sample']}"
+                f" of {s['candidate']['median_ms']:.4f} ms"
+                for n, s in shapes.items() if "candidate" in s), flush=True)
     if args.device.startswith("cuda"):  # a kernel of a few µs: timed in batches
         with tempfile.TemporaryDirectory() as d:
             tiny = Path(d) / "tiny_relu.py"
