@@ -195,6 +195,37 @@ def _shipped_reference(source: str, pkg: str) -> tuple[str, bool]:
     return out, out != source
 
 
+_REF_OPS_IMPORT = re.compile(r"^([ \t]*)from[ \t]+reference_ops((?:\.\w+)*)[ \t]+import\b",
+                             re.MULTILINE)
+
+
+def _ship_reference_ops(sources: list[str], pkg: str) -> tuple[list[str], dict[str, str]]:
+    """``sources`` with their ``from reference_ops... import`` pointing at the package's copy
+    (``{pkg}._reference_ops``), and the files of that copy: each module of kbench's
+    ``reference_ops`` they need, with what those import in turn. Without it the package
+    imports kbench's ``reference_ops`` and fails to import where kbench is not installed."""
+    import importlib.resources
+
+    root = importlib.resources.files("reference_ops")
+    files: dict[str, str] = {}
+    todo = [m.group(2).lstrip(".").split(".")[0] for src in sources
+            for m in _REF_OPS_IMPORT.finditer(src)]
+    while todo:
+        name = todo.pop() or "__init__"
+        path = f"{pkg}/_reference_ops/{name}.py"
+        if path in files:
+            continue
+        text = root.joinpath(f"{name}.py").read_text()
+        todo += [m.group(2).lstrip(".").split(".")[0] for m in _REF_OPS_IMPORT.finditer(text)]
+        files[path] = _REF_OPS_IMPORT.sub(rf"\1from {pkg}._reference_ops\2 import", text)
+    if files:
+        init = f"{pkg}/_reference_ops/__init__.py"
+        files.setdefault(init, '"""kbench\'s reference_ops, the modules this package\'s '
+                               'references use, copied."""\n')
+    return [_REF_OPS_IMPORT.sub(rf"\1from {pkg}._reference_ops\2 import", src)
+            for src in sources], files
+
+
 def _compare_source() -> str:
     import importlib.resources
 
@@ -254,13 +285,16 @@ def render(store: Store, w: Winner, pkg: str, run: str) -> Rendered:
         _TRITON_OP_STATE if takes_state else _TRITON_OP)
     op = _HEAD.format(**fields) + body.format(**fields)
     reference, needs_compare = _shipped_reference(spec.source, pkg)
+    shipped, ref_ops = _ship_reference_ops(
+        [reference] + ([_compare_source()] if needs_compare else []), pkg)
     files = {
         f"{pkg}/{mod}.py": op,
         f"{pkg}/_kernels/{mod}.py": kernel_source,
-        f"{pkg}/_reference/{mod}.py": reference,
+        f"{pkg}/_reference/{mod}.py": shipped[0],
+        **ref_ops,
     }
     if needs_compare:
-        files[f"{pkg}/_compare.py"] = _compare_source()
+        files[f"{pkg}/_compare.py"] = shipped[1]
     summary = {
         "problem": w.problem_key, "op": f"torch.ops.{pkg}.{mod}", "candidate": w.candidate.id,
         "chosen_by": w.chosen_by, "backend": w.candidate.backend, "timing": w.timing,
