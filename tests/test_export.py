@@ -324,6 +324,23 @@ def test_cuda_op_registers_and_first_use_says_what_is_missing(
     assert got["matches_reference"], got
 
 
+_BLOCK_KBENCH = """
+import sys
+
+
+class _Block:
+    names = {"kbench", "sandbox", "agents", "reference_ops", "problems"}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{name.split('.')[0]} is blocked (kbench's own)")
+        return None
+
+
+sys.meta_path.insert(0, _Block())
+"""
+
+
 def test_exported_tests_judge_an_op_by_its_problems_own_check(exported: tuple[Path, Path],
                                                              tmp_path: Path) -> None:
     """round_half's kernel rounds ties up where the reference rounds them to even: the
@@ -344,18 +361,22 @@ def test_exported_tests_judge_an_op_by_its_problems_own_check(exported: tuple[Pa
         p.name for p in shipped.iterdir()}, sorted(p.name for p in shipped.iterdir())
     for f in pkg.rglob("*.py"):
         assert not re.search(r"^\s*(from|import)\s+reference_ops\b", f.read_text(), re.M), f
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(pkg))
+    # kbench's own packages made unimportable (an installed kbench would hide a dependency)
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(_BLOCK_KBENCH)
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([str(blocker), str(pkg)]))
     env.pop("KBENCH_STORE", None)
     probe = subprocess.run([sys.executable, "-c", "import sandbox"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)
     r = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-k",
-                        "round_half", "--pyargs", "demo_kernels.tests.test_ops"],
+                        "round_half or w8a8", "--pyargs", "demo_kernels.tests.test_ops"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "test_op_matches_reference[round_half-small] PASSED" in r.stdout, r.stdout[-4000:]
-    if probe.returncode == 0:  # kbench installed for this Python: the text checks above hold
-        return
-    assert "No module named 'sandbox'" in probe.stderr, probe.stderr
+    assert "test_op_matches_reference[quant_w8a8_dynamic-small] PASSED" in r.stdout  # _reference_ops
+    assert probe.returncode != 0 and "sandbox is blocked" in probe.stderr, probe.stderr
 
 
 def test_launch_sites_are_rewritten_and_nothing_else() -> None:
