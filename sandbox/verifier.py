@@ -519,21 +519,13 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
             # its parts: the candidate's calls under the op trace and launch watch, those
             # also under the profiler (GPU), and the rest (inputs, references, hand-over,
             # comparison)
-            cspans = {k[6:]: x for k, x in m.items() if k.startswith("cspan_")}
-            for k, x in cspans.items():
-                phases[f"correctness_{k}"] = x
-            if cspans:
-                phases["correctness_rest"] = max(0.0, phases["correctness"] - sum(cspans.values()))
+            _split(phases, "correctness", m, "cspan_")
         if "done" in m and "checked" in m:
             phases["timing"] = m["done"] - m["checked"] - m.get("lock_wait", 0.0)
             # its parts, as the child measured them: input sets made, the sampling rule
             # (warm-up, probes, samples, audited calls), the traced call after it; the rest
             # is the parent's audit of kept outputs and the messages between
-            spans = {k[5:]: x for k, x in m.items() if k.startswith("span_")}
-            for k, x in spans.items():
-                phases[f"timing_{k}"] = x
-            if spans:
-                phases["timing_rest"] = max(0.0, phases["timing"] - sum(spans.values()))
+            _split(phases, "timing", m, "span_")
         if "lock_wait" in m:
             phases["waiting_for_device"] = m["lock_wait"]
         phases["baselines_and_roofline"] = time.monotonic() - t_base
@@ -550,8 +542,14 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
             builds.release()
 
 
-
-
+def _split(phases: dict[str, float], phase: str, marks: dict[str, float], prefix: str) -> None:
+    """``phase``'s parts from the child's ``prefix``-named spans, as ``{phase}_{part}``, and
+    ``{phase}_rest``: what the parts leave of the whole."""
+    parts = {k[len(prefix):]: x for k, x in marks.items() if k.startswith(prefix)}
+    for k, x in parts.items():
+        phases[f"{phase}_{k}"] = x
+    if parts:
+        phases[f"{phase}_rest"] = max(0.0, phases[phase] - sum(parts.values()))
 
 
 def _timing_limit_explain(cases: list[_Case], limits: Limits, timed: bool) -> dict[str, Any]:

@@ -257,3 +257,15 @@ def test_verify_on_cuda_n_makes_gpu_n_current_for_the_parents_own_work(monkeypat
     # no CUDA here (tests that name cuda devices with a fake verifier): nothing to make current
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert V.verify(None, "", device="cuda:0") == ("cuda:0", [])
+
+
+def test_a_phase_is_split_into_the_childs_spans_and_the_rest() -> None:
+    from sandbox.verifier import _split
+
+    phases = {"timing": 2.0}
+    _split(phases, "timing", {"span_sampling": 1.5, "span_sets": 0.2, "cspan_x": 9.0}, "span_")
+    assert phases == pytest.approx({"timing": 2.0, "timing_sampling": 1.5, "timing_sets": 0.2,
+                                    "timing_rest": 0.3})
+    untouched = {"correctness": 1.0}
+    _split(untouched, "correctness", {"span_sampling": 1.5}, "cspan_")
+    assert untouched == {"correctness": 1.0}  # no parts: no rest either
