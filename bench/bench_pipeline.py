@@ -49,6 +49,7 @@ EXAMPLES = ["level1/relu", "level1/softmax", "level1/matmul", "level2/gemm_bias_
             "level3/mlp", "attention/gqa_causal_prefill", "kvcache/kv_int8_quant",
             "quant/w8a8_dynamic"]
 CUDA_EXAMPLE = "level1/relu_cuda"
+DEVICE = "cuda"  # --device; cpu runs the measures' code paths without figures worth a thing
 
 
 # -- the worker: runs inside one tree ------------------------------------------------------
@@ -62,7 +63,7 @@ def _verify(tree: Path, problem: str, example: str, store: str, timing: bool = T
     from sandbox import verify
 
     spec = load(problem)[0]
-    return verify(spec, _source(tree, example), device="cuda", cache=Store(store), timing=timing)
+    return verify(spec, _source(tree, example), device=DEVICE, cache=Store(store), timing=timing)
 
 
 def _row(v) -> dict:  # type: ignore[no-untyped-def]
@@ -171,7 +172,7 @@ def _run(tree: Path, what: str, store: str, reps: int, entry: dict, progress: Pr
         [str(tree)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                        if p and Path(p).resolve() != ROOT])}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", what, "--tree", str(tree),
-           "--store", store, "--reps", str(reps)] + (
+           "--store", store, "--reps", str(reps), "--device", DEVICE] + (
                ["--problems", ",".join(problems)] if problems else [])
     final: dict | None = None
     with tempfile.TemporaryFile("w+") as err:  # the worker's stderr: its tail on a failure
@@ -203,25 +204,32 @@ def _run(tree: Path, what: str, store: str, reps: int, entry: dict, progress: Pr
 
 
 def _eval_fresh(tree: Path, store: str, progress: Progress | None = None) -> dict:
-    """``kbench eval`` twice in new directories sharing ``store``: the second is the figure."""
+    """``kbench eval`` twice in new directories sharing ``store``: the second is the figure.
+    A failed eval ends the measure with its reason (its wall is no figure of speed)."""
     env = {**os.environ, "PYTHONPATH": str(tree) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    walls = []
+    walls: list[float] = []
+    phases: dict = {}
     for i in range(2):
         cwd = tempfile.mkdtemp()
         cand = Path(cwd) / "cand.py"
         cand.write_text(_source(tree, "level1/softmax"))
         t0 = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "kbench.cli", "eval", "level1/softmax",
-                            str(cand), "--store", store, "--json"],
+        r = subprocess.run([sys.executable, "-m", "kbench.cli", "eval", "--problem",
+                            "level1/softmax", "--candidate", str(cand), "--store", store,
+                            "--device", DEVICE, "--json"],
                            env=env, cwd=cwd, capture_output=True, text=True)
         walls.append(time.monotonic() - t0)
         if progress is not None:
             progress(f"kbench eval #{i + 1} ({'cold' if i == 0 else 'warm'} store): "
                      f"{walls[-1]:.1f} s, exit {r.returncode}")
         try:
-            phases = json.loads(r.stdout).get("phases", {})
+            verdict = json.loads(r.stdout)
         except ValueError:
-            phases = {"error": r.stderr[-300:]}
+            verdict = None
+        if r.returncode != 0 or not isinstance(verdict, dict) or not verdict.get("passed"):
+            return {"walls_s": walls, "error": f"kbench eval #{i + 1} exited {r.returncode}: "
+                    f"{(r.stderr or r.stdout)[-300:]}"}
+        phases = verdict.get("phases", {})
     return {"walls_s": walls, "phases_second": phases}
 
 
@@ -248,10 +256,14 @@ def main() -> int:
     ap.add_argument("--old-problems", default="level1/relu,level1/softmax,level1/matmul",
                     help="the examples the old tree's warm measure covers ('all': eight)")
     ap.add_argument("--problems", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cuda",
+                    help="cuda (the figures); cpu checks the measures' code paths only")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     if args.worker:
         args.what = args.worker
         print(json.dumps({"result": worker(args)}, default=str), flush=True)

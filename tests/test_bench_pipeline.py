@@ -109,3 +109,24 @@ def test_new_tree_first_and_the_old_warm_measure_narrowed(bp, monkeypatch, tmp_p
     out = capsys.readouterr().out
     assert "| warm verification, level1/softmax (s) | 1.50 | - |" in out
     assert "| warm verification, median of the 2 both measured (s) | 1.50 | 1.50 |" in out
+
+
+@pytest.mark.slow
+def test_the_eval_measure_runs_kbench_eval_as_a_user_would(tmp_path):
+    """The `eval` measure end to end on CPU (--device cpu): two real `kbench eval` runs that
+    pass, their walls recorded. It once called `kbench eval PROBLEM FILE`, a usage error
+    whose wall would have been reported as the pipeline's speed."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "r.json"
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env.pop("KBENCH_STORE", None)
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_pipeline.py"), "--only",
+                        "eval", "--device", "cpu", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads(out.read_text())["eval:new"]
+    assert "error" not in res and len(res["walls_s"]) == 2, res
+    assert "| `kbench eval`, fresh directory, warm store (s) |" in r.stdout
