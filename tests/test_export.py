@@ -500,6 +500,13 @@ class _FakeCuda:
     def _sleep(self, cycles: int) -> None:
         self.log.append("spin")
 
+    class _Flush:
+        def __init__(self, log: list[str]) -> None:
+            self.log = log
+
+        def zero_(self) -> None:
+            self.log.append("flush")
+
     def Event(self, enable_timing: bool = False):  # noqa: N802 - torch.cuda's name
         log = self.log
 
@@ -518,9 +525,9 @@ class _FakeCuda:
 
 def test_bench_times_queued_calls_on_the_device_and_host_time_apart(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Device time: a spin, then events around a batch of calls with no synchronization
-    between them (the launch cost hidden, as the verifier's stored times); host time: the
-    batch's calls unsynchronized, per call."""
+    """Device time: a spin, then a batch of calls with no synchronization between them, each
+    after an L2 flush and between its own events (cold L2 and the launch cost hidden, as the
+    verifier's stored times); host time: the batch's calls unsynchronized, per call."""
     import torch
 
     from kbench.export import _pkg_bench as bench
@@ -529,9 +536,9 @@ def test_bench_times_queued_calls_on_the_device_and_host_time_apart(
     monkeypatch.setattr(torch, "cuda", fake)
     monkeypatch.setattr(bench.torch, "cuda", fake)
     ms = bench._device_ms(lambda: fake.log.append("call"), reps=2, batch=4, host_ms=0.1,
-                          cycles_per_ms=1000.0)
-    assert ms == 0.25  # 1 ms of events over 4 calls
-    sample = ["spin", "record", "call", "call", "call", "call", "record", "wait"]
+                          cycles_per_ms=1000.0, flush=_FakeCuda._Flush(fake.log))
+    assert ms == 1.0  # each call's own pair of events: 1 ms
+    sample = ["spin"] + ["flush", "record", "call", "record"] * 4 + ["wait"]
     assert fake.log == ["call"] * 3 + ["sync"] + sample * 2
     fake.log.clear()
     bench._host_ms(lambda: fake.log.append("call"), reps=2, batch=3)

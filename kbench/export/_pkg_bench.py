@@ -4,11 +4,12 @@ Usage: ``python bench.py [--reps N] [--batch N] [--tol 0.15] [--no-compile]`` on
 a CUDA GPU. Each timed call is a zero-argument closure; inputs are made outside it. Two times
 per op and per reference:
 
-- device ms: the median over ``--reps`` samples of CUDA-event time around ``--batch`` calls
-  queued back to back (no synchronization between them), divided by ``--batch``, after a
-  warm-up. Before each sample the device spins (``torch.cuda._sleep``) for longer than the
-  host needs to launch the batch, so the host's launch cost is hidden as kbench's verifier
-  hides it (its ``launch_ms``): this is the time the stored speedups measured;
+- device ms: the median CUDA-event time of one call, over ``--reps`` samples of ``--batch``
+  calls queued back to back (no synchronization between them), each call after an L2 flush
+  and between its own events, after a warm-up. Before each sample the device spins
+  (``torch.cuda._sleep``) for longer than the host needs to launch the batch, so the host's
+  launch cost is hidden as kbench's verifier hides it (its ``launch_ms``): the kind of time
+  the stored speedups measured (cold L2, device time);
 - host ms: ``time.perf_counter`` around ``--batch`` calls without synchronization, divided
   (the Python wrapper and launch cost per call, what a CPU-bound caller pays).
 
@@ -53,23 +54,33 @@ def _sleep_cycles_per_ms() -> float:
     return 10_000_000 / max(start.elapsed_time(end), 1e-3)
 
 
-def _device_ms(fn, reps: int, batch: int, host_ms: float, cycles_per_ms: float) -> float:
-    """Median CUDA-event time per call over ``reps`` samples of ``batch`` calls queued back to
-    back; a device spin before each sample covers the host's launch of the batch."""
+def _device_ms(fn, reps: int, batch: int, host_ms: float, cycles_per_ms: float,
+               flush=None) -> float:
+    """Median CUDA-event time of one call, over ``reps`` samples of ``batch`` calls queued
+    back to back, each call after an L2 flush (zeroing ``flush``, a buffer larger than L2)
+    and between its own pair of events, as kbench's verifier and ``do_bench`` time a call;
+    a device spin before each sample covers the host's launch of the batch."""
+    if flush is None:
+        l2 = getattr(torch.cuda.get_device_properties(torch.cuda.current_device()),
+                     "L2_cache_size", 0)
+        flush = torch.empty(max(256 << 20, 2 * l2), dtype=torch.int8, device="cuda")
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
-    cover = int(min(1.25 * host_ms * batch + 0.05, 200.0) * cycles_per_ms)
+    # the launches of the batch and of its flushes, with a margin
+    cover = int(min(1.25 * host_ms * batch + 0.05 + 0.01 * batch, 200.0) * cycles_per_ms)
     times = []
     for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                 for _ in range(batch)]
         torch.cuda._sleep(cover)
-        start.record()
-        for _ in range(batch):
+        for start, end in pairs:
+            flush.zero_()
+            start.record()
             fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / batch)
+            end.record()
+        pairs[-1][1].synchronize()
+        times += [start.elapsed_time(end) for start, end in pairs]
     return statistics.median(times)
 
 
@@ -98,7 +109,8 @@ def main() -> int:
     rt = importlib.import_module(f"{PKG}._runtime")
     cycles = _sleep_cycles_per_ms()
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
-          f"(device ms: {args.batch} calls queued per sample, launch cost hidden; host ms: "
+          f"(device ms: per call, {args.batch} queued per sample, L2 flushed before each, "
+          "launch cost hidden; host ms: "
           "perf_counter per unsynchronized call)")
     print(f"{'op':32} {'shape':24} {'op ms':>9} {'ref ms':>9} {'x eager':>8} {'stored':>7}"
           f" {'x compile':>9} {'stored':>7}   {'op host':>8} {'ref host':>8}")
