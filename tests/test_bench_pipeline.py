@@ -113,8 +113,8 @@ def test_new_tree_first_and_the_old_warm_measure_narrowed(bp, monkeypatch, tmp_p
 
 @pytest.mark.slow
 def test_the_eval_measure_runs_kbench_eval_as_a_user_would(tmp_path):
-    """The `eval` measure end to end on CPU (--device cpu): two real `kbench eval` runs that
-    pass, their walls recorded. It once called `kbench eval PROBLEM FILE`, a usage error
+    """The `eval` and `repeat` measures end to end on CPU (--device cpu): two real `kbench
+    eval` runs that pass, their walls recorded, and a worker's five verifications. It once called `kbench eval PROBLEM FILE`, a usage error
     whose wall would have been reported as the pipeline's speed."""
     import os
     import subprocess
@@ -124,9 +124,11 @@ def test_the_eval_measure_runs_kbench_eval_as_a_user_would(tmp_path):
     env = dict(os.environ, TRITON_INTERPRET="1")
     env.pop("KBENCH_STORE", None)
     r = subprocess.run([sys.executable, str(root / "bench" / "bench_pipeline.py"), "--only",
-                        "eval", "--device", "cpu", "--out", str(out)],
+                        "eval,repeat", "--device", "cpu", "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads(out.read_text())["eval:new"]
     assert "error" not in res and len(res["walls_s"]) == 2, res
     assert "| `kbench eval`, fresh directory, warm store (s) |" in r.stdout
+    rows = json.loads(out.read_text())["repeat:new"]["rows"]  # a worker process's measure
+    assert len(rows) == 5 and all(x["status"] == "correct" for x in rows), rows
