@@ -17,6 +17,7 @@ import pytest
 
 from kbench.problems import load
 from sandbox import Limits, Status, buildcache, verify
+from tests.fakes.relu import RELU
 
 TOOLS = {"torch": "2.13.0", "cuda": "12.8", "nvcc": "V12.8.93", "arch_list": "9.0",
          "capability": "9.0", "python": "CPython 3.11.7", "triton": "3.4.0", "kind": "cuda"}
@@ -230,12 +231,8 @@ def test_an_unchanged_restore_is_not_saved_again(root):
 # ---------------------------------------------------------------------------------------
 # An honest Triton kernel that also leaves a file in its Triton cache, as a compile on the GPU
 # does (the CPU interpreter compiles nothing). `os` needs static_policy=False.
-TRITON_WITH_ARTIFACT = '''
-import os
-import torch
-import torch.nn as nn
-import triton
-import triton.language as tl
+TRITON_WITH_ARTIFACT = RELU.replace("\nimport torch\n", "\nimport os\nimport torch\n", 1).replace(
+    "\n\n@triton.jit", '''
 
 _cache = os.environ["TRITON_CACHE_DIR"]
 os.makedirs(_cache, exist_ok=True)
@@ -244,22 +241,7 @@ with open(os.path.join(_cache, "artifact.bin"), "ab") as _f:
     _f.write(b"" if _seen else b"compiled once")
 
 
-@triton.jit
-def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    x = tl.load(x_ptr + offs, mask=mask)
-    tl.store(y_ptr + offs, tl.maximum(x, 0.0), mask=mask)
-
-
-class ModelNew(nn.Module):
-    def forward(self, x):
-        x = x.contiguous()
-        y = torch.empty_like(x)
-        n = x.numel()
-        _relu[(triton.cdiv(n, 256),)](x, y, n, BLOCK=256)
-        return y
-'''
+@triton.jit''', 1)
 
 
 def test_a_triton_candidate_verified_twice_restores_its_triton_cache(root, caplog):

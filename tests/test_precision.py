@@ -18,34 +18,14 @@ from sandbox.errors import ProblemError
 from sandbox.precision import DEFAULTS
 from sandbox.problem import load_file
 from sandbox.verdict import Verdict
+from tests.fakes.relu import RELU as _FAKE_RELU
 
 FAST = Limits(import_s=120, check_s=60, trials=2, derived_trials=2)
 
-RELU = '''
-import torch
-import torch.nn as nn
-import triton
-import triton.language as tl
-
-{prelude}
-
-@triton.jit
-def _relu(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    x = tl.load(x_ptr + offs, mask=mask)
-    tl.store(y_ptr + offs, tl.maximum(x, 0.0), mask=mask)
-
-
-class ModelNew(nn.Module):
-    def forward(self, x):
-        {check}
-        x = x.contiguous()
-        y = torch.empty_like(x)
-        n = x.numel()
-        _relu[(triton.cdiv(n, 256),)](x, y, n, BLOCK=256)
-        return y
-'''
+# tests.fakes.relu's candidate with a {prelude} before the kernel and a {check} at the top of
+# forward (no braces of its own, so str.format fills both)
+RELU = _FAKE_RELU.replace("\n\n@triton.jit", "\n{prelude}\n\n@triton.jit").replace(
+    "        x = x.contiguous()\n", "        {check}\n        x = x.contiguous()\n")
 
 # Raises unless the settings in effect are the expected ones: the settings reach the child.
 CHECK = ('if (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32) '
