@@ -46,6 +46,17 @@ class _Board:
     def mark(self, name: str) -> None:
         (self.root / "marks" / f"{name}.{uuid.uuid4().hex}").touch()
 
+    def claim(self, name: str) -> int:
+        """The next number of ``name``, 1, 2, 3, ..., each handed out once (an exclusive
+        file create): two jobs that mark and then count can both count the same total."""
+        i = 1
+        while True:
+            try:
+                os.close(os.open(self.root / "marks" / f"{name}#{i}", os.O_CREAT | os.O_EXCL))
+                return i
+            except FileExistsError:
+                i += 1
+
     def marks(self, prefix: str = "") -> Counter[str]:
         return Counter(p.name.rsplit(".", 1)[0] for p in (self.root / "marks").iterdir()
                        if p.name.startswith(prefix))
@@ -224,8 +235,7 @@ class ExecutorContract:
     def test_a_success_resets_the_failure_count(self, make: MakeExecutor,
                                                 board: _Board) -> None:
         def every_other(device: str) -> str:  # each device: fail, succeed, fail, ...
-            board.mark(f"seen-{device}")
-            if board.marks(f"seen-{device}")[f"seen-{device}"] % 2:
+            if board.claim(f"seen-{device}") % 2:
                 raise RuntimeError("odd")
             return device
 
