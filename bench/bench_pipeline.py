@@ -6,8 +6,8 @@
 each measurement below runs in a fresh process per tree, new then old, so both see the same
 device and the same clocks, and a time limit cuts the old tree's figures rather than the
 new one's. The old tree's warm verifications take 14-60 s each (H100, 2026-12-06), so its
-warm measure covers only ``--old-problems`` (default: three level1 examples). Measured per
-tree:
+warm measure covers only ``--old-problems`` (default: three level1 examples), and it runs only
+the measures ``--old-only`` names (default: warm and eval). Measured per tree:
 
 1. warm verification of the eight Triton example problems (baselines already cached in a
    shared store): median wall per verification and its phases;
@@ -255,6 +255,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--old-problems", default="level1/relu,level1/softmax,level1/matmul",
                     help="the examples the old tree's warm measure covers ('all': eight)")
+    ap.add_argument("--old-only", default="warm,eval",
+                    help="the measures the old tree runs (its verifications are slow; "
+                         "'all': every measure --only names)")
     ap.add_argument("--problems", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cuda",
                     help="cuda (the figures); cpu checks the measures' code paths only")
@@ -279,6 +282,8 @@ def main() -> int:
         if what not in only:
             continue
         for name, tree in trees.items():
+            if name == "old" and args.old_only != "all" and what not in args.old_only.split(","):
+                continue
             t0 = time.monotonic()
             entry: dict = {"unfinished": True}
             res[(what, name)] = entry
