@@ -8,7 +8,8 @@
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
 #     example of the tune step (default 20), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
-#     pipeline bench's measurements (its --only)
+#     pipeline bench's measurements (its --only), EVOLVE_DB the store the export step reads
+#     (default: this session's evolve step's)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
 #   DRY_RUN=1 bash bench/gpu_session.sh start ...   # print the job script, start nothing
@@ -31,12 +32,16 @@ export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 if [ "$cmd" = start ]; then
   kb=$(realpath "${2:-.kb}")
   [ -n "${OLD_TREE:-}" ] && OLD_TREE=$(realpath "$OLD_TREE")
+  [ -n "${EVOLVE_DB:-}" ] && EVOLVE_DB=$(realpath "$EVOLVE_DB")
   # The jobs run from a private copy of this tree: each device call replaces the carried
   # tree, which deleted a running job's working directory (the 2026-12-06 session).
   if [ -z "${DRY_RUN:-}" ] && [ "$PWD" != /tmp/kbench_tree ]; then
     rm -rf /tmp/kbench_tree && cp -rL . /tmp/kbench_tree && cd /tmp/kbench_tree || exit 1
     # The carried KernelBench data and older tree are replaced by each call as well.
     rm -rf /tmp/kbench_kb && cp -rL "$kb" /tmp/kbench_kb && kb=/tmp/kbench_kb || exit 1
+    if [ -n "${EVOLVE_DB:-}" ]; then
+      cp "$EVOLVE_DB" /tmp/kbench_evolve.db && EVOLVE_DB=/tmp/kbench_evolve.db || exit 1
+    fi
     if [ -n "${OLD_TREE:-}" ]; then
       rm -rf /tmp/kbench_old && cp -rL "$OLD_TREE" /tmp/kbench_old && OLD_TREE=/tmp/kbench_old || exit 1
     fi
@@ -83,9 +88,10 @@ if [ "$cmd" = start ]; then
           --population 2 --generations ${EVOLVE_GENERATIONS:-3} --name evolve-demo --store $LOG/evolve.db \
           --problems $EXAMPLES8 >> $LOG/evolve.log 2>&1; python3 -m kbench.cli runs show evolve-demo \
           --store $LOG/evolve.db --lineage >> $LOG/evolve.log 2>&1";;
-      # export (after evolve): the run's winners as a package, installed here, its own tests
+      # export (after evolve, or EVOLVE_DB=FILE: an evolve.db brought back by an earlier session):
+      # the run's winners as a package, installed here, its own tests
       # on CUDA (Inductor compiling the triton ops, no graph break) and its bench.py
-      export) echo "python3 -m kbench.cli export evolve-demo --store $LOG/evolve.db --out $LOG/pkg \
+      export) echo "python3 -m kbench.cli export evolve-demo --store ${EVOLVE_DB:-$LOG/evolve.db} --out $LOG/pkg \
           --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
           python3 -m pytest -q --pyargs kbops -p no:cacheprovider; PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
           python3 bench.py) >> $LOG/export.log 2>&1; python3 bench/export_profile.py $LOG/pkg \
