@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox._inputs import make_init_inputs, make_inputs, set_constants
-from sandbox._provenance import Watch, own_cuda_kernels, own_triton_kernels
+from sandbox._provenance import Watch, own_cuda_kernels, own_triton_kernels, watch_extensions
 from sandbox.perturb import perturb_inputs
 
 _KEY = b""
@@ -524,6 +524,10 @@ def main() -> int:
         prob = _load_module(Path(job["problem"]), "kbench_problem")
         if job["mode"] in ("candidate", "ncu"):  # ncu: sandbox.profile, after the verdict
             own_source = (job_dir / job["candidate"]).read_text()
+            if device.startswith("cuda"):  # extension calls report their stream to the watch
+                import torch.utils.cpp_extension
+
+                watch_extensions(torch.utils.cpp_extension)
             try:
                 mod = _load_module(job_dir / job["candidate"], "candidate")
             except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure

@@ -20,11 +20,15 @@ kinds of evidence, both taken at run time:
   on any stream but the one the call started on (however the stream was made current); a
   switch of the current stream to another through ``torch.cuda.set_stream`` /
   ``torch.cuda.stream`` or ``with s:`` on a ``torch.cuda.Stream`` (however the object was
-  made); and a call that returns with another stream current. Triton's own benchmarking
+  made); a call into a function of a candidate's ``load_inline``/``load`` extension module
+  while another stream is current (``with torch.Stream(...)``, whose C++ ``__enter__``
+  bypasses the setter: the extension would launch on ``getCurrentCUDAStream()``, the side
+  stream); and a call that returns with another stream current. Triton's own benchmarking
   (``triton.testing``, which an autotuner's ``use_cuda_graph`` runs on a side stream) is
-  excused. Not seen: a CUDA extension's kernels on a stream made current by C++ (the static
-  CUDA policy refuses the stream APIs by name) or through the C base class ``torch._C.Stream``
-  (the profiler's per-kernel stream would show it; not checked yet).
+  excused. Not seen: a stream made current by C++ inside an extension (the static CUDA
+  policy refuses the stream APIs by name), and extension ops reached through ``torch.ops``
+  (``is_python_module=False``) under ``torch.Stream`` (the profiler's per-kernel stream
+  would show it; not checked yet).
 
 Libraries a problem or a run allows (``--allow-library NAME``) are excused: Triton kernels of
 a module under that name, device kernels whose name contains it; the verdict says so.
@@ -32,13 +36,15 @@ a module under that name, device kernels whose name contains it; the verdict say
 
 from __future__ import annotations
 
+import functools
 import re
+import types
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Watch", "own_cuda_kernels", "own_triton_kernels", "base_name"]
+__all__ = ["Watch", "own_cuda_kernels", "own_triton_kernels", "base_name", "watch_extensions"]
 
 _BOUNDS = re.compile(r"__launch_bounds__\s*\([^)]*\)")
 _KERNEL = re.compile(r"__global__\s+([^;{(]*?)\s*\(")
@@ -132,6 +138,7 @@ class Watch:
             else:
                 setattr(owner, attr, orig)
         self._saved.clear()
+        _ACTIVE[:] = [w for w in _ACTIVE if w is not self]
         if self._stream is not None and _current_stream() != self._stream:
             self.side_streams.append("the call returned with another stream current")
         if self._prof is not None:
@@ -153,6 +160,7 @@ class Watch:
         self._stream = _current_stream()
         if self._stream is None:
             return
+        _ACTIVE.append(self)  # extension functions report their stream to it (__exit__ pops)
         watch = self
 
         def away(sid: Any, dev: Any) -> None:
@@ -178,11 +186,12 @@ class Watch:
             self._saved.append((cls, "__enter__", cls.__dict__.get("__enter__", _INHERITED)))
             cls.__enter__ = enter
 
-    def _launch_stream(self, name: str) -> None:
-        """Before a Triton launch: refused if it goes to another stream than the call's."""
+    def _launch_stream(self, name: str, what: str = "launched Triton kernel") -> None:
+        """Before a Triton launch (or an extension call): refused if another stream than the
+        call's is current."""
         if self._stream is not None and _current_stream() != self._stream \
                 and not _in_triton_bench():
-            self.side_streams.append(f"launched Triton kernel {name} on a side stream")
+            self.side_streams.append(f"{what} {name} on a side stream")
 
     def _allowed(self, module: str = "", kernel: str = "") -> bool:
         for lib in self.allow_libraries:
@@ -235,6 +244,45 @@ def _recording(orig: Any, launches: list[tuple[str, str]],
 
 
 _INHERITED = object()  # a patched attribute that the class inherited: deleted on restore
+_ACTIVE: list[Watch] = []  # the watch of the call in progress, if it watches streams
+
+
+def watch_extensions(cpp_extension: Any) -> None:
+    """Wrap ``load_inline`` and ``load`` of ``torch.utils.cpp_extension`` (in the child, before
+    the candidate is imported) so that every public function of the extension modules they
+    return reports the current stream to the active watch before it runs. The wrappers stay
+    for the child's whole life, so checked and timed calls run the same code."""
+    for attr in ("load_inline", "load"):
+        orig = getattr(cpp_extension, attr, None)
+        if orig is None or getattr(orig, "_kbench_watched", False):
+            continue
+
+        def loader(*args: Any, _orig: Any = orig, **kwargs: Any) -> Any:
+            return _wrap_extension(_orig(*args, **kwargs))
+
+        functools.update_wrapper(loader, orig)
+        loader._kbench_watched = True  # type: ignore[attr-defined]
+        setattr(cpp_extension, attr, loader)
+
+
+def _wrap_extension(mod: Any) -> Any:
+    if isinstance(mod, types.ModuleType):
+        for name, fn in list(vars(mod).items()):
+            if not name.startswith("_") and isinstance(fn, types.BuiltinFunctionType):
+                setattr(mod, name, _reporting(fn, name))
+    return mod
+
+
+def _reporting(fn: Any, name: str) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if _ACTIVE:
+            _ACTIVE[-1]._launch_stream(name, "called CUDA extension function")
+        return fn(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = fn.__doc__
+    return call
+
 
 
 def _current_stream() -> tuple[int, int] | None:

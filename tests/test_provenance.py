@@ -335,3 +335,99 @@ def test_with_on_a_stream_object_is_recorded_and_the_class_restored(fake_streams
     assert w.side_streams == ["switched the current stream to stream 13",
                               "launched Triton kernel relu_kernel on a side stream"]
     assert "__enter__" not in _Stream.__dict__ and calls == []
+
+
+# --- a CUDA extension's functions report the current stream when called ---------------------
+def _fake_cpp_extension(fn):
+    """A stand-in for torch.utils.cpp_extension: load_inline returns a module holding ``fn``
+    (a builtin, as a pybind11 function is); ``is_python_module=False`` returns None."""
+    import types
+
+    def load_inline(name, is_python_module=True, **_):
+        if not is_python_module:
+            return None
+        mod = types.ModuleType(name)
+        mod.relu_cuda = fn
+        mod._private = fn
+        return mod
+
+    return types.SimpleNamespace(load_inline=load_inline, load=load_inline)
+
+
+def test_an_extension_call_under_a_stream_switched_in_cpp_is_recorded(fake_streams):
+    """``with torch.Stream(...)`` switches the current stream in C++ (no Python setter runs):
+    the extension function, called then, reports the side stream it would launch on."""
+    import math
+
+    from sandbox._provenance import watch_extensions
+
+    state, _, _ = fake_streams
+    ce = _fake_cpp_extension(math.sqrt)
+    watch_extensions(ce)
+    ext = ce.load_inline(name="ext")
+    assert ext.relu_cuda(4.0) == 2.0  # outside a watch: runs, nothing to record
+    with _watch() as w:
+        ext.relu_cuda(9.0)  # the call's own stream
+        state["cur"] = _FakeStream(11)  # what torch.Stream.__enter__ does, in C++
+        assert ext.relu_cuda(16.0) == 4.0
+        state["cur"] = _FakeStream(7)
+    assert w.side_streams == ["called CUDA extension function relu_cuda on a side stream"]
+    assert ext._private is math.sqrt  # only public functions are wrapped
+    from sandbox import _provenance
+
+    assert _provenance._ACTIVE == []  # the watch is gone after the call
+    with _watch() as w2:  # a later watch sees nothing of the earlier one
+        ext.relu_cuda(1.0)
+    assert w2.side_streams == []
+
+
+def test_extension_loaders_are_wrapped_once_and_non_modules_pass_through(fake_streams):
+    import math
+
+    from sandbox._provenance import watch_extensions
+
+    ce = _fake_cpp_extension(math.sqrt)
+    watch_extensions(ce)
+    first = ce.load_inline
+    watch_extensions(ce)  # a second child setup does not wrap the wrapper
+    assert ce.load_inline is first
+    assert ce.load_inline(name="ops", is_python_module=False) is None
+
+
+def test_extension_calls_are_not_watched_on_cpu_runs(fake_streams):
+    import math
+
+    from sandbox._provenance import Watch, watch_extensions
+
+    state, _, _ = fake_streams
+    ce = _fake_cpp_extension(math.sqrt)
+    watch_extensions(ce)
+    ext = ce.load_inline(name="ext")
+    with Watch("candidate", set(), frozenset(), cuda=False) as w:
+        state["cur"] = _FakeStream(11)
+        ext.relu_cuda(4.0)
+    assert w.side_streams == []
+
+
+CUDA_EXT_ON_TORCH_STREAM = (Path(__file__).parent / "candidates" / "honest"
+                            / "relu_cuda_inline.py").read_text().replace(
+    "        return _ext.relu_cuda(x)",
+    "        with torch.Stream(device=x.device):  # switched in C++, not through the setter\n"
+    "            return _ext.relu_cuda(x)")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_extension_work_under_a_torch_stream_is_refused(fakelib):
+    assert "with torch.Stream" in CUDA_EXT_ON_TORCH_STREAM
+    v = verify(fakelib, CUDA_EXT_ON_TORCH_STREAM, device="cuda", static_policy=False)
+    assert v.status is Status.REJECTED, v.reason
+    assert "called CUDA extension function relu_cuda on a side stream" in v.reason
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_honest_extension_on_the_current_stream_passes(fakelib):
+    src = (Path(__file__).parent / "candidates" / "honest" / "relu_cuda_inline.py").read_text()
+    v = verify(fakelib, src, device="cuda")
+    assert v.status is Status.CORRECT, v.reason
