@@ -8,7 +8,8 @@
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
 #     example of the tune step (default 20), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
-#     pipeline bench's measurements (its --only), EVOLVE_DB the store the export step reads
+#     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
+#     and --old-only), EVOLVE_DB the store the export step reads
 #     (default: this session's evolve step's)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
@@ -81,7 +82,8 @@ if [ "$cmd" = start ]; then
           tests/test_provenance.py tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1; \
           python3 -m kbench.cli doctor --self-test --gpu > $LOG/selftest.log 2>&1";;
       pipeline) echo "python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
-          --reps 2 ${PIPELINE_ONLY:+--only $PIPELINE_ONLY} --out $LOG/pipeline.json \
+          --reps 2 ${PIPELINE_ONLY:+--only $PIPELINE_ONLY} ${OLD_PROBLEMS:+--old-problems $OLD_PROBLEMS} \
+          ${OLD_ONLY:+--old-only $OLD_ONLY} --out $LOG/pipeline.json \
           > $LOG/pipeline.log 2>&1";;
       evolve) echo "python3 bench/evolve_replay.py --out $LOG/evolve.jsonl > $LOG/evolve.log 2>&1; \
           python3 -m kbench.cli run --model replay:$LOG/evolve.jsonl --strategy evolve --islands 2 \
