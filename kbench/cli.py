@@ -189,7 +189,8 @@ def _print_profile(v: Any) -> None:
         return
     out.print(f"\n[bold]Profile[/] of shape {escape(str(p.get('shape')))}: "
               f"{p.get('device_us', 0):.1f} us of device time in {p.get('launches', 0)} "
-              "launches (one call, after timing)")
+              "launches (one call, after timing)"
+              + (f", on {p['streams']} streams" if (p.get("streams") or 0) > 1 else ""))
     if p.get("error"):
         out.print(f"breakdown unavailable: {p['error']}", highlight=False, markup=False)
     t = Table(show_edge=False)

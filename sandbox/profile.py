@@ -75,15 +75,21 @@ def kernel_breakdown(events: Iterable[Any], own: Iterable[str] = (),
     """Device time per kernel of one call, largest first (``top`` kept).
 
     Returns ``{"device_us", "launches", "kernels": [{"name", "full", "calls", "us", "share",
-    "own"}], "other_us"}``: ``share`` is of the call's summed device time, copies and fills
-    included (they are time the candidate spends too); ``own`` marks the candidate's kernels
-    (by name, as :mod:`sandbox._provenance` matches them)."""
+    "own"}], "other_us", "streams"}``: ``share`` is of the call's summed device time, copies
+    and fills included (they are time the candidate spends too); ``own`` marks the
+    candidate's kernels (by name, as :mod:`sandbox._provenance` matches them); ``streams``
+    counts the device streams the call's work ran on (a raw event's ``device_resource_id``,
+    the stream for device activity; 0 where the rows do not say, as ``key_averages`` rows)."""
     mine = set(own)
     calls: dict[str, int] = {}
     us: dict[str, float] = {}
+    streams: set[int] = set()
     for e in events:
         if not _is_device(e):
             continue
+        sid = getattr(e, "device_resource_id", None)
+        if isinstance(sid, int) and not isinstance(sid, bool):
+            streams.add(sid)
         name = str(getattr(e, "key", None) or getattr(e, "name", "?"))
         calls[name] = calls.get(name, 0) + int(getattr(e, "count", 1) or 1)
         us[name] = us.get(name, 0.0) + _device_us(e)
@@ -96,7 +102,7 @@ def kernel_breakdown(events: Iterable[Any], own: Iterable[str] = (),
         "own": base_name(name) in mine,
     } for name in rows[:top]]
     return {"device_us": round(total, 3), "launches": sum(calls.values()), "kernels": kernels,
-            "other_us": round(sum(us[n] for n in rows[top:]), 3)}
+            "other_us": round(sum(us[n] for n in rows[top:]), 3), "streams": len(streams)}
 
 
 def clean(msg: dict[str, Any], top: int = TOP_N) -> dict[str, Any]:
@@ -115,7 +121,8 @@ def clean(msg: dict[str, Any], top: int = TOP_N) -> dict[str, Any]:
     out: dict[str, Any] = {"shape": str(msg.get("shape", ""))[:_NAME_CHARS],
                            "device_us": num(msg.get("device_us")),
                            "launches": int(num(msg.get("launches"))), "kernels": kernels,
-                           "other_us": num(msg.get("other_us"))}
+                           "other_us": num(msg.get("other_us")),
+                           "streams": int(num(msg.get("streams")))}
     if msg.get("error"):
         out["error"] = str(msg["error"])[:500]
     return out

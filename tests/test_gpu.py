@@ -249,6 +249,7 @@ def test_softmax_verdict_carries_a_kernel_breakdown_led_by_its_own_kernel(cache)
     top = p["kernels"][0]
     assert top["name"] == "_softmax_kernel" and top["own"], p
     assert 0 < top["share"] <= 1 and top["us"] > 0 and p["device_us"] >= top["us"]
+    assert p["streams"] == 1, p  # an honest kernel's call: all of its work on one stream
     ncu = p["ncu"]
     assert ncu["diagnosis"], ncu
     if shutil.which("ncu") and not ncu.get("error"):

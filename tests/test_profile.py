@@ -83,7 +83,7 @@ def test_breakdown_reads_key_averages_rows_and_keeps_top_n():
 
 def test_breakdown_of_no_device_events_is_empty():
     b = kernel_breakdown([_Event("aten::relu", DeviceType.CPU, 0.0)])
-    assert b == {"device_us": 0.0, "launches": 0, "kernels": [], "other_us": 0.0}
+    assert b == {"device_us": 0.0, "launches": 0, "kernels": [], "other_us": 0.0, "streams": 0}
 
 
 def test_clean_bounds_what_the_child_sends():
@@ -330,6 +330,26 @@ def test_breakdown_reads_raw_events_by_their_time_range():
     assert b["kernels"][0]["us"] == 7.0 and b["kernels"][0]["own"]
 
 
+def test_breakdown_counts_the_streams_device_work_ran_on():
+    """A raw event's device_resource_id is its stream: one call's work on two streams shows."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class _Raw:
+        key: str
+        device_type: DeviceType
+        device_time_total: float
+        device_resource_id: int
+        count: int = 1
+
+    one = [_Raw(SOFTMAX, DeviceType.CUDA, 5.0, 7), _Raw(FILL, DeviceType.CUDA, 1.0, 7),
+           _Raw("cudaLaunchKernel", DeviceType.CPU, 0.0, 12345)]  # a host thread, not a stream
+    assert kernel_breakdown(one)["streams"] == 1
+    assert kernel_breakdown([*one, _Raw(SOFTMAX, DeviceType.CUDA, 5.0, 13)])["streams"] == 2
+    assert kernel_breakdown(_events())["streams"] == 0  # rows that do not say
+    assert clean({"streams": 2})["streams"] == 2 and clean({"streams": "x"})["streams"] == 0
+
+
 def test_eval_profile_prints_the_breakdown_and_the_ncu_line(capsys):
     from kbench.cli import _print_profile
 
@@ -337,6 +357,9 @@ def test_eval_profile_prints_the_breakdown_and_the_ncu_line(capsys):
     text = capsys.readouterr().out
     assert "_softmax_kernel" in text and "80%" in text and "Memcpy DtoD" in text
     assert "ncu (_softmax_kernel): memory-bound: 82% of DRAM peak, SM 21%, occupancy 45%" in text
+    assert "streams" not in text  # one stream: nothing to say
+    _print_profile(_correct(profile={**PROFILE, "streams": 2}))
+    assert "on 2 streams" in capsys.readouterr().out
     _print_profile(_correct())
     assert "profile: none" in capsys.readouterr().out
 
