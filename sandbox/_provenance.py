@@ -36,7 +36,6 @@ a module under that name, device kernels whose name contains it; the verdict say
 
 from __future__ import annotations
 
-import functools
 import re
 import types
 from collections import Counter
@@ -260,8 +259,7 @@ def watch_extensions(cpp_extension: Any) -> None:
         def loader(*args: Any, _orig: Any = orig, **kwargs: Any) -> Any:
             return _wrap_extension(_orig(*args, **kwargs))
 
-        functools.update_wrapper(loader, orig)
-        loader._kbench_watched = True  # type: ignore[attr-defined]
+        _named(loader, orig).__dict__["_kbench_watched"] = True
         setattr(cpp_extension, attr, loader)
 
 
@@ -279,10 +277,15 @@ def _reporting(fn: Any, name: str) -> Any:
             _ACTIVE[-1]._launch_stream(name, "called CUDA extension function")
         return fn(*args, **kwargs)
 
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = fn.__doc__
-    return call
+    return _named(call, fn)
 
+
+def _named(wrapper: Any, orig: Any) -> Any:
+    """The wrapper under the original's name and doc; unlike ``functools.wraps`` it keeps no
+    ``__wrapped__``, which would hand candidate code the unwatched original."""
+    wrapper.__name__ = wrapper.__qualname__ = orig.__name__
+    wrapper.__doc__ = orig.__doc__
+    return wrapper
 
 
 def _current_stream() -> tuple[int, int] | None:

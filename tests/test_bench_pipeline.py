@@ -111,6 +111,29 @@ def test_new_tree_first_and_the_old_warm_measure_narrowed(bp, monkeypatch, tmp_p
     assert "| warm verification, median of the 2 both measured (s) | 1.50 | 1.50 |" in out
 
 
+def test_the_old_tree_runs_only_the_measures_old_only_names(bp, monkeypatch, tmp_path):
+    """The old tree's verifications are slow: by default it skips cuda, repeat and
+    concurrent, which the new tree still runs."""
+    calls = []
+
+    def run(tree, what, store, reps, entry, progress, problems=None):
+        calls.append((what, tree))
+        return {"rows": [ROW]} if what == "repeat" else {p: [ROW] for p in (problems or bp.EXAMPLES)}
+
+    monkeypatch.setattr(bp, "_run", run)
+    old = tmp_path / "old"
+    old.mkdir()
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--only", "warm,repeat", "--compare",
+                                      str(old)])
+    assert bp.main() == 0
+    assert calls == [("warm", bp.ROOT), ("warm", old.resolve()), ("repeat", bp.ROOT)]
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--only", "warm,repeat", "--compare",
+                                      str(old), "--old-only", "all"])
+    assert bp.main() == 0
+    assert ("repeat", old.resolve()) in calls
+
+
 @pytest.mark.slow
 def test_the_eval_measure_runs_kbench_eval_as_a_user_would(tmp_path):
     """The `eval` and `repeat` measures end to end on CPU (--device cpu): two real `kbench
