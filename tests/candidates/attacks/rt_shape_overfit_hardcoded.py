@@ -1,4 +1,4 @@
-"""Attack: shape overfitting — the grid is sized for the main shape (16 x 2^20 elements) as a
+"""Attack: shape overfitting — the grid is sized for the main shape (16 x 2^23 elements, KernelBench's size) as a
 constant; the mask uses the real size, so smaller shapes pass and larger ones lose their tail.
 
 Passes the CPU interpreter shapes (all smaller than the constant): only the GPU run, which
@@ -13,7 +13,7 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
-N_MAIN = 16 * 1048576
+N_MAIN = 16 * 8388608
 BLOCK = 65536
 
 
