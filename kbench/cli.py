@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,20 @@ def _read_text(path: Path, what: str) -> str:
         raise ConfigError(f"{what} {path}: cannot be read ({e.strerror or e})") from None
 
 
+def _prestart(device: str | None) -> None:
+    """Start the sandbox's warm server before this process imports torch and makes the
+    problem's inputs, so that the two start-ups overlap. The device is guessed without
+    importing torch; a wrong guess costs an idle server, stopped at exit."""
+    from sandbox.backends import prepare
+
+    if device is None:
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+        device = "cuda" if not hidden and os.path.exists("/dev/nvidiactl") else "cpu"
+    elif device != "cpu" and not device.startswith("cuda"):
+        return  # not a device: _device says so
+    prepare(device)
+
+
 def _device(device: str | None) -> str:
     import torch
 
@@ -141,6 +156,7 @@ def eval_cmd(
 def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, store: str | None,
           timing: bool, knob: list[str] | None, explain: bool = False,
           allow_libraries: tuple[str, ...] = (), profile: bool = False) -> None:
+    _prestart(device)
     from kbench.problems import load_report
     from kbench.store import Store
     from sandbox import Limits, verify

@@ -125,6 +125,10 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
         raise ProblemError(f"{failures[0].path}: {failures[0].error}{more}")
     device = device_of(cfg.device)
     check_tune(cfg, device)
+    if cfg.executor == "local":  # the sandbox's warm server starts while the models are asked
+        from sandbox.backends import prepare
+
+        prepare(device)
     providers = [make_provider(m, cfg.base_url, prices=cfg.prices or None,
                                concurrency=cfg.concurrency) for m in cfg.model]
     warn = Console(stderr=True)

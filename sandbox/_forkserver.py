@@ -69,7 +69,9 @@ def _preimport() -> None:
 
     # Setting the matmul precision imports torch._dynamo and torch._inductor's config (0.8 s
     # on a CPU box, about 5 s on an H100 host): done once here, not in every child (each
-    # child applies its job's own settings again before any candidate code).
+    # child applies its job's own settings again before any candidate code). Every child
+    # needs dynamo anyway: the first tensor method a candidate calls under the watch's
+    # dispatch mode goes through torch._compile's wrapper, which imports it.
     precision.apply(None)
     assert not torch.cuda.is_initialized(), "importing must not initialise CUDA"
 

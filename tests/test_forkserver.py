@@ -218,6 +218,32 @@ def test_a_crashed_server_is_replaced(relu, tmp_path):
     assert rep["ppid"] != old
 
 
+def test_prepare_starts_the_server_without_waiting_and_the_first_job_uses_it(relu, tmp_path):
+    from sandbox.backends import _forkserver as fs
+
+    shutdown_servers()
+    ForkServerBackend().prepare("cpu")
+    ForkServerBackend().prepare("cpu")  # idempotent: still one server
+    servers = list(fs._SERVERS.values())
+    assert len(servers) == 1 and not servers[0]._ready, "prepare returned before the imports"
+    status, reason, rep = _probe(relu, tmp_path)
+    assert status is Status.CORRECT, reason
+    assert rep["ppid"] == servers[0].proc.pid == ForkServerBackend.server_pid()
+
+
+def test_a_prepared_server_that_dies_before_it_is_ready_is_replaced(relu, tmp_path):
+    from sandbox.backends import _forkserver as fs
+
+    shutdown_servers()
+    ForkServerBackend().prepare("cpu")
+    (server,) = fs._SERVERS.values()
+    server.proc.kill()
+    status, reason, rep = _probe(relu, tmp_path)
+    assert status is Status.CORRECT, reason
+    assert rep["ppid"] != server.proc.pid
+    assert _gone(server.proc.pid)
+
+
 def test_default_backend_is_forkserver_and_env_var_chooses(monkeypatch):
     monkeypatch.delenv("KBENCH_SANDBOX_BACKEND", raising=False)
     assert isinstance(default_backend(), ForkServerBackend)

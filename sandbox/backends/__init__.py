@@ -19,6 +19,7 @@ from sandbox.backends._base import (
     available_backends,
     default_backend,
     get_backend,
+    prepare,
     register_backend,
     registered_backends,
 )
@@ -27,5 +28,5 @@ from sandbox.backends._forkserver import ForkServerBackend
 from sandbox.backends._subprocess import SubprocessBackend
 
 __all__ = ["Backend", "DockerBackend", "ForkServerBackend", "RunningChild", "SubprocessBackend",
-           "available_backends", "default_backend", "get_backend", "register_backend",
+           "available_backends", "default_backend", "get_backend", "prepare", "register_backend",
            "registered_backends"]

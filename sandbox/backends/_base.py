@@ -52,6 +52,11 @@ class Backend(ABC):
     def start(self, work: Path, device: str) -> RunningChild:
         """Start the child for the job prepared in ``work`` (``job.json``, ``candidate.py``)."""
 
+    def prepare(self, device: str) -> None:  # noqa: B027 - most backends have nothing to start
+        """Begin, without waiting, whatever makes the first ``start`` for ``device`` jobs
+        fast (a warm server's imports run while the caller does its own work). Optional and
+        idempotent; a backend with nothing to start ahead does nothing."""
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -114,3 +119,13 @@ def default_backend() -> Backend:
         if entry is not None and entry.enabled:
             return entry.cls()
     return get_backend("subprocess")
+
+
+def prepare(device: str) -> None:
+    """Let the default backend start ahead for ``device`` jobs (:meth:`Backend.prepare`);
+    best effort: a backend that cannot be had is reported by the first verification."""
+    try:
+        backend = default_backend()
+    except ConfigError:
+        return
+    backend.prepare(device)

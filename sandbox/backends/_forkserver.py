@@ -84,6 +84,7 @@ class _Server:
     """One running ``python -m sandbox._forkserver`` and its private socket directory."""
 
     def __init__(self, kind: str, isolate_network: bool) -> None:
+        """Spawn the server; :meth:`wait_ready` waits for its imports (the first fork does)."""
         self.dir = Path(tempfile.mkdtemp(prefix="kbench-forkserver-"))  # mode 0700
         os.chmod(self.dir, 0o700)
         self.sock = str(self.dir / "sock")
@@ -95,11 +96,25 @@ class _Server:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, cwd=self.dir,
             env=env, start_new_session=True,
         )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        self._ready_lock = threading.Lock()
+        self._ready = False
+        self._failed: str | None = None
+
+    def wait_ready(self) -> None:
+        """Return once the server said ``ready`` (at once after the first time); ServerGone,
+        and the server stopped, when it did not start."""
+        with self._ready_lock:
+            if self._ready:
+                return
+            if self._failed is not None:
+                raise ServerGone(self._failed)
+            try:
+                self._wait_ready()
+            except ServerGone as e:
+                self._failed = str(e)
+                self.stop()
+                raise
+            self._ready = True
 
     def _wait_ready(self) -> None:
         assert self.proc.stdout is not None
@@ -163,7 +178,10 @@ _ALL: list[_Server] = []  # every server started, retired ones too, for shutdown
 _OWNER = os.getpid()  # a forked copy of this process must not use its parent's servers
 
 
-def _server(device: str, isolate_network: bool, stale: _Server | None = None) -> _Server:
+def _server(device: str, isolate_network: bool, stale: _Server | None = None,
+            wait: bool = True) -> _Server:
+    """The server for ``device`` jobs, started if none is running; with ``wait`` (the
+    default) once it is ready to fork."""
     global _OWNER
     kind = "cuda" if device.startswith("cuda") else "cpu"
     key = (kind, os.environ.get("CUDA_VISIBLE_DEVICES", "") if kind == "cuda" else "",
@@ -181,7 +199,15 @@ def _server(device: str, isolate_network: bool, stale: _Server | None = None) ->
             s = _Server(kind, isolate_network)
             _SERVERS[key] = s
             _ALL.append(s)
-        return s
+    if wait:
+        try:
+            s.wait_ready()
+        except ServerGone:
+            with _LOCK:
+                if _SERVERS.get(key) is s:
+                    del _SERVERS[key]
+            raise
+    return s
 
 
 def shutdown_servers() -> None:
@@ -304,11 +330,17 @@ class ForkServerBackend(Backend):
     def env(self, work: Path, device: str) -> dict[str, str]:
         return child_env(work, device)
 
+    def prepare(self, device: str) -> None:
+        """Spawn the server for ``device`` jobs now and return at once: its imports of torch
+        and Triton (seconds) overlap the caller's own start-up until the first job."""
+        _server(device, self.isolate_network, wait=False)
+
     def start(self, work: Path, device: str) -> ForkChild:
-        server = _server(device, self.isolate_network)
+        server = None
         try:
+            server = _server(device, self.isolate_network)
             return ForkChild(server, work, device)
-        except ServerGone:  # died since, or refused (CUDA initialised): one fresh try
+        except ServerGone:  # did not start, died since, or refused (CUDA initialised): retry
             return ForkChild(_server(device, self.isolate_network, stale=server), work, device)
 
     @staticmethod

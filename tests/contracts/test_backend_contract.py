@@ -51,6 +51,12 @@ class BackendContract:
         assert v.status is Status.CORRECT, v.reason
         assert v.backend == "triton"
 
+    def test_prepare_is_optional_and_idempotent(self, backend: Backend, relu) -> None:
+        backend.prepare("cpu")
+        backend.prepare("cpu")
+        v = self.run(backend, relu, RELU)
+        assert v.status is Status.CORRECT, v.reason
+
     def test_crashing_candidate_is_runtime_error(self, backend: Backend, relu) -> None:
         src = RELU.replace("        x = x.contiguous()\n",
                               "        raise ValueError('boom from the candidate')\n")
