@@ -78,6 +78,13 @@ class Attempt:
     parents: tuple[int, ...] = ()
     # the request's lineage, plus ``rejected`` (why it was not verified, e.g. a duplicate)
     lineage: Mapping[str, Any] = field(default_factory=dict)
+    # the store's id of this candidate, where a run stored it: how reports and reasons name it
+    candidate_id: int | None = None
+
+    def label(self, index: int) -> str:
+        """How a message names this attempt: its store id (``#42``, as reports show it),
+        else its place in the history (``attempt 3``)."""
+        return f"#{self.candidate_id}" if self.candidate_id is not None else f"attempt {index}"
 
     @property
     def rejected(self) -> str | None:

@@ -192,7 +192,8 @@ class Runner:
             lin = self._lineage.get(c.id)
             att = Attempt(int(meta.get("sample", 0)), int(meta.get("turn", 0)), comp,
                           cand.source if cand else None, verdict, tuple(meta.get("parents", ())),
-                          lin.tags() if lin is not None else {})
+                          lin.tags() if lin is not None else {},
+                          c.candidate_id if cand else None)
             out.append(_Pending(att, c.candidate_id if cand else None, self._provider_of(c)))
             self.budget.charge([comp])
             if verdict is not None:
@@ -384,7 +385,8 @@ class Runner:
                     parent_ids=[pending[i].candidate_id for i in parents
                                 if pending[i].candidate_id is not None])
                 st.cost_usd += c.cost_usd or 0.0
-                stored.append(_Pending(replace(p.attempt(None), lineage=tags), cand_id, prov))
+                stored.append(_Pending(replace(p.attempt(None), lineage=tags, candidate_id=cand_id),
+                                      cand_id, prov))
             for s in stored:
                 if s.attempt.code is None or s.attempt.rejected:
                     self._note(st, s.attempt)

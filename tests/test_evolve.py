@@ -159,9 +159,16 @@ def test_screen_names_a_near_duplicate():
     first = Attempt(sample=0, turn=0, completion=Completion(_KERNEL), code=_KERNEL)
     renamed = _KERNEL.replace("relu_kernel", "my_relu")
     assert s.screen(renamed, [first]) == (
-        "near-duplicate of candidate #0 (the same code with its own names changed)")
+        "near-duplicate of candidate attempt 0 (the same code with its own names changed)")
     assert s.screen(_KERNEL + "\n# again\n", [first]) == (
-        "duplicate of candidate #0 (same code after normalisation)")
+        "duplicate of candidate attempt 0 (same code after normalisation)")
+    # a stored attempt is named by its store id, as `runs show --lineage` shows it
+    stored = Attempt(sample=0, turn=0, completion=Completion(_KERNEL), code=_KERNEL,
+                     candidate_id=17)
+    other = Attempt(sample=1, turn=0, completion=Completion("x"), code="x = 1\n",
+                    candidate_id=3)
+    assert s.screen(_KERNEL + "\n# again\n", [other, stored]) == (
+        "duplicate of candidate #17 (same code after normalisation)")
     assert s.screen(_KERNEL.replace("1024", "2048"), [first]) is None
 
 
@@ -192,7 +199,8 @@ def test_lineage_migration_duplicates_and_lessons(tmp_path, spec):
     cands = {c.id: c for c in store.candidates_for(run_id, KEY)}
     for dup, orig in DUPLICATES.items():
         r = by_sample[dup]
-        assert r.rejected == f"duplicate of candidate #{orig} (same code after normalisation)"
+        orig_id = by_sample[orig].candidate_id  # named by its store id, as reports show it
+        assert r.rejected == f"duplicate of candidate #{orig_id} (same code after normalisation)"
         assert cands[r.candidate_id].verdict is None
     assert len(verified) == 12 - len(DUPLICATES)
     assert not any("comment" in c.lower() and "again" in c for c in verified)

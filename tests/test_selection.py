@@ -241,7 +241,7 @@ def test_runs_show_lists_an_evolve_runs_population_and_lineage(tmp_path, spec):
                                f"g{rec.generation} i{rec.island}  ")
         s = sample[rec.candidate_id]
         if s in DUPLICATES:
-            assert line.endswith(f"refused: duplicate of candidate #{DUPLICATES[s]} "
+            assert line.endswith(f"refused: duplicate of candidate #{cand[DUPLICATES[s]]} "
                                  "(same code after normalisation)")
         elif s in (1, 7):
             assert line.endswith("incorrect")

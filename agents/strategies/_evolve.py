@@ -259,10 +259,10 @@ class Evolve(Strategy):
                 continue
             other = self._key(a.code)
             if other[0] == key[0]:
-                return f"duplicate of candidate #{i} (same code after normalisation)"
+                return f"duplicate of candidate {a.label(i)} (same code after normalisation)"
             if other[1] == key[1]:
-                return (f"near-duplicate of candidate #{i} (the same code with its own names "
-                        "changed)")
+                return (f"near-duplicate of candidate {a.label(i)} (the same code with its own "
+                        "names changed)")
         return None
 
     # -- population state (all derived from history) --------------------------------------
