@@ -2,14 +2,14 @@
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
-#     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray (export needs
+#     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray,firstcall (export needs
 #     evolve's run; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
 #     example of the tune step (default 20), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
 #     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
-#     and --old-only), EVOLVE_DB the store the export step reads
+#     and --old-only), GPU_TESTS the tests step's pytest ids, EVOLVE_DB the store the export step reads
 #     (default: this session's evolve step's)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
@@ -78,8 +78,10 @@ if [ "$cmd" = start ]; then
           --markdown $LOG/verdicts.md > $LOG/verdicts.log 2>&1";;
       acceptance) echo "python3 bench/acceptance.py --device cuda --jobs 2 \
           --json $LOG/acceptance.json --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1";;
-      tests) echo "python3 -m pytest -q -rA --durations=15 -m gpu tests/test_gpu.py \
-          tests/test_provenance.py tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests.log 2>&1; \
+      # -v: each test's outcome is in the log as it ends, so a step cut by its time limit
+      # still says which tests passed (with -q only dots came back); GPU_TESTS=ids runs those
+      tests) echo "python3 -m pytest -v -rA --durations=15 -m gpu ${GPU_TESTS:-tests/test_gpu.py \
+          tests/test_provenance.py tests/test_selftest.py} -p no:cacheprovider > $LOG/gpu_tests.log 2>&1; \
           python3 -m kbench.cli doctor --self-test --gpu > $LOG/selftest.log 2>&1";;
       pipeline) echo "python3 bench/bench_pipeline.py ${OLD_TREE:+--compare $OLD_TREE} \
           --reps 2 ${PIPELINE_ONLY:+--only $PIPELINE_ONLY} ${OLD_PROBLEMS:+--old-problems $OLD_PROBLEMS} \
@@ -98,6 +100,11 @@ if [ "$cmd" = start ]; then
           python3 -m pytest -q --pyargs kbops -p no:cacheprovider; PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
           python3 bench.py) >> $LOG/export.log 2>&1; python3 bench/export_profile.py $LOG/pkg \
           --calls 100 >> $LOG/export.log 2>&1";;
+      # where a warm child's first checked call goes (cProfile); each example twice, the
+      # second run's Triton builds from the cache as a re-verification's are
+      firstcall) echo "for p in level1/relu level1/softmax; do for i in 1 2; do \
+          python3 bench/first_call_profile.py --problem \$p --cache $LOG/fc_cache --top 40; \
+          done; done > $LOG/firstcall.log 2>&1";;
       selection) echo "python3 bench/check_selection.py > $LOG/selection.log 2>&1";;
       confirm) echo "python3 bench/check_confirm.py --json $LOG/confirm.json > $LOG/confirm.log 2>&1";;
       crosscheck) echo "python3 bench/baseline_crosscheck.py --json $LOG/crosscheck.json \

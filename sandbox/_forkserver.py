@@ -55,7 +55,9 @@ def _preimport() -> None:
     """Everything a child would import before the candidate: paid once, here."""
     import numpy  # noqa: F401
     import torch
+    import torch.utils.cpp_extension  # noqa: F401  (a CUDA child wraps its loaders)
     import triton  # noqa: F401
+    import triton.compiler.code_generator  # noqa: F401  (a kernel's first launch needs it)
     import triton.language  # noqa: F401
 
     import sandbox._child  # noqa: F401  (and its imports: inputs, provenance, perturb)

@@ -155,3 +155,17 @@ def test_the_eval_measure_runs_kbench_eval_as_a_user_would(tmp_path):
     assert "| `kbench eval`, fresh directory, warm store (s) |" in r.stdout
     rows = json.loads(out.read_text())["repeat:new"]["rows"]  # a worker process's measure
     assert len(rows) == 5 and all(x["status"] == "correct" for x in rows), rows
+
+
+def test_first_call_profile_runs_the_childs_steps_in_the_interpreter(tmp_path):
+    """bench/first_call_profile.py on CPU: the same steps as on a GPU (server imports, the
+    example, two watched calls), its output right, and the profile printed."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "first_call_profile.py"
+    r = subprocess.run([sys.executable, str(script), "--device", "cpu", "--cache",
+                        str(tmp_path / "cache"), "--top", "5"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "watched ok True/True, output agrees with the reference: True" in r.stdout
+    assert "first watched call" in r.stdout and "cumulative" in r.stdout
