@@ -156,6 +156,8 @@ def eval_cmd(
 def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, store: str | None,
           timing: bool, knob: list[str] | None, explain: bool = False,
           allow_libraries: tuple[str, ...] = (), profile: bool = False) -> None:
+    if not candidate.is_file():
+        raise ConfigError(f"--candidate {candidate}: no such file")
     _prestart(device)
     from kbench.problems import load_report
     from kbench.store import Store
@@ -169,8 +171,6 @@ def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, stor
     if failures:
         raise ProblemError(f"--problem {failures[0].path}: {failures[0].error}")
     spec = specs[0]
-    if not candidate.is_file():
-        raise ConfigError(f"--candidate {candidate}: no such file")
     source = _read_text(candidate, "--candidate")
     dev = _device(device)
     db = Store(store)
