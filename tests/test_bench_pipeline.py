@@ -169,3 +169,18 @@ def test_first_call_profile_runs_the_childs_steps_in_the_interpreter(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "watched ok True/True, output agrees with the reference: True" in r.stdout
     assert "first watched call" in r.stdout and "cumulative" in r.stdout
+
+
+def test_verify_profile_lists_both_sides_of_a_warm_verification():
+    """bench/verify_profile.py on CPU: the example verified twice, the second time with the
+    parent and the child (through bench/_profiled_child.py) under cProfile, both listed."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "verify_profile.py"
+    r = subprocess.run([sys.executable, str(script), "--device", "cpu", "--top", "10"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    assert "profiled verification: correct" in r.stdout
+    parent, child = r.stdout.split("== parent", 1)[1].split("== child", 1)
+    assert "sandbox/verifier.py" in parent
+    assert "sandbox/_child.py" in child and "(main)" in child
