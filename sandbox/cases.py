@@ -56,6 +56,13 @@ class _Case:
     timed_seeds: list[int] = field(default_factory=list, repr=False)
     audit_back: int = 0  # which of the child's last AUDIT_RING timed samples is audited
     big: bool = False  # the reference's output is above _KEEP_BYTES: device cache released
+    # The plan's trials (own input sets, perturbation kinds), made by complete_case; built:
+    # None until then, True once the reference model is made, False when the case is dropped
+    # (drop_note says why, where a verdict should say it).
+    n_own: int = 1
+    perturb: tuple[str, ...] = ()
+    built: bool | None = None
+    drop_note: str | None = field(default=None, repr=False)
 
     @property
     def n_run(self) -> int:
@@ -327,6 +334,22 @@ def _too_big(spec: ProblemSpec, shape: Shape, device: str) -> str | None:
 
 def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
                  timed: bool) -> tuple[list[_Case], list[str]]:
+    """Every case planned and made (:func:`plan_cases`, then :func:`complete_case` each): the
+    kept ones, and why shapes were skipped."""
+    cases, dropped = plan_cases(spec, device, limits, timed)
+    for case in cases:
+        complete_case(spec, case, device)
+    dropped += [c.drop_note for c in cases if c.built is False and c.drop_note]
+    return [c for c in cases if c.built], dropped
+
+
+def plan_cases(spec: ProblemSpec, device: str, limits: Limits,
+               timed: bool) -> tuple[list[_Case], list[str]]:
+    """The cases to check, in order, with their seeds, and nothing built: the declared
+    shapes, the derived ones, one unseen shape above the largest declared one, and (where
+    the problem's constant parameters may be redrawn) the smallest shape again with them
+    redrawn. :func:`complete_case` makes each, and may still drop it. Also why shapes were
+    skipped already (too large for the device)."""
     declared = spec.shapes_for(device)
     by_size = sorted(declared, key=lambda n: _input_elems(spec, declared[n]))
     derived = {
@@ -350,38 +373,50 @@ def _build_cases(spec: ProblemSpec, device: str, limits: Limits,
         else:
             derived["derived_large_odd"] = above[0]
     plan = [(n, s, False) for n, s in declared.items()] + [(n, s, True) for n, s in derived.items()]
-    cases: list[_Case] = []
-    for name, shape, is_derived in plan:
-        case = _Case(name, shape, is_derived, timed and not is_derived, secrets.randbits(31))
-        try:
-            init = spec.make_init_inputs(shape, seed=case.init_seed)
-            case.model = spec.make_model(init, case.init_seed, device, shape=shape)
-            _plan(spec, case, limits.derived_trials if is_derived else limits.trials,
-                  () if is_derived else INPUT_KINDS, device)
-        except Exception as e:  # noqa: BLE001 - a derived shape the reference rejects is dropped
-            if is_derived:
-                dropped.append(f"derived shape {name!r} skipped: the reference fails on it "
-                               f"({type(e).__name__})")
-                continue
-            raise ProblemError(f"{spec.key}: the reference fails on its own shape {name!r}: "
-                               f"{type(e).__name__}: {e}") from e
-        cases.append(case)
-    if spec.meta.perturb.params:
-        pc = _params_case(spec, device, by_size[0], declared[by_size[0]])
-        if pc is not None:
-            cases.append(pc)
+    cases = [_Case(name, shape, is_derived, timed and not is_derived, secrets.randbits(31),
+                   n_own=limits.derived_trials if is_derived else limits.trials,
+                   perturb=() if is_derived else INPUT_KINDS)
+             for name, shape, is_derived in plan]
+    if spec.meta.perturb.params:  # the smallest declared shape, constant parameters redrawn
+        cases.append(_Case(f"{by_size[0]}+params", declared[by_size[0]], False, False,
+                           secrets.randbits(31), param_seed=secrets.randbits(62),
+                           n_own=1, perturb=INPUT_KINDS[:1]))
     return cases, dropped
 
 
-def _params_case(spec: ProblemSpec, device: str, base: str, shape: Shape) -> _Case | None:
-    """The smallest declared shape again, with the reference's constant parameters and
-    buffers redrawn (handed to ModelNew in the child): None if the model has none."""
-    case = _Case(f"{base}+params", shape, False, False, secrets.randbits(31),
-                 param_seed=secrets.randbits(62))
-    init = spec.make_init_inputs(shape, seed=case.init_seed)
-    case.model = spec.make_model(init, case.init_seed, device, shape=shape)
-    case.redrawn = redraw_constant_tensors(case.model, case.param_seed)
-    if not case.redrawn:
-        return None
-    return case if _plan(spec, case, 1, INPUT_KINDS[:1], device) else None
+def complete_case(spec: ProblemSpec, case: _Case, device: str) -> None:
+    """Make ``case``, once: the reference model after its ``init_seed``, the redrawn
+    parameters of a ``+params`` case, the plan of its trials and trial 0's reference
+    (:func:`_plan`). Sets ``built``. A case is dropped (``built`` False) when it is a derived
+    shape the reference fails on (``drop_note`` says so), or a ``+params`` case with nothing
+    to redraw or no finite output (silently). A declared shape the reference fails on is a
+    ProblemError."""
+    if case.built is not None:
+        return
+    try:
+        init = spec.make_init_inputs(case.params, seed=case.init_seed)
+        case.model = spec.make_model(init, case.init_seed, device, shape=case.params)
+        if case.param_seed is not None:
+            case.redrawn = redraw_constant_tensors(case.model, case.param_seed)
+            if not (case.redrawn and _plan(spec, case, case.n_own, case.perturb, device)):
+                _drop(case, None)
+                return
+        else:
+            _plan(spec, case, case.n_own, case.perturb, device)
+    except Exception as e:  # noqa: BLE001 - a derived shape the reference rejects is dropped
+        if case.param_seed is not None:
+            raise
+        if case.derived:
+            _drop(case, f"derived shape {case.name!r} skipped: the reference fails on it "
+                        f"({type(e).__name__})")
+            return
+        raise ProblemError(f"{spec.key}: the reference fails on its own shape {case.name!r}: "
+                           f"{type(e).__name__}: {e}") from e
+    case.built = True
 
+
+def _drop(case: _Case, note: str | None) -> None:
+    case.built, case.drop_note = False, note
+    case.model = None
+    case.refs.clear()
+    case.inputs.clear()

@@ -118,7 +118,9 @@ def _judge(cases: list[_Case], res: _Outcome) -> tuple[list[ShapeResult], Status
         fail = res.shape_fail.get(c.name)
         shapes.append(ShapeResult(
             name=c.name, params=dict(c.params), derived=c.derived, trials=c.n_run,
-            passed=fail is None and res.status is None and res.passes.get(c.name, 0) == c.n_run,
+            # a case never made (the child ended before asking for it) ran no trial: not passed
+            passed=(fail is None and res.status is None and c.n_run > 0
+                    and res.passes.get(c.name, 0) == c.n_run),
             reason=fail,
             max_abs_err=max((e.max_abs_err for e in errs), default=None),
             max_rel_err=max((e.max_rel_err for e in errs), default=None),

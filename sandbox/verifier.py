@@ -32,13 +32,14 @@ from sandbox.cases import (
     AUDIT_RING,
     _build_cases,
     _Case,
-    _params_case,
     _plan,
     _prepare_trial,
     atol_for,
     check_step_s,
+    complete_case,
     draw_timed,
     pick_audited,
+    plan_cases,
     release_device_cache,
     timed_reference,
     timing_limit_s,
@@ -66,7 +67,7 @@ __all__ = ["Limits", "Cache", "MemoryCache", "verify", "measure_baselines", "def
            "roofline_ms"]
 
 # Helpers that moved out but are still reached through this module (tests, older callers).
-_REEXPORTED = (_build_cases, _prepare_trial, _params_case, _plan, _Case, _Outcome, _judge,
+_REEXPORTED = (_build_cases, _prepare_trial, _plan, _Case, _Outcome, _judge,
                _explain, _with_timing, _baselines, _peaks)
 
 
@@ -81,14 +82,19 @@ def default_device() -> str:
 # ---------------------------------------------------------------------------------------
 def _job(work: Path, mode: str, device: str, cases: list[_Case], limits: Limits,
          spec: ProblemSpec, knobs: dict[str, Any] | None = None,
-         allow_libraries: tuple[str, ...] = ()) -> None:
-    # No seed is written here: each trial's seed reaches the child only when it asks for it.
+         allow_libraries: tuple[str, ...] = (), stream: bool = False) -> None:
+    """``job.json`` for one child. No seed is written here: each trial's seed reaches the
+    child only when it asks for it. With ``stream``, the cases need not be made yet: the
+    child asks for each shape before building its model (``need_shape``), and learns its
+    number of trials, or that it is skipped, from the reply (:func:`_run_child`)."""
     job = {
+        "stream": stream,
         "mode": mode, "device": device, "candidate": "candidate.py",
         "problem": str(spec.path), "knobs": knobs or {}, "train": spec.meta.mode == "train",
         "allow_libraries": sorted({*spec.meta.allow_libraries, *allow_libraries}),
         "shapes": [{"name": c.name, "params": c.params, "init_seed": c.init_seed,
-                    "trials": len(c.kinds) if mode == "candidate" else c.kinds.count("own"),
+                    "trials": (None if stream else len(c.kinds) if mode == "candidate"
+                               else c.kinds.count("own")),
                     "timed": c.timed,
                     "redraw": c.param_seed is not None} for c in cases],
         "timing": {k: getattr(limits.timing, k) for k in TimingConfig.__dataclass_fields__},
@@ -252,19 +258,40 @@ def _memory_over(child: RunningChild, device: str, limits: Limits, res: _Outcome
 
 
 def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec: ProblemSpec,
-               do_time: bool, check: bool, isolation: Backend, hold: Hold) -> _Outcome:
+               do_time: bool, check: bool, isolation: Backend, hold: Hold,
+               stream: bool = False) -> _Outcome:
     """Drive one child through import, trials and (optionally) timing; compare as it goes.
 
     The device is held shared from the child's start until its checks are done (other jobs
-    may check meanwhile), exclusively while it is timed, and released when it ends."""
+    may check meanwhile), exclusively while it is timed, and released when it ends.
+
+    With ``stream`` (a ``job.json`` written so), the cases are made here while the child
+    runs (:func:`~sandbox.cases.complete_case`): the first while it starts and imports, each
+    next one while it builds its model of the one before (both build models on the CPU from
+    a seed, KernelBench's way, so the two halves overlap). The time spent here is added to
+    the check phase's limit and reported as ``marks["parent_build"]``."""
     res = _Outcome()
     by_name = {c.name: c for c in cases}
+
+    def make(c: _Case | None) -> float:
+        """Make ``c`` (the next case not made yet, if None); the seconds it took."""
+        c = c or next((x for x in cases if x.built is None), None)
+        if c is None or c.built is not None:
+            return 0.0
+        t = time.monotonic()
+        complete_case(spec, c, device)
+        spent = time.monotonic() - t
+        res.marks["parent_build"] = res.marks.get("parent_build", 0.0) + spent
+        return spent
+
     hold.share()
     res.marks["start"] = time.monotonic()
     with hold, isolation.start(work, device) as child:
         finished = False
         phase = "import"
         try:
+            if stream:
+                make(None)  # the first case, while the child starts
             deadline = time.monotonic() + limits.import_s
             check_end, step_s, stepped = deadline, None, set()
             while not finished:
@@ -289,8 +316,20 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     res.fault = {"oom": "oom", "exit": "exit", "runtime": "exception"}.get(
                         str(msg.get("kind")))
                     finished = True
+                elif ev == "need_shape":
+                    if not stream or msg.get("shape") not in by_name:
+                        raise ChildError(f"asked for shape {msg.get('shape')!r} out of turn")
+                    c = by_name[msg["shape"]]
+                    spent = make(c)
+                    child.send(json.dumps({"trials": len(c.kinds)} if c.built else
+                                          {"skip": True}))
+                    spent += make(None)  # the next case, while the child builds this one
+                    check_end += spent  # the parent's time is not the candidate's
+                    deadline += spent
                 elif ev == "need_inputs":
                     c = by_name[msg["shape"]]
+                    if c.built is False or (stream and c.built is None):
+                        raise ChildError(f"asked for inputs of shape {c.name!r} out of turn")
                     i = int(msg["trial"])
                     if phase == "check" and check:  # a candidate trial's own hang limit
                         step_s = check_step_s(c, c.name not in stepped, limits, device)
@@ -306,6 +345,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                         del xs
                 elif ev == "need_params":
                     c = by_name[msg["shape"]]
+                    if c.built is not True and stream:
+                        raise ChildError(f"asked for parameters of shape {c.name!r} out of turn")
                     child.send(json.dumps({"seed": c.param_seed}))
                 elif ev == "seen":
                     for k in ("ops", "launches", "kernels"):
@@ -481,13 +522,17 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
             builds.restore(work)
         do_time = timing and on_gpu
         t_prep = time.monotonic()
-        hold.share()  # the references below run on the device too
-        cases, notes = _build_cases(spec, device, limits, do_time)
+        hold.share()  # the references run on the device too
+        # Planned here, made while the child runs (each case's reference model while the
+        # child builds its own model of the case before: _run_child's stream)
+        cases, notes = plan_cases(spec, device, limits, do_time)
         t_built = time.monotonic()
         _job(work, "candidate", device, cases, limits, spec, knobs=knobs,
-             allow_libraries=tuple(allow_libraries))
+             allow_libraries=tuple(allow_libraries), stream=True)
         res = _run_child(work, device, cases, limits, spec, do_time=do_time, check=True,
-                         isolation=isolation, hold=hold)
+                         isolation=isolation, hold=hold, stream=True)
+        notes += [c.drop_note for c in cases if c.built is False and c.drop_note]
+        cases = [c for c in cases if c.built is not False]  # never made: not checked
         shapes, status, reason = _judge(cases, res)
         for c in cases:  # free the references before the baselines need the device
             c.model = None
@@ -511,7 +556,8 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
             verdict = replace(verdict, profile=_profiled(res.profile, spec, device, cases, work,
                                                          limits, knobs, allow_libraries, hold))
         m = res.marks
-        phases = {"inputs_and_references": t_built - t_prep}
+        # the parent's inputs and references: planned before the child, made beside it
+        phases = {"inputs_and_references": t_built - t_prep + m.get("parent_build", 0.0)}
         if "imported" in m:
             phases["start_and_import"] = m["imported"] - m["start"]
         if "checked" in m and "imported" in m:

@@ -269,3 +269,45 @@ def test_a_phase_is_split_into_the_childs_spans_and_the_rest() -> None:
     untouched = {"correctness": 1.0}
     _split(untouched, "correctness", {"span_sampling": 1.5}, "cspan_")
     assert untouched == {"correctness": 1.0}  # no parts: no rest either
+
+
+def test_a_derived_shape_the_reference_refuses_is_skipped_before_the_child_builds_it(tmp_path):
+    """Cases are made while the child runs (the parent's reference beside the child's model):
+    a derived shape whose reference cannot be built is dropped, and the child, which asks
+    for each shape before building its model, never builds ModelNew for it."""
+    from kbench.problems import load_file
+
+    p = tmp_path / "even.py"
+    p.write_text(textwrap.dedent('''
+        import torch
+        import torch.nn as nn
+        batch_size = 4
+        dim = 64
+        KBENCH = {"cpu_shapes": {"small": {"batch_size": 4, "dim": 64}}}
+        class Model(nn.Module):
+            def __init__(self, dim):
+                super().__init__()
+                if dim % 2:
+                    raise ValueError("even sizes only")
+            def forward(self, x):
+                return torch.relu(x)
+        def get_inputs():
+            return [torch.randn(batch_size, dim)]
+        def get_init_inputs():
+            return [dim]
+        '''))
+    spec = load_file(p)
+    src = honest_relu.RELU.replace(
+        "class ModelNew(nn.Module):\n",
+        "class ModelNew(nn.Module):\n"
+        "    def __init__(self, dim):\n"
+        "        super().__init__()\n"
+        "        if dim % 2:\n"
+        "            raise RuntimeError('ModelNew built for a shape the reference refused')\n\n")
+    v = verify(spec, src, device="cpu", limits=Limits(trials=1, derived_trials=1))
+    assert v.status is Status.CORRECT, v.reason
+    names = {s.name for s in v.shapes}
+    assert "small" in names and "derived_batch1" in names
+    assert not any(n.startswith("derived_dim") for n in names), names
+    assert any("derived_dim_odd" in n and "reference fails on it (ValueError)" in n
+               for n in v.notes), v.notes
