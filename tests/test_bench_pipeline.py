@@ -184,3 +184,15 @@ def test_verify_profile_lists_both_sides_of_a_warm_verification():
     parent, child = r.stdout.split("== parent", 1)[1].split("== child", 1)
     assert "sandbox/verifier.py" in parent
     assert "sandbox/_child.py" in child and "(main)" in child
+
+
+def test_case_overlap_compares_two_trees_on_the_synthetic_heavy_problem():
+    """bench/case_overlap.py on CPU, this tree against itself: both rows measured."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "case_overlap.py"), "--compare",
+                        str(root), "--device", "cpu", "--reps", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    assert "| new |" in r.stdout and "| old |" in r.stdout and "old / new:" in r.stdout
