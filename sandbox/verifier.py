@@ -327,10 +327,12 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     check_end += spent  # the parent's time is not the candidate's
                     deadline += spent
                 elif ev == "need_inputs":
-                    c = by_name[msg["shape"]]
-                    if c.built is False or (stream and c.built is None):
-                        raise ChildError(f"asked for inputs of shape {c.name!r} out of turn")
-                    i = int(msg["trial"])
+                    c = by_name.get(str(msg.get("shape")))
+                    i = int(msg.get("trial", -1))
+                    if (c is None or c.built is False or (stream and c.built is None)
+                            or not 0 <= i < len(c.seeds)):
+                        raise ChildError(f"asked for inputs of shape {msg.get('shape')!r} "
+                                         f"(trial {i}) out of turn")
                     if phase == "check" and check:  # a candidate trial's own hang limit
                         step_s = check_step_s(c, c.name not in stepped, limits, device)
                         stepped.add(c.name)
@@ -344,9 +346,10 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                                                "kind": "own"}))
                         del xs
                 elif ev == "need_params":
-                    c = by_name[msg["shape"]]
-                    if c.built is not True and stream:
-                        raise ChildError(f"asked for parameters of shape {c.name!r} out of turn")
+                    c = by_name.get(str(msg.get("shape")))
+                    if c is None or c.param_seed is None or (stream and c.built is not True):
+                        raise ChildError(f"asked for parameters of shape {msg.get('shape')!r} "
+                                         "out of turn")
                     child.send(json.dumps({"seed": c.param_seed}))
                 elif ev == "seen":
                     for k in ("ops", "launches", "kernels"):

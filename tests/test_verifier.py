@@ -311,3 +311,22 @@ def test_a_derived_shape_the_reference_refuses_is_skipped_before_the_child_build
     assert not any(n.startswith("derived_dim") for n in names), names
     assert any("derived_dim_odd" in n and "reference fails on it (ValueError)" in n
                for n in v.notes), v.notes
+
+
+@pytest.mark.parametrize("forged", [
+    "need_inputs', shape='derived_batch1', trial=0",  # a shape not made yet
+    "need_params', shape='small'",  # no such turn
+    "need_shape', shape='no_such_shape'",
+    "need_inputs', shape='small', trial=99",  # no such trial
+    "need_inputs', shape='no_such_shape', trial=0",
+])
+def test_requests_out_of_turn_are_protocol_errors(relu, forged):
+    """The parent makes cases while the child runs; a child that asks for a shape's inputs,
+    parameters or an unknown shape out of turn (here the candidate, static policy off,
+    signs its own requests at import) is refused, not answered."""
+    shape = "small" if "small" in relu.cpu_shapes else next(iter(relu.cpu_shapes))
+    forged = forged.replace("'small'", repr(shape))
+    src = "import sandbox._child as _h\n_h._send(event='" + forged + ")\n" + HONEST
+    v = run(relu, src, static_policy=False)
+    assert v.status is Status.REJECTED, (v.status, v.reason)
+    assert "out of turn" in v.reason
