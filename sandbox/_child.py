@@ -29,7 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from sandbox._inputs import make_init_inputs, make_inputs, set_constants
+from sandbox._inputs import build_model, make_init_inputs, make_inputs, set_constants
 from sandbox._provenance import Watch, own_cuda_kernels, own_triton_kernels, watch_extensions
 from sandbox.perturb import perturb_inputs
 
@@ -307,14 +307,13 @@ def _cpu_gap(e: BaseException, device: str) -> str | None:
 def _redraw(prob: Any, init: list[Any], shape: dict[str, Any], model: Any, device: str) -> None:
     """The redrawn-parameter case: build the trusted reference after the same seed, redraw
     its constant tensors from the parent's seed and copy them into the candidate's model."""
-    import torch
 
     from sandbox.perturb import hand_over, redraw_constant_tensors
 
     _send(event="need_params", shape=shape["name"])
     seed = int(json.loads(sys.stdin.readline())["seed"])
-    torch.manual_seed(shape["init_seed"])
-    ref = prob.Model(*init).to(device).train(model.training)
+    ref, _ = build_model(prob.Model, init, shape["init_seed"], device, shape.get("init_on"))
+    ref = ref.train(model.training)
     names = redraw_constant_tensors(ref, seed)
     missing = hand_over(ref, model, names)
     del ref
@@ -568,12 +567,14 @@ def main() -> int:
                 if reply.get("skip"):
                     continue  # a derived shape the reference fails on
                 trials = int(reply["trials"])
+                shape = {**shape, "init_on": reply.get("init_on")}
             phase = f"build:{name}"
             set_constants(prob, shape["params"])
             init = make_init_inputs(prob, shape["init_seed"])
-            torch.manual_seed(shape["init_seed"])
-            model = cls(*init)
-            model = model.to(device).train(bool(job.get("train", False)))
+            # Drawn where the parent drew the reference's (on the device unless its
+            # constructor could not run there), so that equal seeds give equal parameters.
+            model, _ = build_model(cls, init, shape["init_seed"], device, shape.get("init_on"))
+            model = model.train(bool(job.get("train", False)))
             if shape.get("redraw") and job["mode"] == "candidate":
                 _redraw(prob, init, shape, model, device)
             if job["mode"] == "compile":

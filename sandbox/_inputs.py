@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-__all__ = ["GEN_LOCK", "Shape", "cuda_to", "like", "make_init_inputs", "make_inputs",
-           "set_constants"]
+__all__ = ["GEN_LOCK", "Shape", "build_model", "cuda_to", "like", "make_init_inputs",
+           "make_inputs", "set_constants"]
 
 Shape = dict[str, Any]
 
@@ -78,3 +78,33 @@ def make_inputs(module: ModuleType, seed: int, device: str) -> list[Any]:
         with torch.device(device):
             inputs = list(module.get_inputs())
     return [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
+
+
+def build_model(cls: Any, init: list[Any], seed: int, device: str,
+                on: str | None = None) -> tuple[Any, str]:
+    """``cls(*init)`` after ``seed``, on ``device``; returns the model and where its
+    parameters were drawn: ``"device"`` or ``"cpu"``.
+
+    KernelBench builds models on the CPU and moves them. kbench draws them on the device
+    instead (``on="device"``, the default for a GPU): the same initialisers, so the same
+    distributions, and a fresh seed per case either way; but CPU initialisation is one
+    thread, 0.3-1.5 s per 60-100M-parameter model, paid per case by both sides of every
+    verification. A constructor that fails there (CPU-only work in ``__init__``) is built
+    on the CPU, KernelBench's way. Parent and child must draw alike for a candidate's
+    parameters to equal the reference's: the child is given the parent's ``on``, and falls
+    back to the CPU only when its own constructor fails on the device.
+    """
+    import torch
+
+    if on is None:
+        on = "cpu" if device == "cpu" else "device"
+    if on == "device" and device != "cpu":
+        try:
+            with torch.device(device):
+                torch.manual_seed(seed)
+                model = cls(*init)
+            return model.to(device), "device"
+        except Exception:  # noqa: BLE001 - CPU-only work in __init__: KernelBench's way below
+            pass
+    torch.manual_seed(seed)
+    return cls(*init).to(device), "cpu"

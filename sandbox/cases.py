@@ -39,6 +39,7 @@ class _Case:
     timed: bool
     init_seed: int
     model: Any = field(default=None, repr=False)
+    init_on: str = "device"  # where the reference's parameters were drawn (build_model)
     kinds: list[str] = field(default_factory=list)  # "own" | "signed" | "scaled", per trial
     seeds: list[int] = field(default_factory=list)
     refs: dict[int, Any] = field(default_factory=dict, repr=False)
@@ -395,7 +396,8 @@ def complete_case(spec: ProblemSpec, case: _Case, device: str) -> None:
         return
     try:
         init = spec.make_init_inputs(case.params, seed=case.init_seed)
-        case.model = spec.make_model(init, case.init_seed, device, shape=case.params)
+        case.model, case.init_on = spec.build_model(init, case.init_seed, device,
+                                                    shape=case.params)
         if case.param_seed is not None:
             case.redrawn = redraw_constant_tensors(case.model, case.param_seed)
             if not (case.redrawn and _plan(spec, case, case.n_own, case.perturb, device)):

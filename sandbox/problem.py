@@ -22,7 +22,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from sandbox._inputs import GEN_LOCK, Shape, cuda_to, make_init_inputs, make_inputs, set_constants
+from sandbox._inputs import (
+    GEN_LOCK,
+    Shape,
+    build_model,
+    cuda_to,
+    make_init_inputs,
+    make_inputs,
+    set_constants,
+)
 from sandbox._shapes import (
     CPU_BYTES_BUDGET,
     CPU_FLOPS_BUDGET,
@@ -212,18 +220,21 @@ class ProblemSpec:
 
     def make_model(self, init_inputs: list[Any], init_seed: int, device: str,
                    shape: Shape | None = None) -> Any:
-        """The reference ``Model``, built on CPU after ``init_seed`` (KernelBench's convention).
+        """The reference ``Model`` after ``init_seed``, on ``device`` (:meth:`build_model`)."""
+        return self.build_model(init_inputs, init_seed, device, shape)[0]
+
+    def build_model(self, init_inputs: list[Any], init_seed: int, device: str,
+                    shape: Shape | None = None) -> tuple[Any, str]:
+        """The reference ``Model`` after ``init_seed``, and where its parameters were drawn
+        (``"device"`` or ``"cpu"``: :func:`sandbox._inputs.build_model`).
 
         With ``shape``, built while the module's constants are at that shape: some KernelBench
         models read one in ``__init__`` (``self.hidden = torch.randn((batch_size, hidden))``).
         """
-        import torch
-
         at = self.at_shape(shape) if shape is not None else contextlib.nullcontext()
         with at, GEN_LOCK:
-            torch.manual_seed(init_seed)
-            model = self.module.Model(*init_inputs)
-        return model.to(device).train(self.meta.mode == "train")
+            model, on = build_model(self.module.Model, init_inputs, init_seed, device)
+        return model.train(self.meta.mode == "train"), on
 
     # -- roofline ---------------------------------------------------------------------
     def roofline(self, shape: Shape) -> tuple[float | None, float | None]:

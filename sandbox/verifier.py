@@ -93,6 +93,7 @@ def _job(work: Path, mode: str, device: str, cases: list[_Case], limits: Limits,
         "problem": str(spec.path), "knobs": knobs or {}, "train": spec.meta.mode == "train",
         "allow_libraries": sorted({*spec.meta.allow_libraries, *allow_libraries}),
         "shapes": [{"name": c.name, "params": c.params, "init_seed": c.init_seed,
+                    "init_on": None if stream else c.init_on,
                     "trials": (None if stream else len(c.kinds) if mode == "candidate"
                                else c.kinds.count("own")),
                     "timed": c.timed,
@@ -321,8 +322,8 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                         raise ChildError(f"asked for shape {msg.get('shape')!r} out of turn")
                     c = by_name[msg["shape"]]
                     spent = make(c)
-                    child.send(json.dumps({"trials": len(c.kinds)} if c.built else
-                                          {"skip": True}))
+                    child.send(json.dumps({"trials": len(c.kinds), "init_on": c.init_on}
+                                          if c.built else {"skip": True}))
                     spent += make(None)  # the next case, while the child builds this one
                     check_end += spent  # the parent's time is not the candidate's
                     deadline += spent

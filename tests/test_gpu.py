@@ -352,3 +352,21 @@ def test_a_value_keyed_device_cache_is_caught_or_gains_nothing(cache):
         assert t_on.median_ms >= t_off.median_ms * (1 - 2 * spread), (name, t_on, t_off)
     limit = on.explain.get("timing_limit", {})
     assert limit.get("limit_s", 0) > 0 and "compile allowance" in limit.get("formula", "")
+
+
+@pytest.mark.parametrize("cpu_only_init", [False, True])
+def test_parameters_drawn_on_the_device_or_the_cpu_match_the_candidates(tmp_path, cache,
+                                                                      cpu_only_init):
+    """The reference's parameters are drawn on the GPU, unless its constructor can only run
+    on the CPU; either way the child draws the candidate's where the parent drew the
+    reference's, so an honest kernel that uses its own ``nn.Linear`` is correct."""
+    src = importlib.resources.files("problems").joinpath("level2/gemm_bias_relu.py").read_text()
+    if cpu_only_init:
+        old = "        self.linear = nn.Linear(in_features, out_features).to(torch.float16)\n"
+        assert old in src
+        src = src.replace(old, old + "        self.k = float(torch.ones(1).numpy()[0])\n")
+    p = tmp_path / "gemm_bias_relu_init.py"
+    p.write_text(src)
+    v = verify(load_file(p), example("level2/gemm_bias_relu.py"), device="cuda", cache=cache,
+               limits=QUICK)
+    assert v.status is Status.CORRECT, v.reason
