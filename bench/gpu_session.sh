@@ -3,7 +3,7 @@
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
 #     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray,firstcall,
-#     vprofile,overlap (export needs evolve's run; throughput_ray needs .ray/, see its step)
+#     vprofile,overlap,evalprofile (export needs evolve's run; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
@@ -119,6 +119,9 @@ if [ "$cmd" = start ]; then
       vprofile) echo "for p in level1/relu level1/softmax level3/mlp; do \
           python3 bench/verify_profile.py --problem \$p --device cuda --top 45; \
           done > $LOG/vprofile.log 2>&1";;
+      # kbench eval's parent, fresh directory, warm store: where its time outside the phases goes
+      evalprofile) echo "python3 bench/eval_profile.py --problem level1/softmax --device cuda \
+          --top 50 > $LOG/evalprofile.log 2>&1";;
       # the parent's references made beside the child: level3/mlp, this tree vs OLD_TREE
       overlap) echo "python3 bench/case_overlap.py --compare ${OLD_TREE:-.} --device cuda \
           --problem level3/mlp > $LOG/overlap.log 2>&1";;

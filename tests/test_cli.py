@@ -277,3 +277,24 @@ def test_resume_finds_the_run_in_the_store_kbench_toml_names(tmp_path, monkeypat
     r = CliRunner().invoke(cli.app, ["run", "--resume", "t"])
     assert r.exit_code == 0, r.output
     assert "no run named" not in r.output and not (tmp_path / "kbench.db").exists()
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (["problems", "list", "--json"], 0),
+    (["eval", "--problem", "level1/relu", "--candidate", "no_such_file.py"], 2),
+])
+def test_the_console_script_exits_fast_with_its_code_and_all_its_output(tmp_path: Path, argv,
+                                                                         code: int) -> None:
+    """``entry`` leaves without the interpreter's teardown once torch is imported: the exit
+    status, everything written to stdout (flushed first) and the atexit handlers survive."""
+    prog = ("import atexit, sys, torch; from kbench.cli import entry; "
+            "atexit.register(lambda: print('atexit ran', file=sys.stderr)); "
+            f"sys.argv = ['kbench', *{argv!r}]; entry()")
+    r = subprocess.run([sys.executable, "-c", prog], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == code, r.stderr
+    assert r.stderr.strip().endswith("atexit ran"), r.stderr
+    if code == 0:
+        assert len(json.loads(r.stdout)["problems"]) > 100  # none lost in the buffer
+    else:
+        assert r.stderr.count("\n") == 2 and "Traceback" not in r.stderr, r.stderr
