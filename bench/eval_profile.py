@@ -34,14 +34,18 @@ def _eval(problem: str, store: Path, device: str, prof: Path | None) -> tuple[fl
     cand = cwd / "cand.py"
     cand.write_text(importlib.resources.files("kbench").joinpath(
         f"examples/{problem}.py").read_text())
-    pre = ["-m", "cProfile", "-o", str(prof)] if prof else []
+    # The profiled run calls kbench.cli.main under cProfile.run (which writes its file on the
+    # way out): the console script's own exit (entry) would leave before the file is written.
+    argv = ["eval", "--problem", problem, "--candidate", str(cand), "--store", str(store),
+            "--device", device, "--json"]
+    run = (["-c", f"import cProfile, sys; sys.argv = ['kbench', *{argv!r}]; "
+                  f"from kbench.cli import main; cProfile.run('main()', {str(prof)!r})"]
+           if prof else ["-m", "kbench.cli", *argv])
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if device == "cpu":
         env["TRITON_INTERPRET"] = "1"
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, *pre, "-m", "kbench.cli", "eval", "--problem", problem,
-                        "--candidate", str(cand), "--store", str(store), "--device", device,
-                        "--json"], cwd=cwd, env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, *run], cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0
     try:
         verdict = json.loads(r.stdout)

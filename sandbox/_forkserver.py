@@ -51,10 +51,39 @@ def pack_request(req: dict[str, Any]) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-def _preimport() -> None:
-    """Everything a child would import before the candidate: paid once, here."""
+def _preimport() -> list[str]:
+    """Everything a child would import before the candidate: paid once, here. Returns where
+    anything asked the CUDA runtime for its devices meanwhile (see :func:`_fork_poisoned`)."""
+    # torch.cuda.is_available() asks the CUDA runtime (cudaGetDeviceCount), and torch then
+    # marks every later fork unsafe for CUDA; with this, it asks NVML, as device_count does.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import numpy  # noqa: F401
     import torch
+
+    asked: list[str] = []
+    count = getattr(torch._C, "_cuda_getDeviceCount", None)
+    if count is not None:  # a CUDA build: note who asks, for the error if fork is poisoned
+
+        def noted() -> int:
+            asked.append("".join(traceback.format_stack(limit=12)[:-1]))
+            return count()
+
+        torch._C._cuda_getDeviceCount = noted
+    try:
+        _import_all()
+    finally:
+        if count is not None:
+            torch._C._cuda_getDeviceCount = count
+    assert not torch.cuda.is_initialized(), "importing must not initialise CUDA"
+    # Triton hashes its own sources and libraries (0.35 s on an H100 host) at a kernel's
+    # first compile or cache lookup, once per process: once here, inherited by every child.
+    from triton.runtime.cache import triton_key
+
+    triton_key()
+    return asked
+
+
+def _import_all() -> None:
     import torch.utils.cpp_extension  # noqa: F401  (a CUDA child wraps its loaders)
     import triton  # noqa: F401
     import triton.compiler.code_generator  # noqa: F401  (a kernel's first launch needs it)
@@ -75,7 +104,22 @@ def _preimport() -> None:
     # needs dynamo anyway: the first tensor method a candidate calls under the watch's
     # dispatch mode goes through torch._compile's wrapper, which imports it.
     precision.apply(None)
-    assert not torch.cuda.is_initialized(), "importing must not initialise CUDA"
+
+
+def _fork_poisoned() -> bool:
+    """Whether a child forked now would find CUDA unusable: torch marks fork unsafe once
+    anything asked the CUDA runtime for its devices, not only once CUDA is initialised, and
+    every child would then fail at its first CUDA call. One probe child, at start."""
+    import torch
+
+    probe = getattr(torch._C, "_cuda_isInBadFork", None)
+    if probe is None:  # a build without CUDA
+        return False
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3 if probe() else 0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) != 0
 
 
 def _cuda_initialised() -> bool:
@@ -358,7 +402,13 @@ class _Server:
 
 def main(argv: list[str]) -> int:
     path, parent = argv[1], int(argv[2])
-    _preimport()
+    asked = _preimport()
+    if _fork_poisoned():
+        where = "\n".join(asked) or "(not through torch.cuda: no caller was noted)\n"
+        sys.stderr.write("the fork server cannot fork CUDA children: its imports asked the CUDA "
+                         f"runtime for its devices, which makes torch refuse CUDA after a fork. "
+                         f"Asked from:\n{where}")
+        return 1
     server = _Server(path, parent)
     # the parent waits for this line; then stdout is no longer ours to write to
     sys.stdout.write("ready\n")

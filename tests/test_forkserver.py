@@ -298,3 +298,33 @@ def test_what_a_child_does_before_the_candidate_imports_nothing_new() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True).stdout.strip().splitlines()[-1]
     assert out == "[]", f"imported in every child: {out}"
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_a_server_whose_forks_cannot_use_cuda_says_so(monkeypatch, bad: bool) -> None:
+    """torch marks fork unsafe for CUDA once anything asked the CUDA runtime for devices (no
+    CUDA context needed): every child would then fail at its first CUDA call. The server
+    probes one fork at start and refuses to serve, rather than fail every candidate."""
+    import torch
+
+    from sandbox._forkserver import _fork_poisoned
+
+    monkeypatch.setattr(torch._C, "_cuda_isInBadFork", lambda: bad, raising=False)
+    assert _fork_poisoned() is bad
+
+
+def test_the_server_hashes_triton_once_for_every_child() -> None:
+    """Triton hashes its own sources and libraries at a kernel's first compile or cache
+    lookup (0.35 s of a warm child's first call on an H100): the server does it once."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        from sandbox._forkserver import _preimport
+        _preimport()
+        from triton.runtime.cache import triton_key
+        print(triton_key.cache_info().hits + triton_key.cache_info().currsize)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True).stdout.strip().splitlines()[-1]
+    assert int(out) >= 1
