@@ -107,11 +107,16 @@ Measure = Callable[[int, int], tuple[float, float]]
 
 
 def _rse(xs: Sequence[float]) -> float:
+    """Relative standard error of the mean, in floats: asked after every sample, where
+    ``statistics.stdev``'s exact arithmetic cost 0.7 ms a call (0.5 s of one timing)."""
     n = len(xs)
-    mean = statistics.fmean(xs)
-    if n < 2 or mean <= 0:
+    if n < 2:
         return 0.0
-    return statistics.stdev(xs, mean) / math.sqrt(n) / mean
+    mean = math.fsum(xs) / n
+    if mean <= 0:
+        return 0.0
+    var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
+    return math.sqrt(var / n) / mean
 
 
 def calls_per_sample(call_ms: float, cfg: TimingConfig) -> int:
