@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,12 +67,57 @@ def _verify(tree: Path, problem: str, example: str, store: str, timing: bool = T
     return verify(spec, _source(tree, example), device=DEVICE, cache=Store(store), timing=timing)
 
 
-def _row(v) -> dict:  # type: ignore[no-untyped-def]
+def _row(v, gpu: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
     main = next((s for s in v.shapes if s.timing is not None), None)
+    t = main.timing if main else None
     return {"status": v.status.value, "wall_s": v.wall_s, "phases": dict(v.phases or {}),
-            "median_ms": main.timing.median_ms if main else None,
-            "count": main.timing.count if main else None,
+            "median_ms": t.median_ms if t else None,
+            "count": t.count if t else None,
+            # what a run-to-run offset of the median may come from
+            "min_ms": t.min_ms if t else None, "iqr_ms": t.iqr_ms if t else None,
+            "launch_ms": t.launch_ms if t else None,
+            "calls_per_sample": t.calls_per_sample if t else None,
+            **({"gpu": gpu} if gpu else {}),
             "reason": (v.reason or "")[:200]}
+
+
+class _GpuState:
+    """``nvidia-smi`` sampled every 50 ms while a measurement runs: SM and memory clocks,
+    temperature, power and utilisation (``summary`` after the ``with`` block; empty where
+    there is no nvidia-smi). A median that moves between runs of one candidate is read
+    beside these."""
+
+    FIELDS = ("sm_mhz", "mem_mhz", "temp_c", "power_w", "busy_pct")
+
+    def __enter__(self) -> _GpuState:
+        self.summary: dict[str, float] = {}
+        self.proc = None
+        if DEVICE == "cuda" and shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw,"
+                 "utilization.gpu", "--format=csv,noheader,nounits", "-lms", "50"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        rows = []
+        for line in (self.proc.communicate()[0] or "").splitlines():
+            try:
+                rows.append([float(x) for x in line.split(",")])
+            except ValueError:
+                continue  # "[N/A]" or a cut line
+        rows = [r for r in rows if len(r) == len(self.FIELDS)]
+        if not rows:
+            return
+        cols = dict(zip(self.FIELDS, zip(*rows)))
+        self.summary = {
+            "samples": len(rows), "sm_mhz": statistics.fmean(cols["sm_mhz"]),
+            "sm_mhz_min": min(cols["sm_mhz"]), "mem_mhz": statistics.fmean(cols["mem_mhz"]),
+            "temp_c_max": max(cols["temp_c"]), "power_w": statistics.fmean(cols["power_w"]),
+            "busy_pct": statistics.fmean(cols["busy_pct"])}
 
 
 def _emit(path: list[str], value: Any, t0: float) -> None:
@@ -126,7 +172,9 @@ def worker(args: argparse.Namespace) -> dict:
         out = {"rows": []}
         for _ in range(5):
             t0 = time.monotonic()
-            out["rows"].append(_row(_verify(tree, "level1/softmax", "level1/softmax", args.store)))
+            with _GpuState() as gpu:
+                v = _verify(tree, "level1/softmax", "level1/softmax", args.store)
+            out["rows"].append(_row(v, gpu.summary))
             _emit(["rows"], out["rows"], t0)
     elif args.what == "concurrent":
         from concurrent.futures import ThreadPoolExecutor
@@ -134,20 +182,17 @@ def worker(args: argparse.Namespace) -> dict:
         alone = {}
         for p in EXAMPLES:
             t0 = time.monotonic()
-            alone[p] = _row(_verify(tree, p, p, args.store))
+            with _GpuState() as gpu:
+                v = _verify(tree, p, p, args.store)
+            alone[p] = _row(v, gpu.summary)
             _emit(["alone", p], alone[p], t0)
-        mon = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu",
-                                "--format=csv,noheader,nounits", "-lms", "100"],
-                               stdout=subprocess.PIPE, text=True)
         t0 = time.monotonic()
-        with ThreadPoolExecutor(len(EXAMPLES)) as pool:
+        with _GpuState() as gpu, ThreadPoolExecutor(len(EXAMPLES)) as pool:
             together = dict(zip(EXAMPLES, pool.map(
                 lambda p: _row(_verify(tree, p, p, args.store)), EXAMPLES)))
         wall = time.monotonic() - t0
-        mon.terminate()
-        util = [float(x) for x in (mon.communicate()[0] or "").split() if x.strip().isdigit()]
         out = {"alone": alone, "together": together, "wall_s": wall,
-               "busy_pct": statistics.fmean(util) if util else None}
+               "busy_pct": gpu.summary.get("busy_pct"), "gpu": gpu.summary}
         _emit(["together"], together, t0)
     return out
 
@@ -366,6 +411,15 @@ def _report(res: dict, names: list[str], only: list[str]) -> None:
             return f"{100 * (max(ms) - min(ms)) / _med(ms):.2f}%"
         lines.append("| 5 verifications of level1/softmax: spread of medians | " + " | ".join(
             cell("repeat", n, spread) for n in names) + " |")
+
+        def runs(r: dict) -> str:  # each run's median beside the clocks it ran at
+            return "; ".join(
+                f"{x['median_ms']:.4f} ms" + (f" @ {x['gpu']['sm_mhz']:.0f}/{x['gpu']['mem_mhz']:.0f}"
+                                              f" MHz {x['gpu']['temp_c_max']:.0f} C"
+                                              if x.get("gpu") else "")
+                for x in r["rows"] if x["median_ms"])
+        lines.append("| the 5 medians (SM/memory clock, hottest) | " + " | ".join(
+            cell("repeat", n, runs) for n in names) + " |")
     if "concurrent" in only:
         def worst(r: dict) -> str:
             d = [abs(r["together"][p]["median_ms"] / r["alone"][p]["median_ms"] - 1)

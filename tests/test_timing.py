@@ -319,6 +319,23 @@ def test_launch_lead_covers_the_slowest_probe_with_a_margin():
     assert launch_lead([], wait_ms=10.0, cfg=cfg) == 0.0
 
 
+def test_the_cover_grows_when_a_launch_outlasted_it():
+    """A sample whose calls took the host longer to launch than the device's flush and spin
+    timed the device waiting: the next samples get that launch covered, with the probes'
+    margin; a launch inside its cover, or a call that synchronizes (lead 0), changes nothing."""
+    from sandbox.timing import TimingConfig, grown_lead
+
+    cfg = TimingConfig(max_lead_ms=10.0)
+    assert grown_lead(0.05, launched_ms=0.08, cover_ms=0.10, k=1, cfg=cfg) == 0.05
+    assert grown_lead(0.05, launched_ms=0.16, cover_ms=0.10, k=1, cfg=cfg) == pytest.approx(
+        1.25 * 0.16 + 0.01)
+    assert grown_lead(0.05, launched_ms=1.6, cover_ms=0.10, k=10, cfg=cfg) == pytest.approx(
+        1.25 * 0.16 + 0.01)  # per call
+    assert grown_lead(0.50, launched_ms=0.16, cover_ms=0.10, k=1, cfg=cfg) == 0.50  # never less
+    assert grown_lead(0.05, launched_ms=50.0, cover_ms=0.10, k=1, cfg=cfg) == 10.0  # capped
+    assert grown_lead(0.0, launched_ms=5.0, cover_ms=0.10, k=1, cfg=cfg) == 0.0  # synchronizes
+
+
 def test_launch_lead_is_zero_for_a_call_that_waits_for_the_device():
     """A launch as long as the spin that kept the device busy blocked on the device (the
     call synchronizes): covering it would only grow with the cover."""
