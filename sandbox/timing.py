@@ -61,9 +61,9 @@ from dataclasses import dataclass
 # compiled model's wrapper outlasted the flush: compile baselines were 12-290 % slower than
 # do_bench's on an H100). 5: the minimum of sampling is wall time (100 ms), not 100 ms of
 # event time (a call of 27 µs took 1,000 samples and 1.5 s). 6: the cover grows when a
-# sample's launch outlasted it (the device waited for the host, and the events timed that:
-# under 8 concurrent verifications on an H100, matmul's median rose 4.2 %, about the host's
-# extra launch time).
+# sample's launch outlasted it (the device waited for the host, and the events timed that).
+# Under 8 concurrent verifications on an H100, matmul's median rose 4.2 %: a slower launch
+# on a busier host is the likely cause, not yet confirmed on a GPU.
 PROTOCOL = 6
 
 __all__ = ["PROTOCOL", "TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
