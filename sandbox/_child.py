@@ -386,6 +386,17 @@ def plan_pool(set_bytes: int, n_sets: int, free_bytes: int) -> bool:
     return n_sets * max(1, set_bytes) <= pool_budget(free_bytes)
 
 
+# Refilled in place, the timed sets still take turns in up to this many buffers where memory
+# allows: one buffer timed a whole run at one address, and where a kernel's speed depends on
+# its inputs' placement, each run got its own offset.
+REFILL_SLOTS = 4
+
+
+def refill_slots(set_bytes: int, free_bytes: int) -> int:
+    """Buffers the timed sets rotate through when they are refilled in place."""
+    return max(1, min(REFILL_SLOTS, pool_budget(free_bytes) // max(1, set_bytes)))
+
+
 def _tensor_bytes(xs: list[Any]) -> int:
     import torch
 
@@ -396,8 +407,9 @@ class _TimedSets:
     """The input sets of timing, made from the parent's timed seeds (sent with ``time``, never
     the seeds of the checked calls): call ``c`` (counted over the whole timing) gets the set
     of ``seeds[c % n]``, in buffer ``c % len(slots)``. A pool holds every set (a buffer per
-    seed, made once); otherwise the buffers the next sample's calls use are refilled from
-    their seeds in :meth:`prepare`, outside the timed region. ``ring`` keeps (sample, seed,
+    seed, made once); otherwise the buffers the next sample's calls use (up to
+    :data:`REFILL_SLOTS` in turn, as memory allows) are refilled from their seeds in
+    :meth:`prepare`, outside the timed region. ``ring`` keeps (sample, seed,
     output) of the last ``ring_size`` samples' last calls, whichever the parent audits."""
 
     def __init__(self, make: Any, seeds: list[int], bufs: list[Any], free_bytes: int,
@@ -416,7 +428,7 @@ class _TimedSets:
         self.turn = 0
         self.ring: collections.deque[tuple[int, int, Any]] = collections.deque(
             maxlen=max(1, ring_size))
-        self._grow(len(seeds) if self.pool else 1)
+        self._grow(len(seeds) if self.pool else refill_slots(self.size, free_bytes))
 
     def _grow(self, n: int) -> None:
         while len(self.slots) < n:

@@ -18,7 +18,7 @@ import torch
 
 from kbench.problems import load
 from sandbox import cases as cases_mod
-from sandbox._child import _TimedSets, plan_pool, pool_budget
+from sandbox._child import REFILL_SLOTS, _TimedSets, plan_pool, pool_budget, refill_slots
 from sandbox.cases import (
     AUDIT_RING,
     MIN_TIMED_SETS,
@@ -146,6 +146,21 @@ def test_refill_mode_remakes_the_next_set_in_place_before_each_sample():
     assert [s[0] for s in seen] == [float(seeds[i % 16]) for i in range(20)]
     assert log == [seeds[i % 16] for i in range(20)], "made before each sample, not in it"
     assert ts.slots[0][0].data_ptr() == ptr
+
+
+def test_refilled_sets_take_turns_in_several_buffers_where_memory_allows():
+    """A set too large for a pool is still timed at several addresses: the buffers take
+    turns, each refilled before its sample (16-byte sets, a quarter of 64 bytes free)."""
+    seeds = list(range(500, 600))
+    log: list[int] = []
+    bufs = [torch.zeros(4), 3]
+    ts = _TimedSets(_made(log), seeds, bufs, free_bytes=4 * 16 * 3, ring_size=AUDIT_RING)
+    assert not ts.pool and len(ts.slots) == 3
+    assert refill_slots(16, 4 * 16 * 3) == 3 and refill_slots(16, 1 << 30) == REFILL_SLOTS
+    seen = _run_samples(ts, 12)
+    assert [s[0] for s in seen] == [float(seeds[i]) for i in range(12)]
+    assert log == seeds[:12], "each sample's set made before it, once"
+    assert len({s[0].data_ptr() for s in ts.slots}) == 3
 
 
 def test_every_call_of_a_batch_gets_its_own_buffer_and_seed():
