@@ -298,3 +298,15 @@ def test_the_console_script_exits_fast_with_its_code_and_all_its_output(tmp_path
         assert len(json.loads(r.stdout)["problems"]) > 100  # none lost in the buffer
     else:
         assert r.stderr.count("\n") == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_console_script_exits_normally_while_a_thread_pool_is_left_open(tmp_path: Path):
+    """A pool left open (its workers wait on their queue) would keep a join waiting for ever:
+    with other threads alive, the exit is the interpreter's own, which stops them."""
+    prog = ("import concurrent.futures, sys, torch; from kbench.cli import entry; "
+            "pool = concurrent.futures.ThreadPoolExecutor(2); pool.submit(int, 1).result(); "
+            "sys.argv = ['kbench', 'problems', 'list', '--json']; entry()")
+    r = subprocess.run([sys.executable, "-c", prog], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["problems"]) > 100
