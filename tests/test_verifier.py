@@ -330,3 +330,26 @@ def test_requests_out_of_turn_are_protocol_errors(relu, forged):
     v = run(relu, src, static_policy=False)
     assert v.status is Status.REJECTED, (v.status, v.reason)
     assert "out of turn" in v.reason
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_child_is_told_where_the_references_parameters_were_drawn(relu, tmp_path, stream):
+    """A candidate's parameters equal the reference's only if both are drawn on the same
+    generator: each case's ``init_on`` (set when the parent made it) goes into the job when
+    the cases are made first; a streaming child learns it from the ``need_shape`` reply."""
+    import json
+
+    from sandbox.cases import complete_case, plan_cases
+    from sandbox.verifier import _job
+
+    cases, _ = plan_cases(relu, "cpu", FAST, timed=False)
+    for c in cases:
+        complete_case(relu, c, "cpu")
+    assert {c.init_on for c in cases if c.built} == {"cpu"}  # a CPU device draws on the CPU
+    cases[0].init_on = "device"  # as a GPU parent would record it
+    _job(tmp_path, "candidate", "cpu", cases, FAST, relu, stream=stream)
+    shapes = json.loads((tmp_path / "job.json").read_text())["shapes"]
+    if stream:
+        assert all(s["init_on"] is None for s in shapes)
+    else:
+        assert [s["init_on"] for s in shapes] == [c.init_on for c in cases]
