@@ -196,3 +196,17 @@ def test_case_overlap_compares_two_trees_on_the_synthetic_heavy_problem():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
     assert "| new |" in r.stdout and "| old |" in r.stdout and "old / new:" in r.stdout
+
+
+def test_eval_profile_times_three_evals_and_lists_the_parent(tmp_path):
+    """bench/eval_profile.py on CPU: three `kbench eval` processes sharing a store (cold,
+    warm, profiled), the warm run's phases, and the profiled parent's listing."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "eval_profile.py"
+    r = subprocess.run([sys.executable, str(script), "--device", "cpu", "--problem",
+                        "level1/relu", "--top", "25"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "warm store" in r.stdout and "phases of the warm run" in r.stdout
+    assert "cumulative" in r.stdout and "kbench/cli.py" in r.stdout
