@@ -320,6 +320,20 @@ def _redraw(prob: Any, init: list[Any], shape: dict[str, Any], model: Any, devic
     _send(event="handed_over", shape=shape["name"], missing=missing)
 
 
+def _drawn_apart(prob: Any, init: list[Any], shape: dict[str, Any], model: Any, device: str,
+                 why: str) -> None:
+    """ModelNew's constructor failed on the device, where the reference's parameters were
+    drawn, so its own were drawn on the CPU and differ from them (same seed, other
+    generator). Hand the reference's, drawn as the parent drew them, to the matching
+    tensors of ModelNew, as for redrawn parameters; the verdict names what matched nothing."""
+    from sandbox.perturb import float_tensors, hand_over
+
+    ref, _ = build_model(prob.Model, init, shape["init_seed"], device, shape.get("init_on"))
+    missing = hand_over(ref, model, [n for n, _ in float_tensors(ref)])
+    del ref
+    _send(event="drawn_apart", shape=shape["name"], why=why, missing=missing[:50])
+
+
 def _disarm_harness_functions(mod: Any) -> None:
     """KernelBench-style candidates keep the problem's ``get_inputs`` / ``get_init_inputs``
     at the end of the file. kbench never uses them, and code that calls them fails."""
@@ -585,7 +599,11 @@ def main() -> int:
             init = make_init_inputs(prob, shape["init_seed"])
             # Drawn where the parent drew the reference's (on the device unless its
             # constructor could not run there), so that equal seeds give equal parameters.
-            model, _ = build_model(cls, init, shape["init_seed"], device, shape.get("init_on"))
+            why: list[str] = []
+            model, drawn = build_model(cls, init, shape["init_seed"], device,
+                                       shape.get("init_on"), why)
+            if drawn == "cpu" and why and job["mode"] == "candidate":
+                _drawn_apart(prob, init, shape, model, device, why[0])
             model = model.train(bool(job.get("train", False)))
             if shape.get("redraw") and job["mode"] == "candidate":
                 _redraw(prob, init, shape, model, device)

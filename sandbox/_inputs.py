@@ -94,7 +94,7 @@ def make_inputs(module: ModuleType, seed: int, device: str) -> list[Any]:
 
 
 def build_model(cls: Any, init: list[Any], seed: int, device: str,
-                on: str | None = None) -> tuple[Any, str]:
+                on: str | None = None, why: list[str] | None = None) -> tuple[Any, str]:
     """``cls(*init)`` after ``seed``, on ``device``; returns the model and where its
     parameters were drawn: ``"device"`` or ``"cpu"``.
 
@@ -105,7 +105,8 @@ def build_model(cls: Any, init: list[Any], seed: int, device: str,
     verification. A constructor that fails there (CPU-only work in ``__init__``) is built
     on the CPU, KernelBench's way. Parent and child must draw alike for a candidate's
     parameters to equal the reference's: the child is given the parent's ``on``, and falls
-    back to the CPU only when its own constructor fails on the device.
+    back to the CPU only when its own constructor fails on the device (``why``, when given,
+    then receives that error in one line).
     """
     import torch
 
@@ -117,7 +118,8 @@ def build_model(cls: Any, init: list[Any], seed: int, device: str,
                 seed_generators(seed)
                 model = cls(*init)
             return model.to(device), "device"
-        except Exception:  # noqa: BLE001 - CPU-only work in __init__: KernelBench's way below
-            pass
+        except Exception as e:  # noqa: BLE001 - CPU-only work in __init__: KernelBench's way below
+            if why is not None:
+                why.append(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300])
     seed_generators(seed)
     return cls(*init).to(device), "cpu"

@@ -366,6 +366,17 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                 elif ev == "handed_over":
                     c = by_name[msg["shape"]]
                     c.missing = [str(n) for n in msg.get("missing", [])][:50]
+                elif ev == "drawn_apart":  # ModelNew built on the CPU: reference's handed over
+                    c = by_name[msg["shape"]]
+                    gone = [str(n) for n in msg.get("missing", [])][:50]
+                    c.missing = sorted(set(c.missing) | set(gone))
+                    c.notes.append(
+                        f"shape {c.name!r}: ModelNew's constructor fails under "
+                        f"torch.device({device!r}) ({str(msg.get('why'))[:200]}), where the "
+                        "reference's parameters were drawn; it was built on the CPU and given "
+                        "the reference's parameters" + (
+                            f", except {', '.join(gone[:6])}, which match none of its tensors "
+                            "(those keep values drawn on the CPU)" if gone else ""))
                 elif ev == "trial":
                     _on_trial(msg, by_name, work, device, spec, res, check, child)
                 elif ev == "ring":  # timing of a shape is over: name the audited sample

@@ -39,9 +39,15 @@ def test_a_gpu_device_draws_on_the_device():
 
 
 def test_a_constructor_that_cannot_run_on_the_device_is_built_on_the_cpu():
-    m, on = build_model(CpuOnly, [4], 7, "meta")
+    why: list[str] = []
+    m, on = build_model(CpuOnly, [4], 7, "meta", why=why)
     assert on == "cpu"
     assert m.fc.weight.device.type == "meta"  # drawn on the CPU, then moved to the device
+    # The device's error, in one line, for the verdict's note (the child's hand-over).
+    assert len(why) == 1 and "\n" not in why[0] and why[0].split(":")[0].endswith("Error"), why
+    why.clear()
+    build_model(Linear, [4], 7, "meta", why=why)
+    assert why == []  # built on the device: nothing to explain
 
 
 def test_the_parents_choice_is_followed_and_equal_seeds_give_equal_parameters():

@@ -370,3 +370,19 @@ def test_parameters_drawn_on_the_device_or_the_cpu_match_the_candidates(tmp_path
     v = verify(load_file(p), example("level2/gemm_bias_relu.py"), device="cuda", cache=cache,
                limits=QUICK)
     assert v.status is Status.CORRECT, v.reason
+
+
+def test_a_candidate_whose_constructor_only_runs_on_the_cpu_gets_the_references_parameters(
+        cache):
+    """The reference's parameters are drawn on the GPU; ModelNew's constructor fails there
+    (``.numpy()`` under a CUDA default device), so the child builds it on the CPU and hands it
+    the reference's tensors: honest, correct, and the verdict says what happened."""
+    src = example("level2/gemm_bias_relu.py")
+    old = "        self.linear = nn.Linear(in_features, out_features).to(torch.float16)\n"
+    assert old in src
+    src = src.replace(old, old + "        self.k = float(torch.ones(1).numpy()[0])\n")
+    v = verify(load("level2/gemm_bias_relu")[0], src, device="cuda", cache=cache,
+               limits=QUICK)
+    assert v.status is Status.CORRECT, v.reason
+    assert any("built on the CPU and given the reference's parameters" in n for n in v.notes), \
+        v.notes
