@@ -348,14 +348,32 @@ def _search_failure(first: _Trial, trials: list[_Trial]) -> tuple[Shape, str]:
                         f"{_human(best.nbytes)}B ({sizes(best.shape)})")
 
 
-def _cache_path(spec: ProblemSpec) -> Path | None:
-    import torch
-
+def cache_root() -> Path | None:
+    """kbench's cache directory: ``$KBENCH_CACHE_DIR``, else ``~/.cache/kbench``; None when
+    it is ``off``."""
     root = os.environ.get("KBENCH_CACHE_DIR", "")
     if root.lower() in ("off", "none", "0"):
         return None
-    base = Path(root) if root else Path(
+    return Path(root) if root else Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kbench"
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """``data`` as JSON at ``path``, replaced whole (readers never see half a file); an
+    unwritable cache is left alone."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+
+def _cache_path(spec: ProblemSpec) -> Path | None:
+    import torch
+
+    base = cache_root()
+    if base is None:
+        return None
     return (base / "cpu_shapes" /
             f"{spec.source_hash}-v{_CPU_SHAPE_VERSION}-torch{torch.__version__}.json")
 
@@ -386,11 +404,7 @@ def _derived_cpu_shape(spec: ProblemSpec) -> _CpuShape:
                 warnings.simplefilter("ignore")  # constructors' warnings, once per trial
                 hit = _search_cpu_shape(spec)
             if path is not None:
-                with contextlib.suppress(OSError):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                    tmp.write_text(json.dumps({"shape": hit.shape, "error": hit.error}))
-                    os.replace(tmp, path)
+                write_json_atomically(path, {"shape": hit.shape, "error": hit.error})
         _CPU_SHAPES[spec.source_hash] = hit
     return hit
 

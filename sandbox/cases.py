@@ -8,6 +8,7 @@ trial's inputs, and dropped once compared.
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import time
@@ -82,12 +83,61 @@ class _Case:
         return f"shape {self.name!r}{' (derived)' if self.derived else ''} trial {i}{tag}"
 
 
-def _input_elems(spec: ProblemSpec, shape: Shape) -> float:
-    try:
-        xs = spec.make_inputs(shape, 0, "meta")
-        return float(sum(x.numel() for x in xs if hasattr(x, "numel")))
-    except Exception:  # noqa: BLE001 - meta unsupported: fall back to the product of sizes
-        return float(math.prod(v for v in shape.values() if isinstance(v, int) and v > 0))
+class _InputSizes:
+    """How large a shape's inputs are: elements (what orders a problem's shapes) and bytes
+    (whether an optional shape fits the device).
+
+    Counted on the meta device, which allocates nothing. But nearly every meta operation
+    (``randn``, ``randint``, arithmetic) runs a ``torch._check``, which imports sympy
+    (0.3 s with bytecode, 2.2 s without, in ``kbench eval``'s own process, before its first
+    case). The sizes depend only on the problem's file and the shape, so they are kept on
+    disk beside the CPU shapes (``$KBENCH_CACHE_DIR/input_sizes``): a warm cache plans the
+    cases without running the problem's ``get_inputs``."""
+
+    def __init__(self, spec: ProblemSpec) -> None:
+        from sandbox._shapes import cache_root
+
+        self.spec = spec
+        root = cache_root()
+        self.path = root / "input_sizes" / f"{spec.source_hash}.json" if root else None
+        self.known: dict[str, tuple[float, int | None]] = {}
+        self.new = False
+        if self.path is not None:
+            try:
+                raw = json.loads(self.path.read_text())
+                self.known = {str(k): (float(e), None if b is None else int(b))
+                              for k, (e, b) in raw.items()}
+            except (OSError, ValueError, AttributeError, TypeError):
+                self.known = {}
+
+    def _sizes(self, shape: Shape) -> tuple[float, int | None]:
+        key = json.dumps(shape, sort_keys=True, default=repr)
+        hit = self.known.get(key)
+        if hit is None:
+            try:
+                xs = self.spec.make_inputs(shape, 0, "meta")
+                hit = (float(sum(x.numel() for x in xs if hasattr(x, "numel"))),
+                       sum(_nbytes(x) for x in xs))
+            except Exception:  # noqa: BLE001 - meta unsupported: the product of the sizes
+                hit = (float(math.prod(v for v in shape.values()
+                                       if isinstance(v, int) and v > 0)), None)
+            self.known[key], self.new = hit, True
+        return hit
+
+    def __call__(self, shape: Shape) -> float:
+        """The inputs' elements (the product of the sizes where meta cannot make them)."""
+        return self._sizes(shape)[0]
+
+    def nbytes(self, shape: Shape) -> int | None:
+        """The inputs' bytes, None where meta cannot make them."""
+        return self._sizes(shape)[1]
+
+    def save(self) -> None:
+        if self.new and self.path is not None:
+            from sandbox._shapes import write_json_atomically
+
+            write_json_atomically(self.path, self.known)
+            self.new = False
 
 
 def _finite(x: Any) -> bool:
@@ -315,15 +365,16 @@ def _plan(spec: ProblemSpec, case: _Case, n_own: int, perturb: tuple[str, ...],
 _COPIES = 10
 
 
-def _too_big(spec: ProblemSpec, shape: Shape, device: str) -> str | None:
+def _too_big(sizes: _InputSizes, shape: Shape, device: str) -> str | None:
     """Why an optional shape cannot be checked on ``device`` (None if it can)."""
     if not device.startswith("cuda"):
         return None
     import torch
 
+    need = sizes.nbytes(shape)
+    if need is None:
+        return None  # unknown size: try it
     try:
-        xs = spec.make_inputs(shape, 0, "meta")
-        need = sum(_nbytes(x) for x in xs)
         total = torch.cuda.get_device_properties(torch.device(device)).total_memory
     except Exception:  # noqa: BLE001 - unknown size: try it
         return None
@@ -352,7 +403,8 @@ def plan_cases(spec: ProblemSpec, device: str, limits: Limits,
     redrawn. :func:`complete_case` makes each, and may still drop it. Also why shapes were
     skipped already (too large for the device)."""
     declared = spec.shapes_for(device)
-    by_size = sorted(declared, key=lambda n: _input_elems(spec, declared[n]))
+    elems = _InputSizes(spec)
+    by_size = sorted(declared, key=lambda n: elems(declared[n]))
     derived = {
         n: s for n, s in derive_shapes(spec, declared[by_size[0]], limits.max_derived).items()
         if s not in declared.values()
@@ -361,18 +413,19 @@ def plan_cases(spec: ProblemSpec, device: str, limits: Limits,
     # constants were fitted to the main shape and still pass every smaller size.
     # The smallest such shape: a size just past the main one, not the largest odd variant
     # (whose inputs and checks may not fit beside the main shape's on the device).
-    top = _input_elems(spec, declared[by_size[-1]])
+    top = elems(declared[by_size[-1]])
     above = sorted((s for n, s in derive_shapes(spec, declared[by_size[-1]], 8).items()
                     if n != "derived_batch1" and s not in declared.values()
-                    and s not in derived.values() and _input_elems(spec, s) > top),
-                   key=lambda s: _input_elems(spec, s))
+                    and s not in derived.values() and elems(s) > top),
+                   key=elems)
     dropped: list[str] = []
     if above:
-        why = _too_big(spec, above[0], device)
+        why = _too_big(elems, above[0], device)
         if why:
             dropped.append(f"derived shape 'derived_large_odd' skipped: {why}")
         else:
             derived["derived_large_odd"] = above[0]
+    elems.save()
     plan = [(n, s, False) for n, s in declared.items()] + [(n, s, True) for n, s in derived.items()]
     cases = [_Case(name, shape, is_derived, timed and not is_derived, secrets.randbits(31),
                    n_own=limits.derived_trials if is_derived else limits.trials,

@@ -3,6 +3,7 @@ becomes its status with a reason, and the orchestrator never crashes."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -213,22 +214,53 @@ def test_the_shape_above_the_main_one_is_the_smallest_and_must_fit_the_device(mo
 
     import torch
 
-    from sandbox.cases import _input_elems, _too_big
+    from sandbox.cases import _InputSizes, _too_big
     from sandbox.problem import derive_shapes
 
     spec = load("level1/relu")[0]
     big = spec.shapes_for("cuda")["main"]
     above = [s for n, s in derive_shapes(spec, big, 8).items() if n != "derived_batch1"]
-    sizes = sorted(_input_elems(spec, s) for s in above)
-    assert _too_big(spec, big, "cpu") is None  # CPU shapes are bounded already
+    elems = _InputSizes(spec)
+    sizes = sorted(elems(s) for s in above)
+    assert _too_big(elems, big, "cpu") is None  # CPU shapes are bounded already
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda d: SimpleNamespace(total_memory=80 << 30))
-    assert _too_big(spec, big, "cuda:0") is None  # 16 x 2^20 floats: 64 MiB
+    assert _too_big(elems, big, "cuda:0") is None  # 16 x 2^20 floats: 64 MiB
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda d: SimpleNamespace(total_memory=256 << 20))
-    why = _too_big(spec, big, "cuda:0")
+    why = _too_big(elems, big, "cuda:0")
     assert why and "would not fit in the device's 0.2 GiB" in why
-    assert sizes[0] > _input_elems(spec, big)
+    assert sizes[0] > elems(big)
+
+
+def test_input_sizes_are_kept_on_disk_and_a_warm_cache_plans_without_get_inputs(
+        monkeypatch, tmp_path):
+    """Planning orders shapes by their inputs' sizes, counted on the meta device, which
+    imports sympy (seconds of ``kbench eval``'s own start). The sizes are kept per problem
+    file: the next plan reads them and never calls ``get_inputs``; a damaged file is
+    counted again and rewritten."""
+    from sandbox.cases import plan_cases
+    from sandbox.problem import ProblemSpec
+
+    monkeypatch.setenv("KBENCH_CACHE_DIR", str(tmp_path))
+    spec = load("level1/relu")[0]
+    first, _ = plan_cases(spec, "cpu", Limits(), timed=False)
+    (kept,) = (tmp_path / "input_sizes").iterdir()
+    assert kept.name == f"{spec.source_hash}.json"
+    sizes = json.loads(kept.read_text())
+    assert sizes and all(e > 0 and b == e * 4 for e, b in sizes.values())  # float32 inputs
+
+    def never(*_a, **_k):
+        raise AssertionError("get_inputs called with the sizes cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(ProblemSpec, "make_inputs", never)
+        again, _ = plan_cases(spec, "cpu", Limits(), timed=False)
+    assert [(c.name, c.params) for c in again] == [(c.name, c.params) for c in first]
+
+    kept.write_text("{not json")
+    plan_cases(spec, "cpu", Limits(), timed=False)
+    assert json.loads(kept.read_text()) == sizes
 
 
 def test_verify_on_cuda_n_makes_gpu_n_current_for_the_parents_own_work(monkeypatch):
