@@ -3,7 +3,7 @@
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
 #     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray,firstcall,
-#     vprofile,overlap,evalprofile (export needs evolve's run; throughput_ray needs .ray/, see its step)
+#     vprofile,overlap,evalprofile,compare (export needs evolve's run; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
@@ -130,6 +130,9 @@ if [ "$cmd" = start ]; then
       # the parent's references made beside the child: level3/mlp, this tree vs OLD_TREE
       overlap) echo "python3 bench/case_overlap.py --compare ${OLD_TREE:-.} --device cuda \
           --problem level3/mlp > $LOG/overlap.log 2>&1";;
+      # the parent's output compare, this tree against OLD_TREE's, on 1 GiB outputs
+      compare) echo "python3 bench/compare_speed.py --device cuda ${OLD_TREE:+--compare $OLD_TREE} \
+          > $LOG/compare.log 2>&1";;
       selection) echo "python3 bench/check_selection.py > $LOG/selection.log 2>&1";;
       confirm) echo "python3 bench/check_confirm.py --json $LOG/confirm.json > $LOG/confirm.log 2>&1";;
       crosscheck) echo "python3 bench/baseline_crosscheck.py --json $LOG/crosscheck.json \

@@ -87,6 +87,26 @@ def compare(
 _CHUNK = 1 << 24
 
 
+def _chunk_stats(o: torch.Tensor, r: torch.Tensor, atol: float, rtol: float) -> list[float]:
+    """One chunk's statistics, read back from the device in one transfer: NaN/Inf in the
+    output, whether the reference has any, max |o - r| and where, max relative error, the
+    sums of squares of the difference and of the reference, and the elements outside
+    ``atol + rtol * |r|``. ``o`` is a float64 copy this function may overwrite; ``r`` is
+    only read. (The previous form made about twelve passes and seven host syncs per chunk:
+    0.39 s of softmax's 1.1 s of checks on an H100.)"""
+    n_nonfinite = (~torch.isfinite(o)).sum()
+    ref_nonfinite = (~torch.isfinite(r)).any()
+    d = o.sub_(r).abs_()  # the difference, in o's memory
+    m, i = d.max(dim=0)
+    rabs = r.abs()
+    rel = torch.div(d, rabs.clamp_min(1e-12)).max()
+    sq_diff, sq_ref = torch.dot(d, d), torch.dot(r, r)
+    n_bad = (d > rabs.mul_(rtol).add_(atol)).sum()  # the bound, in rabs's memory
+    return torch.stack([n_nonfinite.to(torch.float64), ref_nonfinite.to(torch.float64), m,
+                        i.to(torch.float64), rel, sq_diff, sq_ref,
+                        n_bad.to(torch.float64)]).tolist()
+
+
 def _compare_floats(o_flat: torch.Tensor, r_flat: torch.Tensor, shape: torch.Size, atol: float,
                     rtol: float) -> tuple[Mismatch | None, Errors | None]:
     """:func:`compare` for floating-point tensors, in float64, chunk by chunk."""
@@ -94,30 +114,26 @@ def _compare_floats(o_flat: torch.Tensor, r_flat: torch.Tensor, shape: torch.Siz
     n_nonfinite, first_nonfinite, ref_nonfinite = 0, -1, False
     n_bad, max_abs, arg_abs, max_rel, sq_diff, sq_ref = 0, -1.0, 0, 0.0, 0.0, 0.0
     for s in range(0, numel, _CHUNK):
-        o = o_flat[s:s + _CHUNK].to(torch.float64)
+        o = o_flat[s:s + _CHUNK].to(torch.float64, copy=True)  # overwritten below
         r = r_flat[s:s + _CHUNK].to(torch.float64)
-        nonfinite = ~torch.isfinite(o)
-        k = int(nonfinite.sum())
+        k, r_bad, m, i, rel, sd, sr, nb = _chunk_stats(o, r, atol, rtol)
+        del o, r
         if k:
             if first_nonfinite < 0:
-                first_nonfinite = s + int(nonfinite.nonzero()[0])
-            n_nonfinite += k
+                first_nonfinite = s + int((~torch.isfinite(o_flat[s:s + _CHUNK])).nonzero()[0])
+            n_nonfinite += int(k)
             continue
         if n_nonfinite or ref_nonfinite:
             continue
-        if not bool(torch.isfinite(r).all()):
+        if r_bad:
             ref_nonfinite = True
             continue
-        absdiff = (o - r).abs()
-        rabs = r.abs()
-        m, i = absdiff.max(dim=0)
-        if float(m) > max_abs:
-            max_abs, arg_abs = float(m), s + int(i)
-        max_rel = max(max_rel, float((absdiff / rabs.clamp_min(1e-12)).max()))
-        sq_diff += float(absdiff.square().sum())
-        sq_ref += float(r.square().sum())
-        n_bad += int((absdiff > atol + rtol * rabs).sum())
-        del o, r, absdiff, rabs
+        if m > max_abs:
+            max_abs, arg_abs = m, s + int(i)
+        max_rel = max(max_rel, rel)
+        sq_diff += sd
+        sq_ref += sr
+        n_bad += int(nb)
     if n_nonfinite:
         return Mismatch(
             f"{n_nonfinite} of {numel} output elements are NaN/Inf (first at "

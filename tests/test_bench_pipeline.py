@@ -210,3 +210,20 @@ def test_eval_profile_times_three_evals_and_lists_the_parent(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "warm store" in r.stdout and "phases of the warm run" in r.stdout
     assert "cumulative" in r.stdout and "kbench/cli.py" in r.stdout
+
+
+def test_compare_speed_times_both_trees_and_shows_their_verdicts():
+    """bench/compare_speed.py on CPU, this tree against itself: a passing and a failing
+    output, each tree's time, verdict and errors, and the ratio."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "compare_speed.py"), "--device",
+                        "cpu", "--compare", str(root), "--elems", "4096", "--reps", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| passes") or
+            ln.startswith("| fails")]
+    assert len(rows) == 4 and sum("| correct |" in ln for ln in rows) == 2, r.stdout
+    assert sum("| mismatch |" in ln for ln in rows) == 2, r.stdout
+    assert "passes: old / new = " in r.stdout and "fails: old / new = " in r.stdout

@@ -68,3 +68,20 @@ def test_non_contiguous_output_is_compared_by_position() -> None:
     wrong[1, 2] += 1
     bad, _ = cmp.compare(wrong, ref, 1e-3, 1e-3)
     assert bad is not None and "at [1, 2]" in bad.reason
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 24])
+def test_compare_leaves_a_float64_output_and_reference_as_they_were(
+        monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """The difference is formed in place, in a float64 copy of each chunk: an output that is
+    float64 already must still be copied, or the compare would overwrite it."""
+    monkeypatch.setattr(cmp, "_CHUNK", chunk)
+    g = torch.Generator().manual_seed(3)
+    ref = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    out = ref + 1e-3 * torch.randn(7, 5, generator=g, dtype=torch.float64)
+    out0, ref0 = out.clone(), ref.clone()
+    bad, errs = cmp.compare(out, ref, 1e-6, 1e-6)
+    assert bad is not None and errs is not None
+    assert torch.equal(out, out0) and torch.equal(ref, ref0)
+    rel = float(((out0 - ref0).abs() / ref0.abs().clamp_min(1e-12)).max())
+    assert errs.max_rel_err == pytest.approx(rel, rel=1e-12)
