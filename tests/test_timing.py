@@ -310,6 +310,21 @@ def test_the_protocol_version_is_part_of_every_device_fingerprint() -> None:
     assert fingerprint_hash(fp) != fingerprint_hash({**fp, "protocol": PROTOCOL - 1})
 
 
+def test_the_fingerprint_names_tritons_version_without_importing_it() -> None:
+    """Triton's version comes from its installed metadata (importing Triton cost eval's own
+    process 0.4 s): the same string as ``triton.__version__``, read without the import."""
+    import subprocess
+    import sys
+
+    triton = pytest.importorskip("triton")
+    code = ("import sys, json; from sandbox.fingerprint import _triton_version; "
+            "v = _triton_version(); print(json.dumps([v, 'triton' in sys.modules]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    version, imported = json.loads(r.stdout)
+    assert version == triton.__version__
+    assert not imported
+
+
 def test_launch_lead_covers_the_slowest_probe_with_a_margin():
     from sandbox.timing import TimingConfig, launch_lead
 
