@@ -3,7 +3,7 @@
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
 #     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray,firstcall,
-#     vprofile,overlap,evalprofile,compare (export needs evolve's run; throughput_ray needs .ray/, see its step)
+#     vprofile,overlap,evalprofile,compare,serverstart (export needs evolve's run; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
@@ -30,11 +30,12 @@ LOG=/tmp/kbench_gpu
 OUT=${OUT:-/tmp/kbench_out}
 mkdir -p "$LOG" "$OUT"
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
-# Bytecode cached as a user's install has it: on the GPU image, a third `kbench eval` in a
-# row still compiled 3,170 sources of torch and others (4.5 s of its 11.2 s, 2026-12-06), so
-# no .pyc was read or written there. Allowed here, under a private prefix, written once.
+# Bytecode as a user's install has it: the GPU image's packages come without .pyc, so every
+# process compiled torch, dynamo and Triton again (4.5 s of a `kbench eval`, 2026-12-06). A
+# private PYTHONPYCACHEPREFIX did not reach the fork server, whose environment is the
+# sandbox's (PYTHONDONTWRITEBYTECODE, no PYTHONPYCACHEPREFIX): the `start` step below
+# compiles the packages in place, as `pip install` does (5 s on 16 cores).
 unset PYTHONDONTWRITEBYTECODE
-export PYTHONPYCACHEPREFIX=/tmp/kbench_pycache
 if [ "$cmd" = start ]; then
   kb=$(realpath "${2:-.kb}")
   [ -n "${OLD_TREE:-}" ] && OLD_TREE=$(realpath "$OLD_TREE")
@@ -58,7 +59,14 @@ if [ "$cmd" = start ]; then
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
     fi
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOG/device.txt"
+    sp=$(python3 -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+    if [ -w "$sp" ]; then
+      python3 -m compileall -q -j 0 -x '/tests?/' "$sp" /tmp/site >/dev/null 2>&1
+      echo "bytecode compiled in $sp and /tmp/site (as pip install does)" | tee "$LOG/device.txt"
+    else
+      echo "bytecode NOT compiled: $sp is read-only; process starts include compiling" | tee "$LOG/device.txt"
+    fi
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$LOG/device.txt"
     python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)" | tee -a "$LOG/device.txt"
     git rev-parse --short HEAD 2>/dev/null | tee -a "$LOG/device.txt"
     # The default sandbox backend (the fork server) on this GPU, once: if it cannot verify an
@@ -130,6 +138,8 @@ if [ "$cmd" = start ]; then
       # the parent's references made beside the child: level3/mlp, this tree vs OLD_TREE
       overlap) echo "python3 bench/case_overlap.py --compare ${OLD_TREE:-.} --device cuda \
           --problem level3/mlp > $LOG/overlap.log 2>&1";;
+      # the fork server's imports, one by one, three processes in a row
+      serverstart) echo "python3 bench/server_start.py --runs 3 > $LOG/serverstart.log 2>&1";;
       # the parent's output compare, this tree against OLD_TREE's, on 1 GiB outputs
       compare) echo "python3 bench/compare_speed.py --device cuda ${OLD_TREE:+--compare $OLD_TREE} \
           > $LOG/compare.log 2>&1";;

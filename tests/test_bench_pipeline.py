@@ -227,3 +227,15 @@ def test_compare_speed_times_both_trees_and_shows_their_verdicts():
     assert len(rows) == 4 and sum("| correct |" in ln for ln in rows) == 2, r.stdout
     assert sum("| mismatch |" in ln for ln in rows) == 2, r.stdout
     assert "passes: old / new = " in r.stdout and "fails: old / new = " in r.stdout
+
+
+def test_server_start_times_the_fork_servers_imports_step_by_step():
+    """bench/server_start.py on CPU: one process, the server's steps in its order, a total."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "server_start.py"), "--runs", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    for step in ("| torch |", "| torch._dynamo |", "| triton_key() |", "| **total** |"):
+        assert step in r.stdout, r.stdout
