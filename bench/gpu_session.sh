@@ -3,7 +3,7 @@
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
 #     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray,firstcall,
-#     vprofile,overlap,evalprofile,compare,serverstart (export needs evolve's run; throughput_ray needs .ray/, see its step)
+#     vprofile,overlap,evalprofile,compare,serverstart,placement (export needs evolve's run; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
@@ -138,6 +138,8 @@ if [ "$cmd" = start ]; then
       # the parent's references made beside the child: level3/mlp, this tree vs OLD_TREE
       overlap) echo "python3 bench/case_overlap.py --compare ${OLD_TREE:-.} --device cuda \
           --problem level3/mlp > $LOG/overlap.log 2>&1";;
+      # softmax's kernel on six allocations of its 1 GB input, two passes: placement or clocks
+      placement) echo "python3 bench/placement_spread.py --allocs 6 --passes 2 > $LOG/placement.log 2>&1";;
       # the fork server's imports, one by one, three processes in a row
       serverstart) echo "python3 bench/server_start.py --runs 3 > $LOG/serverstart.log 2>&1";;
       # the parent's output compare, this tree against OLD_TREE's, on 1 GiB outputs

@@ -239,3 +239,20 @@ def test_server_start_times_the_fork_servers_imports_step_by_step():
     assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
     for step in ("| torch |", "| torch._dynamo |", "| triton_key() |", "| **total** |"):
         assert step in r.stdout, r.stdout
+
+
+def test_placement_spread_times_each_allocation_in_each_pass():
+    """bench/placement_spread.py on CPU (interpreter, host times): every allocation in every
+    pass, and both spreads (over allocations per pass, over passes per allocation)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "placement_spread.py"), "--device",
+                        "cpu", "--allocs", "2", "--passes", "2"], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    assert len(rows) == 4, r.stdout
+    assert r.stdout.count("spread over allocations") == 2
+    assert r.stdout.count("spread over passes") == 2
