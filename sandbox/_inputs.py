@@ -120,6 +120,7 @@ def build_model(cls: Any, init: list[Any], seed: int, device: str,
             return model.to(device), "device"
         except Exception as e:  # noqa: BLE001 - CPU-only work in __init__: KernelBench's way below
             if why is not None:
-                why.append(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300])
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                why.append(f"{type(e).__name__}: {first}"[:300])
     seed_generators(seed)
     return cls(*init).to(device), "cpu"

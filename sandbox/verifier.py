@@ -367,7 +367,11 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
                     c = by_name[msg["shape"]]
                     c.missing = [str(n) for n in msg.get("missing", [])][:50]
                 elif ev == "drawn_apart":  # ModelNew built on the CPU: reference's handed over
-                    c = by_name[msg["shape"]]
+                    c = by_name.get(str(msg.get("shape")))
+                    if c is None or c.built is not True or c.init_on != "device":
+                        # only for a case made, whose reference the parent drew on the device
+                        raise ChildError(f"said shape {msg.get('shape')!r} was built apart "
+                                         "from a reference not drawn on the device")
                     gone = [str(n) for n in msg.get("missing", [])][:50]
                     c.missing = sorted(set(c.missing) | set(gone))
                     c.notes.append(

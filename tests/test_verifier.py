@@ -364,6 +364,20 @@ def test_requests_out_of_turn_are_protocol_errors(relu, forged):
     assert "out of turn" in v.reason
 
 
+@pytest.mark.parametrize("shape", ["small", "no_such_shape"])
+def test_a_forged_built_apart_report_is_a_protocol_error(relu, shape):
+    """Only the child reports that ModelNew was built on the CPU and handed the reference's
+    tensors, and only where the parent drew them on the device: on a CPU run, the report
+    (forged here by the candidate at import) names no such case and is refused."""
+    if shape == "small":
+        shape = "small" if "small" in relu.cpu_shapes else next(iter(relu.cpu_shapes))
+    src = ("import sandbox._child as _h\n_h._send(event='drawn_apart', shape=" + repr(shape)
+           + ", why='x', missing=[])\n" + HONEST)
+    v = run(relu, src, static_policy=False)
+    assert v.status is Status.REJECTED, (v.status, v.reason)
+    assert "built apart" in v.reason
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_child_is_told_where_the_references_parameters_were_drawn(relu, tmp_path, stream):
     """A candidate's parameters equal the reference's only if both are drawn on the same
