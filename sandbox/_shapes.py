@@ -8,12 +8,12 @@ import contextlib
 import functools
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sandbox._cachedir import cache_dir, write_json_atomically
 from sandbox._inputs import GEN_LOCK, Shape, like
 
 if TYPE_CHECKING:
@@ -348,30 +348,10 @@ def _search_failure(first: _Trial, trials: list[_Trial]) -> tuple[Shape, str]:
                         f"{_human(best.nbytes)}B ({sizes(best.shape)})")
 
 
-def cache_root() -> Path | None:
-    """kbench's cache directory: ``$KBENCH_CACHE_DIR``, else ``~/.cache/kbench``; None when
-    it is ``off``."""
-    root = os.environ.get("KBENCH_CACHE_DIR", "")
-    if root.lower() in ("off", "none", "0"):
-        return None
-    return Path(root) if root else Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kbench"
-
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    """``data`` as JSON at ``path``, replaced whole (readers never see half a file); an
-    unwritable cache is left alone."""
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-
-
 def _cache_path(spec: ProblemSpec) -> Path | None:
     import torch
 
-    base = cache_root()
+    base = cache_dir()
     if base is None:
         return None
     return (base / "cpu_shapes" /

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sandbox._cachedir import OFF, cache_base, cache_off
+
 __all__ = ["MAX_BYTES", "PARTS", "JobCache", "Restored", "cache_root", "enabled", "evict",
            "key", "open_job", "restore", "save", "toolchain"]
 
@@ -62,22 +64,17 @@ PARTS = ("torch_extensions", "triton_cache")  # the job's subdirectories that ar
 MAX_BYTES = 4 << 30  # the whole cache; least recently used entries go first
 _ENTRY_MAX_BYTES = 1 << 30  # one entry larger than this is not kept
 _STALE_S = 3600.0  # temporary directories of an interrupted save older than this are removed
-_OFF = ("0", "off", "false", "no", "none")
 
 
 # ---------------------------------------------------------------------------------------
 # Where, and whether
 # ---------------------------------------------------------------------------------------
 def enabled() -> bool:
-    return (os.environ.get("KBENCH_BUILD_CACHE", "1").strip().lower() not in _OFF
-            and os.environ.get("KBENCH_CACHE_DIR", "").strip().lower() not in _OFF)
+    return os.environ.get("KBENCH_BUILD_CACHE", "1").strip().lower() not in OFF and not cache_off()
 
 
 def cache_root() -> Path:
-    root = os.environ.get("KBENCH_CACHE_DIR", "")
-    base = Path(root) if root else Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kbench"
-    return base / "builds"
+    return cache_base() / "builds"
 
 
 # ---------------------------------------------------------------------------------------

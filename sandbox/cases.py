@@ -95,10 +95,10 @@ class _InputSizes:
     cases without running the problem's ``get_inputs``."""
 
     def __init__(self, spec: ProblemSpec) -> None:
-        from sandbox._shapes import cache_root
+        from sandbox._cachedir import cache_dir
 
         self.spec = spec
-        root = cache_root()
+        root = cache_dir()
         self.path = root / "input_sizes" / f"{spec.source_hash}.json" if root else None
         self.known: dict[str, tuple[float, int | None]] = {}
         self.new = False
@@ -134,7 +134,7 @@ class _InputSizes:
 
     def save(self) -> None:
         if self.new and self.path is not None:
-            from sandbox._shapes import write_json_atomically
+            from sandbox._cachedir import write_json_atomically
 
             write_json_atomically(self.path, self.known)
             self.new = False

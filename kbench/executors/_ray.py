@@ -110,10 +110,9 @@ _NODE_CACHE: Any = None
 def node_cache_path() -> Path:
     """This node's baselines cache: ``$KBENCH_CACHE_DIR/ray-baselines.db`` (default
     ``~/.cache/kbench``), shared by every worker process of the node."""
-    root = os.environ.get("KBENCH_CACHE_DIR", "")
-    base = Path(root) if root else Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kbench"
-    return base / "ray-baselines.db"
+    from sandbox._cachedir import cache_base
+
+    return cache_base() / "ray-baselines.db"
 
 
 def _node_cache() -> Cache:
