@@ -254,6 +254,16 @@ def test_an_exit_is_seen_though_a_descendant_holds_the_pipes(relu, tmp_path, bac
             os.kill(pid, signal.SIGKILL)
 
 
+def _wait_for_exec(pid: int, name: bytes, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read().split(b"\0")[0].endswith(name):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} did not exec {name!r} within {timeout} s")
+
+
 def test_sweep_kills_only_processes_of_that_job(tmp_path):
     mine, other = tmp_path / "job", tmp_path / "job2"
     mine.mkdir()
@@ -262,6 +272,10 @@ def test_sweep_kills_only_processes_of_that_job(tmp_path):
     a = subprocess.Popen(["sleep", "60"], env={**env, "HOME": str(mine)}, start_new_session=True)
     b = subprocess.Popen(["sleep", "60"], env={**env, "HOME": str(other)}, start_new_session=True)
     try:
+        # Popen returns after fork, perhaps before exec: until then /proc shows this
+        # process's environment, not the job's (CI once swept too early and found none).
+        for p in (a, b):
+            _wait_for_exec(p.pid, b"sleep")
         assert sweep(mine) == [a.pid]
         assert a.wait(5) == -signal.SIGKILL
         assert b.poll() is None
