@@ -248,13 +248,34 @@ def _run(tree: Path, what: str, store: str, reps: int, entry: dict, progress: Pr
     return final
 
 
+_EVALS = ("cold store", "warm store, the server kept by the command before",
+          "warm store, the command's own server (KBENCH_KEEP_SERVER=0)")
+
+
 def _eval_fresh(tree: Path, store: str, progress: Progress | None = None) -> dict:
-    """``kbench eval`` twice in new directories sharing ``store``: the second is the figure.
-    A failed eval ends the measure with its reason (its wall is no figure of speed)."""
-    env = {**os.environ, "PYTHONPATH": str(tree) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    """``kbench eval`` three times in new directories sharing ``store`` (:data:`_EVALS`):
+    the first fills the store and leaves its fork server; the second finds both, as a user's
+    next command does; the third finds the store but starts its own server. Servers are
+    kept in a directory of this measure's own, and stopped at its end. A failed eval ends
+    the measure with its reason (its wall is no figure of speed)."""
+    servers = tempfile.mkdtemp(prefix="kbs-")
+    env = {**os.environ, "PYTHONPATH": str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "KBENCH_SERVER_DIR": servers}
+    env.pop("KBENCH_KEEP_SERVER", None)
+    try:
+        res = _evals(tree, store, env, progress)
+        res["kept_servers"] = len(list(Path(servers).glob("fs-*/sock")))  # 0 for older trees
+        return res
+    finally:
+        subprocess.run([sys.executable, "-m", "kbench.cli", "doctor", "--stop-servers"],
+                       env=env, capture_output=True)
+        shutil.rmtree(servers, ignore_errors=True)
+
+
+def _evals(tree: Path, store: str, env: dict[str, str], progress: Progress | None) -> dict:
     walls: list[float] = []
     phases: dict = {}
-    for i in range(2):
+    for i, what in enumerate(_EVALS):
         cwd = tempfile.mkdtemp()
         cand = Path(cwd) / "cand.py"
         cand.write_text(_source(tree, "level1/softmax"))
@@ -262,11 +283,11 @@ def _eval_fresh(tree: Path, store: str, progress: Progress | None = None) -> dic
         r = subprocess.run([sys.executable, "-m", "kbench.cli", "eval", "--problem",
                             "level1/softmax", "--candidate", str(cand), "--store", store,
                             "--device", DEVICE, "--json"],
-                           env=env, cwd=cwd, capture_output=True, text=True)
+                           env={**env, **({"KBENCH_KEEP_SERVER": "0"} if i == 2 else {})},
+                           cwd=cwd, capture_output=True, text=True)
         walls.append(time.monotonic() - t0)
         if progress is not None:
-            progress(f"kbench eval #{i + 1} ({'cold' if i == 0 else 'warm'} store): "
-                     f"{walls[-1]:.1f} s, exit {r.returncode}")
+            progress(f"kbench eval #{i + 1} ({what}): {walls[-1]:.1f} s, exit {r.returncode}")
         try:
             verdict = json.loads(r.stdout)
         except ValueError:
@@ -274,7 +295,8 @@ def _eval_fresh(tree: Path, store: str, progress: Progress | None = None) -> dic
         if r.returncode != 0 or not isinstance(verdict, dict) or not verdict.get("passed"):
             return {"walls_s": walls, "error": f"kbench eval #{i + 1} exited {r.returncode}: "
                     f"{(r.stderr or r.stdout)[-300:]}"}
-        phases = verdict.get("phases", {})
+        if i == 1:
+            phases = verdict.get("phases", {})
     return {"walls_s": walls, "phases_second": phases}
 
 
@@ -394,8 +416,10 @@ def _report(res: dict, names: list[str], only: list[str]) -> None:
                 cell("warm", n, lambda r, ph=ph: f"{_med([_med([x['phases'].get(ph, 0.0) for x in r[p]]) for p in measured(r)]):.2f}")
                 for n in names) + " |")
     if "eval" in only:
-        lines.append("| `kbench eval`, fresh directory, warm store (s) | " + " | ".join(
-            cell("eval", n, lambda r: f"{r['walls_s'][1]:.2f}") for n in names) + " |")
+        lines.append("| `kbench eval`, fresh directory, warm store: server kept by the "
+                     "command before / its own (s) | " + " | ".join(
+                         cell("eval", n, lambda r: f"{r['walls_s'][1]:.2f} / {r['walls_s'][2]:.2f}")
+                         for n in names) + " |")
     if "cuda" in only:
         lines.append("| CUDA candidate, first / re-verified (s) | " + " | ".join(
             cell("cuda", n, lambda r: f"{r['first']['wall_s']:.1f} / {r['second']['wall_s']:.2f}")

@@ -627,10 +627,21 @@ def doctor(
         "exit 1 if a check fails.")] = False,
     gpu_test: Annotated[bool, typer.Option(
         "--gpu", help="The self-test on this machine's GPU too (needs a CUDA GPU).")] = False,
+    stop_servers: Annotated[bool, typer.Option(
+        "--stop-servers", help="Stop this user's kept fork servers (each kbench command "
+        "leaves one for the next, for KBENCH_KEEP_SERVER seconds).")] = False,
 ) -> None:
     """What this machine can do: GPU, versions, interpreter, sandbox isolation by layer."""
     import shutil
     import subprocess
+
+    if stop_servers:
+        from sandbox.backends._forkserver import stop_kept_servers
+
+        pids = stop_kept_servers()
+        out.print(f"stopped {len(pids)} kept fork server(s)"
+                  + (f": pid {', '.join(map(str, pids))}" if pids else ""), highlight=False)
+        return
 
     import torch
 
@@ -662,6 +673,7 @@ def doctor(
     rows.append(("sandbox: process", "own process group, killed on timeout; env allowlist; "
                                      "per-job Triton cache and torch extensions dir"))
     rows.append(("sandbox: interpreter", _interpreter_check()))
+    rows.append(("sandbox: fork server", _kept_servers()))
     layers = _isolation_layers(gpu)
     if as_json:
         print(json.dumps({"machine": dict(rows), "isolation": layers}, indent=2, default=str))
@@ -678,6 +690,21 @@ def doctor(
     for r in layers:
         t.add_row(r["layer"], r["status"], escape(r["detail"]))
     out.print(t)
+
+
+def _kept_servers() -> str:
+    """How fork servers are kept between commands, and how many are kept now."""
+    from sandbox.backends._forkserver import keep_seconds, kept_base
+
+    keep = keep_seconds()
+    if keep is None:
+        return "each command starts its own (KBENCH_KEEP_SERVER=0)"
+    base = kept_base()
+    if base is None:
+        return "not kept: no private directory for it (see the log)"
+    n = sum(1 for d in base.glob("fs-*") if (d / "sock").exists())
+    return (f"kept {keep:g} s after the last job, in {base} ({n} there now; "
+            "kbench doctor --stop-servers stops them)")
 
 
 def _self_test(gpu: bool, as_json: bool) -> None:

@@ -15,7 +15,18 @@ in the child) sent with three file descriptors (the child's stdin, its log for
 stdout and stderr, the result pipe's write end). The reply is JSON lines: ``{"pid": N}``
 once forked, then ``{"exit": CODE}`` when the child has been reaped (``CODE`` as
 ``subprocess`` reports it: negative for a signal), or ``{"error": TEXT}`` instead of a pid.
-Before reaping a child the server kills what is left of its process group.
+Before reaping a child the server kills what is left of its process group. A request with
+no descriptors and the body ``{"ping": true}`` is answered ``{"pong": SERVER_PID}``.
+
+A *kept* server (``--keep IDLE_S LOCK``, see :mod:`sandbox.backends._forkserver`) outlives
+the process that started it, so that the next ``kbench`` command finds torch and Triton
+imported: it holds ``LOCK`` (``flock``) for its whole life and says ``busy`` instead of
+``ready`` when another server holds it; it binds its socket under a temporary name and
+renames it into place only once ready; it serves any process of its own user that is not
+its own descendant (no candidate can ask it for anything), and exits, removing its socket,
+after ``IDLE_S`` seconds without a job or on SIGTERM. Every server is non-dumpable
+(``PR_SET_DUMPABLE`` 0): no process of the user, candidates included, can attach to it or
+write its memory to poison the children it forks; each child is made dumpable again.
 
 The child never returns into the server: it becomes a session leader, takes the fds as
 0/1/2, closes every other descriptor but the result pipe, moves into its work directory,
@@ -35,6 +46,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -128,16 +140,60 @@ def _cuda_initialised() -> bool:
     return bool(torch.cuda.is_initialized())
 
 
-def _peer_pid(conn: socket.socket) -> int:
+def peer_creds(conn: socket.socket) -> tuple[int, int]:
+    """The connected peer's pid and uid (``SO_PEERCRED``)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[0]
+    pid, uid, _ = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``pid`` is ``ancestor``'s descendant (or itself). A process that cannot be
+    followed to init counts as one: the answer that refuses."""
+    for _ in range(1 << 16):
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+        try:
+            pid = _ppid(pid)
+        except (OSError, ValueError, IndexError):
+            return True
+    return True
+
+
+_LIBC: Any = None
+
+
+def _prctl(option: int, arg: int) -> bool:
+    global _LIBC
+    try:
+        if _LIBC is None:
+            import ctypes
+
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+        return _LIBC.prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def set_dumpable(on: bool) -> bool:
+    """``PR_SET_DUMPABLE``: off, no unprivileged process can ptrace this one or open its
+    ``/proc/PID/mem`` or ``environ``; a fork inherits the flag."""
+    return _prctl(4, 1 if on else 0)
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """One request and its descriptors; a ping (``{"ping": true}``) comes with none."""
     conn.settimeout(30)
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, _NFDS)
     try:
-        if len(fds) != _NFDS or len(data) < 4:
+        if len(fds) not in (0, _NFDS) or len(data) < 4:
             raise ValueError(f"a request carries {_NFDS} descriptors and a length")
         (n,) = struct.unpack(">I", data[:4])
         if n > MAX_REQUEST:
@@ -149,6 +205,10 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
                 raise ValueError("connection closed mid-request")
             body += chunk
         req = json.loads(body)
+        if not fds:
+            if req != {"ping": True}:
+                raise ValueError("a request without descriptors can only be a ping")
+            return req, fds
         if not (isinstance(req.get("work"), str) and isinstance(req.get("env"), dict)
                 and isinstance(req.get("argv"), list)):
             raise ValueError("a request needs work, env and argv")
@@ -183,6 +243,7 @@ def _become_child(req: dict[str, Any], fds: list[int], shed: Any) -> None:
     code = 1
     try:
         os.setsid()
+        set_dumpable(True)  # the server is not; its children are, as any process is
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -236,13 +297,7 @@ def _become_child(req: dict[str, Any], fds: list[int], shed: Any) -> None:
 def _become_subreaper() -> bool:
     """Have orphaned descendants of every job re-parented to this server, not to init, so
     none outlives its job by leaving the job's session (Linux's PR_SET_CHILD_SUBREAPER)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        return False
+    return _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
 
 
 def _children(ppid: int) -> list[int]:
@@ -262,11 +317,28 @@ def _children(ppid: int) -> list[int]:
 
 
 class _Server:
-    def __init__(self, path: str, parent: int) -> None:
+    def __init__(self, path: str, parent: int, idle_s: float | None = None,
+                 lock_fd: int | None = None) -> None:
+        """``idle_s`` set: a kept server (see the module's docstring), serving its user's
+        processes until idle that long, holding ``lock_fd``'s lock; else the server of
+        ``parent`` alone, for its life."""
         self.parent = parent
+        self.idle_s = idle_s
+        self.lock_fd = lock_fd
+        self.path = path
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
+        if idle_s is None:
+            self.listener.bind(path)
+        else:  # in place only once listening: whoever finds the path finds a server
+            tmp = f"{path}.{os.getpid()}"
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            self.listener.bind(tmp)
         self.listener.listen(64)
+        if idle_s is not None:
+            os.rename(tmp, path)
+            self.ino = os.stat(path).st_ino
+        self.last = time.monotonic()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -280,11 +352,12 @@ class _Server:
 
     def _shed(self, conn: socket.socket) -> None:
         """In a forked child: close the server's descriptors through their objects, so no
-        finalizer closes a number the candidate has reused since."""
+        finalizer closes a number the candidate has reused since (and the lock, which a
+        child must not hold on for the server)."""
         self.sel.close()
         for s in (self.listener, conn, *self.jobs.values()):
             s.close()
-        for fd in (self.wake_r, self.wake_w):
+        for fd in (self.wake_r, self.wake_w, *([self.lock_fd] if self.lock_fd is not None else [])):
             os.close(fd)
 
     def serve(self) -> None:
@@ -305,9 +378,38 @@ class _Server:
                     except BlockingIOError:
                         pass
             self._reap()
-            if os.getppid() != self.parent:
-                self.stopping = self.orphaned = True  # the parent is gone
+            if self.idle_s is None:
+                if os.getppid() != self.parent:
+                    self.stopping = self.orphaned = True  # the parent is gone
+            elif not self.jobs and time.monotonic() - self.last > self.idle_s:
+                self.stopping = True
+        self._withdraw()
         self._kill_jobs()
+
+    def _withdraw(self) -> None:
+        """A kept server takes its socket's name away (if still its own), so the next
+        command starts a fresh server rather than connect to one that will not answer."""
+        if self.idle_s is None:
+            return
+        try:
+            if os.stat(self.path).st_ino == self.ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    def _release(self) -> None:
+        """Let another kept server start (one that drains serves no one new)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    def _allowed(self, conn: socket.socket) -> bool:
+        """Only the parent may ask a private server for children; a kept one serves its own
+        user's processes, never one of its descendants (a candidate, or anything it left)."""
+        pid, uid = peer_creds(conn)
+        if self.idle_s is None:
+            return pid == self.parent
+        return uid == os.getuid() and not descends_from(pid, os.getpid())
 
     def _stop(self, *_: object) -> None:
         self.stopping = True
@@ -317,13 +419,18 @@ class _Server:
             conn, _ = self.listener.accept()
         except OSError:
             return
+        self.last = time.monotonic()
         try:
-            if _peer_pid(conn) != self.parent:
-                conn.close()  # only the process that started us may ask for children
+            if not self._allowed(conn):
+                conn.close()
                 return
             req, fds = _read_request(conn)
         except (OSError, ValueError) as e:
             _reply(conn, error=f"bad request: {e}")
+            conn.close()
+            return
+        if not fds:
+            _reply(conn, pong=os.getpid())
             conn.close()
             return
         try:
@@ -331,8 +438,10 @@ class _Server:
                 _reply(conn, error="CUDA is initialised in the fork server; restart it")
                 conn.close()
                 self.draining = True
+                self._withdraw()
                 self.sel.unregister(self.listener)
                 self.listener.close()
+                self._release()
                 return
             pid = os.fork()
             if pid == 0:
@@ -383,6 +492,7 @@ class _Server:
             if conn is not None:
                 _reply(conn, exit=os.waitstatus_to_exitcode(status))
                 conn.close()
+                self.last = time.monotonic()
 
     def _kill_jobs(self) -> None:
         for pid in list(self.jobs):
@@ -400,8 +510,31 @@ class _Server:
             conn.close()
 
 
+def _lock(path: str) -> int | None:
+    """The kept server's lock, held for its life; None when another server holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def main(argv: list[str]) -> int:
+    """``SOCKET PARENT_PID [--keep IDLE_S LOCK]``."""
     path, parent = argv[1], int(argv[2])
+    idle_s, lock_fd = None, None
+    if argv[3:4] == ["--keep"]:
+        idle_s = float(argv[4])
+        lock_fd = _lock(argv[5])
+        if lock_fd is None:  # another kept server runs or is starting: use that one
+            sys.stdout.write("busy\n")
+            sys.stdout.flush()
+            return 0
+    set_dumpable(False)
     asked = _preimport()
     if _fork_poisoned():
         where = "\n".join(asked) or "(not through torch.cuda: no caller was noted)\n"
@@ -409,7 +542,7 @@ def main(argv: list[str]) -> int:
                          f"runtime for its devices, which makes torch refuse CUDA after a fork. "
                          f"Asked from:\n{where}")
         return 1
-    server = _Server(path, parent)
+    server = _Server(path, parent, idle_s, lock_fd)
     # the parent waits for this line; then stdout is no longer ours to write to
     sys.stdout.write("ready\n")
     sys.stdout.flush()

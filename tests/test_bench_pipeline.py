@@ -136,9 +136,11 @@ def test_the_old_tree_runs_only_the_measures_old_only_names(bp, monkeypatch, tmp
 
 @pytest.mark.slow
 def test_the_eval_measure_runs_kbench_eval_as_a_user_would(tmp_path):
-    """The `eval` and `repeat` measures end to end on CPU (--device cpu): two real `kbench
-    eval` runs that pass, their walls recorded, and a worker's five verifications. It once called `kbench eval PROBLEM FILE`, a usage error
-    whose wall would have been reported as the pipeline's speed."""
+    """The `eval` and `repeat` measures end to end on CPU (--device cpu): three real `kbench
+    eval` runs that pass (the first leaves its fork server for the second; the third starts
+    its own), their walls recorded, and a worker's five verifications. It once called
+    `kbench eval PROBLEM FILE`, a usage error whose wall would have been reported as the
+    pipeline's speed."""
     import os
     import subprocess
 
@@ -146,13 +148,16 @@ def test_the_eval_measure_runs_kbench_eval_as_a_user_would(tmp_path):
     out = tmp_path / "r.json"
     env = dict(os.environ, TRITON_INTERPRET="1")
     env.pop("KBENCH_STORE", None)
+    env.pop("KBENCH_KEEP_SERVER", None)  # the measure keeps the first eval's server itself
     r = subprocess.run([sys.executable, str(root / "bench" / "bench_pipeline.py"), "--only",
                         "eval,repeat", "--device", "cpu", "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads(out.read_text())["eval:new"]
-    assert "error" not in res and len(res["walls_s"]) == 2, res
-    assert "| `kbench eval`, fresh directory, warm store (s) |" in r.stdout
+    assert "error" not in res and len(res["walls_s"]) == 3, res
+    assert res["kept_servers"] == 1, res
+    assert ("| `kbench eval`, fresh directory, warm store: server kept by the command before "
+            "/ its own (s) |") in r.stdout
     rows = json.loads(out.read_text())["repeat:new"]["rows"]  # a worker process's measure
     assert len(rows) == 5 and all(x["status"] == "correct" for x in rows), rows
 
