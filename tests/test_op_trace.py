@@ -49,3 +49,34 @@ def test_ops_dispatched_from_triton_frames_are_excused():
 
     _, ops = _compute_ops(_Autotuned(), [torch.randn(3)])
     assert ops == set()
+
+
+def test_padding_is_allocation_and_a_copy():
+    """F.pad with a constant (FlashAttention pads head_dim so) moves data and computes
+    nothing: allowed, like new_zeros followed by a slice copy."""
+
+    class _Pad(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.pad(x, (0, 3, 1, 0), value=0.0)
+
+    x = torch.randn(4, 5)
+    out, ops = _compute_ops(_Pad(), [x])
+    assert ops == set()
+    assert out.shape == (5, 8) and torch.equal(out[1:, :5], x)
+
+
+# A custom op named like an allowed ATen op, whose implementation computes: the trace names
+# it with its own namespace and never lets the name pass for ATen's (the op's body runs
+# below the trace, so what it does inside is not seen at all).
+_LIB = torch.library.Library("kbench_trace_test", "DEF")  # noqa: TOR901 - a test-only namespace
+_LIB.define("copy_(Tensor x) -> Tensor")
+_LIB.impl("copy_", lambda x: torch.relu(x), "CompositeExplicitAutograd")
+
+
+def test_a_custom_op_is_named_with_its_namespace_and_not_taken_for_aten():
+    class _Custom(torch.nn.Module):
+        def forward(self, x):
+            return torch.ops.kbench_trace_test.copy_(x)
+
+    _, ops = _compute_ops(_Custom(), [torch.randn(6)])
+    assert ops == {"kbench_trace_test.copy_"}
