@@ -76,8 +76,8 @@ def install() -> None:
     if version >= (3, 0):
         fixes = [("autotune", _autotune), ("float_args", _float_args), ("bf16", _bf16),
                  ("libdevice", _libdevice), ("reductions", _reductions),
-                 ("constexpr_ops", _constexpr_ops),
-                 ("ast", _ast), ("driver", _driver), *fixes]
+                 ("constexpr_ops", _constexpr_ops), ("aliases", _aliases),
+                 ("warmup", _warmup), ("ast", _ast), ("driver", _driver), *fixes]
     elif "all" not in SKIPPED:
         SKIPPED["triton"] = f"Triton {triton.__version__} predates the 3.x interpreter"
     for name, fix in fixes:
@@ -177,6 +177,78 @@ def _constexpr_ops() -> None:
             return _orig(self, other)
 
         setattr(tl.constexpr, dunder, op)
+
+
+class _Globals:
+    """A kernel's module globals as attributes, so that the interpreter's patch scope can
+    replace one and put it back."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        object.__setattr__(self, "_d", d)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._d[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._d[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self._d[name]
+
+
+def _aliases() -> None:
+    """A builtin of ``triton.language`` kept under another global name (Unsloth's
+    ``triton_cast = tl.cast``) is patched for the interpreter like the module's own member;
+    the compiler accepts the alias, and the interpreter called it unpatched ("Did you forget
+    to add @triton.jit ?")."""
+    import triton.language as tl
+    from triton.runtime import interpreter as it
+
+    orig = getattr(it, "_patch_lang", None)
+    patch_attr = getattr(it, "_patch_attr", None)
+    is_builtin = getattr(tl.core, "is_builtin", None)
+    if orig is None or patch_attr is None or is_builtin is None:
+        raise _Differ("no _patch_lang/_patch_attr/is_builtin in this Triton's interpreter")
+
+    def patch_lang(fn: Any) -> Any:
+        scope = orig(fn)
+        glob = fn.__globals__
+        aliases = [(k, v) for k, v in glob.items() if is_builtin(v)]
+        if aliases:
+            proxy = _Globals(glob)
+            for name, member in aliases:
+                patch_attr(proxy, name, member, it.interpreter_builder, scope)
+        return scope
+
+    it._patch_lang = patch_lang
+
+
+class _NotCompiled:
+    """What ``kernel.warmup(...)`` gives in the interpreter (Triton returns None): nothing
+    was compiled, so the registers, shared memory or binary a GPU's compiled kernel reports
+    (Triton's tutorial 02 reads ``n_regs`` to size its grid) do not exist on CPU."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise InterpreterGap(f"the compiled kernel's {name} (from JITFunction.warmup) exists "
+                             "only on a GPU: Triton's interpreter compiles nothing")
+
+
+def _warmup() -> None:
+    from triton.runtime import interpreter as it
+
+    cls = getattr(it, "InterpretedFunction", None)
+    orig = getattr(cls, "warmup", None)
+    if orig is None:
+        raise _Differ("no InterpretedFunction.warmup in this Triton")
+
+    def warmup(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = orig(self, *args, **kwargs)
+        return _NotCompiled() if out is None else out
+
+    cls.warmup = warmup
 
 
 def _widen(bits: Any) -> Any:

@@ -386,6 +386,41 @@ def unsupported_is_recognised():
     assert seen[2] is None, seen  # a kernel's own error stays its own
 
 
+# --- a module-level alias of a tl builtin (Unsloth: triton_cast = tl.cast) ------------------
+triton_cast = tl.cast
+tl_exp = tl.exp
+
+
+@triton.jit
+def _aliased(X, Y, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    x = tl.load(X + o)
+    tl.store(Y + o, triton_cast(tl_exp(x), tl.float16).to(tl.float32))
+
+
+@case
+def builtin_aliases_in_module_globals():
+    x = torch.randn(32)
+    y = torch.empty(32)
+    _aliased[(1,)](x, y, BLOCK=32)
+    same(y, x.exp().half().float(), "triton_cast(tl_exp(x), fp16)", rtol=0, atol=0)
+    assert triton_cast is tl.cast, "the alias was not put back after the launch"
+
+
+# --- warmup: nothing compiled, so what a compiled kernel reports is a gap, named ----------
+@case
+def warmup_then_reading_the_compiled_kernel_is_a_gap():
+    x = torch.randn(32)
+    k = _aliased.warmup(x, torch.empty(32), BLOCK=32, grid=(1,))  # ignoring it still works
+    try:
+        k.n_regs
+    except Exception as e:  # noqa: BLE001
+        why = _interp.unsupported(e)
+        assert why is not None and "n_regs" in why and "only on a GPU" in why, why
+    else:
+        raise AssertionError("n_regs of an interpreted warmup read as a number")
+
+
 print("RESULTS=" + json.dumps(RESULTS))
 '''
 
@@ -394,7 +429,8 @@ CASES = ["installed", "float_scalar_argument", "libdevice_functions",
          "bf16_reductions", "fp16_reductions", "nan_rows_in_reductions",
          "constexpr_value_in_jit_helpers", "constexpr_on_the_left_of_a_tensor",
          "tensor_and_or_not_masks",
-         "cuda_device_queries_on_cpu", "autotune_without_a_driver", "unsupported_is_recognised"]
+         "cuda_device_queries_on_cpu", "autotune_without_a_driver", "unsupported_is_recognised",
+         "builtin_aliases_in_module_globals", "warmup_then_reading_the_compiled_kernel_is_a_gap"]
 
 
 @pytest.fixture(scope="module")
