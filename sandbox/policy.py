@@ -29,10 +29,15 @@ construction (issue 16):
 * **Torch and Triton internals**: private APIs, compilers (``torch.compile``, ``torch.jit``,
   ``torch.ops``, ``torch.library``), global state (``torch.set_*``, ``torch.backends``),
   ``triton.testing``/``knobs``/caches. Device probes of every device module, autocast
-  decorators, and launch wrappers subclassing ``triton.KernelInterface`` or
+  decorators, ``torch.jit.is_scripting``/``is_tracing``, reads (never writes) of the matmul
+  precision flags, ``with torch.autocast(...)``/``torch.set_grad_enabled(...)`` blocks,
+  Triton's ``TensorDescriptor`` and ``set_allocator``, ``kernel._init_handles()``, and
+  launch wrappers subclassing ``triton.KernelInterface`` or
   ``triton.runtime.Autotuner``/``Heuristics`` are allowed.
 * **Unambiguous by construction**: a catch-all ``except`` (or ``contextlib.suppress``, or an
   ``__exit__`` that returns true) around code that handles tensors — the silent fallback;
+  a handler that only re-raises (``raise RuntimeError(f"...") from e``) hides nothing and
+  is allowed;
   a tensor kept across calls in ``self``, a global, a mutable default or a closure, or an
   ``lru_cache`` in front of a function of tensors — a result cache (settings, configs and
   counters may be kept); a PyTorch op passed around as a value (Triton's autotuner hooks

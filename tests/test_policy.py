@@ -640,6 +640,164 @@ def test_escapes_through_allowed_objects_are_refused() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Honest idioms an audit found refused (Triton tutorials, library launchers), and the cheats
+# next to each that must stay refused
+# --------------------------------------------------------------------------------------------
+_TD = "from triton.tools.tensor_descriptor import TensorDescriptor"
+_ALLOC = ("def _alloc(size, alignment, stream):\n"
+          "    return torch.empty(size, device='cuda', dtype=torch.int8)\n\n\n"
+          "triton.set_allocator(_alloc)\n")
+
+
+def test_tensor_descriptors_are_fine() -> None:
+    """Host-side TMA descriptors are Triton's route since block pointers went away (tutorials
+    06 and 09): ``TensorDescriptor.from_tensor`` / ``TensorDescriptor(...)`` only describe a
+    tensor for the kernel. The rest of triton.tools (compile, disasm, link ...) stays out."""
+    _ok("a = TensorDescriptor.from_tensor(x, [16, 16])\n"
+        "b = TensorDescriptor(x, x.shape, x.stride(), [16, 16])\nreturn _launch(x)", imports=_TD)
+    _ok("d = triton.tools.tensor_descriptor.TensorDescriptor.from_tensor(x, [16])\n"
+        "return _launch(x)", imports="import triton.tools.tensor_descriptor")
+    _ok("d = td.TensorDescriptor.from_tensor(x, [16])\nreturn _launch(x)",
+        imports="from triton.tools import tensor_descriptor as td")
+    _rejected("monkeypatch", "return _launch(x)", imports=_TD,
+              extra="TensorDescriptor.from_tensor = None\n")
+    for imp in ("from triton.tools import disasm", "import triton.tools.compile",
+                "from triton.tools.tensor_descriptor import canonicalize_dtype"):
+        _rejected("internals", "return _launch(x)", imports=imp)
+
+
+def test_triton_set_allocator_is_fine() -> None:
+    """``triton.set_allocator(fn)`` (tutorial 09, device-side ``tl.make_tensor_descriptor``)
+    only registers the function Triton's launcher calls for a kernel's global scratch. It
+    opens no cheat route: the allocator gets (size, alignment, stream) and no tensor; it runs
+    in the candidate's own frame, called from triton/backends/*/driver.py, which is not among
+    the Triton files the op trace excuses (sandbox/_child.py, _TRITON_BENCH_FILES), so any
+    PyTorch op it runs is traced as forward's; the setting is a ContextVar of the candidate's
+    child process, which neither the reference (parent) nor the baselines (their own children)
+    share; and a PyTorch op handed over as the allocator is still a reference-call. Triton's
+    other allocator hooks (set_profile_allocator, _allocation) stay refused."""
+    _ok("return _launch(x)", extra=_ALLOC)
+    _rejected("reference-call", "return _launch(x)", extra="triton.set_allocator(torch.relu)\n")
+    _rejected("internals", "return _launch(x)",
+              extra="triton.runtime._allocation.set_profile_allocator(None)\n")
+    _rejected("monkeypatch", "return _launch(x)", extra="triton.set_allocator = print\n")
+
+
+def test_bare_decorators_are_calls() -> None:
+    """``@torch.compiler.disable`` calls ``disable`` with the function, as
+    ``@torch.compiler.disable()`` calls it with nothing: a decorator is called, not handed
+    around. A bare decorator that is a PyTorch op is judged as that call would be (left to
+    the op trace; ``torch.relu(f)`` fails at import anyway); an op handed to a decorator
+    factory is still a reference."""
+    deco = "@{}\ndef _f(t):\n    return _launch(t)\n"
+    for d in ("torch.compiler.disable", "torch.compiler.allow_in_graph",
+              "torch.compiler.disable()"):
+        _ok("return _f(x)", extra=deco.format(d))
+    _ok("return _f(x)", imports="from torch.compiler import disable", extra=deco.format("disable"))
+    assert _check("return _f(x)", extra=deco.format("torch.relu")).rules == \
+        _check("return _f(x)", extra=deco.format("_id") + "\n_f = torch.relu(_f)\n"
+               "\n\ndef _id(g):\n    return g\n").rules
+    _rejected("reference-call", "return _f(x)", imports="import functools",
+              extra=deco.format("functools.partial(torch.relu)"))
+    _rejected("reference-call", "return _launch(x)", extra="_d = torch.compiler.disable\n")
+    _rejected("reference-call", "return self.act(x)", init="self.act = torch.relu")
+
+
+def test_precision_flags_may_be_read_never_written() -> None:
+    """A GEMM may follow PyTorch's TF32 settings when it picks tl.dot's input_precision (as
+    Inductor does); changing them changes what the reference and the baselines are held to."""
+    _ok("p = 'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee'\n"
+        "q = torch.backends.cudnn.allow_tf32\n"
+        "r = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction\n"
+        "assert p and (q or r or True)\nreturn _launch(x)")
+    for write in ("torch.backends.cuda.matmul.allow_tf32 = True",
+                  "torch.backends.cudnn.allow_tf32 = False",
+                  "torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction |= True",
+                  "del torch.backends.cuda.matmul.allow_tf32",
+                  "setattr(torch.backends.cuda.matmul, 'allow_tf32', True)",
+                  "m = torch.backends.cuda.matmul\nm.allow_tf32 = True",
+                  "torch.set_float32_matmul_precision('high')",
+                  "torch.backends.cudnn.benchmark = True",
+                  "with torch.backends.cuda.sdp_kernel(enable_flash=True):\n    pass",
+                  "with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):\n    pass"):
+        _rejected("internals", f"{write}\nreturn _launch(x)")
+        _rejected("internals", "return _launch(x)", extra=write + "\n")
+    _rejected("internals", "return _launch(x)", imports="import torch.backends.cudnn as cudnn")
+
+
+def test_init_handles_is_the_one_private_call() -> None:
+    """Triton's tutorial 02 loads a warmed-up kernel to read its register count:
+    ``kernel = softmax_kernel.warmup(...); kernel._init_handles(); n_regs = kernel.n_regs``.
+    Calling ``_init_handles`` is allowed on any object; other private attributes, and this
+    one taken as a value, are not."""
+    warm = "k = _k.warmup(x, x, 4, BLOCK=256, grid=(1,))\n"
+    _ok(warm + "k._init_handles()\nassert k.n_regs >= 0 and k.n_spills >= 0\nreturn _launch(x)")
+    _ok(warm + "getattr(k, '_init_handles')()\nreturn _launch(x)")
+    _rejected("introspection", warm + "f = k._init_handles\nreturn _launch(x)")
+    _rejected("introspection", warm + "k._init_handles()\nk._hash()\nreturn _launch(x)")
+    _rejected("internals", "triton.compiler.CompiledKernel._init_handles(None)\nreturn _launch(x)")
+
+
+def test_a_handler_that_only_reraises_hides_nothing() -> None:
+    """``except Exception as e: raise RuntimeError("...") from e`` lets every error out. It
+    must raise the caught exception or a catch-all class (an ``except ValueError`` further
+    out could turn ``raise ValueError`` into a fallback), and build its message from what
+    cannot fail (a failing message is another exception a narrow handler could catch)."""
+    t = "try:\n    return _launch(x)\nexcept Exception as e:\n"
+    for body in ("raise", "raise e", "raise RuntimeError",
+                 "raise RuntimeError(f'relu failed for {tuple(x.shape)} {x.dtype} on "
+                 "{x.device}: {e!r}') from e",
+                 "msg = 'relu failed: ' + str(e)\ndetail = f'{type(e).__name__}: {msg}'\n"
+                 "raise RuntimeError(detail) from None"):
+        _ok(t + textwrap.indent(body, "    "))
+    _ok("try:\n    return _launch(x)\nexcept:\n    raise")
+    for body in ("return x", "raise ValueError('bad') from e", "print(e)\nraise",
+                 "y = _launch(x)\nraise", "e = 'x'\nraise e", "raise RuntimeError(f'{e.nope}')",
+                 "raise RuntimeError(f'{x.shape:d}')", "raise RuntimeError('%d %d' % (1,))",
+                 "raise RuntimeError('{0}{1}'.format(1))", "raise RuntimeError(f'{1 / 0}')",
+                 "raise RuntimeError(f'{tuple(0)}')", "raise RuntimeError(f'{self}')",
+                 "raise RuntimeError('a' + x.shape)", "x = 'x'\nraise RuntimeError(f'{x.shape}')",
+                 "raise RuntimeError('x') from _launch(x)"):
+        _rejected("try-except", t + textwrap.indent(body, "    "))
+    _rejected("try-except", t + "    raise RuntimeError('x') from e",
+              extra="class RuntimeError(ValueError):\n    pass\n")
+    _rejected("try-except", t + "    raise _Err('x') from e",
+              extra="class _Err(Exception):\n    pass\n")
+
+
+def test_scoped_modes_and_probes_are_fine() -> None:
+    """``with torch.set_grad_enabled(False)`` is torch.no_grad; autocast, as a with-block or a
+    decorator, changes only the dtype of PyTorch ops run inside it (and forward may run none:
+    the op trace); ``torch.jit.is_scripting()`` is a probe. Global setters, and these mode
+    switches anywhere but a with item without ``as`` (entered by hand, kept as a value,
+    set_grad_enabled called bare or as a decorator, which switches the mode at import),
+    stay refused."""
+    _ok("with torch.set_grad_enabled(False):\n    return _launch(x)")
+    _ok("with torch.autocast(device_type=x.device.type, enabled=False):\n    y = _launch(x)\n"
+        "with torch.amp.autocast('cuda', dtype=torch.bfloat16), torch.no_grad():\n"
+        "    return _launch(y)")
+    _ok("with torch.cuda.amp.autocast(enabled=False):\n    return _launch(x)")
+    _ok("with autocast('cuda', enabled=False):\n    return _launch(x)",
+        imports="from torch.amp import autocast")
+    _ok("return _f(x)", extra="@torch.autocast('cuda', enabled=False)\ndef _f(t):\n"
+                              "    return _launch(t)\n")
+    _ok("if torch.jit.is_scripting() or torch.jit.is_tracing():\n    pass\nreturn _launch(x)")
+    for bad in ("torch.set_grad_enabled(False)", "g = torch.set_grad_enabled(False)",
+                "torch.set_autocast_enabled(True)", "torch.set_autocast_gpu_dtype(torch.half)",
+                "a = torch.autocast('cuda')\na.__enter__()", "torch.autocast('cuda').__enter__()",
+                "with torch.autocast('cuda') as a:\n    pass\na.__enter__()",
+                "s = torch.amp.GradScaler()", "f = torch.jit.script(_launch)",
+                "f = torch.jit.trace(_launch, x)"):
+        _rejected("internals", f"{bad}\nreturn _launch(x)")
+    _rejected("internals", "return _f(x)", extra="@torch.set_grad_enabled(False)\ndef _f(t):\n"
+                                                 "    return _launch(t)\n")
+    _rejected("internals", "return _launch(x)", imports="from torch import autocast",
+              extra="_A = autocast\n")
+    _rejected("internals", "return _launch(x)", imports="import torch.amp")
+    _rejected("reference-call", "f = torch.jit.is_scripting\nreturn _launch(x)")
+
+
+# --------------------------------------------------------------------------------------------
 # CUDA sources
 # --------------------------------------------------------------------------------------------
 _CUDA = '''

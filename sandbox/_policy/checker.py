@@ -28,7 +28,10 @@ from sandbox._policy.tables import (
     _LOAD_INLINE,
     _LOG_PLUMBING,
     _MUTATING,
+    _PRIVATE_CALLS_OK,
     _SELF_MUTATORS,
+    _TORCH_READ_ONLY,
+    _TORCH_SCOPED,
     _TRITON_BASES,
     _canonical,
     _compute_methods,
@@ -57,6 +60,7 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         self.fn_stack: list[ast.AST] = []
         self.out: list[Violation] = []
         self._seen: set[tuple[str, int | None, str]] = set()
+        self._bound: set[str] | None = None
         # names bound by imports that are themselves refused (reported once, at the import)
         self.bad_aliases: set[str] = set()
         for n in ast.walk(facts.tree):
@@ -152,9 +156,14 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         return True
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        parent = self.f.parent.get(node)
-        self._check_attr(node, called=isinstance(parent, ast.Call) and parent.func is node)
+        self._check_attr(node, called=self._called(node))
         self.generic_visit(node)
+
+    def _called(self, node: ast.AST) -> bool:
+        """Is ``node`` called where it stands: the function of a call, or a bare decorator
+        (``@torch.compiler.disable`` calls it with the function, as ``@f()`` calls f())?"""
+        parent = self.f.parent.get(node)
+        return (isinstance(parent, ast.Call) and parent.func is node) or self._is_decorator(node)
 
     def _check_attr(self, node: ast.Attribute, called: bool) -> None:
         attr = node.attr
@@ -167,7 +176,8 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         elif attr in _FRAME_ATTRS:
             self.add("introspection", node, f"accesses .{attr} (frames and code objects)")
         elif attr.startswith("_") and not _is_dunder(attr) and self.f.qual(node.value) is None \
-                and attr not in self.f.owned_attrs:
+                and attr not in self.f.owned_attrs and \
+                not (attr in _PRIVATE_CALLS_OK and called and not store):
             self.add("introspection", node, f"accesses the private attribute .{attr}, which this "
                      "file does not define")
         elif attr in _ESCAPE_ATTRS:
@@ -194,7 +204,13 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
                          "Call your kernel instead")
 
     def _check_ref(self, q: str, node: ast.AST, called: bool | None = None) -> None:
-        rule = _qual_rule(q)
+        store = isinstance(getattr(node, "ctx", None), (ast.Store, ast.Del))
+        if q in _TORCH_READ_ONLY and store and isinstance(node, ast.Attribute):  # (not an alias)
+            self.add("internals", node, f"assigns to {q}, changing the precision the reference "
+                     "and the baselines are held to; read it to choose your kernel's precision, "
+                     "never set it")
+            return
+        rule = None if q in _TORCH_SCOPED and self._scoped(q, node) else _qual_rule(q)
         if rule:
             root = node
             while isinstance(root, ast.Attribute):
@@ -203,10 +219,9 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
                     and getattr(root, "id", "") in self.bad_aliases):
                 self.add(rule[0], node, rule[1])  # (a refused import is reported once, above)
             return
-        parent = self.f.parent.get(node)
         if called is None:
-            called = isinstance(parent, ast.Call) and parent.func is node
-        if isinstance(getattr(node, "ctx", None), (ast.Store, ast.Del)):
+            called = self._called(node)
+        if store:
             return  # assignments to torch names are monkeypatching, reported by _check_store
         if not called and _is_compute_ref(q):
             self.add("reference-call", node, f"refers to {q} without calling it: PyTorch ops "
@@ -215,6 +230,20 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         elif not called and isinstance(_resolve(q), types.ModuleType) and not self._module_ok(node):
             self.add("introspection", node, f"uses the module {q} as a value; call its "
                      "functions directly")
+
+    def _scoped(self, q: str, node: ast.AST) -> bool:
+        """Is scoped mode switch ``q`` (:data:`_TORCH_SCOPED`) called as a ``with`` item's
+        context expression (with no ``as``: autocast's __enter__ returns the object, which
+        could be entered again by hand and never left), or (autocast) as a decorator?"""
+        call = self.f.parent.get(node)
+        if not (isinstance(call, ast.Call) and call.func is node):
+            return False
+        item = self.f.parent.get(call)
+        if isinstance(item, ast.withitem) and item.context_expr is call:
+            return item.optional_vars is None
+        return q != "torch.set_grad_enabled" and \
+            isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+            call in item.decorator_list
 
     def _module_ok(self, node: ast.AST) -> bool:
         """A module may be named as a value only by a tracked alias, or probed with
@@ -272,7 +301,7 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
                      "`find_spec(\"name\") is not None` with a literal top-level name: a spec's "
                      "loader reads files and loads code")
 
-    def _is_decorator(self, node: ast.expr) -> bool:
+    def _is_decorator(self, node: ast.AST) -> bool:
         parent = self.f.parent.get(node)
         return isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
             node in parent.decorator_list
@@ -433,7 +462,7 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         if self.fn_stack and self._touches_tensors(node.body):
             for h in node.handlers:
                 broad = _broad(h.type)
-                if broad:
+                if broad and not self._only_reraises(h):
                     self.add("try-except", h, f"catches {broad} around code that handles "
                              "tensors: a fallback path hides a failing kernel. Catch the "
                              "specific error you expect (ImportError, OutOfResources ...) or "
@@ -445,6 +474,61 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         self.generic_visit(node)
 
     visit_TryStar = visit_Try
+
+    def _only_reraises(self, h: ast.ExceptHandler) -> bool:
+        """A handler that only re-raises hides nothing: the error still leaves the try
+        (``except Exception as e: raise RuntimeError(f"... {e}") from e``). Its body must be
+        message assignments (a name bound to a string) and then ``raise``: bare, of the caught
+        exception, or of a catch-all class (Exception, RuntimeError, BaseException, not
+        rebound in this file) ``from`` the caught exception or None. Only a catch-all handler
+        further out -- refused itself around code that handles tensors -- could then turn it
+        into a fallback; a ``raise ValueError(...)`` could be caught by an ``except
+        ValueError`` outside, and so could any error of the handler's own making, so its
+        messages are built only from what cannot fail (:class:`_Message`)."""
+        *pre, last = h.body
+        if not isinstance(last, ast.Raise):
+            return False
+        bound = self._bound_names()
+        msg = _Message(self.env, h.name, bound)
+        for s in pre:
+            if not (isinstance(s, ast.Assign) and len(s.targets) == 1 and
+                    isinstance(s.targets[0], ast.Name) and s.targets[0].id != h.name and
+                    s.targets[0].id not in self.env.params and msg.text(s.value)):
+                return False
+            msg.names.add(s.targets[0].id)
+        exc, cause = last.exc, last.cause
+        if cause is not None and not (
+                (isinstance(cause, ast.Name) and cause.id == h.name) or
+                (isinstance(cause, ast.Constant) and cause.value is None)):
+            return False
+        if exc is None or (isinstance(exc, ast.Name) and h.name and exc.id == h.name):
+            return True
+        cls = exc.func if isinstance(exc, ast.Call) else exc
+        if not (isinstance(cls, ast.Name) and cls.id in _BROAD_EXCEPTIONS and
+                cls.id not in bound):
+            return False
+        return not isinstance(exc, ast.Call) or (
+            not exc.keywords and all(msg.value(a) for a in exc.args))
+
+    def _bound_names(self) -> set[str]:
+        """Every name this file binds anywhere (assignments, defs, imports, parameters)."""
+        if self._bound is None:
+            out: set[str] = set()
+            for n in ast.walk(self.f.tree):
+                if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+                    out.add(n.id)
+                elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    out.add(n.name)
+                elif isinstance(n, ast.alias):
+                    out.add(n.asname or n.name.split(".")[0])
+                elif isinstance(n, ast.arg):
+                    out.add(n.arg)
+                elif isinstance(n, ast.ExceptHandler) and n.name:
+                    out.add(n.name)
+                elif isinstance(n, (ast.Global, ast.Nonlocal)):
+                    out.update(n.names)
+            self._bound = out
+        return self._bound
 
     def visit_With(self, node: ast.With) -> None:
         for item in node.items:
@@ -560,6 +644,54 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         self.env = saved
 
 
+class _Message:
+    """What a re-raising handler's message may be built from: nothing that can fail (an
+    error of the handler's own making would leave it as another exception, one a narrow
+    handler further out could catch). Strings: constants, message names bound before,
+    f-strings without format specs, str()/repr() and ``+`` of strings; values: those, the
+    caught exception, a tensor parameter and its shape/dtype/device/ndim, tuple() of a
+    shape, type() of a value and its __name__/__qualname__."""
+
+    def __init__(self, env: _Env, caught: str | None, bound: set[str]) -> None:
+        self.env, self.caught, self.bound = env, caught, bound
+        self.names: set[str] = set()  # names the handler bound to messages so far
+
+    def _builtin(self, e: ast.expr, *names: str) -> bool:
+        return isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and \
+            e.func.id in names and e.func.id not in self.bound and not e.keywords and \
+            len(e.args) == 1 and not isinstance(e.args[0], ast.Starred)
+
+    def text(self, e: ast.expr) -> bool:
+        if isinstance(e, ast.Constant):
+            return isinstance(e.value, str)
+        if isinstance(e, ast.Name):
+            return e.id in self.names
+        if isinstance(e, ast.JoinedStr):
+            return all(isinstance(v, ast.Constant) or (
+                isinstance(v, ast.FormattedValue) and v.format_spec is None and
+                self.value(v.value)) for v in e.values)
+        if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add):
+            return self.text(e.left) and self.text(e.right)
+        return self._builtin(e, "str", "repr") and self.value(e.args[0])  # type: ignore[attr-defined]
+
+    def _tensor_param(self, e: ast.expr) -> bool:
+        return isinstance(e, ast.Name) and e.id in self.env.params and self.env.is_tensor(e)
+
+    def value(self, e: ast.expr) -> bool:
+        if isinstance(e, ast.Constant) or self.text(e) or self._tensor_param(e):
+            return True
+        if isinstance(e, ast.Name):
+            return e.id == self.caught
+        if isinstance(e, ast.Attribute):
+            if e.attr in ("__name__", "__qualname__"):
+                return self._builtin(e.value, "type") and self.value(e.value)
+            return e.attr in ("shape", "dtype", "device", "ndim") and self._tensor_param(e.value)
+        if self._builtin(e, "type"):
+            return self.value(e.args[0])  # type: ignore[attr-defined]
+        return self._builtin(e, "tuple") and isinstance(e.args[0], ast.Attribute) and \
+            e.args[0].attr == "shape" and self.value(e.args[0])  # type: ignore[attr-defined]
+
+
 def _short(node: ast.AST, limit: int = 60) -> str:
     text = ast.unparse(node)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -579,7 +711,8 @@ def _from_import_rule(mod: str, name: str) -> tuple[str, str] | None:
     rule = _import_rule(mod)
     if rule and rule[0] in ("forbidden-import", "concurrency"):
         return rule
-    return _qual_rule(_canonical(f"{mod}.{name}"))
+    q = _canonical(f"{mod}.{name}")
+    return None if q in _TORCH_SCOPED else _qual_rule(q)  # (scoped: judged at each use)
 
 
 def _broad(t: ast.expr | None) -> str | None:

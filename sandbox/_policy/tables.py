@@ -94,15 +94,37 @@ _CUDA_OK = {"current_device", "is_available", "get_device_properties", "device_c
             "is_initialized", "get_arch_list", "device_of", "current_device_index",
             "current_device_idx", "current_accelerator"}
 _DEVICE_MODULES = ("cuda", "xpu", "npu", "mps", "cpu", "accelerator", "musa", "mlu", "hpu")
-# autocast decorators for autograd Functions (they cast inputs only under autocast)
+# autocast decorators for autograd Functions (they cast inputs only under autocast); probes
 _TORCH_OK_NAMES = ("torch.amp.custom_fwd", "torch.amp.custom_bwd", "torch.cuda.amp.custom_fwd",
                    "torch.cuda.amp.custom_bwd", "torch.backends.cuda.is_built",
-                   "torch.backends.mps.is_available", "torch.backends.mps.is_built")
+                   "torch.backends.mps.is_available", "torch.backends.mps.is_built",
+                   "torch.jit.is_scripting", "torch.jit.is_tracing")
+# Precision flags a kernel may read to pick its own precision (tl.dot's input_precision, as
+# Inductor does). Reads only: writing them changes what the reference and the baselines are
+# held to, so an assignment (or setattr, or del) stays an ``internals`` violation.
+_TORCH_READ_ONLY = frozenset((
+    "torch.backends.cuda.matmul.allow_tf32",
+    "torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction",
+    "torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction",
+    "torch.backends.cuda.matmul.fp32_precision", "torch.backends.cudnn.allow_tf32",
+    "torch.backends.cudnn.fp32_precision"))
+# Scoped mode switches, allowed only as the context expression of a ``with`` item (autocast
+# also as a function decorator, which enters it around each call): they change only the
+# PyTorch ops run inside the block. Anywhere else (called bare, kept as a value, entered by
+# hand) they stay ``internals``, like the global setters (``torch.set_autocast_enabled``).
+# set_grad_enabled switches the mode when constructed, so it is never a decorator.
+_TORCH_SCOPED = frozenset(("torch.set_grad_enabled", "torch.autocast", "torch.amp.autocast",
+                           "torch.cuda.amp.autocast", "torch.cpu.amp.autocast"))
 _TRITON_OK = ("triton.jit", "triton.autotune", "triton.Config", "triton.heuristics", "triton.cdiv",
               "triton.next_power_of_2", "triton.language", "triton.runtime.driver",
               "triton.reinterpret", "triton.constexpr_function", "triton.JITFunction",
               "triton.KernelInterface", "triton.OutOfResources", "triton.CompilationError",
-              "triton.TritonError", "triton.must_use_result", "triton.__version__")
+              "triton.TritonError", "triton.must_use_result", "triton.__version__",
+              # host-side TMA descriptors (tutorials 06/09, since block pointers went away)
+              "triton.tools.tensor_descriptor.TensorDescriptor",
+              # the function Triton's launcher calls for a kernel's global scratch (device-side
+              # tl.make_tensor_descriptor); it runs in the candidate's frame, traced as forward
+              "triton.set_allocator")
 # Launch wrappers and their base classes (exact names: the modules hold caches and builders).
 _TRITON_EXACT = {"triton.runtime", "triton.runtime.Autotuner", "triton.runtime.Heuristics",
                  "triton.runtime.Config", "triton.runtime.KernelInterface",
@@ -112,7 +134,8 @@ _TRITON_EXACT = {"triton.runtime", "triton.runtime.Autotuner", "triton.runtime.H
                  "triton.runtime.autotuner.autotune", "triton.runtime.autotuner.heuristics",
                  "triton.runtime.jit", "triton.runtime.jit.JITFunction",
                  "triton.runtime.jit.KernelInterface", "triton.runtime.jit.jit",
-                 "triton.runtime.errors", "triton.runtime.errors.OutOfResources"}
+                 "triton.runtime.errors", "triton.runtime.errors.OutOfResources",
+                 "triton.tools.tensor_descriptor"}
 # Triton classes a candidate's launch wrapper may subclass.
 _TRITON_BASES = {"triton.KernelInterface", "triton.runtime.KernelInterface",
                  "triton.runtime.jit.KernelInterface", "triton.runtime.Autotuner",
@@ -121,6 +144,10 @@ _TRITON_BASES = {"triton.KernelInterface", "triton.runtime.KernelInterface",
 _FUNCTOOLS_CACHING = {"lru_cache", "cache", "cached_property"}
 _PRIVATE_OK = {"torch.nn.init._calculate_fan_in_and_fan_out",  # nn.Linear's reset_parameters
                "torch.nn.init._calculate_correct_fan"}
+# Private methods that may be called (never read as values or assigned) on any object:
+# Triton's CompiledKernel._init_handles loads a warmed-up kernel so that n_regs/n_spills can be
+# read (tutorial 02, fused softmax); Triton calls it itself at the first launch.
+_PRIVATE_CALLS_OK = {"_init_handles"}
 _SELF_MUTATORS = {"register_buffer", "register_parameter", "add_module", "register_module",
                   "register_forward_hook", "register_forward_pre_hook",
                   "register_full_backward_hook",
@@ -284,8 +311,8 @@ def _qual_rule(q: str) -> tuple[str, str] | None:
         return "forbidden-name", (f"uses {q}, which looks attributes up by string; write a "
                                   "lambda or a def instead")
     if top == "torch" and len(parts) > 1:
-        if q in _TORCH_OK_NAMES:
-            return None
+        if q in _TORCH_OK_NAMES or q in _TORCH_READ_ONLY:
+            return None  # (the checker refuses writes to _TORCH_READ_ONLY)
         if _under(q, _TORCH_CONCURRENCY):
             return "concurrency", (f"uses {q}: work on side streams, graphs or events escapes "
                                    "timing; launch on the current stream")
@@ -304,7 +331,9 @@ def _qual_rule(q: str) -> tuple[str, str] | None:
     if top == "triton" and len(parts) > 1 and q not in _TRITON_EXACT and \
             not _under(q, _TRITON_OK):
         return "internals", (f"uses {q}; kernels need only triton.jit/autotune/heuristics/Config/"
-                             "cdiv/next_power_of_2, triton.language, and for launch wrappers "
+                             "cdiv/next_power_of_2, triton.language, "
+                             "triton.tools.tensor_descriptor.TensorDescriptor, "
+                             "triton.set_allocator, and for launch wrappers "
                              "triton.KernelInterface / triton.runtime.Autotuner")
     return None
 
