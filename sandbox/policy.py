@@ -144,6 +144,23 @@ def _torch_compute_note(facts: _Facts) -> str:
     return f"; it computes with PyTorch instead ({shown}): the reference the kernel replaces"
 
 
+def _no_kernel(source: str, tree: ast.Module, facts: _Facts) -> str:
+    """Why no kernel was found, starting with what is plainly missing."""
+    if not tree.body:  # nothing but blanks and comments
+        return "no kernel: the candidate file is empty (no code); write a class ModelNew that launches " \
+            "a Triton (@triton.jit) or CUDA (load_inline) kernel"
+    def binds(n: ast.AST) -> bool:
+        return (isinstance(n, ast.ClassDef) and n.name == "ModelNew") or \
+            (isinstance(n, ast.Name) and n.id == "ModelNew" and isinstance(n.ctx, ast.Store)) or \
+            (isinstance(n, ast.alias) and (n.asname or n.name) == "ModelNew")
+
+    if not any(binds(n) for n in ast.walk(tree)):
+        return "no kernel: the candidate defines no class ModelNew; ModelNew must launch a " \
+            "Triton (@triton.jit) or CUDA (load_inline) kernel"
+    return ("no kernel: ModelNew must launch a Triton (@triton.jit) or CUDA (load_inline) "
+            "kernel" + _torch_compute_note(facts))
+
+
 def check_source(source: str) -> PolicyResult:
     """Check a candidate's source against every rule of :data:`RULES`. Never raises.
 
@@ -166,9 +183,7 @@ def check_source(source: str) -> PolicyResult:
         checker.visit(tree)
         violations = checker.out + harness
         if not facts.kernel_lines:
-            violations.append(Violation("no-kernel", "no kernel: ModelNew must launch a Triton "
-                                        "(@triton.jit) or CUDA (load_inline) kernel" +
-                                        _torch_compute_note(facts), None))
+            violations.append(Violation("no-kernel", _no_kernel(source, tree, facts), None))
         backend = _backend(facts)
     except RecursionError:
         return _TOO_COMPLEX

@@ -888,3 +888,18 @@ def test_cuda_sources_must_be_readable() -> None:
     r = check_source(src.replace("_ext = load_inline", "N = 256\n_ext = load_inline").replace(
         'cuda_sources=SRC', 'cuda_sources=f"#define NT {N}\\n" + SRC'))
     assert r.ok, r.reason()
+
+
+@pytest.mark.parametrize("source, says", [
+    ("", "the candidate file is empty"),
+    ("\n# nothing yet\n", "the candidate file is empty (no code)"),
+    ("   \n\n", "the candidate file is empty"),
+    ("import torch\n\nclass Model(torch.nn.Module):\n    pass\n", "defines no class ModelNew"),
+    ("import torch\n\nclass Mine(torch.nn.Module):\n    pass\n\nModelNew = Mine\n",
+     "no kernel: ModelNew must launch"),
+    ("import torch\n\nclass ModelNew(torch.nn.Module):\n    def forward(self, x):\n"
+     "        return x\n", "no kernel: ModelNew must launch"),
+])
+def test_no_kernel_says_what_is_missing_first(source, says):
+    (v,) = [v for v in check_source(source).violations if v.rule == "no-kernel"]
+    assert says in v.message, v.message
