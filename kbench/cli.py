@@ -189,6 +189,9 @@ def eval_cmd(
 def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, store: str | None,
           timing: bool, knob: list[str] | None, explain: bool = False,
           allow_libraries: tuple[str, ...] = (), profile: bool = False) -> None:
+    if candidate.is_dir():
+        raise ConfigError(f"--candidate {candidate}: is a directory; pass the candidate's "
+                          "Python file (it defines class ModelNew)")
     if not candidate.is_file():
         raise ConfigError(f"--candidate {candidate}: no such file")
     _prestart(device)
@@ -206,7 +209,9 @@ def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, stor
     spec = specs[0]
     source = _read_text(candidate, "--candidate")
     dev = _device(device)
-    db = Store(store)
+    from kbench.runflow import store_url
+
+    db = Store(store_url(store))  # --store, $KBENCH_STORE, kbench.toml's store, kbench.db
     verdict = verify(spec, source, device=dev, cache=db, timing=timing,
                      knobs=_parse_knobs(knob or []), allow_libraries=allow_libraries,
                      limits=Limits(profile_ncu=profile))
@@ -537,12 +542,27 @@ def problems_show(
     """Print a problem's source, shapes, tolerances and roofline."""
     from rich.syntax import Syntax
 
-    from kbench.problems import load
+    from kbench.problems import CPU_BYTES_BUDGET, CPU_FLOPS_BUDGET, load
 
     specs = load(problem)
     if len(specs) != 1:
         raise ConfigError(f"{problem!r} matches {len(specs)} problems; name exactly one")
     s = specs[0]
+    # Everything is computed before anything is printed, so a fault is one line: rooflines
+    # (a KBENCH lambda that fails or gives a negative number), and the reference on each CPU
+    # shape, as `kbench eval` runs it (a declared shape it fails on is refused there too).
+    rows = [(name, where, shape, *s.roofline(shape, name)) for name, where, shape in _all_shapes(s)]
+    for name, where, shape, flops, nbytes in rows:
+        if where != "cpu" or name.startswith("derived_"):
+            continue
+        declared = name in s.meta.cpu_shapes
+        small = (flops or 0) <= CPU_FLOPS_BUDGET and (nbytes or 0) <= CPU_BYTES_BUDGET
+        # a derived shape without an error already ran; one too large is left to `eval`
+        if declared or (s.cpu_shape_error and small):
+            why = s.reference_error(shape)
+            if why:
+                raise ProblemError(f"{s.key}: the reference fails on its own shape {name!r}: "
+                                   f"{why}")
     out.print(f"[bold]{s.key}[/]  ({s.path})", highlight=False)
     if source:
         out.print(Syntax(s.source, "python", line_numbers=False))
@@ -551,15 +571,13 @@ def problems_show(
               "(and relative L2 error <= rtol)" + (
                   "; custom check function" if s.meta.check else ""))
     t = Table(show_edge=False, title="shapes")
-    rows = _all_shapes(s)
-    keep = max(len(name) for name, _, _ in rows)
+    keep = max(len(row[0]) for row in rows)
     t.add_column("shape", no_wrap=True, min_width=keep)
     t.add_column("on")
     for col in ("GFLOP", "min MB", "FLOP/B"):
         t.add_column(col, justify="right")
     t.add_column("sizes", overflow="fold")
-    for name, where, shape in rows:
-        flops, nbytes = s.roofline(shape)
+    for name, where, shape, flops, nbytes in rows:
         ai = f"{flops / nbytes:.3g}" if flops is not None and nbytes else "–"
         t.add_row(name, where, _fmt(flops / 1e9 if flops is not None else None, ".3g"),
                   _fmt(nbytes / 1e6 if nbytes is not None else None, ".3g"), ai, _sizes(shape))
@@ -857,8 +875,10 @@ def tune_cmd(
 ) -> None:
     """Tune a candidate's knobs (its TUNE dict or @triton.autotune configs) with Optuna, per
     shape; store the best re-verified configuration. Exit 0 if every target got one."""
+    from kbench.runflow import store_url
     from kbench.tuning import GPU_NEEDED, targets, tune
 
+    store = store_url(store)  # --store, $KBENCH_STORE, kbench.toml's store, kbench.db
     todo, skipped = targets(target, problem, store)
     dev = _device(device)
     if not dev.startswith("cuda"):
@@ -898,10 +918,13 @@ def report_cmd(
     """Leaderboard of stored runs: fast_p against eager and torch.compile, geomean speedup,
     SOL%, cost, tokens, GPU-minutes and rejected candidates, per run and suite; one table
     per device fingerprint. Never creates a store."""
-    from kbench.report import build_report, print_report, write_html
+    from kbench.report import build_report, prepare_html_dir, print_report, write_html
+    from kbench.runflow import store_url
 
     with _json_errors(as_json):
-        rep = build_report(store, runs or (), problems=problems, suites=suite)
+        rep = build_report(store_url(store), runs or (), problems=problems, suites=suite)
+        if html is not None:  # a folder that cannot be written fails before any output
+            prepare_html_dir(html)
     if as_json:
         print(json.dumps(rep.to_dict(), indent=2, default=str))
     else:
@@ -919,7 +942,7 @@ def export_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the package project into.")],
     name: Annotated[str, typer.Option("--name", help="The Python package's name (an identifier).")],
     store: Annotated[str | None, typer.Option(help="Store URL or SQLite path.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it is an empty folder or an earlier kbench export (it holds .kbench-export and no other files of yours); never the current directory, a folder above it or home.")] = False,
 ) -> None:
     """Export a run's winning kernels (correct on every shape) as a pip-installable package
     of torch custom ops, with its tests, a benchmark script and a README."""

@@ -26,6 +26,8 @@ Unknown keys are errors that name the key.
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +109,25 @@ class RunConfig(BaseModel):
                                           {"name": repr(seen[0])})
         return value
 
+    @field_validator("prices")
+    @classmethod
+    def _price_table(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """``[prices]``: each entry ``{ input = USD, output = USD }`` (per 1M tokens), checked
+        when the file is read, not when the model is first priced."""
+        from agents.pricing import price_table
+
+        for model, entry in value.items():
+            why = _bad_price(entry)
+            if why:
+                raise PydanticCustomError(
+                    "bad_price", "[prices] {model}: {why}; write {model} = { input = USD per 1M "
+                    "tokens, output = USD per 1M tokens }", {"model": json.dumps(model), "why": why})
+        try:
+            price_table(value)  # the table the providers will use, built the same way
+        except ConfigError as e:
+            raise PydanticCustomError("bad_price", "{why}", {"why": str(e)}) from None
+        return value
+
     @property
     def model_label(self) -> str:
         """The models as one line (``a, b``), for run names, listings and the live view."""
@@ -144,6 +165,40 @@ class RunConfig(BaseModel):
                 if k in type(self).model_fields}
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _toml(x: Any) -> str:
+    """A value as written in TOML (``"x"``, ``true``), for messages."""
+    try:
+        return json.dumps(x)
+    except (TypeError, ValueError):
+        return repr(x)
+
+
+def _bad_price(entry: Any) -> str | None:
+    """Why a ``[prices]`` entry is not a price (None if it is one)."""
+    if isinstance(entry, dict):
+        unknown = [k for k in entry if k not in ("input", "output")]
+        if unknown:
+            return f"unknown key {unknown[0]!r} (a price has input and output)"
+        missing = [k for k in ("input", "output") if k not in entry]
+        if missing:
+            return f"{missing[0]} is missing"
+        values = [(k, entry[k]) for k in ("input", "output")]
+    elif isinstance(entry, (list, tuple)) and len(entry) == 2:
+        values = list(zip(("input", "output"), entry))
+    else:
+        return f"expected a table of input and output prices, not {_toml(entry)}"
+    for k, v in values:
+        if not _is_number(v):
+            return f"{k} = {_toml(v)} is not a number"
+        if v < 0:
+            return f"{k} = {v} is negative"
+    return None
+
+
 def load_config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:
     """Read ``path`` (or ``./kbench.toml`` if present), then apply non-None ``overrides``."""
     data: dict[str, Any] = {}
@@ -163,6 +218,8 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         where = f"{path}: " if path else ""
+        if first["type"] == "bad_price":  # the message names the entry itself
+            raise ConfigError(f"{where}{first['msg']}") from None
         if first["type"] == "extra_forbidden":
             raise ConfigError(f"{where}unknown key {key!r}; known keys: "
                               f"{', '.join(RunConfig.model_fields)}") from None

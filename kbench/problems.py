@@ -82,6 +82,14 @@ def _resolve_one(sel: str) -> list[tuple[str | None, Path]]:
     return [(k, p) for k, p in packaged if k == pattern]
 
 
+def _looks_like_path(sel: str) -> bool:
+    """A selector that names a file or folder rather than packaged ids: absolute, relative to
+    ``.`` or ``~``, or a ``.py`` file that is no packaged id (``level1/relu.py`` is one)."""
+    if sel.startswith(("/", "./", "../", "~")) or sel in (".", ".."):
+        return True
+    return sel.endswith(".py") and not any(c in sel for c in "*?[")
+
+
 def load(selector: str) -> list[ProblemSpec]:
     """Load every problem named by ``selector`` (see the module docstring); the first file
     that fails to load raises :class:`ProblemError` naming it."""
@@ -128,6 +136,9 @@ def load_report(selector: str) -> tuple[list[ProblemSpec], list[LoadFailure]]:
     failures: dict[Path, LoadFailure] = {}
     for part in parts:
         found = _resolve_one(part)
+        if not found and _looks_like_path(part):
+            raise ProblemError(f"{part}: no such file or directory; pass an existing problem "
+                               "file or folder, or an id such as level1/relu")
         if not found:
             raise ProblemError(
                 f"no problem matches {part!r}; suites are {', '.join(SUITES)} "

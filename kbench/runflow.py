@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -21,8 +26,15 @@ from kbench.errors import ConfigError, ProblemError
 from kbench.scoring import summary
 from kbench.store import ENV_VAR, RunRecord, Store
 
-__all__ = ["execute", "final_selection", "confirm_winners", "list_runs", "open_run", "show_run",
-           "summary_table"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_log = logging.getLogger("kbench.runflow")
+
+__all__ = ["call_errors", "execute", "final_selection", "confirm_winners", "list_runs",
+           "open_run", "show_run", "store_url", "summary_table"]
 
 
 def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
@@ -50,13 +62,14 @@ def _missing_store(db_url: str | None) -> Path | None:
 
 
 def open_run(name: str, db_url: str | None, *, recent: bool = False) -> tuple[Store, RunRecord]:
-    """The store at ``db_url`` (``None``: ``$KBENCH_STORE`` or ``kbench.db``) and its run
+    """The store at ``db_url`` (``None``: as :func:`store_url` finds it) and its run
     ``name``, never creating a store that is not there.
 
     Raises:
         ConfigError: No store at ``db_url``, or no run of that name in it (the message names
             the last five runs with ``recent``, else points to ``kbench runs list``).
     """
+    db_url = store_url(db_url)
     missing = _missing_store(db_url)
     if missing is not None:  # reading never creates a store
         raise ConfigError(f"no run named {name!r}: no store at {missing}")
@@ -71,28 +84,114 @@ def open_run(name: str, db_url: str | None, *, recent: bool = False) -> tuple[St
 
 
 def _config_store(config_path: Path | None) -> str | None:
-    """The ``store`` that ``--config`` (or ``./kbench.toml``) names, for ``--resume``, which
-    takes everything else from the stored run; None without one (``$KBENCH_STORE`` or
-    ``kbench.db`` then)."""
-    if config_path is None and not Path("kbench.toml").is_file():
-        return None
+    """The ``store`` that ``--config`` (or ``./kbench.toml``) names; None without one.
+
+    Only that key is read (the file must be UTF-8 TOML, ``store`` a string): commands that
+    only open the store (``runs``, ``report``, ``export``, ``tune``, ``eval``, ``--resume``)
+    take nothing else from the file."""
+    path = config_path
+    if path is None:
+        if not Path("kbench.toml").is_file():
+            return None
+        path = Path("kbench.toml")
+    elif not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
     try:
-        return load_config(config_path, {}).store
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{config_path or 'kbench.toml'}: not UTF-8 text (byte "
+        raise ConfigError(f"{path}: not UTF-8 text (byte "
                           f"0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
+    store = data.get("store")
+    if store is not None and (not isinstance(store, str) or not store.strip()):
+        raise ConfigError(f"{path}: store must be a store URL or SQLite path (a string), "
+                          f"not {store!r}")
+    return store
+
+
+def store_url(flag: str | None, config_path: Path | None = None) -> str | None:
+    """The store every command opens: ``--store`` if given, else ``$KBENCH_STORE``, else
+    the ``store`` of ``--config`` / ``./kbench.toml``, else None (``kbench.db`` in the
+    working directory, as :class:`Store` takes None)."""
+    if flag:
+        return flag
+    return os.environ.get(ENV_VAR) or _config_store(config_path) or None
+
+
+# What ``kbench run --resume`` may change: budgets and where/how work is executed. Anything
+# else (models, problems, strategy and its settings, prompts' knobs) is the run's own.
+_CHANGEABLE_ON_RESUME = (
+    "max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s", "concurrency", "device",
+    "store", "timing", "executor", "jobs_per_device", "ray_address", "max_gpu_minutes", "tune",
+    "tune_trials")
+_FLAG = {"max_cost_usd": "--max-cost", "time_limit_s": "--time-limit",
+         "allow_libraries": "--allow-library"}
+
+
+def _flag(key: str) -> str:
+    return _FLAG.get(key, "--" + key.replace("_", "-"))
+
+
+def _setting(key: str, value: Any) -> Any:
+    """A setting as compared on resume: validated as the config validates it, URLs' passwords
+    masked as the store keeps them, lists and comma-separated problems as sets."""
+    from kbench.store._store import _mask_urls
+
+    try:
+        value = getattr(RunConfig.model_validate({key: value}), key)
+    except ValidationError:
+        pass  # an invalid value differs from any stored one
+    value = _mask_urls(value)
+    if key == "problems" and isinstance(value, str):
+        return frozenset(p.strip() for p in value.split(",") if p.strip())
+    if isinstance(value, list):
+        return frozenset(map(str, value))
+    return value
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def _check_resume_flags(overrides: dict[str, Any], rec: RunRecord) -> None:
+    """Refuse flags that would change what a resumed run asks (they used to be ignored)."""
+    base = rec.config or {}
+    fields = RunConfig.model_fields
+    diff = []
+    for k, v in overrides.items():
+        if v is None or k in _CHANGEABLE_ON_RESUME or k not in fields:
+            continue
+        old = base.get(k, fields[k].default)
+        if _setting(k, v) != _setting(k, old):
+            diff.append((k, old))
+    if not diff:
+        return
+    how = ("a resumed run keeps its settings (only budgets, --device, --concurrency, "
+           "--timing, --executor and tuning may change); start a new run with --name")
+    if len(diff) == 1:
+        k, old = diff[0]
+        raise ConfigError(f"{_flag(k)} differs from run {rec.name}'s {_shown(old)}: {how}")
+    raise ConfigError(f"{', '.join(_flag(k) for k, _ in diff)} differ from run {rec.name}'s "
+                      f"({'; '.join(f'{_flag(k)} {_shown(old)}' for k, old in diff)}): {how}")
 
 
 def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | None,
              db_url: str | None) -> tuple[RunConfig, Store, Any]:
     if resume:
-        db_url = db_url or overrides.get("store") or _config_store(config_path)
-        db, rec = open_run(resume, db_url, recent=True)
+        # (None: kbench.db, not ./kbench.toml's store when --config names another file)
+        url = store_url(db_url or overrides.get("store"), config_path) or "kbench.db"
+        db, rec = open_run(resume, url, recent=True)
+        _check_resume_flags(overrides, rec)
         base = dict(rec.config or {})
         # budgets and execution knobs may change on resume; what was asked may not
-        for k in ("max_calls", "max_tokens_total", "max_cost_usd", "time_limit_s", "concurrency",
-                  "device", "store", "timing", "executor", "jobs_per_device", "ray_address",
-                  "max_gpu_minutes", "tune", "tune_trials"):
+        for k in _CHANGEABLE_ON_RESUME:
             if overrides.get(k) is not None:
                 base[k] = overrides[k]
         cfg = RunConfig(**base)
@@ -102,17 +201,129 @@ def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | 
     except UnicodeDecodeError as e:
         raise ConfigError(f"{config_path or 'kbench.toml'}: not UTF-8 text (byte "
                           f"0x{e.object[e.start]:02x} at offset {e.start})") from None
-    return cfg, Store(cfg.store), None
+    # --store, else $KBENCH_STORE, else kbench.toml's store (cfg.store), else kbench.db
+    url = db_url or overrides.get("store") or os.environ.get(ENV_VAR) or cfg.store
+    if url != cfg.store:
+        cfg = cfg.model_copy(update={"store": url})
+    return cfg, Store(url), None
+
+
+class _Lease:
+    """This process's hold on its run: claimed in the store (:meth:`Store.claim_run`, so no
+    other process resumes it meanwhile), kept alive by a heartbeat thread, released at the
+    end. ``run_id`` / ``name``: the run this process created or resumed (None until then)."""
+
+    def __init__(self, db: Store) -> None:
+        self.db = db
+        self.run_id: int | None = None
+        self.name: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.task: asyncio.Task[Any] | None = None  # the run's main task, while it runs
+
+    def take(self, run_id: int, name: str) -> None:
+        """Raises :class:`~kbench.store.RunBusyError` if the run's owner is alive."""
+        self.db.claim_run(run_id)
+        self.run_id, self.name = run_id, name
+        self._thread = threading.Thread(target=self._beat, name="kbench-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        from kbench.store._owners import HEARTBEAT_S
+
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.db.heartbeat(self.run_id)  # type: ignore[arg-type]
+            except Exception as e:  # noqa: BLE001 - a missed beat is retried; the run goes on
+                _log.warning("run %s: heartbeat not written: %s", self.name, e)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.run_id is not None:
+            try:
+                self.db.release_run(self.run_id)
+            except Exception as e:  # noqa: BLE001 - a stale owner row is taken over later
+                _log.warning("run %s: ownership not released: %s", self.name, e)
+
+
+# Signals that end a run as Ctrl-C does (SIGKILL cannot be caught: a run killed so stays
+# "running" with an owner that is gone, which `runs list` shows as stale and --resume takes).
+_SIGNAL_NAMES = {sig: name for name in ("SIGTERM", "SIGHUP")
+                 if (sig := getattr(signal, name, None)) is not None}
 
 
 def execute(overrides: dict[str, Any], config_path: Path | None, name: str | None,
             resume: str | None, device_of: Callable[[str | None], str], console: Console) -> None:
-    """Validate everything that can be validated before any call, then run."""
-    from agents import make_provider, require_price
+    """Validate everything that can be validated before any call, then run.
+
+    Ctrl-C, SIGTERM and SIGHUP end the run alike: sandbox children are killed, the run this
+    process created or resumed (never another) is marked ``interrupted`` and the line to
+    resume it is printed; the exit status is 130 (SIGINT) or 128 + the signal's number."""
+    cfg, db, rec = _resolve(overrides, config_path, resume, overrides.get("store"))
+    lease = _Lease(db)
+    if rec is not None:  # before anything slow: another process may be working on it
+        lease.take(rec.id, rec.name)
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if received:
+            return  # the first one is being handled
+        received.append(signum)
+        task = lease.task
+        if task is not None and not task.done():  # the run: cancelled as Ctrl-C cancels it
+            task.get_loop().call_soon_threadsafe(task.cancel)
+            return
+        raise KeyboardInterrupt  # before or after the run (its final selection)
+
+    caught: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _SIGNAL_NAMES:
+            caught[sig] = signal.signal(sig, on_signal)
+    try:
+        _execute(cfg, db, rec, lease, name, device_of, console, received)
+    except KeyboardInterrupt:
+        if received:
+            raise SystemExit(128 + received[0]) from None
+        raise
+    finally:
+        for sig, old in caught.items():
+            signal.signal(sig, old)
+        lease.close()
+
+
+def _interrupted(db: Store, lease: _Lease, received: list[int], console: Console,
+                 where: str = "") -> None:
+    """After Ctrl-C or a signal: kill the sandbox's children and mark this process's own
+    run interrupted (nothing if it was not created yet), saying how to continue."""
+    from sandbox._process import kill_all
+
+    kill_all()
+    how = (f"{_SIGNAL_NAMES.get(received[0], 'signal')} received" if received
+           else "interrupted")
+    if lease.run_id is None:
+        line = f"{how}{where} before the run was created: nothing was stored"
+    else:
+        r = db.get_run(lease.name) if lease.name else None
+        if r is not None and r.id == lease.run_id and r.status.value == "running":
+            db.set_run_status(lease.run_id, "interrupted")
+        line = (f"{how}{where}: every finished verdict is stored; continue with "
+                f"`kbench run --resume {lease.name}`")
+    try:
+        console.print(line, highlight=False, soft_wrap=True)
+    except (OSError, ValueError):  # SIGHUP: the terminal may be gone
+        pass
+
+
+def _execute(cfg: RunConfig, db: Store, rec: RunRecord | None, lease: _Lease, name: str | None,
+             device_of: Callable[[str | None], str], console: Console,
+             received: list[int]) -> None:
+    from agents import make_provider, price_table, require_price
     from kbench.problems import load_report
     from kbench.runner import Runner, build_executor, check_budget, check_tune
 
-    cfg, db, rec = _resolve(overrides, config_path, resume, overrides.get("store"))
     if not cfg.model:
         raise ConfigError("--model is required, e.g. openai/gpt-4o, anthropic/claude-sonnet-4-5, "
                           "replay:PATH, or a model name with --base-url")
@@ -129,7 +340,9 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
         from sandbox.backends import prepare
 
         prepare(device)
-    providers = [make_provider(m, cfg.base_url, prices=cfg.prices or None,
+    # the built-in table with kbench.toml's [prices] over it (validated when it was loaded)
+    prices = price_table(cfg.prices) if cfg.prices else None
+    providers = [make_provider(m, cfg.base_url, prices=prices,
                                concurrency=cfg.concurrency) for m in cfg.model]
     warn = Console(stderr=True)
     for w in [w for p in providers for w in getattr(p, "warnings", ())]:  # e.g. replay files
@@ -140,6 +353,7 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
             require_price(p)
 
     async def go() -> Runner:
+        lease.task = asyncio.current_task()
         for p in providers:  # bad key, unknown model, unreachable server: one line, no run
             await p.check()
         # an executor that cannot start (a Ray cluster out of reach): one line, no run
@@ -149,6 +363,7 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
                                f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
             run_id = db.create_run(run_name, model=cfg.model_label, strategy=cfg.strategy,
                                    config=cfg.model_dump())
+            lease.take(run_id, run_name)
         else:
             run_name, run_id = rec.name, rec.id
             db.set_run_status(run_id, "running")
@@ -171,43 +386,61 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
                 live.update(_view(runner, run_name))
         return runner
 
-    run_id = None
     try:
         runner = asyncio.run(go())
-        run_id = runner.run_id
     except (KeyboardInterrupt, asyncio.CancelledError):
-        from sandbox._process import kill_all
-
-        kill_all()
-        r = db.get_run(name or resume or "") if (name or resume) else None
-        latest = r or (db.list_runs()[-1] if db.list_runs() else None)
-        if latest is not None and latest.status.value == "running":
-            db.set_run_status(latest.id, "interrupted")
-            console.print(f"interrupted: every finished verdict is stored; continue with "
-                          f"`kbench run --resume {latest.name}`")
+        _interrupted(db, lease, received, console)
+        raise KeyboardInterrupt from None
+    except Exception:
+        if received:  # what the signal cut short failed instead (SIGHUP: the terminal gone)
+            _interrupted(db, lease, received, console)
+            raise KeyboardInterrupt from None
         raise
+    finally:
+        lease.task = None
+    run_id = runner.run_id
     status = "failed" if runner.agent.fatal_error else "finished"
-    if status == "finished":
-        try:
+    try:
+        if status == "finished":
             final_selection(db, run_id, specs, device, console, timing=cfg.timing,
                             allow_libraries=tuple(cfg.allow_libraries))
             confirm_winners(db, run_id, specs, device, console, timing=cfg.timing,
                             allow_libraries=tuple(cfg.allow_libraries))
-        except KeyboardInterrupt:
-            from sandbox._process import kill_all
-
-            kill_all()
-            db.set_run_status(run_id, "interrupted")
-            console.print(f"interrupted in the final selection: continue with "
-                          f"`kbench run --resume {runner.name}`")  # type: ignore[attr-defined]
-            raise
-    db.set_run_status(run_id, status)
+        db.set_run_status(run_id, status)
+    except KeyboardInterrupt:
+        _interrupted(db, lease, received, console, " in the final selection")
+        raise
     console.line()
     console.print(summary_table(db, run_id, runner.name))  # type: ignore[attr-defined]
+    for key, error in call_errors(db, run_id).items():
+        console.print(f"{key}: no candidate, the model call failed: {error}", style="yellow",
+                      highlight=False, markup=False, soft_wrap=True)
     if runner.stop_reason:
         console.print(f"stopped early: {runner.stop_reason}", style="yellow")
     if runner.agent.fatal_error:
         raise ConfigError(runner.agent.fatal_error)
+
+
+def call_errors(db: Store, run_id: int, width: int = 200) -> dict[str, str]:
+    """For each problem of the run with no verdict at all whose latest LLM call failed, that
+    call's error as stored (scrubbed of secrets when it was written, and again here), on one
+    line of at most ``width`` characters."""
+    from agents.redact import redact
+
+    judged = {k for k, v in db.results(run_id) if v is not None}
+    latest: dict[int, str | None] = {}
+    for c in db.llm_calls_for(run_id):  # oldest first: the latest call of each problem wins
+        if c.problem_id is not None:
+            latest[c.problem_id] = c.error
+    out: dict[str, str] = {}
+    for pid, error in latest.items():
+        p = db.get_problem(pid)
+        key = p.key if p is not None else str(pid)
+        if not error or key in judged:
+            continue
+        line = " ".join(redact(error).split())
+        out[key] = line if len(line) <= width else line[:width - 1] + "…"
+    return out
 
 
 # -- final selection (issue 10) ------------------------------------------------------------
@@ -364,15 +597,20 @@ def summary_table(db: Store, run_id: int, run_name: str) -> Table:
     for p in (0, 1, 1.5, 2):
         t.add_column(f"fast_{p:g}", justify="right")
     t.add_column("geomean ×", justify="right")
+    from kbench.report._data import UNTIMED_NOTE, shown_fast, untimed
+
     for base, label in (("eager", "eager"), ("compile", "torch.compile")):
-        t.add_row(label, *[f"{s.fast(p, base):.3f}" for p in (0, 1, 1.5, 2)],
+        t.add_row(label, *[_fmt(shown_fast(s, p, base), ".3f") for p in (0, 1, 1.5, 2)],
                   _fmt(getattr(s, f"geomean_speedup_{base}"), ".2f"))
-    if s.n_timed == 0 and s.n_correct:
-        t.caption = "no timing (no GPU): fast_p for p > 0 is 0 by definition"
+    if untimed(s):
+        t.caption = f"no timing (no GPU): {UNTIMED_NOTE}"
     return t
 
 
 def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
+    """Every run in the store (``db_url``, else as :func:`store_url` finds it). A run marked
+    running whose process is gone (killed outright) is shown as stale."""
+    db_url = store_url(db_url)
     missing = _missing_store(db_url)
     if missing is not None:  # reading never creates a store
         if as_json:
@@ -380,6 +618,8 @@ def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
         else:
             console.print(f"no runs yet (no store at {missing})", highlight=False, soft_wrap=True)
         return
+    from kbench.report._data import UNTIMED_NOTE, shown_fast
+
     db = Store(db_url)
     runs = db.list_runs()
     data = []
@@ -387,8 +627,10 @@ def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
         s = summary(db.results(r.id))
         cost = sum(c.cost_usd or 0.0 for c in db.llm_calls_for(r.id))
         data.append({"name": r.name, "created": r.created_at.isoformat(), "status": r.status.value,
-                     "model": r.model, "strategy": r.strategy, "problems": s.n_problems,
-                     "correct": s.n_correct, "fast_1": s.fast(1, "eager"), "cost_usd": cost})
+                     "stale": _stale(db, r), "model": r.model, "strategy": r.strategy,
+                     "problems": s.n_problems, "correct": s.n_correct,
+                     # None (shown –) where nothing correct was timed: undefined, not 0
+                     "fast_1": shown_fast(s, 1.0), "cost_usd": cost})
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -397,9 +639,21 @@ def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
                 "fast_1", "cost $"):
         t.add_column(col)
     for d in data:
-        t.add_row(d["name"], d["created"][:19], d["status"], d["model"] or "", d["strategy"] or "",
-                  str(d["problems"]), str(d["correct"]), f"{d['fast_1']:.3f}", f"{d['cost_usd']:.3f}")
+        t.add_row(d["name"], d["created"][:19], d["status"] + (" (stale)" if d["stale"] else ""),
+                  d["model"] or "", d["strategy"] or "",
+                  str(d["problems"]), str(d["correct"]), _fmt(d["fast_1"], ".3f"), f"{d['cost_usd']:.3f}")
     console.print(t if data else "no runs yet")
+    if any(d["fast_1"] is None and d["correct"] for d in data):
+        console.print(f"fast_1 –: no timing (no GPU); {UNTIMED_NOTE}", style="dim",
+                      highlight=False, soft_wrap=True)
+
+
+def _stale(db: Store, r: RunRecord) -> bool:
+    """A run marked running whose process is gone (killed outright): ``--resume`` takes it."""
+    if r.status.value != "running":
+        return False
+    owner = db.run_owner(r.id)
+    return owner is not None and not owner.alive()
 
 
 def show_run(name: str, db_url: str | None, as_json: bool, console: Console, *,
@@ -418,26 +672,32 @@ def show_run(name: str, db_url: str | None, as_json: bool, console: Console, *,
     provisional = [k for k, v in rows if v is not None and v.get("status") == "correct"
                    and k not in sels]
     pop, lin = _population(db, r.id)
+    failed = call_errors(db, r.id)
     if as_json:
         out = {"run": r.name, "status": r.status.value, "config": r.config,
                "summary": summary(rows).to_dict(), "results": {k: v for k, v in rows},
                "selections": {k: _selection_json(s) for k, s in sels.items()},
-               "provisional": provisional, "population": pop}
+               "provisional": provisional, "population": pop, "call_errors": failed}
         if lineage:
             out["lineage"] = lin
         print(json.dumps(out, indent=2, default=str))
         return
-    t = Table(show_edge=False, title=f"run {r.name} ({r.status.value}, {r.model}, {r.strategy})")
+    status = r.status.value + (" (stale)" if _stale(db, r) else "")
+    t = Table(show_edge=False, title=f"run {r.name} ({status}, {r.model}, {r.strategy})")
     for col in ("problem", "status", "× eager", "× compile", "SOL%", "reason", "best"):
         t.add_column(col)
     for key, v in rows:
         if v is None:
-            t.add_row(key, "no candidate", "", "", "", "", "")
+            why = f"call failed: {failed[key]}"[:70] if key in failed else ""
+            t.add_row(key, "no candidate", "", "", "", Text(why), "")
             continue
         t.add_row(key, v["status"], _fmt(v.get("speedup_eager")), _fmt(v.get("speedup_compile")),
                   _fmt(v.get("sol_pct"), ".0f"), (v.get("reason") or "").splitlines()[0][:70],
                   _best_cell(sels.get(key), key in provisional))
     console.print(t)
+    for key, error in failed.items():
+        console.print(f"{key}: no candidate, the model call failed: {error}", style="yellow",
+                      highlight=False, markup=False, soft_wrap=True)
     for key, s in sels.items():
         console.print(f"selected {key}: {_selection_line(s)}", highlight=False, soft_wrap=True)
     if provisional:

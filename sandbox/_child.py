@@ -630,19 +630,24 @@ def main() -> int:
                 if req.get("skip"):
                     continue  # a perturbation outside the reference's domain
                 src = _make_inputs(prob, shape["params"], int(req["seed"]), device)
-                if checksum(src) != req["checksum"]:
+                mine = checksum(src)
+                if mine != req["checksum"]:
                     _send(event="error", phase=phase, kind="harness", message=(
                         "inputs made in the sandbox differ from the verifier's for the same "
-                        "seed: the problem's get_inputs() is not deterministic"))
+                        "seed: the problem's get_inputs() is not deterministic "
+                        f"(sandbox {mine[:300]!r}, verifier {req['checksum'][:300]!r})"))
                     return 1
                 own = req.get("kind", "own") == "own"
                 if not own:
                     src = perturb_inputs(src, req["kind"], int(req["pseed"]),
                                          bool(req["positive"]))
-                    if checksum(src) != req["pchecksum"]:
+                    mine = checksum(src)
+                    if mine != req["pchecksum"]:
                         _send(event="error", phase=phase, kind="harness", message=(
                             "perturbed inputs made in the sandbox differ from the verifier's "
-                            "for the same seed"))
+                            f"for the same seed ({req['kind']}, pseed {req['pseed']}, positive "
+                            f"{req['positive']}; sandbox {mine[:300]!r}, verifier "
+                            f"{req['pchecksum'][:300]!r})"))
                         return 1
                 if i == 0:
                     bufs = [x.clone() if isinstance(x, torch.Tensor) else x for x in src]

@@ -297,12 +297,13 @@ def _prepare_trial(spec: ProblemSpec, case: _Case, i: int, device: str) -> dict[
         xs = xs if xs is not None else spec.make_inputs(case.params, seed, device)
         px = perturb_inputs(xs, kind, pseed, positive)
         xs = None  # remade if needed: at most one input set and one output alive at a time
+        pchecksum = checksum(px)  # before the reference, which may write into its inputs
         ref = _reference(spec, case, px)
         if _finite(ref):
             case.refs[i], case.positive[i] = ref, positive
             if spec.meta.check is not None:
                 case.inputs[i] = px
-            return {**reply, "pseed": pseed, "positive": positive, "pchecksum": checksum(px)}
+            return {**reply, "pseed": pseed, "positive": positive, "pchecksum": pchecksum}
         del ref
     case.skipped.add(i)
     case.notes.append(f"{kind} inputs skipped on shape {case.name!r}: the reference's output "

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.util
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -237,21 +238,90 @@ class ProblemSpec:
         return model.train(self.meta.mode == "train"), on
 
     # -- roofline ---------------------------------------------------------------------
-    def roofline(self, shape: Shape) -> tuple[float | None, float | None]:
-        """(FLOPs, minimum bytes) at ``shape``: declared, else estimated on the meta device."""
-        flops = _eval(self.meta.flops, shape)
-        nbytes = _eval(self.meta.bytes, shape)
+    def roofline(self, shape: Shape, name: str | None = None) -> tuple[float | None, float | None]:
+        """(FLOPs, minimum bytes) at ``shape``: declared, else estimated on the meta device.
+
+        Raises:
+            ProblemError: ``KBENCH["flops"]`` or ``["bytes"]`` raises on ``shape`` or gives no
+                finite, non-negative number; the message names the key and the shape
+                (``name``, else the declared shape equal to ``shape``, else its sizes).
+        """
+        try:
+            flops = self._declared("flops", shape, name)
+            nbytes = self._declared("bytes", shape, name)
+        except ProblemError as e:
+            raise ProblemError(f"{self.key}: {e}") from None
         if flops is None or nbytes is None:
             est_flops, est_bytes = _estimate_roofline(self, shape)
             flops = est_flops if flops is None else flops
             nbytes = est_bytes if nbytes is None else nbytes
         return flops, nbytes
 
+    def _declared(self, key: str, shape: Shape, name: str | None) -> float | None:
+        """``KBENCH[key]`` (``flops`` or ``bytes``) at ``shape``, checked: one
+        :class:`ProblemError` naming the key and the shape (not the file) rather than a
+        traceback."""
+        v = getattr(self.meta, key)
+        if v is None:
+            return None
+        try:
+            x = v(shape) if callable(v) else v
+        except Exception as e:  # noqa: BLE001 - a user's lambda fails as one line
+            detail = str(e).strip().splitlines()
+            raise ProblemError(
+                f"KBENCH[{key!r}] failed on shape {self._shape_label(shape, name)}: "
+                f"{type(e).__name__} {detail[0][:200] if detail else ''}".rstrip()) from None
+        try:
+            ok = not isinstance(x, (bool, str, bytes)) and math.isfinite(float(x)) \
+                and float(x) >= 0
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ProblemError(
+                f"KBENCH[{key!r}] gave {x!r:.80} on shape "
+                f"{self._shape_label(shape, name)}; it must be a finite number >= 0")
+        return float(x)
 
-def _eval(v: float | ScalarFn | None, shape: Shape) -> float | None:
-    if v is None:
+    def _shape_label(self, shape: Shape, name: str | None) -> str:
+        """``'small' (batch_size=4, dim=100)``: the shape's name where known, and its sizes."""
+        if name is None:  # only declared shapes: a derived CPU shape would run a search
+            declared = {**self.shapes, **{n: {**self.constants, **o}
+                                          for n, o in self.meta.cpu_shapes.items()}}
+            name = next((n for n, s in declared.items() if s == shape), None)
+        sizes = ", ".join(f"{k}={v}" for k, v in shape.items()
+                          if not isinstance(v, bool) and isinstance(v, (int, tuple, list)))
+        return (f"{name!r} " if name else "") + f"({sizes})"
+
+    def check_roofline(self) -> None:
+        """Evaluate ``KBENCH["flops"]`` / ``["bytes"]`` on every declared shape (GPU and
+        CPU), so that a broken lambda fails when the file loads, as one line.
+
+        Raises:
+            ProblemError: Naming the key and the shape (not the file).
+        """
+        if self.meta.flops is None and self.meta.bytes is None:
+            return
+        groups = (self.shapes, {n: {**self.constants, **o}
+                                for n, o in self.meta.cpu_shapes.items()})
+        for group in groups:
+            for name, shape in group.items():
+                for key in ("flops", "bytes"):
+                    self._declared(key, shape, name)
+
+    def reference_error(self, shape: Shape, device: str = "cpu") -> str | None:
+        """Why the reference cannot run at ``shape`` (built and called once on ``device``, as
+        the verifier does), or None when it runs."""
+        import torch
+
+        try:
+            init = self.make_init_inputs(shape, seed=0)
+            model = self.make_model(init, 0, device, shape=shape)
+            inputs = self.make_inputs(shape, 1, device)
+            with torch.no_grad():
+                model(*inputs)
+        except Exception as e:  # noqa: BLE001 - reported as one line by the caller
+            return f"{type(e).__name__}: {e}"
         return None
-    return float(v(shape)) if callable(v) else float(v)
 
 
 def _estimate_roofline(spec: ProblemSpec, shape: Shape) -> tuple[float | None, float | None]:
@@ -337,7 +407,7 @@ def load_file(path: str | Path, key: str | None = None, suite: str | None = None
                     f"{path}: KBENCH shape {sname!r} overrides {unknown}, which are not "
                     "module-level constants of the file"
                 )
-    return ProblemSpec(
+    spec = ProblemSpec(
         key=key or path.stem,
         suite=suite or path.parent.name,
         name=path.stem,
@@ -348,6 +418,11 @@ def load_file(path: str | Path, key: str | None = None, suite: str | None = None
         meta=meta,
         module=module,
     )
+    try:
+        spec.check_roofline()
+    except ProblemError as e:
+        raise ProblemError(f"{path}: {e}") from None
+    return spec
 
 
 @dataclass(frozen=True)

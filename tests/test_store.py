@@ -348,3 +348,70 @@ def test_verdict_survives_hard_exit_of_writer(url: str) -> None:
     with Store(url) as reopened:
         (rec,) = reopened.verdicts_for_candidate(int(proc.stdout.split()[-1]))
         assert rec.passed and rec.reason == "ok"
+
+
+# -- who works on a run: claims, heartbeats, stale owners ----------------------------------------
+def test_a_run_owned_by_a_live_process_cannot_be_claimed_until_it_dies(store: Store) -> None:
+    """Another process of this host owns the run: refused while it lives (its pid and start
+    match), taken over once it is gone; the previous owner is returned as stale."""
+    from kbench.store import RunBusyError
+
+    rid = store.create_run("r")
+    script = ("import sys, time\nfrom kbench.store import Store\n"
+              "s = Store(sys.argv[1]); s.claim_run(int(sys.argv[2]))\n"
+              "print('claimed', flush=True); time.sleep(120)\n")
+    other = subprocess.Popen([sys.executable, "-c", script, store.engine.url.render_as_string(
+        hide_password=False), str(rid)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "claimed"
+        with pytest.raises(RunBusyError) as e:
+            store.claim_run(rid)
+        assert str(e.value).startswith(f"run 'r' is still running in pid {other.pid} on ")
+        assert str(e.value).endswith("stop it first, or wait") and "\n" not in str(e.value)
+        assert not store.heartbeat(rid)  # not this process's run: nothing written
+        store.release_run(rid)  # not this process's either: a no-op
+        assert store.run_owner(rid).pid == other.pid and store.run_owner(rid).alive()
+    finally:
+        other.kill()
+        other.wait()
+    assert not store.run_owner(rid).alive()
+    stale = store.claim_run(rid)
+    assert stale is not None and stale.pid == other.pid
+    owner = store.run_owner(rid)
+    assert owner.is_this_process and owner.alive() and store.heartbeat(rid)
+    assert store.claim_run(rid) is None  # claiming again is harmless
+    store.release_run(rid)
+    assert store.run_owner(rid) is None
+
+
+def test_an_owner_on_another_host_is_alive_while_its_heartbeat_is_fresh(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    import kbench.store._owners as owners
+    from kbench.store import RunBusyError
+
+    rid = store.create_run("r")
+    here = owners.this_process()
+    monkeypatch.setattr(owners, "this_process", lambda: ("elsewhere", 4242, "boot:1"))
+    store.claim_run(rid)
+    monkeypatch.setattr(owners, "this_process", lambda: here)
+    with pytest.raises(RunBusyError, match="still running in pid 4242 on elsewhere"):
+        store.claim_run(rid)
+    old = owners._now() - timedelta(seconds=owners.STALE_AFTER_S + 1)
+    with store.engine.begin() as c:
+        c.execute(text("UPDATE run_owners SET heartbeat_at = :t"), {"t": old})
+    assert store.claim_run(rid).host == "elsewhere"  # gone: taken over
+    assert store.run_owner(rid).is_this_process
+
+
+def test_a_store_from_before_run_owners_opens_and_its_runs_can_be_claimed(db: Path) -> None:
+    """The table is added by create_all on an existing store: nothing else changes."""
+    with Store(str(db)) as s:
+        rid = s.create_run("old")
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TABLE run_owners")
+    with Store(str(db)) as s:
+        assert "run_owners" in inspect(s.engine).get_table_names()
+        assert s.get_run("old").id == rid and s.run_owner(rid) is None
+        assert s.claim_run(rid) is None and s.run_owner(rid).is_this_process

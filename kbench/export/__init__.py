@@ -25,11 +25,13 @@ Example:
 from __future__ import annotations
 
 import importlib.resources
+import json
 import keyword
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kbench.errors import ConfigError
@@ -37,7 +39,7 @@ from kbench.export._readme import readme
 from kbench.export._select import Winner, winners
 from kbench.export._write import Rendered, render
 
-__all__ = ["ExportResult", "Winner", "export_run", "check_package_name"]
+__all__ = ["MARKER", "ExportResult", "Winner", "export_run", "check_package_name"]
 
 _TAKEN = {"torch", "triton", "kbench", "sandbox", "agents", "problems", "reference_ops",
           "test", "tests", "numpy", "setuptools"}
@@ -94,26 +96,91 @@ def _init(pkg: str, run: str, rendered: list[Rendered]) -> str:
             f"{imports}\n\nSPECS = {{\n{specs}\n}}\n\n__all__ = ['SPECS', {names}]\n")
 
 
+MARKER = ".kbench-export"
+"""The file every export holds at its top: JSON naming the run, the package, the time and the
+files written. ``--force`` replaces only an empty folder or one holding it."""
+
+_GENERATED = {"__pycache__", "build", "dist", ".pytest_cache", ".eggs"}  # made by pip / pytest
+
+
+def _marker(dest: Path) -> dict | None:
+    """The marker of an earlier export at ``dest``, or None when it holds none."""
+    try:
+        data = json.loads((dest / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("kbench_export") else None
+
+
+def _foreign(dest: Path, written: set[str]) -> list[str]:
+    """Files under ``dest`` that the export recorded in its marker did not write (nor pip,
+    setuptools or pytest, which build and test in place)."""
+    out = []
+    for p in sorted(dest.rglob("*")):
+        rel = p.relative_to(dest)
+        if any(part in _GENERATED or part.endswith(".egg-info") for part in rel.parts):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            continue
+        if rel.as_posix() not in written and rel.as_posix() != MARKER:
+            out.append(rel.as_posix())
+    return out
+
+
+def _check_dest(dest: Path, force: bool) -> None:
+    """Refuses an ``--out`` that must not be replaced: anything but a folder, the current
+    directory or one holding it, the home folder, a folder that is not a kbench export (or
+    holds files the export did not write); an earlier export needs ``force``."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_symlink():
+        raise ConfigError(f"{dest} exists and is a symbolic link; choose another --out")
+    if not dest.is_dir():
+        raise ConfigError(f"{dest} exists and is not a folder; choose another --out")
+    real, cwd, home = dest.resolve(), Path.cwd().resolve(), Path.home().resolve()
+    if real == cwd or real in cwd.parents:
+        raise ConfigError(f"{dest} is the current directory or holds it; kbench export never "
+                          "replaces it: choose a new folder for --out")
+    if real == home:
+        raise ConfigError(f"{dest} is your home folder; kbench export never replaces it: "
+                          "choose a new folder for --out")
+    empty = not any(dest.iterdir())
+    mark = None if empty else _marker(dest)
+    if not empty and mark is None:
+        raise ConfigError(f"{dest} exists and is not a kbench export; choose another --out "
+                          "or remove it yourself")
+    if not force:
+        what = ("an empty folder" if mark is None
+                else f"an earlier kbench export of run {mark.get('run')!r}")
+        raise ConfigError(f"{dest} exists ({what}); pass --force to replace it")
+    if mark is not None:
+        extra = _foreign(dest, set(mark.get("files") or ()))
+        if extra:
+            shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+            raise ConfigError(f"{dest} holds files kbench export did not write ({shown}); "
+                              "move them out or choose another --out")
+
+
 def export_run(run_name: str, out: str | Path, package: str, store_url: str | None = None,
                force: bool = False) -> ExportResult:
     """Write run ``run_name``'s exportable winners as package ``package`` under ``out``.
 
     Nothing is written unless at least one problem exports; the package is assembled in a
     temporary folder beside ``out`` and moved into place last, so a failure leaves ``out`` as
-    it was.
+    it was. The package holds a marker (:data:`MARKER`); ``force`` replaces only an empty
+    folder or an earlier export holding no files but its own, never the current directory,
+    a folder above it or the home folder.
 
     Raises:
-        ConfigError: A bad package name, ``out`` existing without ``force``, an unknown run
-            or store, or no exportable candidate.
+        ConfigError: A bad package name, ``out`` existing without ``force`` (or not
+            replaceable), an unknown run or store, no exportable candidate, or ``out`` not
+            writable.
     """
     from kbench.runflow import open_run
 
     check_package_name(package)
     dest = Path(out).expanduser().absolute()
-    if dest.exists() and not force:
-        raise ConfigError(f"{dest} exists; pass --force to replace it")
-    if dest.exists() and not dest.is_dir():
-        raise ConfigError(f"{dest} exists and is not a folder")
+    _check_dest(dest, force)
     store, run = open_run(run_name, store_url)  # never creates a store
     found, skipped = winners(store, run)
     rendered: list[Rendered] = []
@@ -126,39 +193,71 @@ def export_run(run_name: str, out: str | Path, package: str, store_url: str | No
         why = "; ".join(skipped) or "it has no problems"
         raise ConfigError(f"run {run_name!r} has no exportable candidate ({why})")
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    files = {
+        "pyproject.toml": _pyproject(package, run_name),
+        "README.md": readme(package, run_name, [r.summary for r in rendered], skipped),
+        "bench.py": _template("_pkg_bench.py").replace('"__PKG__"', repr(package)),
+        f"{package}/__init__.py": _init(package, run_name, rendered),
+        f"{package}/_runtime.py": _template("_pkg_runtime.py"),
+        f"{package}/_kernels/__init__.py": (
+            '"""Candidate sources, verbatim but for a triton_op\'s launch sites '
+            '``K[grid](...)``, rewritten to ``_kbench_wrap_triton(K)[grid](...)``."""\n'),
+        f"{package}/_reference/__init__.py": (
+            '"""Reference problems, verbatim but for an output check\'s '
+            '``from sandbox.compare import``, which imports the package\'s ``_compare`` '
+            '(kbench\'s comparison, copied)."""\n'),
+        f"{package}/tests/__init__.py": "",
+        f"{package}/tests/test_ops.py": _template("_pkg_tests.py"),
+        f"{package}/tests/_trace.py": _template("_pkg_trace.py"),
+    }
+    for r in rendered:
+        files.update(r.files)
+    files[MARKER] = json.dumps({
+        "kbench_export": 1, "run": run_name, "package": package,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": sorted(files)}, indent=2) + "\n"
+    _write(dest, files)
+    warnings = [f"{r.summary['problem']}: {r.summary['timing']}" for r in rendered
+                if r.summary.get("timing_agrees") is False]
+    return ExportResult(dest, package, [r.summary["problem"] for r in rendered], skipped,
+                        warnings)
+
+
+def _write(dest: Path, files: dict[str, str]) -> None:
+    """``files`` written into a temporary folder beside ``dest``, which then takes ``dest``'s
+    place; an earlier export there is moved aside first and deleted only once the new one is
+    in place (put back if that fails). A folder that cannot be written is one line."""
+    def fail(e: OSError) -> ConfigError:
+        return ConfigError(f"cannot write the export to {dest}: {e.strerror or e}; choose "
+                           "another --out")
+
     try:
-        files = {
-            "pyproject.toml": _pyproject(package, run_name),
-            "README.md": readme(package, run_name, [r.summary for r in rendered], skipped),
-            "bench.py": _template("_pkg_bench.py").replace('"__PKG__"', repr(package)),
-            f"{package}/__init__.py": _init(package, run_name, rendered),
-            f"{package}/_runtime.py": _template("_pkg_runtime.py"),
-            f"{package}/_kernels/__init__.py": (
-                '"""Candidate sources, verbatim but for a triton_op\'s launch sites '
-                '``K[grid](...)``, rewritten to ``_kbench_wrap_triton(K)[grid](...)``."""\n'),
-            f"{package}/_reference/__init__.py": (
-                '"""Reference problems, verbatim but for an output check\'s '
-                '``from sandbox.compare import``, which imports the package\'s ``_compare`` '
-                '(kbench\'s comparison, copied)."""\n'),
-            f"{package}/tests/__init__.py": "",
-            f"{package}/tests/test_ops.py": _template("_pkg_tests.py"),
-            f"{package}/tests/_trace.py": _template("_pkg_trace.py"),
-        }
-        for r in rendered:
-            files.update(r.files)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    except OSError as e:
+        raise fail(e) from None
+    old: Path | None = None
+    try:
         for rel, text in files.items():
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
         if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            old.rmdir()
+            dest.rename(old)
+        try:
+            tmp.rename(dest)
+        except BaseException:
+            if old is not None:
+                old.rename(dest)
+                old = None
+            raise
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise fail(e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    warnings = [f"{r.summary['problem']}: {r.summary['timing']}" for r in rendered
-                if r.summary.get("timing_agrees") is False]
-    return ExportResult(dest, package, [r.summary["problem"] for r in rendered], skipped,
-                        warnings)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -18,8 +18,8 @@ from kbench.report._data import (
     build_report,
     fingerprint_label,
 )
-from kbench.report._html import write_html
+from kbench.report._html import prepare_html_dir, write_html
 from kbench.report._terminal import print_report
 
 __all__ = ["Costs", "DeviceGroup", "ProblemEntry", "Report", "RunReport", "build_report",
-           "fingerprint_label", "print_report", "write_html"]
+           "fingerprint_label", "prepare_html_dir", "print_report", "write_html"]

@@ -24,9 +24,31 @@ from kbench.store import (
 )
 
 __all__ = ["Costs", "ProblemEntry", "RunReport", "DeviceGroup", "Report", "build_report",
-           "fingerprint_label"]
+           "fingerprint_label", "shown_fast", "untimed"]
 
 ALL = "all"  # the suite name of a run's row over every selected problem
+UNTIMED_NOTE = "fast_p for p > 0 is undefined without timing (shown as –, null in --json)"
+
+
+def untimed(sm: Summary) -> bool:
+    """Correct verdicts, none of them timed (a CPU run): fast_p for p > 0 says nothing."""
+    return sm.n_timed == 0 and sm.n_correct > 0
+
+
+def shown_fast(sm: Summary, p: float, baseline: str = "eager") -> float | None:
+    """fast_p as the report shows it: None where it is undefined, i.e. over no problem at
+    all, or for p > 0 where correct verdicts exist but none was timed (no GPU). A run whose
+    verdicts are all failures keeps its 0.0: nothing correct is nothing fast."""
+    if sm.n_problems == 0 or (p > 0 and untimed(sm)):
+        return None
+    return sm.fast(p, baseline)  # type: ignore[arg-type]
+
+
+def _suite_json(sm: Summary) -> dict[str, Any]:
+    d = sm.to_dict()
+    d["fast_p"] = {b: {f"fast_{p:g}": shown_fast(sm, p, b) for p in ps}
+                   for b, ps in (("eager", sm.fast_eager), ("compile", sm.fast_compile))}
+    return d
 
 
 @dataclass(frozen=True)
@@ -92,7 +114,7 @@ class RunReport:
             "run": self.run.name, "model": self.run.model, "strategy": self.run.strategy,
             "status": self.run.status.value, "fingerprint_hash": self.fingerprint_hash,
             "fingerprint": self.fingerprint, "mixed_devices": self.mixed,
-            "suites": {s: {**sm.to_dict(), **self.costs[s].to_dict()}
+            "suites": {s: {**_suite_json(sm), **self.costs[s].to_dict()}
                        for s, sm in self.suites.items()},
             "problems": {k: _problem_json(p) for k, p in self.problems.items()},
         }
@@ -195,7 +217,9 @@ def _gpu_minutes(db: Store, cands: Sequence[CandidateRecord]) -> float:
 
 
 def _run_report(db: Store, run: RunRecord, problems: list[str], suites: list[str],
-                suite_cache: dict[int, str]) -> RunReport:
+                suite_cache: dict[int, str]) -> tuple[RunReport, dict[str, str]]:
+    """The run's report over the selected problems, and every problem of the run (key ->
+    suite), selected or not."""
     from kbench.tuning import source_hash
 
     rows = db.results(run.id)
@@ -205,9 +229,11 @@ def _run_report(db: Store, run: RunRecord, problems: list[str], suites: list[str
     fp_dicts: dict[str, dict[str, Any]] = {}
     problem_cache: dict[int, str | None] = {}
     entries: dict[str, ProblemEntry] = {}
+    available: dict[str, str] = {}
     for key, best in rows:
         cands = db.candidates_for(run.id, key)
         suite = _suite_of(db, key, cands, suite_cache)
+        available[key] = suite
         if not _selected(key, suite, problems, suites):
             continue
         verdicted = [c for c in cands if c.verdict is not None]
@@ -247,7 +273,25 @@ def _run_report(db: Store, run: RunRecord, problems: list[str], suites: list[str
             h: fp_dicts[h] for h in sorted(fps)}
     else:
         fp_hash, fp = "none", {}
-    return RunReport(run, fp_hash, fp, sums, costs, entries)
+    return RunReport(run, fp_hash, fp, sums, costs, entries), available
+
+
+def _listed(items: Sequence[str], most: int = 6) -> str:
+    items = sorted(items)
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def _no_match(problems: list[str], suites: list[str], where: str,
+              available: dict[str, str]) -> ConfigError:
+    """The error for filters that select nothing: what they were and what there is."""
+    flags = " ".join(f for f in (problems and f"--problems {','.join(problems)}",
+                                 suites and f"--suite {','.join(suites)}") if f)
+    if not available:
+        return ConfigError(f"{flags} selects nothing: {where} has no problems")
+    return ConfigError(f"{flags} matches no problem of {where} (suites: "
+                       f"{_listed(set(available.values()))}; problems: "
+                       f"{_listed(list(available))}); drop or change the filter")
 
 
 def build_report(db_url: str | None, runs: Sequence[str] = (),
@@ -261,8 +305,12 @@ def build_report(db_url: str | None, runs: Sequence[str] = (),
         problems: Problem keys or shell patterns (``level1/*``), comma-separated or a list.
         suites: Suite names, comma-separated or a list.
 
+    With filters, runs that hold no selected problem are left out; a named run holding
+    none, or filters selecting nothing in any run, is an error.
+
     Raises:
-        ConfigError: No store, no runs in it, or a named run that does not exist.
+        ConfigError: No store, no runs in it, a named run that does not exist, or filters
+            that select no problem (the message lists the suites and problems there are).
     """
     from kbench.runflow import _missing_store
 
@@ -283,7 +331,16 @@ def build_report(db_url: str | None, runs: Sequence[str] = (),
             raise ConfigError(f"no runs in the store {db.url}; start one with `kbench run`")
     pats, sts = _split(problems), _split(suites)
     cache: dict[int, str] = {}
-    reports = [_run_report(db, r, pats, sts, cache) for r in recs]
+    pairs = [_run_report(db, r, pats, sts, cache) for r in recs]
+    if pats or sts:
+        for rr, available in pairs:
+            if runs and not rr.problems:
+                raise _no_match(pats, sts, f"run {rr.run.name!r}", available)
+        if not any(rr.problems for rr, _ in pairs):
+            every = {k: v for _, available in pairs for k, v in available.items()}
+            raise _no_match(pats, sts, "any run in the store", every)
+        pairs = [(rr, a) for rr, a in pairs if rr.problems]
+    reports = [rr for rr, _ in pairs]
     groups: dict[str, list[RunReport]] = {}
     for rr in reports:
         groups.setdefault(rr.fingerprint_hash, []).append(rr)

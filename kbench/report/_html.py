@@ -17,11 +17,20 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from kbench.report._data import ALL, ProblemEntry, Report, RunReport
+from kbench.errors import ConfigError
+from kbench.report._data import (
+    ALL,
+    UNTIMED_NOTE,
+    ProblemEntry,
+    Report,
+    RunReport,
+    shown_fast,
+    untimed,
+)
 from kbench.report._svg import bar_plot, line_plot, strip_plot
 from kbench.scoring import fast_p
 
-__all__ = ["write_html"]
+__all__ = ["prepare_html_dir", "write_html"]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
@@ -93,7 +102,8 @@ def _leaderboard(rep: Report) -> str:
                 sm, c = r.suites[s], r.costs[s]
                 cells = [_td(r.run.name, True), _td(r.run.model or "", True), _td(s, True),
                          _td(sm.n_problems)]
-                cells += [_td(f"{sm.fast(p, b):.2f}") for p in _PS for b in ("eager", "compile")]
+                cells += [_td(_f(shown_fast(sm, p, b), ".2f"))
+                          for p in _PS for b in ("eager", "compile")]
                 cells += [_td(_f(sm.geomean_speedup_eager), v=sm.geomean_speedup_eager or 0),
                           _td(_f(sm.geomean_speedup_compile), v=sm.geomean_speedup_compile or 0),
                           _td(_f(sm.mean_sol_pct, ".1f"), v=sm.mean_sol_pct or 0),
@@ -102,6 +112,10 @@ def _leaderboard(rep: Report) -> str:
                 rows.append('<tr class="run-row">' + "".join(cells) + "</tr>")
         out.append(f'<table class="sortable leaderboard"><thead>{_th(cols, 3)}</thead>'
                    f'<tbody>{"".join(rows)}</tbody></table>')
+        names = [r.run.name for r in g.runs if untimed(r.suites[ALL])]
+        if names:
+            out.append(f'<p class="dim untimed">no timing (no GPU) in {escape(", ".join(names))}'
+                       f": {escape(UNTIMED_NOTE)}</p>")
     return "".join(out)
 
 
@@ -110,11 +124,18 @@ def _plots(rep: Report) -> str:
     for g in rep.groups:
         curves = {}
         for r in g.runs:
+            if untimed(r.suites[ALL]) or not r.problems:
+                continue  # no curve to draw: fast_p for p > 0 is undefined without timing
             res = {k: e.best for k, e in r.problems.items()}
             curves[r.run.name] = [(p / 20, fast_p(res, p / 20)) for p in range(81)]
         out.append(f"<h3>fast_p against eager, p from 0 to 4 — {escape(g.label)}</h3>")
-        out.append(line_plot(curves, "fast_p curve", "p (speedup threshold over eager)",
-                             "fast_p", 4.0))
+        left = [r.run.name for r in g.runs if r.run.name not in curves]
+        if left:
+            out.append(f'<p class="dim">no curve for {escape(", ".join(left))}: no timed '
+                       "verdicts (timing needs a CUDA GPU)</p>")
+        if curves:
+            out.append(line_plot(curves, "fast_p curve", "p (speedup threshold over eager)",
+                                 "fast_p", 4.0))
         speeds = {r.run.name: [e.best["speedup_eager"] for e in r.problems.values()
                                if e.best and e.best.get("status") == "correct"
                                and e.best.get("speedup_eager")] for r in g.runs}
@@ -252,10 +273,38 @@ def _run_section(r: RunReport, e: ProblemEntry, label: str) -> str:
     return "".join(h)
 
 
-def write_html(rep: Report, out_dir: str | Path) -> Path:
-    """Writes the site under ``out_dir`` (created if needed); returns ``index.html``'s path."""
+def prepare_html_dir(out_dir: str | Path) -> Path:
+    """Creates ``out_dir`` and its ``problems/`` folder for :func:`write_html`.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, or cannot be created or written (one line).
+    """
     out = Path(out_dir)
-    (out / "problems").mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--html {out}: exists and is not a folder; name a folder for the "
+                          "site (created if needed)")
+    try:
+        (out / "problems").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--html {out}: cannot create the folder ({e.strerror or e}); name "
+                          "a folder you can write") from None
+    return out
+
+
+def write_html(rep: Report, out_dir: str | Path) -> Path:
+    """Writes the site under ``out_dir`` (created if needed); returns ``index.html``'s path.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, or cannot be created or written (one line).
+    """
+    try:
+        return _write_html(rep, prepare_html_dir(out_dir))
+    except OSError as e:
+        raise ConfigError(f"--html {out_dir}: cannot write the site ({e.strerror or e}); name "
+                          "a folder you can write") from None
+
+
+def _write_html(rep: Report, out: Path) -> Path:
     taken: set[str] = set()
     keys = sorted({k for r in rep.runs for k in r.problems})
     slugs = {k: _slug(k, taken) for k in keys}

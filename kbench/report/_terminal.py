@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kbench.report._data import ALL, DeviceGroup, Report
+from kbench.report._data import ALL, UNTIMED_NOTE, DeviceGroup, Report, shown_fast, untimed
 
 __all__ = ["print_report", "leaderboard_table", "costs_table"]
 
@@ -39,8 +39,9 @@ def leaderboard_table(g: DeviceGroup) -> Table:
         for i, s in enumerate(suites):
             sm = r.suites[s]
             t.add_row(escape(r.run.name) if i == 0 else "", escape(s), str(sm.n_problems),
-                      f"{sm.fast(0):.2f}",
-                      *(f"{sm.fast(p):.2f}/{sm.fast(p, 'compile'):.2f}" for p in _PS[1:]),
+                      _f(shown_fast(sm, 0)),
+                      *(f"{_f(shown_fast(sm, p))}/{_f(shown_fast(sm, p, 'compile'))}"
+                        for p in _PS[1:]),
                       f"{_f(sm.geomean_speedup_eager)}/{_f(sm.geomean_speedup_compile)}",
                       _f(sm.mean_sol_pct, ".0f"), end_section=i == len(suites) - 1)
     return t
@@ -70,11 +71,9 @@ def print_report(rep: Report, console: Console) -> None:
     for g in rep.groups:
         console.print(leaderboard_table(g))
         console.print(costs_table(g))
-        untimed = [r.run.name for r in g.runs if r.suites[ALL].n_timed == 0
-                   and r.suites[ALL].n_correct > 0]
-        if untimed:
-            console.print("no timing (no GPU) in " + ", ".join(untimed)
-                          + ": fast_p for p > 0 is 0 by definition",
+        names = [r.run.name for r in g.runs if untimed(r.suites[ALL])]
+        if names:
+            console.print("no timing (no GPU) in " + ", ".join(names) + ": " + UNTIMED_NOTE,
                           style="dim", highlight=False, markup=False, soft_wrap=True)
         for r in g.runs:
             if r.mixed:

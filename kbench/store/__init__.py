@@ -18,6 +18,7 @@ Example:
 """
 
 from kbench.store._lineage import LineageRecord  # issue 10: evolve lineage
+from kbench.store._owners import RunBusyError, RunOwner  # who works on a run
 from kbench.store._records import (
     BaselineRecord,
     CandidateRecord,
@@ -48,4 +49,6 @@ __all__ = [
     "ENV_VAR",
     "TunedConfigRecord",
     "SelectionRecord",
+    "RunOwner",
+    "RunBusyError",
 ]

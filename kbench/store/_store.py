@@ -33,6 +33,7 @@ from agents.redact import redact, redact_obj
 from kbench.errors import StoreError
 from kbench.scoring import best_verdict
 from kbench.store._lineage import LineageRecord, _Lineage, _lineage_rec, _lineage_row
+from kbench.store._owners import _Owners  # who works on a run
 from kbench.store._records import (
     BaselineRecord,
     CandidateRecord,
@@ -165,7 +166,7 @@ def _sqlite_events(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-class Store(_TunedConfigs, _Selections):
+class Store(_TunedConfigs, _Selections, _Owners):
     """The result store. Safe to share between threads; every method commits on return.
 
     Args:
