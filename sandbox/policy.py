@@ -34,10 +34,16 @@ construction (issue 16):
   Triton's ``TensorDescriptor`` and ``set_allocator``, ``kernel._init_handles()``, and
   launch wrappers subclassing ``triton.KernelInterface`` or
   ``triton.runtime.Autotuner``/``Heuristics`` are allowed.
-* **Unambiguous by construction**: a catch-all ``except`` (or ``contextlib.suppress``, or an
-  ``__exit__`` that returns true) around code that handles tensors — the silent fallback;
-  a handler that only re-raises (``raise RuntimeError(f"...") from e``) hides nothing and
-  is allowed;
+* **Unambiguous by construction**: a catch-all ``except`` or ``contextlib.suppress``
+  (Exception, BaseException, RuntimeError or bare, however spelled: an alias is judged by
+  its value, a computed class counts as a catch-all) around code that handles tensors — the
+  silent fallback — or around a generator's own ``yield`` (a ``contextlib.contextmanager``
+  that swallows its with-block's errors); an ``__exit__`` that can return anything but None
+  or a false constant (``return exc_type is not None``, a generator, a decorated one); a
+  broad ``suppress`` anywhere but a with statement, or taken as a value; ``ExitStack.push``
+  (any callable can return true; ``enter_context`` and ``callback`` are fine). A handler
+  that only re-raises (``raise RuntimeError(f"...") from e``) hides nothing and is allowed,
+  and so is try/finally;
   a tensor kept across calls in ``self``, a global, a mutable default or a closure, or an
   ``lru_cache`` in front of a function of tensors — a result cache (settings, configs and
   counters may be kept); a PyTorch op passed around as a value (Triton's autotuner hooks

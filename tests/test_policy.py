@@ -765,6 +765,202 @@ def test_a_handler_that_only_reraises_hides_nothing() -> None:
               extra="class _Err(Exception):\n    pass\n")
 
 
+_CM_USE = "with _safe():\n    return _launch(x)\nreturn x"
+
+
+def test_a_contextmanager_that_swallows_is_refused() -> None:
+    """contextlib.contextmanager throws the with-block's error into the generator at its yield;
+    a catch-all handler there turns ``with _safe(): kernel[grid](...)`` into a silent
+    fallback. The definition is refused -- any generator catching broadly around its own
+    yield, however contextmanager reaches it (decorator, alias, a call, a partial), since
+    a plain generator never receives errors there. Handlers that only re-raise, narrow
+    handlers, and try/finally (restoring a device or a mode) are what libraries write."""
+    for deco, imports in (("@contextlib.contextmanager", "import contextlib"),
+                          ("@contextmanager", "from contextlib import contextmanager"),
+                          ("@cm", "from contextlib import contextmanager as cm"),
+                          ("", "")):
+        for handler in ("except Exception:\n        pass", "except:\n        pass",
+                        "except BaseException:\n        return",
+                        "except (ValueError, RuntimeError) as e:\n        log = str(e)",
+                        "except _E:\n        pass"):
+            gen = f"{deco}\ndef _safe():\n    try:\n        yield\n    {handler}\n"
+            extra = gen + "\n\n_E = Exception\n" + ("" if deco else "_safe = contextlib.contextmanager(_safe)\n")
+            r = _rejected("try-except", _CM_USE, imports=imports or "import contextlib", extra=extra)
+            assert "around a yield" in r.reason()
+    # the yield nested in a loop or a with, suppress() around it, a yield from
+    _rejected("try-except", _CM_USE, imports="import contextlib",
+              extra="@contextlib.contextmanager\ndef _safe():\n    try:\n        for _ in range(1):\n"
+                    "            yield\n    except Exception:\n        pass\n")
+    _rejected("try-except", _CM_USE, imports="import contextlib",
+              extra="@contextlib.contextmanager\ndef _safe():\n"
+                    "    with contextlib.suppress(Exception):\n        yield\n")
+    _rejected("try-except", _CM_USE, imports="import contextlib",
+              extra="def _inner():\n    yield\n\n\n@contextlib.contextmanager\ndef _safe():\n"
+                    "    try:\n        yield from _inner()\n    except Exception:\n        pass\n")
+    _rejected("try-except", _CM_USE, imports="import contextlib",  # (already refused)
+              extra="@contextlib.contextmanager\ndef _safe():\n    try:\n        yield\n"
+                    "    finally:\n        return\n")
+    # honest: try/finally restoring state, a handler that only re-raises, a narrow one,
+    # a yield outside the try, and a nested function's yield
+    for body in ("prev = torch.get_default_dtype()\n    try:\n        yield\n    finally:\n"
+                 "        assert prev is not None",
+                 "try:\n        yield\n    except Exception as e:\n"
+                 "        raise RuntimeError(f'launch failed: {e!r}') from e",
+                 "try:\n        yield\n    except BaseException:\n        raise",
+                 "try:\n        yield\n    except (ImportError, triton.OutOfResources):\n"
+                 "        pass",
+                 "try:\n        n = int('8')\n    except Exception:\n        n = 4\n    yield n",
+                 "def _g():\n        try:\n            return 1\n        except Exception:\n"
+                 "            return 0\n    yield _g()"):
+        _ok("with _safe():\n    return _launch(x)", imports="import contextlib",
+            extra=f"@contextlib.contextmanager\ndef _safe():\n    {body}\n")
+    _ok("with _guard(x):\n    return _launch(x)", imports="import contextlib", extra="""
+        @contextlib.contextmanager
+        def _guard(t):
+            ctx = torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+            with ctx:
+                yield
+        """)
+
+
+def test_exit_stack_push_is_refused() -> None:
+    """``ExitStack.push(cb)`` registers an exit callback whose true return value makes the
+    stack's __exit__ report the with-block's error handled. Any callable can return true --
+    a lambda, a def, ``slice``, a class (its instance), another object's __exit__ -- so
+    judging the argument is not sound, and honest kernels have no use for push: it is
+    refused outright, however reached (``getattr(stack, "push")``, unbound
+    ``ExitStack.push``, taken as a value). ``enter_context(cm)`` defers to cm's own __exit__
+    (judged where cm is defined: a class's __exit__, a contextmanager generator, suppress()
+    outside a with statement) and ``callback(fn)`` ignores what fn returns, so both pass.
+    (AsyncExitStack and its push_async_exit are not importable at all.)"""
+    es = "with contextlib.ExitStack() as s:\n    {}\n    return _launch(x)\nreturn x"
+    for push in ("s.push(lambda *exc: True)", "s.push(_swallow)", "s.push(slice)",
+                 "s.push(_G())", "s.push(_G().__exit__)", "getattr(s, 'push')(_swallow)",
+                 "contextlib.ExitStack.push(s, _swallow)", "p = s.push\n    p(_swallow)",
+                 "s.push(lambda *exc: None)"):
+        _rejected("try-except", es.format(push), imports="import contextlib", extra="""
+            def _swallow(*exc):
+                return True
+
+
+            class _G:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    pass
+            """)
+    _rejected("try-except", "with _S():\n    return _launch(x)\nreturn x",
+              imports="import contextlib", extra="""
+        class _S(contextlib.ExitStack):
+            def __init__(self):
+                super().__init__()
+                self.push(lambda *exc: True)
+        """)
+    _ok("with contextlib.ExitStack() as s:\n    s.enter_context(torch.no_grad())\n"
+        "    s.enter_context(contextlib.nullcontext())\n    s.callback(_restore, 1)\n"
+        "    s.callback(lambda: True)\n    return _launch(x)", imports="import contextlib",
+        extra="def _restore(v):\n    return True\n")
+    _ok("with contextlib.ExitStack() as s:\n    s.enter_context(_G())\n    return _launch(x)",
+        imports="import contextlib",
+        extra="class _G:\n    def __enter__(self):\n        return self\n\n"
+              "    def __exit__(self, *exc):\n        return None\n")
+
+
+def test_suppress_only_in_a_with_statement() -> None:
+    """``contextlib.suppress(Exception)`` swallows whatever it wraps; the with-statement rule
+    judges what its block does, so a broad one created anywhere else (entered through
+    ExitStack.enter_context or push, stored and entered later) is refused, and so is the
+    class taken as a value (subclassed, partial'd): what it will suppress cannot be judged
+    there. A narrow suppress anywhere, and a broad one around module-level imports, pass."""
+    cl = "import contextlib"
+    _rejected("try-except", "with contextlib.ExitStack() as s:\n"
+              "    s.enter_context(contextlib.suppress(Exception))\n    return _launch(x)\n"
+              "return x", imports=cl)
+    _rejected("try-except", "with _Q:\n    return _launch(x)\nreturn x", imports=cl,
+              extra="_Q = contextlib.suppress(Exception)\n")
+    _rejected("try-except", "with _Q(Exception):\n    return _launch(x)\nreturn x", imports=cl,
+              extra="class _Q(contextlib.suppress):\n    pass\n")
+    _rejected("try-except", "with _Q():\n    return _launch(x)\nreturn x",
+              imports=cl + "\nimport functools",
+              extra="_Q = functools.partial(contextlib.suppress, Exception)\n")
+    _rejected("try-except", "with suppress(*_E):\n    return _launch(x)\nreturn x",
+              imports="from contextlib import suppress", extra="_E = [ValueError]\n")
+    _rejected("try-except", "with contextlib.suppress(_E):\n    return _launch(x)\nreturn x",
+              imports=cl, extra="_E = BaseException\n")
+    _ok("with contextlib.suppress(ImportError):\n    import math as _m\n"
+        "with contextlib.ExitStack() as s:\n    s.enter_context(contextlib.suppress(KeyError))\n"
+        "    return _launch(x)", imports=cl)
+    _ok("return _launch(x)", imports=cl + "\n\nwith contextlib.suppress(Exception):\n"
+        "    import math as _m\n_sup = contextlib.suppress\nwith _sup(ImportError):\n"
+        "    import math as _m2\n")
+
+
+def _exit_cls(body: str) -> str:
+    return ("def _helper(*a):\n    return True\n\n\nclass _G:\n    def __enter__(self):\n"
+            "        return self\n\n    def restore(self):\n        return True\n\n"
+            "    def __exit__(self, exc_type, exc, tb):\n" + textwrap.indent(body, " " * 8) + "\n")
+
+
+def test_exit_that_may_return_true_is_refused() -> None:
+    """A with-block's error is swallowed when ``type(cm).__exit__`` returns anything true, so
+    an __exit__ may return only None or a false constant: a computed value
+    (``exc_type is not None``, ``isinstance(exc, Exception)``, a helper's result) is
+    refused, and so is a generator __exit__ (it returns a generator object), a decorated one
+    (the decorator decides), and an async one. ``__aexit__`` is refused outright (async;
+    not a permitted dunder) and judged the same way."""
+    g = "with _G():\n    return _launch(x)\nreturn x"
+    for body in ("return exc_type is not None", "return isinstance(exc, Exception)",
+                 "return 1", "return self", "return _helper()", "yield",
+                 "if exc_type is None:\n    return False\nreturn True",
+                 "return self.restore()"):
+        r = _rejected("try-except", g, extra=_exit_cls(body))
+        assert "__exit__" in r.reason()
+    _rejected("try-except", g, extra=_exit_cls("pass").replace(
+        "    def __exit__", "    @staticmethod\n    def __exit__"))
+    _rejected("try-except", g, extra="def _d(f):\n    return _helper\n\n\n" + _exit_cls(
+        "pass").replace("    def __exit__", "    @_d\n    def __exit__"))
+    _rejected("try-except", "return _launch(x)",
+              extra="class _G:\n    async def __aexit__(self, *exc):\n        return True\n")
+    # honest: None, False, a bare return, cleanup that raises, a nested helper's return
+    for body in ("pass", "return None", "return False", "return", "self.restore()",
+                 "if exc_type is not None:\n    raise RuntimeError('launch failed')",
+                 "def _f():\n    return 1\n\n_f()"):
+        _ok("with _G():\n    return _launch(x)", extra=_exit_cls(body))
+
+
+def test_exception_classes_are_judged_by_value() -> None:
+    """A catch-all is refused however it is spelled: a module-level alias or tuple bound
+    once (judged by its value), an import alias, a rebound or computed name (a parameter, a
+    local, a call), which could be any class. Builtin classes below RuntimeError, the file's
+    own exception classes, imported modules' narrow classes (re-imports of one module
+    included) and module-level tuples of them stay narrow."""
+    t = "try:\n    return _launch(x)\nexcept {}:\n    return x"
+    for spec, extra in (("_E", "_E = Exception\n"), ("_E", "_E = (ValueError, BaseException)\n"),
+                        ("_E", "_F = RuntimeError\n_E = (_F,)\n"),
+                        ("_E", "_E = ValueError\n_E = Exception\n"),
+                        ("(_E, KeyError)", "def _E():\n    pass\n\n\n_E = Exception\n"),
+                        ("self.err", ""), ("type(x)", ""), ("_errs()[0]", "def _errs():\n"
+                                                             "    return [Exception]\n")):
+        r = _rejected("try-except", t.format(spec), extra=extra)
+        assert "around code that handles tensors" in r.reason()
+    _rejected("try-except", "e = Exception\n" + t.format("e"))
+    _rejected("try-except", "return _f(x)",
+              extra="def _f(t, err=Exception):\n    try:\n        return _launch(t)\n"
+                    "    except err:\n        return t\n")
+    _rejected("try-except", t.format("E"), imports="from triton import OutOfResources as E",
+              extra="E = Exception\n")
+    for spec, imports, extra in (
+            ("_E", "", "_E = (ImportError, AttributeError)\n"),
+            ("_Retry", "", "class _Retry(Exception):\n    pass\n"),
+            ("torch.cuda.OutOfMemoryError", "", ""),
+            ("(OSError, KeyError, triton.OutOfResources)", "", ""),
+            ("importlib.metadata.PackageNotFoundError",
+             "import importlib.metadata\nimport importlib.util", ""),
+            ("PackageNotFoundError", "from importlib.metadata import PackageNotFoundError", "")):
+        _ok(t.format(spec), imports=imports, extra=extra)
+
+
 def test_scoped_modes_and_probes_are_fine() -> None:
     """``with torch.set_grad_enabled(False)`` is torch.no_grad; autocast, as a with-block or a
     decorator, changes only the dtype of PyTorch ops run inside it (and forward may run none:

@@ -8,10 +8,11 @@ op trace, and what a forward keeps across calls to fresh inputs and the output a
 from __future__ import annotations
 
 import ast
+import builtins
 import string
 import types
 
-from sandbox._policy.facts import _Facts
+from sandbox._policy.facts import _Facts, _walk_scope
 from sandbox._policy.infer import _Env
 from sandbox._policy.inline import _SourceStrings
 from sandbox._policy.records import Violation
@@ -27,6 +28,7 @@ from sandbox._policy.tables import (
     _HOST_COMPUTE_ATTRS,
     _LOAD_INLINE,
     _LOG_PLUMBING,
+    _MISSING,
     _MUTATING,
     _PRIVATE_CALLS_OK,
     _SELF_MUTATORS,
@@ -48,6 +50,11 @@ from sandbox._policy.tables import (
 # --------------------------------------------------------------------------------------------
 # Handlers that swallow any failure of a kernel (a narrow `except ImportError` does not).
 _BROAD_EXCEPTIONS = {"Exception", "BaseException", "RuntimeError"}
+# ExitStack methods that register an exit callback judged by its return value: a true one
+# swallows the with-block's error, and any callable can return one (``push(slice)``, a class,
+# a lambda). enter_context(cm) and callback(fn) cannot: the first defers to cm's own __exit__
+# (judged where cm is defined), the second ignores what fn returns.
+_EXIT_PUSH_ATTRS = {"push", "push_async_exit"}
 _AUTOGRAD_BASES = ("torch.autograd.Function", "torch.autograd.function.Function")
 _MODULE_BASES = ("torch.nn.Module", "torch.nn.modules.module.Module")
 
@@ -61,6 +68,7 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         self.out: list[Violation] = []
         self._seen: set[tuple[str, int | None, str]] = set()
         self._bound: set[str] | None = None
+        self._binding_counts: tuple[dict[str, int], dict[str, set[str]]] | None = None
         # names bound by imports that are themselves refused (reported once, at the import)
         self.bad_aliases: set[str] = set()
         for n in ast.walk(facts.tree):
@@ -188,6 +196,11 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         elif attr in _HOST_COMPUTE_ATTRS and self.runtime:
             self.add("reference-call", node, f"{self.where} uses .{attr}: computing on the host "
                      "is outside both your kernel and the op trace; compute in your kernel")
+        elif attr in _EXIT_PUSH_ATTRS and not store:
+            self.add("try-except", node, f"uses .{attr}: ExitStack.{attr} registers an exit "
+                     "callback whose true return value swallows the errors of the with-block (a "
+                     "silent fallback), and any callable can return one; use "
+                     "stack.enter_context(cm) or stack.callback(fn)")
         elif attr in ("addHandler", "setFormatter") and not self._log_plumbing(node):
             self.add("introspection", node, f"calls .{attr} with a handler or formatter of its "
                      "own, which would receive log records (and the caller's frames); use "
@@ -223,6 +236,11 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
             called = self._called(node)
         if store:
             return  # assignments to torch names are monkeypatching, reported by _check_store
+        if q == "contextlib.suppress" and not called and not self._alias_binding(node):
+            self.add("try-except", node, "uses contextlib.suppress as a value (a base class, an "
+                     "argument, a stored object): what it suppresses cannot be judged there. "
+                     "Call it in a with statement, naming the specific errors you expect")
+            return
         if not called and _is_compute_ref(q):
             self.add("reference-call", node, f"refers to {q} without calling it: PyTorch ops "
                      "may not be stored or passed around (code that calls them for you escapes "
@@ -245,13 +263,18 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
             isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
             call in item.decorator_list
 
+    def _alias_binding(self, node: ast.AST) -> bool:
+        """Is ``node`` the value of ``name = node``, a tracked alias (judged where used)?"""
+        parent = self.f.parent.get(node)
+        return isinstance(parent, ast.Assign) and len(parent.targets) == 1 and \
+            isinstance(parent.targets[0], ast.Name) and parent.targets[0].id in self.f.aliases
+
     def _module_ok(self, node: ast.AST) -> bool:
         """A module may be named as a value only by a tracked alias, or probed with
         hasattr/getattr."""
-        parent = self.f.parent.get(node)
-        if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and \
-                isinstance(parent.targets[0], ast.Name) and parent.targets[0].id in self.f.aliases:
+        if self._alias_binding(node):
             return True
+        parent = self.f.parent.get(node)
         return isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name) and \
             parent.func.id in ("hasattr", "getattr") and bool(parent.args) and \
             parent.args[0] is node
@@ -273,6 +296,13 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
             self._check_cached(node, node.args[0])  # functools.cache(f), lru_cache(8)(f)
         if q == "importlib.util.find_spec":
             self._check_find_spec(node)
+        if q == "contextlib.suppress" and not self._with_item(node):
+            broad = self._suppressed(node)
+            if broad:
+                self.add("try-except", node, f"creates contextlib.suppress({broad}) outside a "
+                         "with statement: entered elsewhere (ExitStack.enter_context, a stored "
+                         "object) it swallows the errors of whatever it wraps. Write `with "
+                         "contextlib.suppress(SpecificError):` around the code it guards")
         if self.runtime:
             self._check_mutation(node, q)
         self.generic_visit(node)
@@ -459,10 +489,19 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         """Exceptions may be caught; what may not is every failure of code that handles tensors
         (``except Exception: return torch.relu(x)``): that fallback hides a broken kernel.
         Module-level guards (optional imports, probes) run before any input exists."""
-        if self.fn_stack and self._touches_tensors(node.body):
+        yields = _yields(node.body)
+        if self.fn_stack and (yields or self._touches_tensors(node.body)):
             for h in node.handlers:
-                broad = _broad(h.type)
-                if broad and not self._only_reraises(h):
+                broad = self._broad(h.type)
+                if not broad or self._only_reraises(h):
+                    continue
+                if yields:
+                    self.add("try-except", h, f"catches {broad} around a yield: as a context "
+                             "manager (contextlib.contextmanager) this generator swallows every "
+                             "error of its with-block, a failing kernel included. Catch the "
+                             "specific error you expect, re-raise, or restore state in a "
+                             "finally block")
+                else:
                     self.add("try-except", h, f"catches {broad} around code that handles "
                              "tensors: a fallback path hides a failing kernel. Catch the "
                              "specific error you expect (ImportError, OutOfResources ...) or "
@@ -534,12 +573,111 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         for item in node.items:
             e = item.context_expr
             if isinstance(e, ast.Call) and self.f.qual(e.func) == "contextlib.suppress" and \
-                    self.fn_stack and self._touches_tensors(node.body):
-                broad = next((b for a in e.args if (b := _broad(a))), None)
-                if broad:
+                    self.fn_stack:
+                broad = self._suppressed(e)
+                if broad and _yields(node.body):
+                    self.add("try-except", node, f"suppresses {broad} around a yield: as a "
+                             "context manager (contextlib.contextmanager) this generator "
+                             "swallows every error of its with-block, a failing kernel included")
+                elif broad and self._touches_tensors(node.body):
                     self.add("try-except", node, f"suppresses {broad} around code that handles "
                              "tensors: a fallback path hides a failing kernel")
         self.generic_visit(node)
+
+    def _with_item(self, call: ast.Call) -> bool:
+        item = self.f.parent.get(call)
+        return isinstance(item, ast.withitem) and item.context_expr is call
+
+    def _suppressed(self, call: ast.Call) -> str | None:
+        """The catch-all class ``contextlib.suppress(...)`` is given, if any."""
+        if call.keywords:
+            return "keyword arguments"
+        return next((b for a in call.args if (b := self._broad(a))), None)
+
+    def _broad(self, t: ast.expr | None, depth: int = 0) -> str | None:
+        """The catch-all an ``except`` clause (``except:`` is BaseException) or a
+        ``suppress(...)`` argument names: Exception, BaseException or RuntimeError (kernel
+        failures are RuntimeErrors), however it is spelled -- an import alias, a module-level
+        name or tuple bound once (judged by its value), or anything computed (a parameter, a
+        local, a call, an unpacked sequence), which could be any class. Builtin classes
+        below RuntimeError, the file's own exception classes and those of imported modules
+        are narrow."""
+        if t is None:
+            return "every exception (bare except)"
+        if isinstance(t, ast.Starred):
+            return f"the exceptions in {_short(t.value)}"
+        if isinstance(t, ast.Tuple):
+            return next((b for e in t.elts if (b := self._broad(e, depth))), None)
+        name = t.id if isinstance(t, ast.Name) else t.attr if isinstance(t, ast.Attribute) else ""
+        if name in _BROAD_EXCEPTIONS:
+            return name
+        computed = f"the computed exception class {_short(t)}"
+        root = t
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if not isinstance(root, ast.Name):
+            return computed
+        stores, imports = self._bindings()
+        n_store, n_import = stores.get(root.id, 0), len(imports.get(root.id, ()))
+        if n_import:
+            if n_store or n_import > 1:  # rebound, or imported as two different things
+                return computed
+            obj = _resolve(self.f.qual(t) or "")
+            if obj is _MISSING or not isinstance(obj, type):
+                return None  # (not a class: matching it raises TypeError)
+            return _short(t) if issubclass(RuntimeError, obj) else None
+        if isinstance(t, ast.Attribute):
+            return computed
+        if not n_store:  # a builtin (an undefined name raises NameError when matched)
+            obj = getattr(builtins, t.id, None)
+            return t.id if isinstance(obj, type) and issubclass(RuntimeError, obj) else None
+        if n_store == 1 and t.id in self.f.classes:
+            return None  # the file's own class: only the file's own code raises it
+        value = self._module_value(t.id) if n_store == 1 and depth < 4 else None
+        return computed if value is None else self._broad(value, depth + 1)
+
+    def _bindings(self) -> tuple[dict[str, int], dict[str, set[str]]]:
+        """How often each name is bound in this file by assignments, defs and parameters;
+        and what imports bind it to (``import torch`` twice binds one module)."""
+        if self._binding_counts is None:
+            stores: dict[str, int] = {}
+            imports: dict[str, set[str]] = {}
+            for n in ast.walk(self.f.tree):
+                if isinstance(n, ast.Import):
+                    for a in n.names:
+                        key = a.asname or a.name.split(".")[0]
+                        imports.setdefault(key, set()).add(a.name if a.asname else key)
+                    continue
+                if isinstance(n, ast.ImportFrom):
+                    for a in n.names:
+                        imports.setdefault(a.asname or a.name, set()).add(
+                            f"{'.' * n.level}{n.module}.{a.name}")
+                    continue
+                if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+                    key = n.id
+                elif isinstance(n, ast.arg):
+                    key = n.arg
+                elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    key = n.name
+                elif isinstance(n, ast.ExceptHandler) and n.name:
+                    key = n.name
+                elif isinstance(n, (ast.Global, ast.Nonlocal)):
+                    for g in n.names:  # (rebinding through global counts twice: computed)
+                        stores[g] = stores.get(g, 0) + 1
+                    continue
+                else:
+                    continue
+                stores[key] = stores.get(key, 0) + 1
+            self._binding_counts = (stores, imports)
+        return self._binding_counts
+
+    def _module_value(self, name: str) -> ast.expr | None:
+        """The value of the module-level ``name = value`` that is ``name``'s only binding."""
+        for n in self.f.tree.body:
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and \
+                    isinstance(n.targets[0], ast.Name) and n.targets[0].id == name:
+                return n.value
+        return None
 
     def _touches_tensors(self, body: list[ast.stmt]) -> bool:
         for s in body:
@@ -606,12 +744,10 @@ class _Checker(_SourceStrings, ast.NodeVisitor):
         elif _is_dunder(node.name) and node.name not in _DUNDER_DEFS_OK:
             self.add("dunder-access", node, f"defines {node.name}; of dunder methods only "
                      f"{', '.join(sorted(_DUNDER_DEFS_OK))} may be defined")
-        elif node.name == "__exit__" and any(
-                isinstance(r, ast.Return) and r.value is not None and not (
-                    isinstance(r.value, ast.Constant) and not r.value.value)
-                for r in ast.walk(node)):
-            self.add("try-except", node, "__exit__ may return a true value, which swallows "
-                     "the errors of the with-block (a silent fallback); return None")
+        if node.name in ("__exit__", "__aexit__"):
+            why = _exit_suppresses(node)
+            if why:
+                self.add("try-except", node, f"{node.name} {why}")
         for d in node.decorator_list:
             self.visit(d)
             if _is_cache_factory(self.f.qual(d.func if isinstance(d, ast.Call) else d)):
@@ -715,12 +851,35 @@ def _from_import_rule(mod: str, name: str) -> tuple[str, str] | None:
     return None if q in _TORCH_SCOPED else _qual_rule(q)  # (scoped: judged at each use)
 
 
-def _broad(t: ast.expr | None) -> str | None:
-    """The catch-all exception class a handler names (``except:`` is BaseException)."""
-    if t is None:
-        return "every exception (bare except)"
-    for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
-        name = e.id if isinstance(e, ast.Name) else e.attr if isinstance(e, ast.Attribute) else ""
-        if name in _BROAD_EXCEPTIONS:
-            return name
+def _own_nodes(body: list[ast.stmt]) -> list[ast.AST]:
+    """The nodes of ``body`` in its own scope (not those of nested functions or classes)."""
+    out: list[ast.AST] = []
+    for s in body:
+        if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out += [s, *_walk_scope(s)]
+    return out
+
+
+def _yields(body: list[ast.stmt]) -> bool:
+    """Does ``body`` yield (its own function's yield)? contextlib.contextmanager throws the
+    with-block's error in at that yield."""
+    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_nodes(body))
+
+
+def _exit_suppresses(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """Why ``__exit__``/``__aexit__`` may return something true (any value but a None or
+    false constant, so ``return exc_type is not None`` too), or None if it cannot."""
+    swallows = "swallows the errors of the with-block (a silent fallback)"
+    if fn.decorator_list:
+        return f"is decorated: what it returns cannot be judged, and a true value {swallows}; " \
+            "define it undecorated, returning None"
+    if isinstance(fn, ast.AsyncFunctionDef) and fn.name == "__exit__":
+        return f"is async: it returns a coroutine, which is true and {swallows}; return None"
+    own = _own_nodes(fn.body)
+    if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in own):
+        return f"is a generator: it returns a generator object, which is true and {swallows}; " \
+            "return None"
+    if any(isinstance(r, ast.Return) and r.value is not None and not (
+            isinstance(r.value, ast.Constant) and not r.value.value) for r in own):
+        return f"may return a true value, which {swallows}; return None"
     return None
