@@ -33,6 +33,8 @@ err = Console(stderr=True)
 def main() -> None:
     """Console entry point: turns kbench's errors into one clear line and a non-zero exit."""
     try:
+        if "--json" in sys.argv[1:]:
+            sys.exit(_app_json())
         app()
     except KbenchError as e:  # one line, even where a reason quotes a multi-line message
         line = " ".join(s.strip() for s in str(e).splitlines() if s.strip())
@@ -45,6 +47,29 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+def _app_json() -> int:
+    """:data:`app` under ``--json``: a command-line error that typer finds before any
+    command runs (an unknown flag, a missing or malformed value) is ``{"error": ...}`` on
+    stdout too, with one line on stderr, exit 2, as every other error under ``--json``."""
+    # click's base exception (typer vendors click in newer versions: found, not imported)
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        rc = app(standalone_mode=False)
+    except click_error as e:  # type: ignore[misc]
+        msg = " ".join(e.format_message().split())
+        ctx = getattr(e, "ctx", None)
+        print(json.dumps({"error": msg}))
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        err.print(f"[bold red]error:[/] {escape(msg)}{escape(hint)}", highlight=False,
+                  soft_wrap=True)
+        return int(getattr(e, "exit_code", 2) or 2)
+    except typer.Abort:  # EOF at a prompt
+        print(json.dumps({"error": "aborted"}))
+        err.print("aborted")
+        return 1
+    return rc if isinstance(rc, int) else 0
 
 
 def entry() -> None:
@@ -154,16 +179,17 @@ def _fmt(x: float | None, spec: str = ".3f", suffix: str = "") -> str:
     return "–" if x is None else f"{x:{spec}}{suffix}"
 
 
-def _parse_knobs(items: list[str]) -> dict[str, Any]:
-    knobs: dict[str, Any] = {}
+def _parse_knobs(items: list[str]) -> dict[str, str]:
+    """``--knob NAME=VALUE`` items as ``{NAME: VALUE text}``; typed against the candidate's
+    declared knobs by :func:`kbench.tuning._space.parse_knobs`."""
+    knobs: dict[str, str] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--knob {item!r}: expected NAME=VALUE, e.g. --knob BLOCK=256")
-        k, v = item.split("=", 1)
-        try:
-            knobs[k.strip()] = json.loads(v)
-        except ValueError:
-            knobs[k.strip()] = v
+        k, v = (x.strip() for x in item.split("=", 1))
+        if k in knobs:
+            raise ConfigError(f"--knob {k} is given twice ({k}={knobs[k]}, {k}={v}); give it once")
+        knobs[k] = v
     return knobs
 
 
@@ -181,19 +207,43 @@ def eval_cmd(
     profile: Annotated[bool, typer.Option("--profile", help="Show the per-kernel device-time breakdown of a correct candidate (GPU) and run Nsight Compute on its main shape where ncu is installed.")] = False,
 ) -> None:
     """Verify one candidate against one problem. Exit 0 if and only if it is correct."""
-    with _json_errors(as_json):
-        _eval(problem, candidate, device, as_json, store, timing, knob, explain,
-              tuple(allow_library or ()), profile)
+    stored: list[int] = []  # the candidate's id once it is stored
+    try:
+        with _json_errors(as_json):
+            _eval(problem, candidate, device, as_json, store, timing, knob, explain,
+                  tuple(allow_library or ()), profile, stored)
+    except KeyboardInterrupt:  # (typer would turn it into a silent exit 130)
+        from sandbox._process import kill_all
+
+        kill_all()  # no sandbox child outlives the command
+        line = ("interrupted: nothing was stored for this candidate" if not stored else
+                f"interrupted: candidate #{stored[0]} and its verdict were stored")
+        if as_json:
+            print(json.dumps({"error": line}))
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, store: str | None,
           timing: bool, knob: list[str] | None, explain: bool = False,
-          allow_libraries: tuple[str, ...] = (), profile: bool = False) -> None:
+          allow_libraries: tuple[str, ...] = (), profile: bool = False,
+          stored: list[int] | None = None) -> None:
     if candidate.is_dir():
         raise ConfigError(f"--candidate {candidate}: is a directory; pass the candidate's "
                           "Python file (it defines class ModelNew)")
     if not candidate.is_file():
         raise ConfigError(f"--candidate {candidate}: no such file")
+    given = _parse_knobs(knob or [])
+    source = _read_text(candidate, "--candidate")
+    knobs: dict[str, Any] = {}
+    verified = source
+    if given:  # checked against the candidate's TUNE / autotune configs before anything runs
+        from kbench.tuning._space import apply, parse_knobs
+
+        knobs = parse_knobs(source, given)
+        # module globals are set in the child; an autotune choice ("kernel.NAME") rewrites
+        # that kernel's configs to the one chosen, and that source is verified and stored
+        verified, _ = apply(source, knobs)
     _prestart(device)
     from kbench.problems import load_report
     from kbench.store import Store
@@ -207,18 +257,22 @@ def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, stor
     if failures:
         raise ProblemError(f"--problem {failures[0].path}: {failures[0].error}")
     spec = specs[0]
-    source = _read_text(candidate, "--candidate")
     dev = _device(device)
     from kbench.runflow import store_url
 
-    db = Store(store_url(store))  # --store, $KBENCH_STORE, kbench.toml's store, kbench.db
-    verdict = verify(spec, source, device=dev, cache=db, timing=timing,
-                     knobs=_parse_knobs(knob or []), allow_libraries=allow_libraries,
-                     limits=Limits(profile_ncu=profile))
-    pid = db.upsert_problem(spec.key, spec.suite, spec.source_hash, spec.source)
-    cid = db.add_candidate(pid, source, verdict.backend, origin="eval",
-                           knobs=_parse_knobs(knob or []) or None)
-    db.add_verdict(cid, verdict, fingerprint_hash(verdict.fingerprint))
+    # --store, $KBENCH_STORE, kbench.toml's store, kbench.db; for writing: a store that
+    # cannot be written or is damaged is refused before the candidate runs
+    db = Store(store_url(store), read_only=False)
+    plain = {k: v for k, v in knobs.items() if "." not in k}
+    verdict = verify(spec, verified, device=dev, cache=db, timing=timing, knobs=plain,
+                     allow_libraries=allow_libraries, limits=Limits(profile_ncu=profile))
+    with _sigint_deferred():  # the candidate and its verdict are stored together, or neither
+        pid = db.upsert_problem(spec.key, spec.suite, spec.source_hash, spec.source)
+        cid = db.add_candidate(pid, verified, verdict.backend, origin="eval",
+                               knobs=knobs or None)
+        db.add_verdict(cid, verdict, fingerprint_hash(verdict.fingerprint))
+        if stored is not None:
+            stored.append(cid)
     if as_json:
         d = verdict.to_dict()
         if not explain:
@@ -231,6 +285,26 @@ def _eval(problem: str, candidate: Path, device: str | None, as_json: bool, stor
         if explain:
             _print_explain(verdict)
     raise typer.Exit(0 if verdict.passed else 1)
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ctrl-C inside the block is raised when the block ends (main thread only: elsewhere,
+    signal handlers cannot be set and the block runs as it is)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
 
 
 def _print_profile(v: Any) -> None:

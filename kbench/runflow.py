@@ -61,19 +61,23 @@ def _missing_store(db_url: str | None) -> Path | None:
     return None if path.exists() else path
 
 
-def open_run(name: str, db_url: str | None, *, recent: bool = False) -> tuple[Store, RunRecord]:
+def open_run(name: str, db_url: str | None, *, recent: bool = False,
+             read_only: bool = True) -> tuple[Store, RunRecord]:
     """The store at ``db_url`` (``None``: as :func:`store_url` finds it) and its run
-    ``name``, never creating a store that is not there.
+    ``name``, never creating a store that is not there. ``read_only`` (default): the store is
+    opened for reading only (:class:`Store`), so a store on a read-only disk or folder can be
+    read and nothing is written to it; ``False`` for a command that writes (``--resume``).
 
     Raises:
         ConfigError: No store at ``db_url``, or no run of that name in it (the message names
             the last five runs with ``recent``, else points to ``kbench runs list``).
+        StoreError: The store cannot be opened (for writing, without ``read_only``).
     """
     db_url = store_url(db_url)
     missing = _missing_store(db_url)
     if missing is not None:  # reading never creates a store
         raise ConfigError(f"no run named {name!r}: no store at {missing}")
-    db = Store(db_url)
+    db = Store(db_url, read_only=read_only)
     rec = db.get_run(name)
     if rec is None:
         if recent:
@@ -183,11 +187,15 @@ def _check_resume_flags(overrides: dict[str, Any], rec: RunRecord) -> None:
 
 
 def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | None,
-             db_url: str | None) -> tuple[RunConfig, Store, Any]:
+             db_url: str | None, name: str | None = None) -> tuple[RunConfig, Store, Any]:
     if resume:
+        if name is not None and name != resume:  # (it used to be ignored)
+            raise ConfigError(f"--name {name} with --resume {resume}: a resumed run keeps its "
+                              f"name; drop --name to continue {resume}, or drop --resume to "
+                              f"start a new run named {name}")
         # (None: kbench.db, not ./kbench.toml's store when --config names another file)
         url = store_url(db_url or overrides.get("store"), config_path) or "kbench.db"
-        db, rec = open_run(resume, url, recent=True)
+        db, rec = open_run(resume, url, recent=True, read_only=False)
         _check_resume_flags(overrides, rec)
         base = dict(rec.config or {})
         # budgets and execution knobs may change on resume; what was asked may not
@@ -205,7 +213,7 @@ def _resolve(overrides: dict[str, Any], config_path: Path | None, resume: str | 
     url = db_url or overrides.get("store") or os.environ.get(ENV_VAR) or cfg.store
     if url != cfg.store:
         cfg = cfg.model_copy(update={"store": url})
-    return cfg, Store(url), None
+    return cfg, Store(url, read_only=False), None
 
 
 class _Lease:
@@ -262,7 +270,7 @@ def execute(overrides: dict[str, Any], config_path: Path | None, name: str | Non
     Ctrl-C, SIGTERM and SIGHUP end the run alike: sandbox children are killed, the run this
     process created or resumed (never another) is marked ``interrupted`` and the line to
     resume it is printed; the exit status is 130 (SIGINT) or 128 + the signal's number."""
-    cfg, db, rec = _resolve(overrides, config_path, resume, overrides.get("store"))
+    cfg, db, rec = _resolve(overrides, config_path, resume, overrides.get("store"), name)
     lease = _Lease(db)
     if rec is not None:  # before anything slow: another process may be working on it
         lease.take(rec.id, rec.name)
@@ -620,7 +628,7 @@ def list_runs(db_url: str | None, as_json: bool, console: Console) -> None:
         return
     from kbench.report._data import UNTIMED_NOTE, shown_fast
 
-    db = Store(db_url)
+    db = Store(db_url, read_only=True)  # a store on a read-only disk can be listed
     runs = db.list_runs()
     data = []
     for r in runs:

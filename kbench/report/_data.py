@@ -317,7 +317,7 @@ def build_report(db_url: str | None, runs: Sequence[str] = (),
     missing = _missing_store(db_url)
     if missing is not None:  # reading never creates a store
         raise ConfigError(f"no runs to report: no store at {missing}")
-    db = Store(db_url)
+    db = Store(db_url, read_only=True)  # a report never writes
     if runs:
         recs = []
         for name in runs:

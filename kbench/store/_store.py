@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import random
 import re
+import sqlite3
 import time
+import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +31,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateTable
 
 from agents.redact import redact, redact_obj
 from kbench.errors import StoreError
@@ -147,15 +151,19 @@ _PG_CHECK = ("check that the PostgreSQL server is running and that host, port, u
              "and database name are right (--store, store in kbench.toml or $KBENCH_STORE)")
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, read_only: bool = False,
+                   temp_ddl: tuple[str, ...] = ()) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, issue BEGIN (see _on_begin).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode=WAL")
+        if not read_only:  # (switching the journal mode writes the file's header)
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        for ddl in temp_ddl:  # read-only: kbench's tables this (older) store lacks, empty
+            cur.execute(ddl)
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -166,6 +174,71 @@ def _sqlite_events(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+_MALFORMED = ("database disk image is malformed", "malformed database schema")
+
+
+def _damaged(path: Path | str, why: str) -> StoreError:
+    return StoreError(f"the store at {path} is damaged ({why}): keep a copy, then restore it "
+                      "from a backup or start a new store with --store NEW")
+
+
+def _ro_uri(path: Path, immutable: bool = False) -> str:
+    """The ``file:`` URI that opens ``path`` for reading only (``immutable``: also where its
+    -wal/-shm files cannot be made, on a read-only file system)."""
+    return ("file:" + urllib.parse.quote(str(path)) + "?mode=ro"
+            + ("&immutable=1" if immutable else ""))
+
+
+def _ro_connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A read-only connection to the SQLite file ``path``, proven by one read, and whether it
+    had to be opened ``immutable`` (a WAL store in a folder where its -shm file cannot be
+    made: nothing else can write there either).
+
+    Raises:
+        sqlite3.Error: The file cannot be read at all.
+    """
+    last: sqlite3.Error | None = None
+    for immutable in (False, True):
+        conn = sqlite3.connect(_ro_uri(path, immutable), uri=True, check_same_thread=False,
+                               timeout=_BUSY_TIMEOUT_MS / 1000)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn, immutable
+        except sqlite3.Error as e:
+            conn.close()
+            last = e
+            wal = Path(f"{path}-wal")
+            if "unable to open" not in str(e) or (wal.exists() and wal.stat().st_size):
+                break  # (immutable would not read the changes a -wal holds)
+    assert last is not None
+    raise last
+
+
+def _quick_check(path: Path) -> str | None:
+    """Why SQLite finds the file at ``path`` damaged (``PRAGMA quick_check``, first problem
+    only), or None. Read through a read-only connection: the check never writes, and never
+    checkpoints a WAL left behind into the damaged file. Its cost grows with the file (see
+    :data:`QUICK_CHECK_MAX_BYTES`)."""
+    try:
+        conn, _ = _ro_connect(path)
+    except sqlite3.Error as e:
+        text = str(e)
+        return text if any(m in text for m in _MALFORMED) else None  # Store() says the rest
+    try:
+        row = conn.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.Error as e:  # (busy, say, is no damage: Store() says what it is)
+        return "database disk image is malformed" if any(m in str(e) for m in _MALFORMED) else None
+    finally:
+        conn.close()
+    return None if row and row[0] == "ok" else "database disk image is malformed"
+
+
+#: Stores larger than this are opened for writing without ``PRAGMA quick_check``: it reads
+#: the whole file, about 1 ms per MB from the page cache (45 ms for a 77 MB store of 5,000
+#: candidates with their verdicts and LLM calls, 0.8 s for 770 MB), more from disk.
+QUICK_CHECK_MAX_BYTES = 256 * 2**20
+
+
 class Store(_TunedConfigs, _Selections, _Owners):
     """The result store. Safe to share between threads; every method commits on return.
 
@@ -173,20 +246,43 @@ class Store(_TunedConfigs, _Selections, _Owners):
         url: A SQLAlchemy URL (``sqlite:///path.db``, ``postgresql://user@host/db``) or a
             plain file path for SQLite. ``None``: ``$KBENCH_STORE`` if set, else
             ``kbench.db`` in the current directory.
+        read_only: ``True``: for reading only (commands that only read). A SQLite file is
+            opened with ``mode=ro``: nothing is written to it or beside it (no journal-mode
+            switch, no tables created; tables an older store lacks read as empty), so a store
+            on a read-only disk, folder or file can be read. Every write then raises
+            :class:`StoreError`. ``False``: for writing; a SQLite store that cannot be
+            written, or that ``PRAGMA quick_check`` finds damaged, is refused before anything
+            is written. ``None`` (default): as ``False``, except that an existing SQLite
+            store in a place that cannot be written is opened as with ``True``.
 
     Raises:
         StoreError: The database cannot be opened (bad path, unreachable server, missing
-            driver); the message is one line and never shows a password.
+            driver, a damaged or unwritable SQLite file); the message is one line and never
+            shows a password.
     """
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, read_only: bool | None = None) -> None:
         u, self.url = _resolve_url(url)
         backend = u.get_backend_name()
+        path = (Path(u.database) if backend == "sqlite" and u.database not in (None, "", ":memory:")
+                else None)
+        self.path = path  # the SQLite file, None for other databases and in-memory ones
+        if path is not None:
+            writable = path.exists() and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+            if read_only is None:
+                read_only = path.exists() and not writable
+            if not read_only:
+                self._check_writable(path, writable)
+        self.read_only = bool(read_only)
         kwargs: dict[str, Any] = {}
+        temp_ddl: tuple[str, ...] = ()
         if backend == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False}
-            if u.database in (None, "", ":memory:"):
+            if path is None:
                 kwargs["poolclass"] = StaticPool  # one shared connection, else one db each
+            elif self.read_only:
+                kwargs["creator"] = self._ro_creator(path)
+                temp_ddl = self._missing_tables(path)
         elif backend == "postgresql":
             kwargs["pool_pre_ping"] = True
             if "connect_timeout" not in u.query:
@@ -202,14 +298,22 @@ class Store(_TunedConfigs, _Selections, _Owners):
                 "use sqlite:///path.db or postgresql://user@host/db"
             ) from e
         if backend == "sqlite":
-            _sqlite_events(self._engine)
+            _sqlite_events(self._engine, read_only=self.read_only and path is not None,
+                           temp_ddl=temp_ddl)
         writer = self._engine.execution_options(kbench_write=True)
         self._read = sessionmaker(bind=self._engine, expire_on_commit=False)
         self._write = sessionmaker(bind=writer, expire_on_commit=False)
+        # Close the pool's connections when this store goes, or at exit if it is still
+        # open: SQLite folds a WAL store's -wal file back into the database when its last
+        # connection closes. The console script leaves with os._exit after the atexit
+        # handlers, so without this the runs stayed in kbench.db-wal, and a copy of
+        # kbench.db alone lost them.
+        weakref.finalize(self, self._engine.dispose)
         try:
             if backend == "sqlite":
                 self._refuse_foreign(u.database)
-                _Base.metadata.create_all(writer)
+                if not (self.read_only and path is not None):
+                    _Base.metadata.create_all(writer)
             else:
                 with writer.begin() as conn:
                     if backend == "postgresql":
@@ -219,9 +323,78 @@ class Store(_TunedConfigs, _Selections, _Owners):
                     _Base.metadata.create_all(conn)
         except SQLAlchemyError as e:
             self._engine.dispose()
+            why = _one_line(e)
+            if path is not None and any(m in why for m in _MALFORMED):
+                raise _damaged(path, why) from e
             unreachable = backend == "postgresql" and isinstance(e, OperationalError)
             hint = f"; {_PG_CHECK}; nothing was written" if unreachable else ""
-            raise StoreError(f"cannot open store {self.url}: {_one_line(e)}{hint}") from e
+            raise StoreError(f"cannot open store {self.url}: {why}{hint}") from e
+
+    def _check_writable(self, path: Path, writable: bool) -> None:
+        """Opening ``path`` for writing: refuse, before anything is written, a store that
+        cannot be written (or made) there, and one that SQLite finds damaged."""
+        if not path.exists():
+            if not os.access(path.parent, os.W_OK | os.X_OK):
+                raise StoreError(f"the store at {path} cannot be created: its folder is not "
+                                 "writable (read-only location?); give --store a path in a "
+                                 "writable folder")
+            return
+        if not writable:
+            what = "file" if not os.access(path, os.W_OK) else "folder"
+            raise StoreError(f"the store at {path} cannot be written: its {what} is read-only "
+                             "(it can still be read: kbench runs list/show, report, export); "
+                             "copy it to a writable place or give --store NEW")
+        if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+            why = _quick_check(path)
+            if why is not None:
+                raise _damaged(path, why)
+
+    @staticmethod
+    def _ro_creator(path: Path) -> Callable[[], sqlite3.Connection]:
+        """Connections that only read ``path`` (see :func:`_ro_connect`).
+
+        Raises:
+            StoreError: ``path`` cannot be read even so.
+        """
+        try:
+            probe, immutable = _ro_connect(path)
+        except sqlite3.Error as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if any(m in text for m in _MALFORMED):
+                raise _damaged(path, text) from e
+            raise StoreError(f"the store at {path} cannot be read (read-only location?): "
+                             f"{text}") from e
+        probe.close()
+        uri = _ro_uri(path, immutable)
+        return lambda: sqlite3.connect(uri, uri=True, check_same_thread=False,
+                                       timeout=_BUSY_TIMEOUT_MS / 1000)
+
+    @staticmethod
+    def _missing_tables(path: Path) -> tuple[str, ...]:
+        """``CREATE TEMP TABLE`` statements for kbench's tables that the store at ``path``
+        lacks (made by an older kbench): read-only, they read as empty instead of failing.
+        None for a file holding no kbench table (another program's: refused later)."""
+        from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+        try:
+            conn, _ = _ro_connect(path)
+        except sqlite3.Error:
+            return ()  # said when the engine reads it
+        try:
+            have = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error:
+            return ()
+        finally:
+            conn.close()
+        ours = _Base.metadata.sorted_tables
+        if have and not have & {t.name for t in ours}:
+            return ()
+        dialect = sqlite_dialect.dialect()
+        return tuple(
+            re.sub(r"^\s*CREATE TABLE", "CREATE TEMP TABLE",
+                   str(CreateTable(t).compile(dialect=dialect)))
+            for t in ours if t.name not in have)
 
     def _refuse_foreign(self, database: str | None) -> None:
         """A SQLite file that holds tables but none of kbench's is another program's
@@ -261,6 +434,10 @@ class Store(_TunedConfigs, _Selections, _Owners):
         A serialization failure or a deadlock (PostgreSQL rolled the whole transaction back,
         so nothing of it was written) is retried after a short random pause.
         """
+        if write and self.read_only:
+            where = self.path if self.path is not None else self.url
+            raise StoreError(f"the store at {where} was opened for reading only; nothing was "
+                             "written (a command that writes needs a writable --store)")
         races = retries = 0
         while True:
             try:
@@ -277,8 +454,11 @@ class Store(_TunedConfigs, _Selections, _Owners):
                     retries += 1
                     time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** retries)))
                     continue
+                why = _one_line(e)
+                if self.path is not None and any(m in why for m in _MALFORMED):
+                    raise _damaged(self.path, why) from e
                 hint = f"; {_PG_CHECK}" if e.connection_invalidated else ""
-                raise StoreError(f"store {self.url}: {_one_line(e)}{hint}") from e
+                raise StoreError(f"store {self.url}: {why}{hint}") from e
 
     # -- runs ----------------------------------------------------------------------------
 

@@ -19,13 +19,14 @@ lifted: it keeps autotuning itself at run time, and :func:`lift_notes` says why.
 from __future__ import annotations
 
 import ast
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from kbench.errors import ConfigError
 
-__all__ = ["MAX_COMBINATIONS", "space", "apply", "defaults", "lift_notes"]
+__all__ = ["MAX_COMBINATIONS", "space", "apply", "defaults", "lift_notes", "parse_knobs"]
 
 MAX_COMBINATIONS = 10_000
 _SCALARS = (bool, int, float, str)
@@ -178,6 +179,17 @@ def _autotunes(tree: ast.Module) -> tuple[list[_Lifted], list[str]]:
     return lifted, notes
 
 
+def _declared(source: str) -> dict[str, list[Any]]:
+    """``TUNE`` entries, then lifted autotune choices, however many combinations."""
+    tree = _parse(source)
+    out = _tune_dict(tree)
+    lifted, _ = _autotunes(tree)
+    for lt in lifted:
+        for k, values in lt.params.items():
+            out[f"{lt.kernel}.{k}"] = values
+    return out
+
+
 def space(source: str) -> dict[str, list[Any]]:
     """The candidate's knob space: ``TUNE`` entries, then lifted autotune choices.
 
@@ -190,12 +202,7 @@ def space(source: str) -> dict[str, list[Any]]:
         >>> space('BLOCK = 64\\nTUNE = {"BLOCK": [64, 128]}\\n')
         {'BLOCK': [64, 128]}
     """
-    tree = _parse(source)
-    out = _tune_dict(tree)
-    lifted, _ = _autotunes(tree)
-    for lt in lifted:
-        for k, values in lt.params.items():
-            out[f"{lt.kernel}.{k}"] = values
+    out = _declared(source)
     n = math.prod(len(v) for v in out.values()) if out else 0
     if n > MAX_COMBINATIONS:
         sizes = " x ".join(str(len(v)) for v in out.values())
@@ -272,3 +279,60 @@ def apply(source: str, knobs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for a, b, text in sorted(edits, reverse=True):
         data = data[:a] + text + data[b:]
     return data.decode(), plain
+
+
+def _kind(v: Any) -> str:
+    return "null" if v is None else type(v).__name__  # (bool before int: type(), not isinstance)
+
+
+def _an(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def parse_knobs(source: str, given: dict[str, str]) -> dict[str, Any]:
+    """``kbench eval --knob NAME=VALUE`` checked against the candidate's knob space
+    (:func:`space`): each value typed as the knob's declared values are.
+
+    A value outside the declared candidates is accepted if it is of their type (users try
+    values beyond the grid; an int knob takes any int, a float knob any number); JSON
+    (``128``, ``1.5``, ``true``) gives the type, and a knob declared with strings takes the
+    text as it is.
+
+    Raises:
+        ConfigError: The candidate declares no knobs, a name is not one of its knobs, or a
+            value is of another type than the knob's values (``BLOCK=abc`` where ints are
+            declared). One line, naming the knobs or the values declared.
+    """
+    if not given:
+        return {}
+    declared = _declared(source)  # (eval sets one point: no limit on the combinations)
+    first = next(iter(given))
+    if not declared:
+        raise ConfigError(f"--knob {first}: the candidate declares no knobs (no module-level "
+                          "TUNE dict and no literal @triton.autotune configs); declare them, "
+                          'e.g. TUNE = {"BLOCK": [64, 128]} beside BLOCK = 64, or drop --knob')
+    out: dict[str, Any] = {}
+    for name, text in given.items():
+        if name not in declared:
+            raise ConfigError(f"--knob {name}: the candidate declares no knob {name!r}; its "
+                              f"knobs: {', '.join(declared)}")
+        values = declared[name]
+        kinds = {_kind(v) for v in values}
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        kind = _kind(value)
+        if kind in kinds:
+            pass
+        elif kind == "int" and "float" in kinds:
+            value = float(value)  # 2 for a float knob
+        elif "str" in kinds:
+            value = text  # a string knob takes the text as given ("64" too)
+        else:
+            want = " or ".join(sorted(kinds))
+            shown = ", ".join(map(repr, values[:6])) + (", ..." if len(values) > 6 else "")
+            raise ConfigError(f"--knob {name}={text}: {name} takes {want} values (declared: "
+                              f"{shown}); {text!r} is {_an(kind)}, not {_an(want)}")
+        out[name] = value
+    return out
