@@ -57,6 +57,20 @@ def _generator(device: Any, seed: int) -> Any:
     return g
 
 
+def _exp(z: Any) -> Any:
+    """``z.exp_()``, the same bits in every process. On the CPU, torch's exp runs through a
+    vector math library in parallel chunks (2,048 elements), and a worker thread of the
+    sandbox's child once computed its chunks about 5e-5 off (every element past the first
+    2,000 of 4,000): the child's inputs then differed from the verifier's, a harness error.
+    numpy's exp runs in this thread only. A GPU's exp is the same everywhere."""
+    if z.device.type != "cpu":
+        return z.exp_()
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.exp(z.numpy())).to(z.dtype)
+
+
 def perturb_inputs(xs: list[Any], kind: str, seed: int, positive: bool = False) -> list[Any]:
     """New inputs of the same shapes, dtypes, devices and strides with redrawn values.
 
@@ -85,7 +99,7 @@ def perturb_inputs(xs: list[Any], kind: str, seed: int, positive: bool = False) 
         v = y if y.dtype == torch.float32 else torch.empty(x.shape, device=x.device)
         v.normal_(generator=g).mul_(rms)
         if kind == "scaled":
-            v.mul_(torch.empty_like(v).normal_(generator=g).exp_())
+            v.mul_(_exp(torch.empty_like(v).normal_(generator=g)))
         if positive and float(x.min()) >= 0.0:
             v.abs_()
         if v is not y:

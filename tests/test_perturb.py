@@ -233,3 +233,22 @@ def test_perturbed_trials_scale_atol_with_the_output_not_below_the_problems_own(
     assert atol_for(c, 2, 1e-2) == pytest.approx(1e-1)  # 10x the output scale, 10x atol
     c.refs[2] = (torch.full((32,), 20.0), torch.arange(4))  # tuples: float parts only
     assert atol_for(c, 2, 1e-2) == pytest.approx(1e-1)
+
+
+def test_scaled_cpu_inputs_do_not_use_torchs_threaded_exp(monkeypatch):
+    """The scale of a ``scaled`` CPU input comes from numpy's exp, computed in the calling
+    thread: torch's CPU exp runs in parallel chunks through a vector math library, and a
+    worker thread of the sandbox's child once computed its chunk about 5e-5 off, so the
+    child's inputs differed from the verifier's (a flaky harness error). Same bits each time,
+    strides kept."""
+    x = torch.randn(4, 1000).t()  # non-contiguous: the perturbation keeps its strides
+    want = perturb_inputs([x], "scaled", 123)[0]
+
+    def no_exp(*_a, **_k):
+        raise AssertionError("torch's exp was used for a CPU perturbation")
+
+    monkeypatch.setattr(torch.Tensor, "exp_", no_exp)
+    monkeypatch.setattr(torch.Tensor, "exp", no_exp)
+    got = perturb_inputs([x], "scaled", 123)[0]
+    assert torch.equal(got, want) and got.stride() == x.stride()
+    assert perturb_inputs([x], "scaled", 124)[0].ne(got).any()
