@@ -545,9 +545,10 @@ def main() -> int:
             _send(event="memcap", **capped)
         _send(event="started", pid=os.getpid())
         if not device.startswith("cuda"):
-            from sandbox import _interp
+            from sandbox import _cpumath, _interp
 
             _interp.install()  # CPU runs only: Triton's interpreter made to run as the GPU does
+            _cpumath.warm()  # before inputs are drawn: the verifier's, bit for bit
         # The problem module is trusted; it is loaded before any candidate code runs and is
         # used only to make inputs from the seeds the parent sends one trial at a time.
         prob = _load_module(Path(job["problem"]), "kbench_problem")

@@ -107,6 +107,9 @@ def _import_all() -> None:
         import triton.runtime.interpreter  # noqa: F401
 
         import sandbox._interp  # noqa: F401  (imported only; the child installs it)
+        from sandbox import _cpumath
+
+        _cpumath.warm()  # once here; every child inherits it (and skips its own)
     import sandbox.timing  # noqa: F401
     from sandbox import precision
 

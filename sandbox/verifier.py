@@ -486,6 +486,10 @@ def verify(
     kw = dict(device=device, cache=cache, timing=timing, knobs=knobs, limits=limits,
               keep_dir=keep_dir, allow_libraries=allow_libraries, static_policy=static_policy,
               isolation=isolation)
+    if not device.startswith("cuda"):
+        from sandbox import _cpumath
+
+        _cpumath.warm()  # references computed here on the CPU: never a first call's result
     if device.startswith("cuda:"):
         import torch
 
