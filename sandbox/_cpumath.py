@@ -24,7 +24,9 @@ _DONE = False
 
 def warm() -> None:
     """Call each of :data:`UNARY` once, in float32 and float64, on a tensor split across the
-    intra-op threads (results discarded). Once per process; a fork inherits it."""
+    intra-op threads (results discarded). Once per process. Never in a process that forks
+    children without exec (the fork server): it starts torch's OpenMP threads, and GNU
+    OpenMP hangs a forked child at its first parallel region."""
     global _DONE
     if _DONE:
         return

@@ -107,9 +107,8 @@ def _import_all() -> None:
         import triton.runtime.interpreter  # noqa: F401
 
         import sandbox._interp  # noqa: F401  (imported only; the child installs it)
-        from sandbox import _cpumath
-
-        _cpumath.warm()  # once here; every child inherits it (and skips its own)
+        import sandbox._cpumath  # noqa: F401  (imported only: warming it here would start
+        # torch's OpenMP threads, and a child forked after that hangs at its first parallel op)
     import sandbox.timing  # noqa: F401
     from sandbox import precision
 

@@ -328,3 +328,13 @@ def test_the_server_hashes_triton_once_for_every_child() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True).stdout.strip().splitlines()[-1]
     assert int(out) >= 1
+
+
+def test_a_child_can_run_torchs_parallel_cpu_ops(relu, tmp_path):
+    """A child forked from the server runs torch's parallel CPU ops: the server must not have
+    started torch's OpenMP threads before forking (GNU OpenMP then hangs the child at its
+    first parallel region; warming the CPU math in the server once did exactly that)."""
+    prelude = "import torch as _t\n_t.randn(1 << 21).exp_().sum()\n"
+    v = _run(relu, prelude + RELU, limits=Limits(import_s=60, check_s=60, trials=1,
+                                                 derived_trials=1, max_derived=1))
+    assert v.status is Status.CORRECT, v.reason
