@@ -50,7 +50,7 @@ import time
 import traceback
 from typing import Any
 
-__all__ = ["MAX_REQUEST", "RESULT_FD", "main", "pack_request"]
+__all__ = ["MAX_REQUEST", "RESULT_FD", "main", "pack_request", "peer_creds", "take_lock"]
 
 MAX_REQUEST = 1 << 22  # a request is an environment and two paths: far below this
 _NFDS = 3  # stdin, log (stdout and stderr), result pipe
@@ -106,9 +106,10 @@ def _import_all() -> None:
     if os.environ.get("TRITON_INTERPRET") == "1":
         import triton.runtime.interpreter  # noqa: F401
 
-        import sandbox._interp  # noqa: F401  (imported only; the child installs it)
-        import sandbox._cpumath  # noqa: F401  (imported only: warming it here would start
-        # torch's OpenMP threads, and a child forked after that hangs at its first parallel op)
+        # imported only: warming the CPU math here would start torch's OpenMP threads, and a
+        # child forked after that hangs at its first parallel op; the child installs _interp
+        import sandbox._cpumath  # noqa: F401
+        import sandbox._interp  # noqa: F401
     import sandbox.timing  # noqa: F401
     from sandbox import precision
 
@@ -512,8 +513,9 @@ class _Server:
             conn.close()
 
 
-def _lock(path: str) -> int | None:
-    """The kept server's lock, held for its life; None when another server holds it."""
+def take_lock(path: str) -> int | None:
+    """The kept server's lock (``flock``), held for its life; None when another server holds
+    it."""
     import fcntl
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -531,7 +533,7 @@ def main(argv: list[str]) -> int:
     idle_s, lock_fd = None, None
     if argv[3:4] == ["--keep"]:
         idle_s = float(argv[4])
-        lock_fd = _lock(argv[5])
+        lock_fd = take_lock(argv[5])
         if lock_fd is None:  # another kept server runs or is starting: use that one
             sys.stdout.write("busy\n")
             sys.stdout.flush()

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sandbox._forkserver import RESULT_FD, pack_request, peer_creds
+from sandbox._forkserver import RESULT_FD, pack_request, peer_creds, take_lock
 from sandbox._process import (
     ChildChannel,
     Exit,
@@ -201,20 +201,16 @@ def _ping(sock: str, timeout: float = 10.0) -> int | None:
 
 
 def _lock_free(path: str) -> bool:
-    """Whether no kept server holds (or is starting with) the lock at ``path``."""
-    import fcntl
-
+    """Whether no kept server holds (or is starting with) the lock at ``path``: taken and
+    let go at once, as the server takes it (:func:`sandbox._forkserver.take_lock`)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = take_lock(path)
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
+    if fd is None:
         return False
-    finally:
-        os.close(fd)
+    os.close(fd)
+    return True
 
 
 class _Server:
