@@ -33,8 +33,10 @@ from sandbox.compare import compare_outputs
 
 SEED, ALT_SEED = 1234, 98765  # inputs
 INIT_SEED, ALT_INIT_SEED = 0, 1  # model parameters and buffers
-# The reference at a CPU shape, best of two runs, in CPU seconds of this process (all its
-# threads): wall time would measure whatever else the machine is doing.
+# The reference at a CPU shape, best of two runs, in CPU seconds of this process, run on one
+# thread: wall time would measure whatever else the machine is doing, and with several threads
+# the CPU time counts OpenMP's spin-waits at every barrier, which grow with the machine's load
+# (a 7 ms reference that loops over small ops read 1.24 s on a busy 2-core box).
 MAX_CPU_SECONDS = 1.0
 MAX_INPUT_GB = 10.0  # inputs at any GPU shape
 NEAR_CONSTANT = 1e-2  # std / mean|x| of a float output below this is "near-constant"
@@ -96,10 +98,15 @@ def _clone(xs: list[Any]) -> list[Any]:
 
 
 def _forward(model: torch.nn.Module, inputs: list[Any]) -> tuple[Any, float]:
-    t0 = time.process_time()
-    with torch.no_grad():
-        out = model(*_clone(inputs))
-    return out, time.process_time() - t0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.process_time()
+        with torch.no_grad():
+            out = model(*_clone(inputs))
+        return out, time.process_time() - t0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _differs(a: Any, b: Any, spec: ProblemSpec) -> bool:
