@@ -391,8 +391,12 @@ def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
 
 # Timed input sets: a pool of distinct pre-made sets if all of them fit this budget (a
 # quarter of the device's free memory, at most POOL_CAP_BYTES), else as many buffers as one
-# sample's calls need, refilled in place from the next seed before each sample.
-POOL_CAP_BYTES = 2 << 30
+# sample's calls need, refilled in place from the next seed before each sample. The cap was
+# 2 GiB until protocol 7: an fp16 8192^3 product's 16 sets (4 GiB) were then refilled before
+# each sample, the card ran the random fills between products at a lower duty cycle, and the
+# products read 7-12 % faster than sustained (matmul, gemm_bias_relu, swiglu on an H100,
+# 2026-12-07: 1.479 ms refilled against 1.643 with one set and 1.646 by do_bench).
+POOL_CAP_BYTES = 8 << 30
 
 
 def pool_budget(free_bytes: int) -> int:
@@ -406,8 +410,11 @@ def plan_pool(set_bytes: int, n_sets: int, free_bytes: int) -> bool:
 
 # Refilled in place, the timed sets still take turns in up to this many buffers where memory
 # allows: one buffer timed a whole run at one address, and where a kernel's speed depends on
-# its inputs' placement, each run got its own offset.
-REFILL_SLOTS = 4
+# its inputs' placement, each run got its own offset. With two buffers (softmax's 1 GiB input
+# under the 2 GiB cap) five runs' medians spread 1.56 % while their minimums spread 0.18 %
+# (H100, 2026-12-07): a median of two placements' samples lands anywhere between them. More
+# placements per run average the offset down (a hypothesis: bench/placement_spread.py).
+REFILL_SLOTS = 8
 
 
 def refill_slots(set_bytes: int, free_bytes: int) -> int:

@@ -403,9 +403,10 @@ class Child(ChildChannel):
         sweep(self.work)
 
     def finish(self, grace_s: float = 5.0) -> Exit:
-        """Wait briefly for a clean exit, then kill the group; describe how it ended."""
+        """Wait briefly for a clean exit (not after a timeout: a hung child gets no grace),
+        then kill the group; describe how it ended."""
         try:
-            self.proc.wait(timeout=grace_s)
+            self.proc.wait(timeout=0.0 if self.timed_out else grace_s)
         except subprocess.TimeoutExpired:
             pass
         self.kill()

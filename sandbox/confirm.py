@@ -25,7 +25,9 @@ same call, so its verification skips the eager and ``torch.compile`` baselines (
 each, and the compile one pays inductor's compile: most of a first confirmation's time where
 the baselines are not cached yet); ``baselines=True`` keeps them. :func:`limits_within` turns
 one time budget into the verification's own per-phase limits (import, checks, timing, and
-the same for the ``ncu`` child), so a stuck confirmation ends as a timeout of that phase —
+the same for the ``ncu`` child, whose start under Nsight Compute's injection gets at least
+``sandbox.profile.NCU_IMPORT_S`` beyond it), so a stuck confirmation ends as a timeout of
+that phase —
 its processes killed by the sandbox, as any verification's — instead of holding up the next.
 
 Example:
@@ -46,7 +48,8 @@ __all__ = ["TOLERANCE", "check", "confirm_timing", "limits_within"]
 TOLERANCE = 0.25  # event time below (1 - this) x the kernels' summed duration: a disagreement
 _LAUNCHES = 16  # sandbox.profile.ncu_command's --launch-count
 # Shares of limits_within's budget: the candidate's child may use import + check + timing,
-# the ncu child import + check (it is not timed), so 2 x 0.2 + 2 x 0.25 + 0.1 = the budget.
+# the ncu child import + check (it is not timed), so 2 x 0.2 + 2 x 0.25 + 0.1 = the budget;
+# the ncu child's import is raised to at least sandbox.profile.NCU_IMPORT_S beyond it.
 # The check phase has the larger share: a shape's first trial compiles (and autotunes).
 _IMPORT, _CHECK, _TIMING = 0.2, 0.25, 0.1
 

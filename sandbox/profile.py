@@ -42,7 +42,8 @@ from sandbox.backends._subprocess import SubprocessBackend
 from sandbox.devicelock import Hold
 
 __all__ = ["METRICS", "HIGH_PCT", "TOP_N", "kernel_breakdown", "clean", "parse_ncu_csv",
-           "summarize_ncu", "limiter", "ncu_line", "ncu_command", "ncu_window", "run_ncu"]
+           "summarize_ncu", "limiter", "ncu_line", "ncu_command", "ncu_window", "run_ncu",
+           "NCU_IMPORT_S"]
 
 DRAM = "dram__throughput.avg.pct_of_peak_sustained_elapsed"
 SM = "sm__throughput.avg.pct_of_peak_sustained_elapsed"
@@ -51,6 +52,11 @@ DURATION = "gpu__time_duration.sum"
 METRICS = (DRAM, SM, OCCUPANCY, DURATION)
 HIGH_PCT = 60.0  # a unit at or above this share of its peak is what limits the kernel
 TOP_N = 8
+# The least import limit of a child under ``ncu``: Nsight Compute's injection slows a fresh
+# process's start (torch's and Triton's libraries load under it). On an H100 (2026-12-07)
+# every ncu child of a confirmation cut to 30 s of import was killed there, and the checks'
+# own children, forked warm, imported in 0.1-0.2 s.
+NCU_IMPORT_S = 180.0
 _NAME_CHARS = 200
 _MOVES = ("Memcpy", "Memset", "memcpy", "memset")
 

@@ -63,8 +63,11 @@ from dataclasses import dataclass
 # event time (a call of 27 µs took 1,000 samples and 1.5 s). 6: the cover grows when a
 # sample's launch outlasted it (the device waited for the host, and the events timed that).
 # Under 8 concurrent verifications on an H100, matmul's median rose 4.2 %: a slower launch
-# on a busier host is the likely cause, not yet confirmed on a GPU.
-PROTOCOL = 6
+# on a busier host is the likely cause; under protocol 6 the same run moved 1.7 % (H100,
+# 2026-12-07). 7: timed sets pre-made in a pool of up to 8 GiB (was 2 GiB) and refilled ones
+# rotated through up to 8 buffers (was 4): refills between samples made compute-bound
+# products read 7-12 % below sustained (sandbox._child.POOL_CAP_BYTES).
+PROTOCOL = 7
 
 __all__ = ["PROTOCOL", "TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
            "summarize", "hidden_work", "launch_lead", "grown_lead"]

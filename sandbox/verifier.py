@@ -643,11 +643,13 @@ def _profiled(prof: dict[str, Any], spec: ProblemSpec, device: str, cases: list[
     if not limits.profile_ncu or case is None or not case.seeds:
         return prof
     one = replace(case, kinds=["own"], seeds=case.seeds[:1], refs={}, inputs={})
+    # a fresh process under ncu's injection: its imports get at least NCU_IMPORT_S
+    lim = replace(limits, import_s=max(limits.import_s, profile.NCU_IMPORT_S))
 
     def run(backend: Backend, ncu_hold: Hold) -> tuple[str | None, str, str]:
-        _job(work, "ncu", device, [one], limits, spec, knobs=knobs,
+        _job(work, "ncu", device, [one], lim, spec, knobs=knobs,
              allow_libraries=tuple(allow_libraries))
-        out = _run_child(work, device, [one], limits, spec, do_time=False, check=False,
+        out = _run_child(work, device, [one], lim, spec, do_time=False, check=False,
                          isolation=backend, hold=ncu_hold)
         return (out.status.value if out.status else None), out.reason, out.log_tail
 

@@ -245,8 +245,9 @@ def test_cpu_verify_has_no_profile_and_no_error(relu):
     assert v.profile is None
 
 
-def _fake_ncu(tmp_path, csv_text: str):
-    """A stand-in ``ncu``: writes a recorded CSV to --log-file, then runs what it wraps."""
+def _fake_ncu(tmp_path, csv_text: str, start_s: float = 0.0):
+    """A stand-in ``ncu``: writes a recorded CSV to --log-file, then runs what it wraps
+    (after ``start_s`` seconds: Nsight Compute's slow start)."""
     rec = tmp_path / "recorded.csv"
     rec.write_text(csv_text)
     exe = tmp_path / "bin" / "ncu"
@@ -262,6 +263,7 @@ def _fake_ncu(tmp_path, csv_text: str):
             *) break;;
           esac
         done
+        sleep {start_s}
         cat "{rec}" > "$log"
         exec "$@"
         '''))
@@ -292,6 +294,34 @@ def test_ncu_child_runs_the_main_shape_under_the_prefix(relu, tmp_path, monkeypa
     # without the flag nothing more runs
     assert _profiled(prof, relu, "cpu", cases, work, FAST, None, (),
                      Hold(device_lock("cpu"))) is prof
+
+
+def test_the_ncu_child_gets_its_own_import_limit(relu, tmp_path, monkeypatch):
+    """Under ncu a fresh process starts slowly (over 30 s on an H100): the ncu child's
+    import limit is at least NCU_IMPORT_S, whatever the verification's own import limit
+    (a confirmation cuts that to a share of its budget). Here ncu takes 3 s to start, the
+    verification's import limit is 1 s, and the floor is 60 s: the record is read. At a
+    1 s floor the child is killed at once (no exit grace for a hung child), before ncu
+    wrote its record."""
+    from sandbox.cases import _build_cases
+    from sandbox.devicelock import Hold, device_lock
+    from sandbox.verifier import _profiled
+
+    exe = _fake_ncu(tmp_path, NCU_CSV, start_s=3)
+    monkeypatch.setenv("PATH", f"{exe.parent}:{__import__('os').environ['PATH']}")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "candidate.py").write_text(RELU)
+    cases, _ = _build_cases(relu, "cpu", FAST, False)
+    prof = {"shape": cases[0].name, "kernels": []}
+    lim = replace(FAST, profile_ncu=True, import_s=1.0)
+    monkeypatch.setattr("sandbox.profile.NCU_IMPORT_S", 60.0)
+    out = _profiled(prof, relu, "cpu", cases, work, lim, None, (), Hold(device_lock("cpu")))
+    assert out["ncu"].get("error") is None, out["ncu"]
+    # and the floor is what lets it through: at 1 s the same start is killed in import
+    monkeypatch.setattr("sandbox.profile.NCU_IMPORT_S", 1.0)
+    out = _profiled(prof, relu, "cpu", cases, work, lim, None, (), Hold(device_lock("cpu")))
+    assert "no progress for 1 s during import" in str(out["ncu"].get("error")), out["ncu"]
 
 
 def test_run_ncu_never_raises(monkeypatch, tmp_path):

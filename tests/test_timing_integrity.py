@@ -91,16 +91,18 @@ MiB = 1 << 20
 
 
 @pytest.mark.parametrize(("set_bytes", "n", "free", "pool"), [
-    (1 * MiB, 100, 80 << 30, True),  # 100 MiB, well inside 2 GiB
-    (20 * MiB, 100, 80 << 30, True),  # 2000 MiB <= 2 GiB
-    (21 * MiB, 100, 80 << 30, False),  # past the 2 GiB cap however free the device
-    (512 * MiB, 16, 80 << 30, False),  # relu's main shape: refilled in place
+    (1 * MiB, 100, 80 << 30, True),  # 100 MiB, well inside 8 GiB
+    (80 * MiB, 100, 80 << 30, True),  # 8000 MiB <= 8 GiB
+    (82 * MiB, 100, 80 << 30, False),  # past the 8 GiB cap however free the device
+    (256 * MiB, 16, 80 << 30, True),  # an fp16 8192^2 product's pair: 4 GiB, a pool
+    (256 * MiB, 16, 12 << 30, False),  # ... but not beside 12 GiB free (a quarter is 3 GiB)
+    (1024 * MiB, 16, 80 << 30, False),  # softmax's main shape: refilled in place
     (10 * MiB, 16, 400 * MiB, False),  # 160 MiB > a quarter of 400 MiB free
     (6 * MiB, 16, 400 * MiB, True),  # 96 MiB <= 100 MiB
 ])
 def test_pool_or_refill_by_memory(set_bytes, n, free, pool):
     assert plan_pool(set_bytes, n, free) is pool
-    assert pool_budget(free) == min(free // 4, 2 << 30)
+    assert pool_budget(free) == min(free // 4, 8 << 30)
 
 
 def _made(log: list[int]):

@@ -26,7 +26,8 @@ class RunningChild(Protocol):
 
     def recv(self, deadline: float) -> dict[str, Any] | None: ...
 
-    def finish(self, grace_s: float = 5.0) -> Any: ...  # an Exit: code, signal, timed_out, log
+    # an Exit (code, signal, timed_out, log); a child whose recv timed out gets no grace
+    def finish(self, grace_s: float = 5.0) -> Any: ...
 
     def kill(self) -> None: ...
 
