@@ -96,11 +96,14 @@ if [ "$cmd" = start ]; then
       # once: test_gpu.py's verifications, and the extension builds (CPU) of test_provenance.py;
       # the device lock is shared by all processes, so timing stays exclusive. GPU_TESTS=ids
       # runs just those, in one process.
+      # KBENCH_TEST_FAILLOG: each failure's report written as it happens (tests/conftest.py),
+      # so a step cut by its time limit still says why a test failed
       tests) if [ -n "${GPU_TESTS:-}" ]; then
-          echo "python3 -m pytest -v -rA --durations=15 -m gpu $GPU_TESTS -p no:cacheprovider \
+          echo "export KBENCH_TEST_FAILLOG=$LOG/gpu_failures.log; python3 -m pytest -v -rA --durations=15 -m gpu $GPU_TESTS -p no:cacheprovider \
           > $LOG/gpu_tests.log 2>&1; python3 -m kbench.cli doctor --self-test --gpu > $LOG/selftest.log 2>&1"
         else
-          echo "python3 -m pytest -v -rA --durations=15 -m gpu tests/test_provenance.py \
+          echo "export KBENCH_TEST_FAILLOG=$LOG/gpu_failures.log; \
+          python3 -m pytest -v -rA --durations=15 -m gpu tests/test_provenance.py \
           tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests_b.log 2>&1 & \
           python3 -m pytest -v -rA --durations=15 -m gpu tests/test_gpu.py -p no:cacheprovider \
           > $LOG/gpu_tests.log 2>&1; wait; \
@@ -188,6 +191,7 @@ tar czf "$OUT/kbench_gpu.tgz" -C "$(dirname "$LOG")" "$(basename "$LOG")" 2>/dev
 echo "--- finished: $([ -f "$LOG/finished" ] && echo yes || echo no) after ${t}s"
 cat "$LOG/steps.txt" 2>/dev/null
 tail -5 "$LOG/gpu_tests.log" 2>/dev/null
+grep -a "FAILED$" "$LOG/gpu_failures.log" 2>/dev/null | head -20
 tail -30 "$LOG/verdicts.log" 2>/dev/null
 tail -8 "$LOG/acceptance.log" 2>/dev/null
 tail -30 "$LOG/pipeline.log" 2>/dev/null
