@@ -16,6 +16,6 @@ os.environ["KBENCH_KEEP_SERVER"] = "0"
 
 def pytest_runtest_logreport(report):
     path = os.environ.get("KBENCH_TEST_FAILLOG")
-    if path and report.failed:
+    if path and report.failed and not os.environ.get("PYTEST_XDIST_WORKER"):  # xdist: once
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"=== {report.nodeid} ({report.when}) FAILED\n{report.longreprtext}\n\n")

@@ -157,5 +157,8 @@ def test_gpu_rows_pass_on_a_gpu():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     rows = selftest.gpu_rows()
+    for r in rows:  # the self-test's GPU table, in pytest -rA's report of this test
+        print(f"{r.name} | {r.where} | expected {r.expected} | got {r.got} | "
+              f"{'pass' if r.passed else 'FAIL'}")
     assert len(rows) == 4
     assert all(r.passed for r in rows), rows
