@@ -360,16 +360,23 @@ class Child(ChildChannel):
 
     def __init__(self, work: Path, device: str, isolate_network: bool = True,
                  prefix: Sequence[str] = ()) -> None:
-        """``prefix``: a tool that wraps the whole command (``ncu ...``, sandbox.profile)."""
+        """``prefix``: a tool that wraps the child (``ncu ...``, sandbox.profile). With network
+        isolation the tool runs inside the child's namespace, loopback up (it talks to its
+        target over localhost TCP), still without a route out."""
         self.work = work
         self.key = secrets.token_bytes(32)
         rfd, wfd = os.pipe()
         net = network_isolation()[0] if isolate_network else []
+        cmd = [sys.executable, "-m", "sandbox._child", str(work), str(wfd)]
+        if prefix and net:  # the tool and its target in one namespace (sandbox._loopback)
+            cmd = [*net, sys.executable, "-m", "sandbox._loopback", *prefix, *cmd]
+        else:
+            cmd = [*prefix, *net, *cmd]
         self.drain = LogDrain(work / "child.log")
         self.log = self.drain.file
         try:
             self.proc = subprocess.Popen(
-                [*prefix, *net, sys.executable, "-m", "sandbox._child", str(work), str(wfd)],
+                cmd,
                 stdin=subprocess.PIPE, stdout=self.drain.w, stderr=subprocess.STDOUT,
                 cwd=work, env=child_env(work, device), pass_fds=(wfd,), start_new_session=True,
             )

@@ -52,10 +52,11 @@ DURATION = "gpu__time_duration.sum"
 METRICS = (DRAM, SM, OCCUPANCY, DURATION)
 HIGH_PCT = 60.0  # a unit at or above this share of its peak is what limits the kernel
 TOP_N = 8
-# The least import limit of a child under ``ncu``: Nsight Compute's injection slows a fresh
-# process's start (torch's and Triton's libraries load under it). On an H100 (2026-12-07)
-# every ncu child of a confirmation cut to 30 s of import was killed there, and the checks'
-# own children, forked warm, imported in 0.1-0.2 s.
+# The least import limit of a child under ``ncu``: a fresh process (no warm fork server)
+# whose libraries load under Nsight Compute's injection. It is a hang limit, not an expected
+# time. On an H100 (2026-12-07) every ncu child of a confirmation was killed at its 30 s
+# share of import; the likely cause was that ncu ran outside the child's network namespace
+# and could not reach its target (fixed: sandbox._loopback), not a slow start.
 NCU_IMPORT_S = 180.0
 _NAME_CHARS = 200
 _MOVES = ("Memcpy", "Memset", "memcpy", "memset")

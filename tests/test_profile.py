@@ -245,9 +245,10 @@ def test_cpu_verify_has_no_profile_and_no_error(relu):
     assert v.profile is None
 
 
-def _fake_ncu(tmp_path, csv_text: str, start_s: float = 0.0):
+def _fake_ncu(tmp_path, csv_text: str, start_s: float = 0.0, before: str = ""):
     """A stand-in ``ncu``: writes a recorded CSV to --log-file, then runs what it wraps
-    (after ``start_s`` seconds: Nsight Compute's slow start)."""
+    (after ``start_s`` seconds: Nsight Compute's slow start; ``before``: shell lines run
+    first)."""
     rec = tmp_path / "recorded.csv"
     rec.write_text(csv_text)
     exe = tmp_path / "bin" / "ncu"
@@ -263,6 +264,7 @@ def _fake_ncu(tmp_path, csv_text: str, start_s: float = 0.0):
             *) break;;
           esac
         done
+        {before}
         sleep {start_s}
         cat "{rec}" > "$log"
         exec "$@"
@@ -322,6 +324,55 @@ def test_the_ncu_child_gets_its_own_import_limit(relu, tmp_path, monkeypatch):
     monkeypatch.setattr("sandbox.profile.NCU_IMPORT_S", 1.0)
     out = _profiled(prof, relu, "cpu", cases, work, lim, None, (), Hold(device_lock("cpu")))
     assert "no progress for 1 s during import" in str(out["ncu"].get("error")), out["ncu"]
+
+
+def test_the_ncu_child_and_ncu_share_one_namespace_with_loopback_up(relu, tmp_path,
+                                                                    monkeypatch):
+    """ncu talks to the process it profiles over TCP on localhost: with network isolation
+    the wrapping tool runs inside the child's namespace (not the parent's), where loopback
+    is up. Before, ncu ran outside and its target inside, and every ncu child hung at its
+    import until killed (H100, 2026-12-06 and -07)."""
+    import os
+    import sys
+
+    from sandbox._process import network_isolation
+    from sandbox.cases import _build_cases
+    from sandbox.devicelock import Hold, device_lock
+    from sandbox.verifier import _profiled
+
+    if not network_isolation()[0]:
+        pytest.skip("no network namespace here: " + network_isolation()[1])
+    ns, lo = tmp_path / "ns.txt", tmp_path / "lo.txt"
+    probe = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); "
+             "socket.create_connection(s.getsockname(), timeout=5); print('up')")
+    exe = _fake_ncu(tmp_path, NCU_CSV, before=(f'readlink /proc/self/ns/net > "{ns}"; '
+                                               f'{sys.executable} -c "{probe}" > "{lo}" 2>&1'))
+    monkeypatch.setenv("PATH", f"{exe.parent}:{os.environ['PATH']}")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "candidate.py").write_text(RELU)
+    cases, _ = _build_cases(relu, "cpu", FAST, False)
+    prof = {"shape": cases[0].name, "kernels": []}
+    out = _profiled(prof, relu, "cpu", cases, work, replace(FAST, profile_ncu=True), None, (),
+                    Hold(device_lock("cpu")))
+    assert out["ncu"].get("error") is None, out["ncu"].get("error")
+    assert ns.read_text().strip() != os.readlink("/proc/self/ns/net"), "ncu ran outside"
+    assert lo.read_text().strip() == "up", lo.read_text()
+
+
+def test_loopback_helper_runs_its_command(tmp_path):
+    """``python -m sandbox._loopback CMD``: without a usable namespace it says so on one line
+    and still runs CMD (here: outside any namespace, lo is already up)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ran"
+    r = subprocess.run([sys.executable, "-m", "sandbox._loopback", "sh", "-c", f"echo x > {out}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and out.read_text() == "x\n", r.stderr
+    r = subprocess.run([sys.executable, "-m", "sandbox._loopback"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "usage" in r.stderr
 
 
 def test_run_ncu_never_raises(monkeypatch, tmp_path):
