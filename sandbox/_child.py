@@ -392,10 +392,14 @@ def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
 # Timed input sets: a pool of distinct pre-made sets if all of them fit this budget (a
 # quarter of the device's free memory, at most POOL_CAP_BYTES), else as many buffers as one
 # sample's calls need, refilled in place from the next seed before each sample. The cap was
-# 2 GiB until protocol 7: an fp16 8192^3 product's 16 sets (4 GiB) were then refilled before
-# each sample, the card ran the random fills between products at a lower duty cycle, and the
-# products read 7-12 % faster than sustained (matmul, gemm_bias_relu, swiglu on an H100,
-# 2026-12-07: 1.479 ms refilled against 1.643 with one set and 1.646 by do_bench).
+# 2 GiB until protocol 7; 8 GiB gives a pool to sets up to 80 MiB (100 timed sets) and room
+# for more refill buffers (below). Refills have a cost in fidelity: the card runs the random
+# fills between samples at a lower duty cycle, and compute-bound products read 7-12 % faster
+# than sustained (matmul, gemm_bias_relu, swiglu on an H100, 2026-12-07: 1.479 ms refilled
+# against 1.643 with one set and 1.646 by do_bench). A pool does not reach them (an fp16
+# 8192^2 pair is 256 MiB, 100 sets 25 GiB), and reusing sets would let a value-keyed cache
+# hit; bench/baseline_crosscheck.py's `refilled+warm` column measures one untimed call
+# before each timed one as the remedy.
 POOL_CAP_BYTES = 8 << 30
 
 

@@ -65,8 +65,8 @@ from dataclasses import dataclass
 # Under 8 concurrent verifications on an H100, matmul's median rose 4.2 %: a slower launch
 # on a busier host is the likely cause; under protocol 6 the same run moved 1.7 % (H100,
 # 2026-12-07). 7: timed sets pre-made in a pool of up to 8 GiB (was 2 GiB) and refilled ones
-# rotated through up to 8 buffers (was 4): refills between samples made compute-bound
-# products read 7-12 % below sustained (sandbox._child.POOL_CAP_BYTES).
+# rotated through up to 8 buffers (was 4), so a large input is timed at more placements
+# (softmax's five medians spread 1.56 % with two buffers; sandbox._child.REFILL_SLOTS).
 PROTOCOL = 7
 
 __all__ = ["PROTOCOL", "TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",

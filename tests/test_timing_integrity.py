@@ -94,8 +94,9 @@ MiB = 1 << 20
     (1 * MiB, 100, 80 << 30, True),  # 100 MiB, well inside 8 GiB
     (80 * MiB, 100, 80 << 30, True),  # 8000 MiB <= 8 GiB
     (82 * MiB, 100, 80 << 30, False),  # past the 8 GiB cap however free the device
-    (256 * MiB, 16, 80 << 30, True),  # an fp16 8192^2 product's pair: 4 GiB, a pool
+    (256 * MiB, 16, 80 << 30, True),  # 16 sets of 256 MiB: 4 GiB, a pool
     (256 * MiB, 16, 12 << 30, False),  # ... but not beside 12 GiB free (a quarter is 3 GiB)
+    (256 * MiB, 100, 80 << 30, False),  # an fp16 8192^2 pair, 100 timed sets: refilled
     (1024 * MiB, 16, 80 << 30, False),  # softmax's main shape: refilled in place
     (10 * MiB, 16, 400 * MiB, False),  # 160 MiB > a quarter of 400 MiB free
     (6 * MiB, 16, 400 * MiB, True),  # 96 MiB <= 100 MiB
