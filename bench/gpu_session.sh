@@ -93,10 +93,10 @@ if [ "$cmd" = start ]; then
           --json $LOG/acceptance.json --markdown $LOG/acceptance.md > $LOG/acceptance.log 2>&1";;
       # -v: each test's outcome is in the log as it ends, so a step cut by its time limit
       # still says which tests passed (with -q only dots came back). Three pytest processes at
-      # once: test_gpu.py's verifications in two (xdist), and the extension builds (CPU) of
-      # test_provenance.py with the self-test's GPU rows in the third; the device lock is
-      # shared by all processes, so timing stays exclusive. GPU_TESTS=ids
-      # runs just those, in one process.
+      # once: test_gpu.py's and test_gpu_faults.py's verifications in two (xdist), and the
+      # extension builds (CPU) of test_provenance.py with the self-test's GPU rows in the
+      # third; the device lock is shared by all processes, so timing stays exclusive.
+      # GPU_TESTS=ids runs just those, in one process.
       # KBENCH_TEST_FAILLOG: each failure's report written as it happens (tests/conftest.py),
       # so a step cut by its time limit still says why a test failed
       tests) if [ -n "${GPU_TESTS:-}" ]; then
@@ -106,7 +106,8 @@ if [ "$cmd" = start ]; then
           echo "export KBENCH_TEST_FAILLOG=$LOG/gpu_failures.log; \
           python3 -m pytest -v -rA --durations=15 -m gpu tests/test_provenance.py \
           tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests_b.log 2>&1 & \
-          python3 -m pytest -v -rA --durations=15 -m gpu tests/test_gpu.py -n 2 -p no:cacheprovider \
+          python3 -m pytest -v -rA --durations=15 -m gpu tests/test_gpu.py tests/test_gpu_faults.py \
+          -n 2 -p no:cacheprovider \
           > $LOG/gpu_tests.log 2>&1; wait"
         fi;;
       # the self-test's whole table as a user sees it (its GPU rows also run, and are printed,

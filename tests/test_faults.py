@@ -99,6 +99,18 @@ FAULTS: dict[str, tuple[str, Status, tuple[str, ...], str]] = {
         Status.RUNTIME_ERROR, ("out of memory", "trial"), "oom"),
 }
 
+# The kernel loops forever once the module's own count of calls passes 40: the checks (8
+# calls on the CPU with _FAST) pass, and on a GPU the hang comes inside the timing loop
+# (tests/test_gpu_faults.py).
+HANG_WHEN_TIMED = (_candidate("_CALLS[0] += 1\n",
+                              kernel="i = 0\nwhile i < hang:  # i never moves\n    i = i * 1\n")
+                   .replace("@triton.jit", "_CALLS = [0]\n\n\n@triton.jit", 1)
+                   .replace("def _relu(x_ptr, y_ptr, n, BLOCK",
+                            "def _relu(x_ptr, y_ptr, n, hang, BLOCK")
+                   .replace("_relu[(triton.cdiv(n, 256),)](x, y, n, BLOCK=256)",
+                            "_relu[(triton.cdiv(n, 256),)](x, y, n, 7 * int(_CALLS[0] > 40), "
+                            "BLOCK=256)"))  # 7, not 1: Triton would fold an argument of 1
+
 # The subprocess backend pays torch's import per job: its cases are marked slow (CI runs them).
 BACKENDS = [pytest.param(b, marks=[pytest.mark.slow] if b == "subprocess" else [])
             for b in ("forkserver", "subprocess") if b in available_backends()]
@@ -139,6 +151,14 @@ def test_fault_gets_its_verdict_and_the_next_candidate_is_verified(relu, name, b
     assert "fault" not in nxt.explain
     if server is not None:  # the same warm server forked a fresh child for the next one
         assert ForkServerBackend.server_pid() == server
+
+
+def test_the_hang_when_timed_candidate_passes_every_check_on_the_cpu(relu):
+    """HANG_WHEN_TIMED is honest through its checks (CPU, no timing): its hang can only be
+    met in the timing loop, which is what the GPU test measures."""
+    assert check_source(HANG_WHEN_TIMED).ok, check_source(HANG_WHEN_TIMED).reason()
+    v = verify(relu, HANG_WHEN_TIMED, device="cpu", limits=replace(_FAST, check_s=60))
+    assert v.status is Status.CORRECT, v.reason
 
 
 def test_a_flood_keeps_only_the_tail_of_the_output(relu):
