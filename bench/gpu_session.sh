@@ -7,7 +7,8 @@
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
-#     example of the tune step (default 20), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
+#     example of the tune step (default 20; TUNE_GRID=0 skips its Optuna-vs-grid part),
+#     CONFIRM_PROBLEMS=a,b the confirm step's problems (default the eight examples), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
 #     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
 #     and --old-only), GPU_TESTS the tests step's pytest ids, EVOLVE_DB the store the export step reads
 #     (default: this session's evolve step's)
@@ -153,10 +154,12 @@ if [ "$cmd" = start ]; then
       compare) echo "python3 bench/compare_speed.py --device cuda ${OLD_TREE:+--compare $OLD_TREE} \
           > $LOG/compare.log 2>&1";;
       selection) echo "python3 bench/check_selection.py > $LOG/selection.log 2>&1";;
-      confirm) echo "python3 bench/check_confirm.py --json $LOG/confirm.json > $LOG/confirm.log 2>&1";;
+      confirm) echo "python3 bench/check_confirm.py ${CONFIRM_PROBLEMS:+--problems $CONFIRM_PROBLEMS} \
+          --json $LOG/confirm.json > $LOG/confirm.log 2>&1";;
       crosscheck) echo "python3 bench/baseline_crosscheck.py --json $LOG/crosscheck.json \
           > $LOG/crosscheck.log 2>&1";;
-      tune) echo "python3 bench/tune_vs_grid.py --store $LOG/tune.db > $LOG/tune.log 2>&1; \
+      tune) echo "$([ "${TUNE_GRID:-1}" = 0 ] || echo "python3 bench/tune_vs_grid.py \
+          --store $LOG/tune.db > $LOG/tune.log 2>&1;") \
           python3 bench/tune_vs_grid.py --examples --trials ${TUNE_TRIALS:-20} --store $LOG/tune.db \
           > $LOG/tune_examples.log 2>&1";;
       load) echo "python3 bench/load_test.py --candidates 200 --device cuda --kill-after 120 \
