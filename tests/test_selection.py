@@ -210,6 +210,42 @@ def test_runs_show_marks_provisional_and_selected_bests(tmp_path, spec):
     assert sel["margin_ms"] == pytest.approx(0.4) and "lineage" not in data
 
 
+def test_after_a_selection_its_winner_is_the_result_everywhere(tmp_path, spec):
+    """A within-spread tie keeps the simpler, earlier #A though #B's single verification read
+    faster (1.3x against 1.2x: single timings are noisy, which is why finalists are re-timed).
+    From then on the run's result for the problem is #A's verdict: the store's results (and
+    so fast_p and runs show), the report's winner, kbench tune RUN's target and the export
+    all take #A. Before the selection the best single verdict (#B) is the result."""
+    from kbench.export._select import winners
+    from kbench.report import build_report
+    from kbench.tuning._targets import _from_run
+
+    db = tmp_path / "k.db"
+    store = Store(str(db))
+    run_id, ids = _stored_run(store, spec, {"A": 1.2, "B": 1.3})
+    assert dict(store.results(run_id))[spec.key]["speedup_eager"] == pytest.approx(1.3)
+
+    def measure_for(s, sources, device):  # both 0.5 ms give or take 0.05: a tie
+        return lambda c, rnd: 0.5 + (0.05 if (c + rnd) % 2 else -0.05)
+
+    final_selection(store, run_id, [spec], "cuda", Console(file=io.StringIO()), rounds=4,
+                    measure_for=measure_for)
+    sel = store.selections_for(run_id)[spec.key]
+    assert sel.decision == "within_spread" and sel.winner_id == ids["A"], sel
+    assert dict(store.results(run_id))[spec.key]["speedup_eager"] == pytest.approx(1.2)
+    console = Console(record=True, width=250)
+    show_run("r", str(db), False, console)
+    [row] = [ln for ln in console.export_text().splitlines() if ln.lstrip().startswith(spec.key)]
+    assert " 1.20 " in row and " 1.30 " not in row, row
+    [entry] = [r.problems[spec.key] for r in build_report(str(db)).runs]
+    assert entry.winner.id == ids["A"] and entry.best["speedup_eager"] == pytest.approx(1.2)
+    found, skipped = winners(store, store.get_run("r"))  # fake verdicts: not exportable
+    assert not found and skipped[0].startswith(f"{spec.key}: candidate {ids['A']} (final "
+                                               "selection)"), skipped
+    targets, skipped = _from_run("r", str(db))  # no knobs: skipped, naming the candidate
+    assert not targets and skipped == [f"{spec.key}: candidate {ids['A']} declares no knobs"]
+
+
 def test_runs_show_lists_an_evolve_runs_population_and_lineage(tmp_path, spec):
     db = tmp_path / "k.db"
     store = Store(str(db))

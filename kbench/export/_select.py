@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kbench.scoring import best_verdict
-from kbench.store import CandidateRecord, RunRecord, Store
+from kbench.store import CandidateRecord, RunRecord, Store, chosen_candidate
 
 __all__ = ["Winner", "winners"]
 
@@ -53,16 +52,10 @@ def winners(store: Store, run: RunRecord) -> tuple[list[Winner], list[str]]:
         key = row.problem_key
         cands = [c for c in store.candidates_for(run.id, key) if c.verdict is not None]
         sel = selections.get(key)
-        chosen = next((c for c in cands if sel is not None and c.id == sel.winner_id), None)
-        how = "final selection"
+        chosen, how = chosen_candidate(cands, sel.winner_id if sel is not None else None)
         if chosen is None:
-            payloads = [c.verdict.payload for c in cands]  # type: ignore[union-attr]
-            best = best_verdict(payloads)
-            if best is None:
-                skipped.append(f"{key}: no verified candidate")
-                continue
-            chosen = cands[next(i for i, p in enumerate(payloads) if p is best)]
-            how = "best verdict"
+            skipped.append(f"{key}: no verified candidate")
+            continue
         payload = chosen.verdict.payload  # type: ignore[union-attr]
         why = _not_exportable(payload)
         if why is not None:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbench.errors import ConfigError
-from kbench.scoring import Summary, best_verdict, summary
+from kbench.scoring import Summary, summary
 from kbench.store import (
     CandidateRecord,
     LineageRecord,
     RunRecord,
     Store,
     TunedConfigRecord,
+    chosen_candidate,
 )
 
 __all__ = ["Costs", "ProblemEntry", "RunReport", "DeviceGroup", "Report", "build_report",
@@ -223,6 +224,7 @@ def _run_report(db: Store, run: RunRecord, problems: list[str], suites: list[str
     from kbench.tuning import source_hash
 
     rows = db.results(run.id)
+    sels = db.selections_for(run.id)
     calls = db.llm_calls_for(run.id)
     lineage = list(db.lineage_for(run.id).values())
     fps: Counter[str] = Counter()
@@ -237,8 +239,8 @@ def _run_report(db: Store, run: RunRecord, problems: list[str], suites: list[str
         if not _selected(key, suite, problems, suites):
             continue
         verdicted = [c for c in cands if c.verdict is not None]
-        win = best_verdict([c.verdict.payload for c in verdicted])  # type: ignore[union-attr]
-        winner = next((c for c in verdicted if c.verdict.payload is win), None)  # type: ignore[union-attr]
+        sel = sels.get(key)
+        winner = chosen_candidate(verdicted, sel.winner_id if sel is not None else None)[0]
         for c in verdicted:
             fps[c.verdict.fingerprint_hash] += 1  # type: ignore[union-attr]
             fp_dicts.setdefault(c.verdict.fingerprint_hash,  # type: ignore[union-attr]

@@ -29,7 +29,7 @@ from kbench.store._records import (
     RunRecord,
     VerdictRecord,
 )
-from kbench.store._selection import SelectionRecord  # issue 10: final selections
+from kbench.store._selection import SelectionRecord, chosen_candidate  # issue 10
 from kbench.store._store import Store
 from kbench.store._tables import ENV_VAR, RunStatus
 from kbench.store._tuned import TunedConfigRecord  # issue 10: tuned configurations
@@ -49,6 +49,7 @@ __all__ = [
     "ENV_VAR",
     "TunedConfigRecord",
     "SelectionRecord",
+    "chosen_candidate",
     "RunOwner",
     "RunBusyError",
 ]

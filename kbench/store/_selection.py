@@ -4,7 +4,7 @@ provisional. A table of its own, created by ``create_all`` on an existing databa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from kbench.store._tables import _JSON, _Base, _finite, _now, _Text, _utc
 
-__all__ = ["SelectionRecord"]
+__all__ = ["SelectionRecord", "chosen_candidate"]
 
 
 class _Selection(_Base):
@@ -49,6 +49,34 @@ class SelectionRecord:
     fingerprint_hash: str | None
     payload: dict[str, Any]
     created_at: datetime
+
+
+def chosen_candidate(cands: Sequence[Any], winner_id: int | None) -> tuple[Any, str]:
+    """The candidate of record among one problem's candidates that have a verdict (store
+    records, oldest first): the final selection's winner (``winner_id``) where it is among
+    them, else the one whose verdict :func:`kbench.scoring.best_verdict` ranks first; with
+    how it was chosen ("final selection" or "best verdict"). ``(None, "")`` when there is
+    none. The report, ``kbench tune RUN`` and ``kbench export`` all take this one, as
+    :meth:`Store.results` does for the verdict.
+
+    Example:
+        >>> from types import SimpleNamespace as C
+        >>> a = C(id=1, verdict=C(payload={"passed": True, "speedup_eager": 1.0}))
+        >>> b = C(id=2, verdict=C(payload={"passed": True, "speedup_eager": 1.1}))
+        >>> [(c.id, how) for c, how in (chosen_candidate([a, b], None),
+        ...                             chosen_candidate([a, b], 1))]
+        [(2, 'best verdict'), (1, 'final selection')]
+    """
+    from kbench.scoring import best_verdict
+
+    won = next((c for c in cands if winner_id is not None and c.id == winner_id), None)
+    if won is not None:
+        return won, "final selection"
+    payloads = [c.verdict.payload for c in cands]
+    best = best_verdict(payloads)
+    if best is None:
+        return None, ""
+    return cands[next(i for i, p in enumerate(payloads) if p is best)], "best verdict"
 
 
 def _rec(r: _Selection) -> SelectionRecord:

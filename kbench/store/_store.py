@@ -52,7 +52,7 @@ from kbench.store._records import (
     _run_rec,
     _verdict_rec,
 )
-from kbench.store._selection import _Selections  # issue 10: final selections
+from kbench.store._selection import _Selection, _Selections  # issue 10: final selections
 from kbench.store._tables import (
     _BUSY_TIMEOUT_MS,
     _MODES,
@@ -620,13 +620,18 @@ class Store(_TunedConfigs, _Selections, _Owners):
         )
 
     def results(self, run_id: int) -> list[ResultRow]:
-        """Each problem attempted in a run with its best verdict's payload, by problem key.
+        """Each problem attempted in a run with its verdict of record's payload, by problem key.
 
-        Best: as :func:`kbench.scoring.best_verdict` ranks them (correct, then the highest
-        eager speedup, then the latest). A problem
-        counts as attempted if it has a candidate or an LLM call in the run; one without any
-        verdict gets ``None`` (it still counts in fast_p's denominator).
+        The verdict of record is the final selection's winner's (its best verdict) where the
+        run has a selection with a winner for that problem; otherwise the best of the
+        problem's verdicts as :func:`kbench.scoring.best_verdict` ranks them (correct, then
+        the highest eager speedup, then the latest). After a selection the highest single
+        timing is not the result: the finalists were re-timed because single timings are
+        noisy, and a within-spread tie keeps the simplest candidate, which is the one
+        exported. A problem counts as attempted if it has a candidate or an LLM call in the
+        run; one without any verdict gets ``None`` (it still counts in fast_p's denominator).
         """
+
         def fn(s: Session) -> list[ResultRow]:
             keys = set(s.scalars(
                 select(_Problem.key).join(_Candidate, _Candidate.problem_id == _Problem.id)
@@ -635,16 +640,24 @@ class Store(_TunedConfigs, _Selections, _Owners):
                 select(_Problem.key).join(_LLMCall, _LLMCall.problem_id == _Problem.id)
                 .where(_LLMCall.run_id == run_id)))
             payloads: dict[str, list[dict[str, Any]]] = {}
+            by_cand: dict[int, list[dict[str, Any]]] = {}
             rows = s.execute(
-                select(_Verdict.payload, _Problem.key)
+                select(_Verdict.payload, _Problem.key, _Verdict.candidate_id)
                 .join(_Candidate, _Verdict.candidate_id == _Candidate.id)
                 .join(_Problem, _Candidate.problem_id == _Problem.id)
                 .where(_Candidate.run_id == run_id)
                 .order_by(_Verdict.id)  # oldest first, as best_verdict takes them
             )
-            for payload, key in rows:
+            for payload, key, cid in rows:
                 payloads.setdefault(key, []).append(payload)
-            return [ResultRow(k, best_verdict(payloads.get(k, []))) for k in sorted(keys)]
+                by_cand.setdefault(cid, []).append(payload)
+            winners = dict(s.execute(
+                select(_Selection.problem_key, _Selection.winner_id)
+                .where(_Selection.run_id == run_id, _Selection.winner_id.is_not(None))).all())
+            return [ResultRow(k, best_verdict(by_cand.get(winners[k], [])
+                                              if by_cand.get(winners.get(k, -1))
+                                              else payloads.get(k, [])))
+                    for k in sorted(keys)]
 
         return self._tx(fn, write=False)
 

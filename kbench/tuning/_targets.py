@@ -47,8 +47,7 @@ def _from_file(path: Path, problem: str) -> Target:
 
 
 def _from_run(name: str, store_url: str | None) -> tuple[list[Target], list[str]]:
-    from kbench.scoring import best_verdict
-    from kbench.store import Store
+    from kbench.store import Store, chosen_candidate
 
     store = Store(store_url)
     run = store.get_run(name)
@@ -56,14 +55,14 @@ def _from_run(name: str, store_url: str | None) -> tuple[list[Target], list[str]
         raise ConfigError(f"{name!r} is neither a candidate file nor a run in store {store.url}")
     found: list[Target] = []
     skipped: list[str] = []
+    selections = store.selections_for(run.id)
     for row in store.results(run.id):
         cands = [c for c in store.candidates_for(run.id, row.problem_key) if c.verdict is not None]
-        payloads = [c.verdict.payload for c in cands]  # type: ignore[union-attr]
-        best = best_verdict(payloads)
-        if best is None or not best.get("passed"):
+        sel = selections.get(row.problem_key)
+        cand = chosen_candidate(cands, sel.winner_id if sel is not None else None)[0]
+        if cand is None or not cand.verdict.payload.get("passed"):  # type: ignore[union-attr]
             skipped.append(f"{row.problem_key}: no correct candidate")
             continue
-        cand = cands[next(i for i, p in enumerate(payloads) if p is best)]
         try:
             sp = space(cand.source)
         except ConfigError as e:
