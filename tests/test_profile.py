@@ -273,56 +273,54 @@ def _fake_ncu(tmp_path, csv_text: str, start_s: float = 0.0, before: str = ""):
     return exe
 
 
-def test_ncu_child_runs_the_main_shape_under_the_prefix(relu, tmp_path, monkeypatch):
-    """The parent's ncu step with a stand-in ncu: the sandboxed child (mode "ncu") starts
-    under the prefix, runs the shape and exits cleanly; the CSV is read and summarised."""
+def _profiled_under_fake_ncu(relu, tmp_path, monkeypatch, limits, **fake):
+    """``verifier._profiled`` of relu's first case with a stand-in ncu (``_fake_ncu``'s
+    keywords) first on PATH: (what it returned, the job directory, a rerun with other
+    limits)."""
     from sandbox.cases import _build_cases
     from sandbox.devicelock import Hold, device_lock
     from sandbox.verifier import _profiled
 
-    exe = _fake_ncu(tmp_path, NCU_CSV)
+    exe = _fake_ncu(tmp_path, NCU_CSV, **fake)
     monkeypatch.setenv("PATH", f"{exe.parent}:{__import__('os').environ['PATH']}")
     work = tmp_path / "work"
     work.mkdir()
     (work / "candidate.py").write_text(RELU)
     cases, _ = _build_cases(relu, "cpu", FAST, False)
     prof = {"shape": cases[0].name, "kernels": []}
-    out = _profiled(prof, relu, "cpu", cases, work, replace(FAST, profile_ncu=True), None, (),
-                    Hold(device_lock("cpu")))
+
+    def again(lim):
+        return _profiled(prof, relu, "cpu", cases, work, lim, None, (), Hold(device_lock("cpu")))
+
+    return again(limits), work, again
+
+
+def test_ncu_child_runs_the_main_shape_under_the_prefix(relu, tmp_path, monkeypatch):
+    """The parent's ncu step with a stand-in ncu: the sandboxed child (mode "ncu") starts
+    under the prefix, runs the shape and exits cleanly; the CSV is read and summarised."""
+    out, work, again = _profiled_under_fake_ncu(relu, tmp_path, monkeypatch,
+                                                replace(FAST, profile_ncu=True))
     ncu = out["ncu"]
     assert ncu.get("error") is None, ncu
     assert ncu["diagnosis"] == "memory-bound: 82% of DRAM peak, SM 21%, occupancy 45%"
     assert "Traceback" not in (work / "child.log").read_text()
-    # without the flag nothing more runs
-    assert _profiled(prof, relu, "cpu", cases, work, FAST, None, (),
-                     Hold(device_lock("cpu"))) is prof
+    assert "ncu" not in again(FAST)  # without the flag nothing more runs
 
 
 def test_the_ncu_child_gets_its_own_import_limit(relu, tmp_path, monkeypatch):
-    """Under ncu a fresh process starts slowly (over 30 s on an H100): the ncu child's
+    """A fresh process under ncu may start slowly: the ncu child's
     import limit is at least NCU_IMPORT_S, whatever the verification's own import limit
     (a confirmation cuts that to a share of its budget). Here ncu takes 3 s to start, the
     verification's import limit is 1 s, and the floor is 60 s: the record is read. At a
     1 s floor the child is killed at once (no exit grace for a hung child), before ncu
     wrote its record."""
-    from sandbox.cases import _build_cases
-    from sandbox.devicelock import Hold, device_lock
-    from sandbox.verifier import _profiled
-
-    exe = _fake_ncu(tmp_path, NCU_CSV, start_s=3)
-    monkeypatch.setenv("PATH", f"{exe.parent}:{__import__('os').environ['PATH']}")
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "candidate.py").write_text(RELU)
-    cases, _ = _build_cases(relu, "cpu", FAST, False)
-    prof = {"shape": cases[0].name, "kernels": []}
     lim = replace(FAST, profile_ncu=True, import_s=1.0)
     monkeypatch.setattr("sandbox.profile.NCU_IMPORT_S", 60.0)
-    out = _profiled(prof, relu, "cpu", cases, work, lim, None, (), Hold(device_lock("cpu")))
+    out, _, again = _profiled_under_fake_ncu(relu, tmp_path, monkeypatch, lim, start_s=3)
     assert out["ncu"].get("error") is None, out["ncu"]
     # and the floor is what lets it through: at 1 s the same start is killed in import
     monkeypatch.setattr("sandbox.profile.NCU_IMPORT_S", 1.0)
-    out = _profiled(prof, relu, "cpu", cases, work, lim, None, (), Hold(device_lock("cpu")))
+    out = again(lim)
     assert "no progress for 1 s during import" in str(out["ncu"].get("error")), out["ncu"]
 
 
@@ -336,25 +334,16 @@ def test_the_ncu_child_and_ncu_share_one_namespace_with_loopback_up(relu, tmp_pa
     import sys
 
     from sandbox._process import network_isolation
-    from sandbox.cases import _build_cases
-    from sandbox.devicelock import Hold, device_lock
-    from sandbox.verifier import _profiled
 
     if not network_isolation()[0]:
         pytest.skip("no network namespace here: " + network_isolation()[1])
     ns, lo = tmp_path / "ns.txt", tmp_path / "lo.txt"
     probe = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); "
              "socket.create_connection(s.getsockname(), timeout=5); print('up')")
-    exe = _fake_ncu(tmp_path, NCU_CSV, before=(f'readlink /proc/self/ns/net > "{ns}"; '
-                                               f'{sys.executable} -c "{probe}" > "{lo}" 2>&1'))
-    monkeypatch.setenv("PATH", f"{exe.parent}:{os.environ['PATH']}")
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "candidate.py").write_text(RELU)
-    cases, _ = _build_cases(relu, "cpu", FAST, False)
-    prof = {"shape": cases[0].name, "kernels": []}
-    out = _profiled(prof, relu, "cpu", cases, work, replace(FAST, profile_ncu=True), None, (),
-                    Hold(device_lock("cpu")))
+    out, _, _ = _profiled_under_fake_ncu(
+        relu, tmp_path, monkeypatch, replace(FAST, profile_ncu=True),
+        before=(f'readlink /proc/self/ns/net > "{ns}"; '
+                f'{sys.executable} -c "{probe}" > "{lo}" 2>&1'))
     assert out["ncu"].get("error") is None, out["ncu"].get("error")
     assert ns.read_text().strip() != os.readlink("/proc/self/ns/net"), "ncu ran outside"
     assert lo.read_text().strip() == "up", lo.read_text()
