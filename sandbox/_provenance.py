@@ -143,11 +143,18 @@ class Watch:
         if self._prof is not None:
             import torch
 
-            torch.cuda.synchronize()
-            self._prof.__exit__(None, None, None)
-            self.events = self._prof.events()
-            self.kernels, self.all_kernels = _unaccounted(self.events, self.allowed_aten)
-            self._prof = None
+            prof, self._prof = self._prof, None
+            try:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                prof.__exit__(None, None, None)
+                self.events = prof.events()
+                self.kernels, self.all_kernels = _unaccounted(self.events, self.allowed_aten)
+            except Exception:
+                if exc[0] is None:
+                    raise
+                # the call itself failed (out of memory, an illegal address): its own error
+                # is the verdict's; a profiler that cannot finish after it must not replace it
 
     def _watch_streams(self) -> None:
         """Remember the current stream; record switches away from it: through torch's

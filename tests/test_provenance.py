@@ -431,3 +431,24 @@ def test_gpu_honest_extension_on_the_current_stream_passes(fakelib):
     src = (Path(__file__).parent / "candidates" / "honest" / "relu_cuda_inline.py").read_text()
     v = verify(fakelib, src, device="cuda")
     assert v.status is Status.CORRECT, v.reason
+
+
+def test_a_failed_call_keeps_its_own_error_when_the_profiler_cannot_finish(monkeypatch):
+    """A candidate's call that fails under the profiled watch (out of memory, an illegal
+    address) is reported with its own error: the profiler's teardown failing after it must
+    not replace it. A call that succeeded still sees the teardown's error."""
+    import pytest
+
+    from sandbox import _provenance
+    from sandbox._provenance import Watch
+
+    def broken(*a, **k):
+        raise RuntimeError("the profiler could not finish")
+
+    monkeypatch.setattr(_provenance, "_unaccounted", broken)
+    with pytest.raises(MemoryError, match="the candidate's own"):
+        with Watch("candidate", set(), frozenset(), profile=True):
+            raise MemoryError("the candidate's own")
+    with pytest.raises(RuntimeError, match="could not finish"):
+        with Watch("candidate", set(), frozenset(), profile=True):
+            torch.ones(4).sum()
