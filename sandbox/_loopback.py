@@ -8,8 +8,9 @@ loopback up, still with no route out. The sandbox then runs::
     unshare --net python -m sandbox._loopback ncu ... python -m sandbox._child ...
 
 (:class:`sandbox._process.Child` with a ``prefix``). Before, ``ncu`` ran outside the
-namespace and its target inside: the target could never reach ``ncu`` and was killed, every
-time, at its import limit (the H100 runs of 2026-12-06 and 2026-12-07).
+namespace and its target inside, where it could not reach ``ncu``: the likely reason why
+every ncu child on the H100 runs of 2026-12-06 and 2026-12-07 was killed at its import
+limit (not yet confirmed on a GPU).
 
 Example:
     >>> import struct; len(struct.pack(_IFREQ, b"lo", 0))

@@ -654,9 +654,9 @@ class Store(_TunedConfigs, _Selections, _Owners):
             winners = dict(s.execute(
                 select(_Selection.problem_key, _Selection.winner_id)
                 .where(_Selection.run_id == run_id, _Selection.winner_id.is_not(None))).all())
-            return [ResultRow(k, best_verdict(by_cand.get(winners[k], [])
-                                              if by_cand.get(winners.get(k, -1))
-                                              else payloads.get(k, [])))
+            # the winner's own verdicts where it has any, else every verdict of the problem
+            return [ResultRow(k, best_verdict(by_cand.get(winners.get(k, -1))
+                                              or payloads.get(k, [])))
                     for k in sorted(keys)]
 
         return self._tx(fn, write=False)
