@@ -331,6 +331,11 @@ class ChildChannel:
     def finish(self, grace_s: float = 5.0) -> Exit:
         raise NotImplementedError
 
+    def _grace(self, grace_s: float) -> float:
+        """How long ``finish`` waits for a clean exit: ``grace_s``, or nothing for a child
+        whose ``recv`` timed out (a hung child is killed at once)."""
+        return 0.0 if self.timed_out else grace_s
+
     def log_tail(self, limit: int = 3000) -> str:
         if self.drain is not None:
             self.drain.settle(0.5)
@@ -410,10 +415,10 @@ class Child(ChildChannel):
         sweep(self.work)
 
     def finish(self, grace_s: float = 5.0) -> Exit:
-        """Wait briefly for a clean exit (not after a timeout: a hung child gets no grace),
-        then kill the group; describe how it ended."""
+        """Wait briefly for a clean exit (:meth:`_grace`), then kill the group; describe how
+        it ended."""
         try:
-            self.proc.wait(timeout=0.0 if self.timed_out else grace_s)
+            self.proc.wait(timeout=self._grace(grace_s))
         except subprocess.TimeoutExpired:
             pass
         self.kill()

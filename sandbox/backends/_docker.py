@@ -373,9 +373,9 @@ class DockerChild(ChildChannel):
         self._pump.join(timeout=10)
 
     def finish(self, grace_s: float = 5.0) -> Exit:
-        """Wait briefly for a clean exit (not after a timeout: a hung child gets no grace),
-        then kill the container; describe how it ended."""
-        self._wait(0.0 if self.timed_out else grace_s)
+        """Wait briefly for a clean exit (:meth:`_grace`), then kill the container; describe
+        how it ended."""
+        self._wait(self._grace(grace_s))
         self.kill()
         tail = self.log_tail()
         if self.oom:

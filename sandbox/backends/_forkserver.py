@@ -518,9 +518,9 @@ class ForkChild(ChildChannel):
         self._await_exit(10)
 
     def finish(self, grace_s: float = 5.0) -> Exit:
-        """Wait briefly for a clean exit (not after a timeout: a hung child gets no grace),
-        then kill the group; describe how it ended."""
-        self._await_exit(0.0 if self.timed_out else grace_s)
+        """Wait briefly for a clean exit (:meth:`_grace`), then kill the group; describe how
+        it ended."""
+        self._await_exit(self._grace(grace_s))
         self.kill()
         return Exit(self.code, signal_name(self.code), self.timed_out, self.log_tail(),
                     flooded=self.flooded)
