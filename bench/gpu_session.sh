@@ -10,7 +10,7 @@
 #     example of the tune step (default 20; TUNE_GRID=0 skips its Optuna-vs-grid part),
 #     CONFIRM_PROBLEMS=a,b the confirm step's problems (default the eight examples), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
 #     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
-#     and --old-only), GPU_TESTS the tests step's pytest ids, EVOLVE_DB the store the export step reads
+#     and --old-only), GPU_TESTS the tests step's pytest ids, GPU_TEST_WORKERS its xdist workers (default 2), EVOLVE_DB the store the export step reads
 #     (default: this session's evolve step's)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
@@ -108,7 +108,7 @@ if [ "$cmd" = start ]; then
           python3 -m pytest -v -rA --durations=15 -m gpu tests/test_provenance.py \
           tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests_b.log 2>&1 & \
           python3 -m pytest -v -rA --durations=15 -m gpu tests/test_gpu.py tests/test_gpu_faults.py \
-          -n 2 -p no:cacheprovider \
+          -n ${GPU_TEST_WORKERS:-2} -p no:cacheprovider \
           > $LOG/gpu_tests.log 2>&1; wait"
         fi;;
       # the self-test's whole table as a user sees it (its GPU rows also run, and are printed,
