@@ -291,10 +291,14 @@ def time_cuda(
     on_output: Callable[[int, object], None] | None = None,
     audit: Callable[[int], bool] | None = None,
     on_batch: Callable[[int], int] | None = None,
+    queue: Callable[[int], None] | None = None,
 ) -> RawTimes:
     """Time ``fn`` on the current CUDA device by the protocol in the module docstring.
 
-    ``prepare(i)`` runs before sample ``i`` outside the timed region; ``on_output(i, out)``
+    ``prepare(i)`` runs before sample ``i`` outside the timed region, followed by a device-wide
+    synchronize; ``queue(i)``, if given, after that synchronize: device work queued right
+    before the flush, with no synchronize between it and the timed calls (it covers their
+    launch as the flush does, and its device time counts as cover); ``on_output(i, out)``
     receives the output of each sample's last call (callers keep the last few to re-check
     correctness). ``audit(i)``, asked before each measured sample, may make that sample an
     audited call instead (checked by the caller, not timed) and return True: the calls that
@@ -324,6 +328,8 @@ def time_cuda(
         # the difference, so the events time the device's work and not the device waiting
         # for the host (do_bench gets the same from queueing samples without synchronizing).
         f0.record()
+        if queue is not None:
+            queue(i)
         flush.zero_()
         probe = cfg.cover_launch and len(probes) < 3 and i >= 1
         wait = cfg.max_lead_ms if probe else min(cfg.max_lead_ms,
