@@ -29,7 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from sandbox._inputs import build_model, make_init_inputs, make_inputs, set_constants
+from sandbox._inputs import build_model, make_init_inputs, make_inputs, set_constants, timed_seed
 from sandbox._provenance import Watch, own_cuda_kernels, own_triton_kernels, watch_extensions
 from sandbox.perturb import perturb_inputs
 
@@ -435,11 +435,12 @@ def _tensor_bytes(xs: list[Any]) -> int:
 class _TimedSets:
     """The input sets of timing, made from the parent's timed seeds (sent with ``time``, never
     the seeds of the checked calls): call ``c`` (counted over the whole timing) gets the set
-    of ``seeds[c % n]``, in buffer ``c % len(slots)``. A pool holds every set (a buffer per
+    of :func:`sandbox._inputs.timed_seed` ``(seeds, c)`` (a fresh set for every call, however
+    many), in buffer ``c % len(slots)``. A pool holds every set (a buffer per
     seed, made once); otherwise the buffers the next sample's calls use (up to
     :data:`REFILL_SLOTS` in turn, as memory allows) are refilled from their seeds in
     :meth:`prepare`, outside the timed region. ``ring`` keeps (sample, seed,
-    output) of the last ``ring_size`` samples' last calls, whichever the parent audits."""
+    output, call) of the last ``ring_size`` samples' last calls, whichever the parent audits."""
 
     def __init__(self, make: Any, seeds: list[int], bufs: list[Any], free_bytes: int,
                  ring_size: int) -> None:
@@ -455,7 +456,7 @@ class _TimedSets:
         self.base = 0  # index of the current sample's first call
         self.next = 0  # index of the next sample's first call
         self.turn = 0
-        self.ring: collections.deque[tuple[int, int, Any]] = collections.deque(
+        self.ring: collections.deque[tuple[int, int, Any, int]] = collections.deque(
             maxlen=max(1, ring_size))
         self._grow(len(seeds) if self.pool else refill_slots(self.size, free_bytes))
 
@@ -465,7 +466,7 @@ class _TimedSets:
             self.slot_seed.append(None)
 
     def _fill(self, c: int) -> list[Any]:
-        j, seed = c % len(self.slots), self.seeds[c % len(self.seeds)]
+        j, seed = c % len(self.slots), timed_seed(self.seeds, c)
         if self.slot_seed[j] != seed:
             self.slots[j] = _copy_into(self.slots[j], self.make(seed))
             self.slot_seed[j] = seed
@@ -494,7 +495,7 @@ class _TimedSets:
 
     def keep(self, i: int, out: Any) -> None:
         last = self.base + max(self.turn, 1) - 1
-        self.ring.append((i, self.seeds[last % len(self.seeds)], out))
+        self.ring.append((i, timed_seed(self.seeds, last), out, last))
 
 
 def _build_only(job_dir: Path, job: dict[str, Any]) -> int:
@@ -757,12 +758,13 @@ def main() -> int:
                          "traced_call": time.perf_counter() - t_traced})
             if job["mode"] == "candidate":
                 # The parent names the audited sample only now, among the last few kept.
-                _send(event="ring", shape=name, samples=[i for i, _, _ in ts.ring])
+                _send(event="ring", shape=name, samples=[i for i, _, _, _ in ts.ring])
                 wanted = {int(i) for i in json.loads(sys.stdin.readline()).get("audit", [])}
-                for i, seed, out in ts.ring:
+                for i, seed, out, c in ts.ring:
                     if i in wanted:
                         _hand_over(out, f"timed_{name}_{i}.pt",
-                                   dict(event="timed_output", shape=name, sample=i, seed=seed))
+                                   dict(event="timed_output", shape=name, sample=i, seed=seed,
+                                        call=c))
             ts.ring.clear()
             del ts
         _send(event="seen", **{k: sorted(v)[:200] for k, v in _SEEN.items()})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox._child import checksum
+from sandbox._inputs import timed_seed
 from sandbox.errors import ProblemError
 from sandbox.job import Limits
 from sandbox.perturb import INPUT_KINDS, describe, perturb_inputs, redraw_constant_tensors
@@ -190,6 +191,14 @@ def draw_timed(case: _Case, n: int) -> list[int]:
     case.timed_seeds = seeds
     case.audit_back = secrets.randbelow(AUDIT_RING)
     return seeds
+
+
+def is_timed_seed(case: _Case, seed: int, call: Any) -> bool:
+    """Whether ``seed`` is the input seed of timed call ``call`` of ``case``'s timing
+    (:func:`sandbox._inputs.timed_seed` of the seeds drawn here) and no correctness seed."""
+    if not case.timed_seeds or not isinstance(call, int) or isinstance(call, bool) or call < 0:
+        return False
+    return timed_seed(case.timed_seeds, call) == seed and seed not in case.seeds
 
 
 def pick_audited(case: _Case, samples: list[int]) -> list[int]:

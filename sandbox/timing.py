@@ -67,7 +67,11 @@ from dataclasses import dataclass
 # 2026-12-07). 7: timed sets pre-made in a pool of up to 8 GiB (was 2 GiB) and refilled ones
 # rotated through up to 8 buffers (was 4), so a large input is timed at more placements
 # (softmax's five medians spread 1.56 % with two buffers; sandbox._child.REFILL_SLOTS).
-PROTOCOL = 7
+# 8: no input set is timed twice: past the parent's 100 seeds, every call gets a set of a
+# seed derived from them (sandbox._inputs.timed_seed). Until 7 the sets came round again
+# after 100 calls, and a fast kernel's timing makes thousands: a value-keyed cache of 100
+# entries would have hit on nearly every timed call of a compute-heavy, small-output kernel.
+PROTOCOL = 8
 
 __all__ = ["PROTOCOL", "TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
            "summarize", "hidden_work", "launch_lead", "grown_lead"]

@@ -38,6 +38,7 @@ from sandbox.cases import (
     check_step_s,
     complete_case,
     draw_timed,
+    is_timed_seed,
     pick_audited,
     plan_cases,
     release_device_cache,
@@ -192,10 +193,11 @@ def _time_command(cases: list[_Case], limits: Limits) -> dict[str, Any]:
 
 
 def _timed_mismatch(c: _Case, sample: int, seed: int, out: Any, ref: Any, spec: ProblemSpec,
-                    device: str, inputs: list[Any] | None = None) -> str | None:
-    """The parent's audit decision: a reason if the output of timed sample ``sample`` (made
-    from the timed seed ``seed``) differs from the reference's for that seed, else None."""
-    if seed not in c.timed_seeds:
+                    device: str, inputs: list[Any] | None = None, call: Any = None) -> str | None:
+    """The parent's audit decision: a reason if the output of timed sample ``sample`` (its
+    last call ``call``, made from the timed seed ``seed``) differs from the reference's for
+    that seed, else None."""
+    if not is_timed_seed(c, seed, call):
         return (f"shape {c.name!r}: the audited timed output (sample {sample}) names an input "
                 "set that was never sent")
     bad, _ = compare_outputs(out, _to(ref, device), *spec.tolerance, spec.meta.check, inputs)
@@ -212,10 +214,10 @@ def _on_timed_output(msg: dict[str, Any], by_name: dict[str, _Case], work: Path,
     out = _fetch(msg, work, device, child)
     if out is None:
         return
-    seed, sample = int(msg["seed"]), int(msg["sample"])
-    ref, inputs = (timed_reference(spec, c, seed, device) if seed in c.timed_seeds
+    seed, sample, call = int(msg["seed"]), int(msg["sample"]), msg.get("call")
+    ref, inputs = (timed_reference(spec, c, seed, device) if is_timed_seed(c, seed, call)
                    else (None, None))
-    bad = _timed_mismatch(c, sample, seed, out, ref, spec, device, inputs)
+    bad = _timed_mismatch(c, sample, seed, out, ref, spec, device, inputs, call)
     if bad:
         res.shape_fail.setdefault(c.name, bad)
 

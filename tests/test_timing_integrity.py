@@ -19,6 +19,7 @@ import torch
 from kbench.problems import load
 from sandbox import cases as cases_mod
 from sandbox._child import REFILL_SLOTS, _TimedSets, plan_pool, pool_budget, refill_slots
+from sandbox._inputs import timed_seed
 from sandbox.cases import (
     AUDIT_RING,
     MIN_TIMED_SETS,
@@ -133,8 +134,10 @@ def test_a_pool_holds_every_timed_set_at_its_own_address():
     assert ts.pool and len(ts.slots) == 16
     assert ts.slots[0][0] is bufs[0], "the checked buffer is reused, refilled"
     seen = _run_samples(ts, 40)
-    assert [s[0] for s in seen] == [float(seeds[i % 16]) for i in range(40)]
-    assert sorted(log) == seeds, "a pool is made once"
+    assert [s[0] for s in seen[:16]] == [float(x) for x in seeds]
+    assert log[:16] == seeds, "the parent's seeds first, each made once"
+    assert log == [timed_seed(seeds, c) for c in range(40)]
+    assert len(set(log)) == 40, "past the pool's sets, every call gets a fresh one"
     assert len({s[0].data_ptr() for s in ts.slots}) == 16
 
 
@@ -146,8 +149,9 @@ def test_refill_mode_remakes_the_next_set_in_place_before_each_sample():
     assert not ts.pool and len(ts.slots) == 1
     ptr = bufs[0].data_ptr()
     seen = _run_samples(ts, 20)
-    assert [s[0] for s in seen] == [float(seeds[i % 16]) for i in range(20)]
-    assert log == [seeds[i % 16] for i in range(20)], "made before each sample, not in it"
+    assert [s[0] for s in seen[:16]] == [float(x) for x in seeds]
+    assert log == [timed_seed(seeds, i) for i in range(20)], "made before each sample, not in it"
+    assert len(set(log)) == 20
     assert ts.slots[0][0].data_ptr() == ptr
 
 
@@ -177,8 +181,9 @@ def test_every_call_of_a_batch_gets_its_own_buffer_and_seed():
     flat = [v for s in seen for v in s]
     assert flat == [float(s) for s in seeds[1:25]], "no set repeats within 24 calls"
     # the ring names the seed of each sample's last call
-    assert [(i, s) for i, s, _ in ts.ring] == [(0, 300), (0, 308), (1, 316), (2, 324)]
-    assert all(float(o[0]) == s for i, s, o in list(ts.ring)[1:])
+    assert [(i, s, c) for i, s, _, c in ts.ring] == [(0, 300, 0), (0, 308, 8), (1, 316, 16),
+                                                      (2, 324, 24)]
+    assert all(float(o[0]) == s for i, s, o, _ in list(ts.ring)[1:])
 
 
 def test_refill_batches_are_limited_by_memory():
@@ -191,8 +196,32 @@ def test_refill_batches_are_limited_by_memory():
 def test_the_ring_keeps_the_last_samples_whatever_is_audited():
     ts = _TimedSets(_made([]), list(range(16)), [torch.zeros(4), 3], 1 << 30, AUDIT_RING)
     _run_samples(ts, 37)
-    assert [i for i, _, _ in ts.ring] == [33, 34, 35, 36]
-    assert [s for _, s, _ in ts.ring] == [33 % 16, 34 % 16, 35 % 16, 36 % 16]
+    assert [i for i, _, _, _ in ts.ring] == [33, 34, 35, 36]
+    assert [(s, c) for _, s, _, c in ts.ring] == [(timed_seed(range(16), c), c)
+                                                  for c in (33, 34, 35, 36)]
+
+
+def test_no_input_set_is_timed_twice_however_many_calls():
+    """A fast kernel's timing makes thousands of calls; were the parent's 100 seeds reused, a
+    value-keyed cache of 100 entries would hit on every call after the first hundred."""
+    seeds = list(range(700, 716))
+    log: list[int] = []
+    ts = _TimedSets(_made(log), seeds, [torch.zeros(4), 3], free_bytes=1 << 30, ring_size=4)
+    ts.prepare(0)
+    ts.args()
+    ts.keep(0, None)
+    assert ts.on_batch(8) == 8
+    _run_samples(ts, 50, k=8)
+    assert len(log) == 1 + 50 * 8 and len(set(log)) == len(log), "a fresh set for every call"
+    assert not set(log[16:]) & set(seeds)
+    assert all(0 <= x < 1 << 62 for x in log)
+
+
+def test_derived_timed_seeds_depend_on_the_secret_draws():
+    a, b = [secrets.randbits(62) for _ in range(16)], [secrets.randbits(62) for _ in range(16)]
+    assert [timed_seed(a, c) for c in range(16)] == a
+    assert timed_seed(a, 16) != timed_seed(b, 16)
+    assert timed_seed(a, 16) != timed_seed(a, 32) != a[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,12 +252,18 @@ def test_mismatched_audited_output_is_rejected_with_the_reason(relu, planned):
     c = next(c for c in planned if c.timed)
     seeds = draw_timed(c, 16)
     ref = torch.linspace(-1, 1, 64)
-    assert _timed_mismatch(c, 7, seeds[3], ref.clone(), ref, relu, "cpu") is None
-    bad = _timed_mismatch(c, 7, seeds[3], ref + 1.0, ref, relu, "cpu")
+    assert _timed_mismatch(c, 7, seeds[3], ref.clone(), ref, relu, "cpu", call=3) is None
+    later = timed_seed(seeds, 16 * 5 + 3)  # a set past the parent's draws, derived from them
+    assert _timed_mismatch(c, 7, later, ref.clone(), ref, relu, "cpu", call=16 * 5 + 3) is None
+    for seed, call in ((seeds[3], 4), (later, 3), (seeds[3], None), (seeds[3], -1),
+                       (c.seeds[0], 3)):
+        wrong = _timed_mismatch(c, 7, seed, ref.clone(), ref, relu, "cpu", call=call)
+        assert wrong is not None and "never sent" in wrong, (seed, call)
+    bad = _timed_mismatch(c, 7, seeds[3], ref + 1.0, ref, relu, "cpu", call=3)
     assert bad is not None
     assert ("a timed call's output (sample 7, a fresh input set) is wrong though the checked "
             "calls were right") in bad
-    never = _timed_mismatch(c, 7, secrets.randbits(62), ref.clone(), ref, relu, "cpu")
+    never = _timed_mismatch(c, 7, secrets.randbits(62), ref.clone(), ref, relu, "cpu", call=3)
     assert never is not None and "never sent" in never
 
 
@@ -260,6 +295,7 @@ class _FakeChild:
             out = torch.relu(x) + (1.0 if wrong else 0.0)
             torch.save(out, work / f"t_{name}.pt")
             yield {"event": "timed_output", "shape": name, "sample": i, "seed": seed,
+                   "call": i % len(d["seeds"]),
                    "file": f"t_{name}.pt"}
         yield {"event": "done"}
 
