@@ -10,7 +10,7 @@
 #     example of the tune step (default 20; TUNE_GRID=0 skips its Optuna-vs-grid part),
 #     CONFIRM_PROBLEMS=a,b the confirm step's problems (default the eight examples), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
 #     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
-#     and --old-only), GPU_TESTS the tests step's pytest ids, GPU_TEST_WORKERS its xdist workers (default 2), EVOLVE_DB the store the export step reads
+#     and --old-only), GPU_TESTS the tests step's pytest ids, GPU_TEST_WORKERS its xdist workers (default 2), CROSSCHECK_ARGS more arguments of the crosscheck step, EVOLVE_DB the store the export step reads
 #     (default: this session's evolve step's)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
@@ -156,7 +156,7 @@ if [ "$cmd" = start ]; then
       selection) echo "python3 bench/check_selection.py > $LOG/selection.log 2>&1";;
       confirm) echo "python3 bench/check_confirm.py ${CONFIRM_PROBLEMS:+--problems $CONFIRM_PROBLEMS} \
           --json $LOG/confirm.json > $LOG/confirm.log 2>&1";;
-      crosscheck) echo "python3 bench/baseline_crosscheck.py --json $LOG/crosscheck.json \
+      crosscheck) echo "python3 bench/baseline_crosscheck.py ${CROSSCHECK_ARGS:-} --json $LOG/crosscheck.json \
           > $LOG/crosscheck.log 2>&1";;
       tune) echo "$([ "${TUNE_GRID:-1}" = 0 ] || echo "python3 bench/tune_vs_grid.py \
           --store $LOG/tune.db > $LOG/tune.log 2>&1;") \

@@ -233,6 +233,8 @@ class _Auditor:
         # args(): the inputs the next call gets (a fresh timed set, as a timed call's)
         self.model, self.args, self.prepare, self.watch, self.phase = (
             model, args, prepare, watch, phase)
+        # prepare(i): a timed sample's whole set-up (_TimedSets.ready: the warm call, a
+        # synchronize, the fresh sets), so an audited call is set up as a timed one is
         self.rng = random.SystemRandom()
         self.first_at = self.rng.randrange(max(1, min_reps))
         self.seen = 0
@@ -398,8 +400,9 @@ def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
 # than sustained (matmul, gemm_bias_relu, swiglu on an H100, 2026-12-07: 1.479 ms refilled
 # against 1.643 with one set and 1.646 by do_bench). A pool does not reach them (an fp16
 # 8192^2 pair is 256 MiB, 100 sets 25 GiB), and reusing sets would let a value-keyed cache
-# hit; bench/baseline_crosscheck.py's `refilled+warm` column measures one untimed call
-# before each timed one as the remedy.
+# hit. Since protocol 9 each single-call sample is preceded by one untimed call on the set
+# timed last (_TimedSets.prepare), finished before the next set is made: the card meets the
+# timed call as it meets calls back to back (bench/baseline_crosscheck.py measures it).
 POOL_CAP_BYTES = 8 << 30
 
 
@@ -436,17 +439,18 @@ class _TimedSets:
     """The input sets of timing, made from the parent's timed seeds (sent with ``time``, never
     the seeds of the checked calls): call ``c`` (counted over the whole timing) gets the set
     of :func:`sandbox._inputs.timed_seed` ``(seeds, c)`` (a fresh set for every call, however
-    many), in buffer ``c % len(slots)``. A pool holds every set (a buffer per
-    seed, made once); otherwise the buffers the next sample's calls use (up to
-    :data:`REFILL_SLOTS` in turn, as memory allows) are refilled from their seeds in
-    :meth:`prepare`, outside the timed region. ``ring`` keeps (sample, seed,
+    many), in buffer ``c % len(slots)``. A pool has a buffer per parent seed, so the first
+    ``n`` calls each meet a set at its own address; otherwise the buffers the next sample's
+    calls use take turns (up to :data:`REFILL_SLOTS`, as memory allows). Each set is made in
+    its buffer by :meth:`fill`, outside the timed region; ``warm(set)``, if given, is the
+    untimed call :meth:`prepare` makes before a sample of one call. ``ring`` keeps (sample, seed,
     output, call) of the last ``ring_size`` samples' last calls, whichever the parent audits."""
 
     def __init__(self, make: Any, seeds: list[int], bufs: list[Any], free_bytes: int,
-                 ring_size: int) -> None:
+                 ring_size: int, warm: Any = None) -> None:
         import collections
 
-        self.make, self.seeds = make, seeds
+        self.make, self.seeds, self.warm = make, seeds, warm
         self.size = max(1, _tensor_bytes(bufs))
         self.free = free_bytes
         self.pool = plan_pool(self.size, len(seeds), free_bytes)
@@ -481,11 +485,29 @@ class _TimedSets:
         return self.k
 
     def prepare(self, i: int) -> None:
-        """Before sample ``i`` (outside the timed region): its calls' sets in place."""
+        """Before sample ``i`` (outside the timed region, followed by a device-wide
+        synchronize): with ``warm``, a sample of one call is preceded by one untimed call on
+        the set timed last, so the card meets the timed call at the power state of calls back
+        to back (timing protocol 9). The next set is not made yet: the candidate never runs
+        between a set's making and its timed call."""
         self.base, self.turn = self.next, 0
         self.next += self.k
+        if self.warm is not None and self.k == 1 and self.base > 0:
+            last = self.base - 1
+            self.warm(self.slots[last % len(self.slots)])
+
+    def fill(self, i: int) -> None:
+        """Sample ``i``'s sets made in place: queued after :meth:`prepare`'s synchronize, right
+        before the flush (``time_cuda``'s ``queue``), outside the timed region."""
         for c in range(self.base, self.base + self.k):
             self._fill(c)
+
+    def ready(self, i: int) -> None:
+        """:meth:`prepare`, a device-wide synchronize, :meth:`fill`: an audited call's set-up,
+        the same as a timed call's."""
+        self.prepare(i)
+        _synchronize(self.slots[0])
+        self.fill(i)
 
     def args(self) -> list[Any]:
         """The inputs of the current sample's next call."""
@@ -496,6 +518,14 @@ class _TimedSets:
     def keep(self, i: int, out: Any) -> None:
         last = self.base + max(self.turn, 1) - 1
         self.ring.append((i, timed_seed(self.seeds, last), out, last))
+
+
+def _synchronize(bufs: list[Any]) -> None:
+    """A device-wide synchronize where the sets live on a GPU."""
+    import torch
+
+    if any(isinstance(x, torch.Tensor) and x.is_cuda for x in bufs):
+        torch.cuda.synchronize()
 
 
 def _build_only(job_dir: Path, job: dict[str, Any]) -> int:
@@ -725,8 +755,12 @@ def main() -> int:
 
             # Fresh sets from the seeds sent with "time": the checked sets are never timed.
             t_sets = time.perf_counter()
+            def warm(sets: list[Any], model: Any = model) -> None:
+                with torch.no_grad():
+                    model(*sets)
+
             ts = _TimedSets(make, [int(x) for x in cmd["shapes"][name]["seeds"]], bufs, free,
-                            ring_size)
+                            ring_size, warm if cfg.warm_call else None)
             t_sampling = time.perf_counter()
 
             def call(model: Any = model, ts: _TimedSets = ts) -> Any:
@@ -735,11 +769,11 @@ def main() -> int:
 
             audit = None
             if job["mode"] == "candidate":
-                audit = _Auditor(model, ts.args, ts.prepare, watch, phase, cfg.min_reps)
+                audit = _Auditor(model, ts.args, ts.ready, watch, phase, cfg.min_reps)
             try:
                 raw = time_cuda(call, ts.prepare, cfg,
                                 ts.keep if job["mode"] == "candidate" else None, audit,
-                                on_batch=ts.on_batch)
+                                on_batch=ts.on_batch, queue=ts.fill)
             except _Refused:
                 return 1
             t_traced = time.perf_counter()

@@ -484,6 +484,33 @@ def test_time_cuda_covers_a_measured_host_launch_cost(host_clock_cuda, monkeypat
     assert len(raw.event_ms) >= cfg.min_reps and all(e > 0 for e in raw.event_ms)
 
 
+def test_queued_work_the_host_spends_its_time_on_is_no_cover(host_clock_cuda, monkeypatch):
+    """``queue`` (the child's fresh sets, made after the synchronize) covers the launch only
+    by the device time it runs ahead of the host: here making them takes the host 2 ms and the
+    device nothing (it waits for the host), so every sample still gets the full spin. Counted
+    as cover, the 2 ms would have cancelled the spin, and the events would time the launch."""
+    from sandbox.timing import time_cuda
+
+    cfg = TimingConfig(warmup_ms=5.0, min_reps=5, max_reps=12, min_measured_ms=1.0, budget_s=0.05,
+                       limit_s=2.0)
+    fn = _virtual_ms(host_clock_cuda, monkeypatch, 1.0)
+    now = host_clock_cuda.clock
+    queued: list[int] = []
+
+    def queue(i: int) -> None:
+        queued.append(i)
+        fn()  # 1 ms of host time ...
+        fn()  # ... twice, the device idle
+
+    raw = time_cuda(fn, cfg=cfg, queue=queue)
+    assert now() > 0 and queued, "queue ran"
+    assert raw.launch_ms == pytest.approx(1.25 * 1.0 + 0.01)
+    spins = host_clock_cuda.sleeps
+    probe = int(cfg.max_lead_ms * 1e6)
+    covers = spins[max(i for i, c in enumerate(spins) if c == probe) + 1:]
+    assert covers and all(c == int(raw.launch_ms * 1e6) for c in covers), covers
+
+
 def test_time_cuda_gives_no_cover_to_a_call_that_waits_on_the_device(host_clock_cuda):
     """A launch as long as the probe's spin (here: the host busy 9 ms, as a call that
     synchronizes would be) is not covered."""

@@ -119,6 +119,7 @@ def _run_samples(ts: _TimedSets, n: int, k: int = 1) -> list[list[float]]:
     seen = []
     for i in range(n):
         ts.prepare(i)
+        ts.fill(i)
         outs = [ts.args() for _ in range(k)]
         seen.append([float(a[0][0]) for a in outs])
         assert all(a[1] == 3 for a in outs)
@@ -174,6 +175,7 @@ def test_every_call_of_a_batch_gets_its_own_buffer_and_seed():
     seeds = list(range(300, 400))
     ts = _TimedSets(_made([]), seeds, [torch.zeros(4), 3], free_bytes=1 << 30, ring_size=4)
     ts.prepare(0)
+    ts.fill(0)
     ts.args()  # a warm-up single
     ts.keep(0, None)
     assert ts.on_batch(8) == 8
@@ -208,6 +210,7 @@ def test_no_input_set_is_timed_twice_however_many_calls():
     log: list[int] = []
     ts = _TimedSets(_made(log), seeds, [torch.zeros(4), 3], free_bytes=1 << 30, ring_size=4)
     ts.prepare(0)
+    ts.fill(0)
     ts.args()
     ts.keep(0, None)
     assert ts.on_batch(8) == 8
@@ -215,6 +218,54 @@ def test_no_input_set_is_timed_twice_however_many_calls():
     assert len(log) == 1 + 50 * 8 and len(set(log)) == len(log), "a fresh set for every call"
     assert not set(log[16:]) & set(seeds)
     assert all(0 <= x < 1 << 62 for x in log)
+
+
+@pytest.mark.parametrize("free", [1 << 30, 0])  # a pool, one refilled buffer
+def test_the_warm_call_meets_the_set_timed_last_never_the_next(free):
+    """Protocol 9: before each single-call sample, one untimed call on the set timed last;
+    the next set is made only after it (fill, after the synchronize), so the candidate never
+    runs between a set's making and its timed call."""
+    seeds = list(range(900, 916))
+    log: list[tuple[str, int]] = []
+    made: list[int] = []  # a set's value is its index here (a 62-bit seed is no float32)
+
+    def make(seed: int) -> list[Any]:
+        log.append(("make", seed))
+        made.append(seed)
+        return [torch.full((4,), float(len(made) - 1)), 3]
+
+    def warm(sets: list[Any]) -> None:
+        log.append(("warm", made[int(sets[0][0])]))
+
+    ts = _TimedSets(make, seeds, [torch.zeros(4), 3], free_bytes=free, ring_size=4, warm=warm)
+    for i in range(40):
+        ts.prepare(i)  # time_cuda: prepare, synchronize, queue (fill), flush, timed call
+        ts.fill(i)
+        log.append(("call", made[int(ts.args()[0][0])]))
+    calls = [s for e, s in log if e == "call"]
+    assert calls == [timed_seed(seeds, c) for c in range(40)]
+    for j, (e, s) in enumerate(log):
+        if e == "warm":
+            assert log[j - 1] == ("call", s), "the set timed last, before the next is made"
+            assert log[j + 1][0] == "make"
+        if e == "make":
+            assert log[j + 1] == ("call", s), "nothing runs between a set's making and its call"
+    assert sum(e == "warm" for e, _ in log) == 39, "every sample but the first"
+
+
+def test_no_warm_call_before_a_batch_or_when_switched_off():
+    log: list[int] = []
+    ts = _TimedSets(_made([]), list(range(100)), [torch.zeros(4), 3], free_bytes=1 << 30,
+                    ring_size=4, warm=lambda sets: log.append(1))
+    ts.prepare(0)
+    ts.fill(0)
+    ts.args()
+    assert ts.on_batch(4) == 4
+    _run_samples(ts, 5, k=4)
+    assert log == [], "batched calls run back to back already"
+    off = _TimedSets(_made([]), list(range(100)), [torch.zeros(4), 3], 1 << 30, 4)
+    _run_samples(off, 5)
+    assert off.warm is None
 
 
 def test_derived_timed_seeds_depend_on_the_secret_draws():
