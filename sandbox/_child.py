@@ -528,6 +528,16 @@ def _synchronize(bufs: list[Any]) -> None:
         torch.cuda.synchronize()
 
 
+def _allocator_lost_its_report(e: BaseException) -> bool:
+    """PyTorch's CUDA caching allocator, out of memory, asks NVML for each process's usage to
+    write its report (``reportProcessMemoryInfo``, called only there); where NVML cannot be
+    initialised (in the sandboxed child it cannot: torch warns "Can't initialize NVML"), an
+    internal assert replaces the ``OutOfMemoryError`` (H100, torch 2.11, 2026-12-07)."""
+    text = str(e)
+    return ("INTERNAL ASSERT FAILED" in text and "nvmlInit" in text
+            and "CUDACachingAllocator" in text)
+
+
 def _build_only(job_dir: Path, job: dict[str, Any]) -> int:
     """``sandbox.prebuild``: import the candidate without a GPU so that its extensions are
     compiled (for the target's architectures) into the job directory, and nothing else."""
@@ -809,7 +819,11 @@ def main() -> int:
     except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure
         kind = "runtime"
         text = _tail(e)
-        if ("OutOfMemoryError" in type(e).__name__ or isinstance(e, MemoryError)
+        if _allocator_lost_its_report(e):
+            kind, text = "oom", (
+                "CUDA out of memory (PyTorch's allocator failed while writing its report: NVML "
+                f"cannot be initialised in the candidate's process): {str(e).splitlines()[0]}")
+        elif ("OutOfMemoryError" in type(e).__name__ or isinstance(e, MemoryError)
                 or "out of memory" in str(e) or "can't allocate memory" in str(e)):
             kind = "oom"
         elif gap := _cpu_gap(e, str(job.get("device", ""))):

@@ -33,10 +33,17 @@ LIMITS = Limits(import_s=120, check_s=20, trials=1, derived_trials=1, max_derive
                 compile_allowance_s=10.0,
                 timing=TimingConfig(budget_s=0.5, min_reps=10, max_reps=200))
 
+# On a GPU the compiler deletes a loop without side effects (LLVM may assume forward
+# progress): the CPU tests' `while i < n + 1: i = i * 1` ended at once on an H100 and the
+# "hang" was verified correct (2026-12-07). A volatile read each turn keeps the loop.
+_SPIN = "tl.load(x_ptr, volatile=True) < 3.0e38"  # always true: the inputs are finite
+GPU_HANG = _candidate(kernel=f"i = 0\nwhile {_SPIN}:  # never ends\n    i += 1\n")
+GPU_HANG_WHEN_TIMED = HANG_WHEN_TIMED.replace("while i < hang:", f"while (i < hang) & ({_SPIN}):")
+assert GPU_HANG_WHEN_TIMED != HANG_WHEN_TIMED
+
 # name -> (source, status, the reason holds one of these words)
 GPU_FAULTS: dict[str, tuple[str, Status, tuple[str, ...]]] = {
-    "hang_in_triton_kernel": (FAULTS["hang_in_triton_kernel"][0], Status.TIMEOUT,
-                              ("no progress for",)),
+    "hang_in_triton_kernel": (GPU_HANG, Status.TIMEOUT, ("no progress for",)),
     "hang_in_forward": (FAULTS["hang_in_forward"][0], Status.TIMEOUT, ("no progress for",)),
     "out_of_bounds_load": (FAULTS["out_of_bounds_load_segfaults"][0], Status.RUNTIME_ERROR,
                            ("illegal", "CUDA error", "SIGSEGV")),
@@ -95,7 +102,7 @@ def test_a_kernel_that_hangs_once_timed_is_stopped_within_the_scaled_limit(relu,
     warm = verify(relu, HONEST, device="cuda", cache=cache, limits=LIMITS)  # baselines first
     assert warm.status is Status.CORRECT, warm.reason
     t0 = time.monotonic()
-    v = verify(relu, HANG_WHEN_TIMED, device="cuda", cache=cache, limits=LIMITS)
+    v = verify(relu, GPU_HANG_WHEN_TIMED, device="cuda", cache=cache, limits=LIMITS)
     took = time.monotonic() - t0
     assert v.status is Status.TIMEOUT, (v.status, v.reason, v.log_tail[-1500:])
     assert "during timing (limit scaled from the reference's time)" in v.reason, v.reason
