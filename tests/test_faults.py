@@ -493,3 +493,18 @@ def test_doctor_json_has_the_gpu_cap_row():
     want = memcap.describe(torch.cuda.is_available(), Limits().gpu_memory_fraction,
                            memcap.nvml_available())
     assert (rows["GPU-memory cap"]["status"], rows["GPU-memory cap"]["detail"]) == want
+
+
+def test_an_oom_whose_allocator_report_failed_on_nvml_is_out_of_memory():
+    """Seen on an H100 (torch 2.11): out of memory, PyTorch's allocator asks NVML for its
+    report, NVML cannot start in the candidate's process, and an internal assert replaces
+    the OutOfMemoryError. Only that assert counts; other internal asserts stay runtime errors."""
+    from sandbox._child import _allocator_lost_its_report
+
+    seen = RuntimeError('NVML_SUCCESS == DriverAPI::get()->nvmlInit_v2_() INTERNAL ASSERT '
+                        'FAILED at "/pytorch/c10/cuda/CUDACachingAllocator.cpp":1135, please '
+                        'report a bug to PyTorch.')
+    assert _allocator_lost_its_report(seen)
+    assert not _allocator_lost_its_report(RuntimeError(
+        'INTERNAL ASSERT FAILED at "/pytorch/aten/src/ATen/native/cuda/Reduce.cuh":1200'))
+    assert not _allocator_lost_its_report(RuntimeError("CUDA error: an illegal memory access"))
