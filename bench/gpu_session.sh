@@ -56,6 +56,11 @@ if [ "$cmd" = start ]; then
     export PYTHONPATH=$PWD:/tmp/site
   fi
   if [ -z "${DRY_RUN:-}" ]; then  # DRY_RUN=1 prints the job script and starts nothing
+    # A second start on the same warm machine: the last run's end marker would end `wait` at
+    # once, and its failures would read as this run's (the 2026-12-07 session's later calls)
+    rm -f "$LOG/finished"
+    [ -f "$LOG/steps.txt" ] && echo "--- start $(date +%T)" >> "$LOG/steps.txt"
+    [ -f "$LOG/gpu_failures.log" ] && mv "$LOG/gpu_failures.log" "$LOG/gpu_failures.$(date +%H%M%S).log"
     if [ -d .whl ]; then
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
