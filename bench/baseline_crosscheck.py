@@ -27,14 +27,14 @@ For each problem's main shape:
   on the set already timed, finished before the refill (an order a verifier can use), and
   ``+ no spin`` the same without the launch-covering spin (itself a low-power gap before
   the sample), ``+ queued`` the untimed call with the refill queued after the synchronize,
-  right before the flush, so that it covers the launch (``time_cuda``'s ``queue``; protocol 9),
+  right before the flush, so that it covers the launch (``time_cuda``'s ``queue``),
   ``no copy`` the same with the fresh set used where it was made instead of copied into the
   buffers (a shorter gap before the sample); ``no spin`` times the protocol with one input set and no spin. These
   diagnostic columns are measured for ``--probe``'s problems only (default: the three fp16
   products where the ratio was outside 3 %).
 
-``--no-warm-too`` adds kbench's side without protocol 9's warm call for ``--probe``'s
-problems (``no warm``). The table gives both and their ratio, and the host launch cost per call that kbench's
+``--warm-too`` adds kbench's side with ``TimingConfig.warm_call`` (an untimed call before
+each sample; off by default) for ``--probe``'s problems (``warm``). The table gives both and their ratio, and the host launch cost per call that kbench's
 protocol covered (``launch``); a ratio outside 1 ± ``--tolerance`` (3 %) is flagged.
 The default problems include those where a shared compiled model once went wrong
 (cross-entropy over 128k classes, GroupNorm, KL divergence, RMSNorm+RoPE). Exit 0 only if
@@ -141,7 +141,7 @@ def independent(key: str, device: str, probe: bool = True) -> dict[str, Any]:
     return out
 
 
-def kbench_side(key: str, device: str, warm_call: bool = True) -> dict[str, Any]:
+def kbench_side(key: str, device: str, warm_call: bool = False) -> dict[str, Any]:
     from kbench.problems import load
     from sandbox import MemoryCache
     from sandbox.job import Limits
@@ -171,10 +171,10 @@ def main() -> int:
     ap.add_argument("--probe", default="level1/matmul,level2/gemm_bias_relu,level2/swiglu",
                     help="problems that also get the diagnostic columns (refills, warm calls, "
                          "no spin); 'all' for every problem")
-    ap.add_argument("--no-warm-too", action="store_true",
-                    help="for --probe's problems, also measure kbench's side without the warm "
-                         "call (timing protocol 9's untimed call before each sample, "
-                         "TimingConfig.warm_call): the 'no warm' column")
+    ap.add_argument("--warm-too", action="store_true",
+                    help="for --probe's problems, also measure kbench's side with an untimed "
+                         "call before each sample (TimingConfig.warm_call, off by default): "
+                         "the 'warm' column")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--no-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -183,7 +183,7 @@ def main() -> int:
         return 0
     rows = []
     print(f"{'problem':28s} {'kbench eager':>12s} {'do_bench':>10s} {'ratio':>6s}   "
-          f"{'kbench compile':>14s} {'do_bench':>10s} {'ratio':>6s}   {'no warm e/c':>19s} "
+          f"{'kbench compile':>14s} {'do_bench':>10s} {'ratio':>6s}   {'warm e/c':>19s} "
           f"{'launch e/c':>11s} {'protocol e/c here':>19s} {'+warm queued e/c':>19s} {'refilled':>9s} {'refilled+warm':>13s} "
           f"{'warm>refill':>11s} {'+ no spin':>9s} {'+ queued':>9s} {'no copy':>9s} {'no spin':>9s}",
           flush=True)
@@ -192,9 +192,9 @@ def main() -> int:
         try:
             probe = args.probe == "all" or key in args.probe.split(",")
             row.update({f"kbench_{k}": v for k, v in kbench_side(key, args.device).items()})
-            if args.no_warm_too and probe:  # the verifier without protocol 9's warm call
-                row.update({f"kbench_nowarm_{k}": v for k, v in
-                            kbench_side(key, args.device, warm_call=False).items()})
+            if args.warm_too and probe:  # the verifier with TimingConfig.warm_call on
+                row.update({f"kbench_warm_{k}": v for k, v in
+                            kbench_side(key, args.device, warm_call=True).items()})
             p = subprocess.run([sys.executable, __file__, "--one", key, "--device", args.device,
                                 *([] if probe else ["--no-probe"])],
                                capture_output=True, text=True, timeout=900)
@@ -221,7 +221,7 @@ def main() -> int:
         print(f"{key:28s} {f(row.get('kbench_eager_ms'), 12)} {f(row.get('do_bench_eager_ms'), 10)}"
               f" {f(row['eager_ratio'], 6)}   {f(row.get('kbench_compile_ms'), 14)} "
               f"{f(row.get('do_bench_compile_ms'), 10)} {f(row['compile_ratio'], 6)}   "
-              f"{f(row.get('kbench_nowarm_eager_ms'), 9)}/{f(row.get('kbench_nowarm_compile_ms'), 9)} "
+              f"{f(row.get('kbench_warm_eager_ms'), 9)}/{f(row.get('kbench_warm_compile_ms'), 9)} "
               f"{f(row.get('kbench_eager_launch_ms'), 5)}/{f(row.get('kbench_compile_launch_ms'), 5)} "
               f"{f(row.get('protocol_eager_ms'), 9)}/{f(row.get('protocol_compile_ms'), 9)} "
               f"{f(row.get('protocol_eager_warm_queued_ms'), 9)}/{f(row.get('protocol_compile_warm_queued_ms'), 9)} "

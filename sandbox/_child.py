@@ -400,9 +400,9 @@ def _copy_into(bufs: list[Any], src: list[Any]) -> list[Any]:
 # than sustained (matmul, gemm_bias_relu, swiglu on an H100, 2026-12-07: 1.479 ms refilled
 # against 1.643 with one set and 1.646 by do_bench). A pool does not reach them (an fp16
 # 8192^2 pair is 256 MiB, 100 sets 25 GiB), and reusing sets would let a value-keyed cache
-# hit. Since protocol 9 each single-call sample is preceded by one untimed call on the set
-# timed last (_TimedSets.prepare), finished before the next set is made: the card meets the
-# timed call as it meets calls back to back (bench/baseline_crosscheck.py measures it).
+# hit. With TimingConfig.warm_call (off: see there) each single-call sample is preceded by one
+# untimed call on the set timed last (_TimedSets.prepare), finished before the next set is
+# made (bench/baseline_crosscheck.py --warm-too measures it).
 POOL_CAP_BYTES = 8 << 30
 
 
@@ -486,10 +486,10 @@ class _TimedSets:
 
     def prepare(self, i: int) -> None:
         """Before sample ``i`` (outside the timed region, followed by a device-wide
-        synchronize): with ``warm``, a sample of one call is preceded by one untimed call on
-        the set timed last, so the card meets the timed call at the power state of calls back
-        to back (timing protocol 9). The next set is not made yet: the candidate never runs
-        between a set's making and its timed call."""
+        synchronize): with ``warm`` (``TimingConfig.warm_call``), a sample of one call is
+        preceded by one untimed call on the set timed last, so the card meets the timed call
+        nearer the power state of calls back to back. The next set is not made yet: the
+        candidate never runs between a set's making and its timed call."""
         self.base, self.turn = self.next, 0
         self.next += self.k
         if self.warm is not None and self.k == 1 and self.base > 0:

@@ -3,8 +3,7 @@
 Only a zero-argument callable is timed; set-up (copying the next input set into place,
 flushing L2) stays outside the timed region. Each sample:
 
-  1. ``prepare()`` (outside timing; the verifier's child makes one untimed call there on the
-     input set it timed last, protocol 9), synchronize the device
+  1. ``prepare()`` (outside timing), synchronize the device
   2. ``queue()`` (the verifier's child: the sample's fresh input sets made in place) and an L2
      flush (zeroing a buffer larger than L2), as ``triton.testing.do_bench`` does, and, where
      launching the sample's calls takes the host longer than both take the device, a device
@@ -73,12 +72,11 @@ from dataclasses import dataclass
 # seed derived from them (sandbox._inputs.timed_seed). Until 7 the sets came round again
 # after 100 calls, and a fast kernel's timing makes thousands: a value-keyed cache of 100
 # entries would have hit on nearly every timed call of a compute-heavy, small-output kernel.
-# 9: before each sample of single calls, one untimed call on the input set timed last,
-# finished (device-wide) before the next set is made; the next set is then queued with the
-# flush, so it covers the launch. Refilled fp16 products read 7-12 % faster than do_bench
-# (the card boosts after the refill's low-power gap: matmul 1.479 ms refilled, 1.643 with
-# one set, 1.646 by do_bench, H100 2026-12-07); since protocol 8 every pooled shape is
-# refilled too. The candidate never runs between the next set's refill and its timed call.
+# 9: the sample's sets are made after the synchronize, queued with the flush, so making them
+# covers the launch (cover counts only the device's lead over the host). The candidate never
+# runs between a set's making and its timed call. (Measured beside it on an H100, 2026-12-07:
+# an untimed call on the set timed last before each sample, TimingConfig.warm_call, brought
+# refilled fp16 products closer to do_bench, matmul 0.866 -> 0.926; it stays off, see there.)
 PROTOCOL = 9
 
 __all__ = ["PROTOCOL", "TimingConfig", "RawTimes", "Measure", "sample", "calls_per_sample", "time_cuda",
@@ -108,10 +106,14 @@ class TimingConfig:
     noisy_spread: float = 0.10  # IQR / median above this marks a timing noisy
     flush_bytes: int = 256 << 20  # at least this, and at least 2x L2
     cover_launch: bool = True  # spin the device to cover the host's launch of timed calls
-    # one untimed call on the set already timed before each single-call sample (protocol 9;
-    # the verifier's child does it, sandbox._child._TimedSets): the card runs the timed call
-    # at the power state of calls back to back, not after the refill's low-power gap
-    warm_call: bool = True
+    # One untimed call on the set timed last before each single-call sample (the verifier's
+    # child, sandbox._child._TimedSets): the card then meets the timed call nearer the power
+    # state of calls back to back. Off: a candidate that remembers its last call's output
+    # (a value-keyed cache of one slot, correct output) would skip that call's work, and its
+    # timed call would get the boost that the baselines' honest warm call takes away, ~6 % on
+    # an fp16 8192^3 matmul (H100, 2026-12-07). To turn it on safely the warm call needs a
+    # fresh set of its own and its output audited like a timed one's.
+    warm_call: bool = False
     max_lead_ms: float = 10.0  # host launch cost covered per call (and spin per sample), at most
 
 
