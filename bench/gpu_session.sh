@@ -106,13 +106,13 @@ if [ "$cmd" = start ]; then
       # KBENCH_TEST_FAILLOG: each failure's report written as it happens (tests/conftest.py),
       # so a step cut by its time limit still says why a test failed
       tests) if [ -n "${GPU_TESTS:-}" ]; then
-          echo "export KBENCH_TEST_FAILLOG=$LOG/gpu_failures.log; python3 -m pytest -v -rA --durations=15 -m gpu $GPU_TESTS -p no:cacheprovider \
+          echo "export KBENCH_TEST_FAILLOG=$LOG/gpu_failures.log KBENCH_TEST_PROGRESS=$LOG/gpu_progress.log; python3 -m pytest -v -rA --durations=15 -o faulthandler_timeout=120 -m gpu $GPU_TESTS -p no:cacheprovider \
           > $LOG/gpu_tests.log 2>&1"
         else
-          echo "export KBENCH_TEST_FAILLOG=$LOG/gpu_failures.log; \
-          python3 -m pytest -v -rA --durations=15 -m gpu tests/test_provenance.py \
+          echo "export KBENCH_TEST_FAILLOG=$LOG/gpu_failures.log KBENCH_TEST_PROGRESS=$LOG/gpu_progress.log; \
+          python3 -m pytest -v -rA --durations=15 -o faulthandler_timeout=120 -m gpu tests/test_provenance.py \
           tests/test_selftest.py -p no:cacheprovider > $LOG/gpu_tests_b.log 2>&1 & \
-          python3 -m pytest -v -rA --durations=15 -m gpu tests/test_gpu.py tests/test_gpu_faults.py \
+          python3 -m pytest -v -rA --durations=15 -o faulthandler_timeout=120 -m gpu tests/test_gpu.py tests/test_gpu_faults.py \
           -n ${GPU_TEST_WORKERS:-2} -p no:cacheprovider \
           > $LOG/gpu_tests.log 2>&1; wait"
         fi;;

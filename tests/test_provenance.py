@@ -203,7 +203,10 @@ def test_gpu_library_triton_kernel_is_named(fakelib):
 def test_gpu_torch_mm_from_an_extension_is_named(matmul):
     v = verify(matmul, EXT_MM, device="cuda", timing=False, static_policy=False)
     assert v.status is Status.REJECTED, v.reason
-    assert "aten.mm" in v.reason and "device kernel" in v.reason, v.reason
+    # Named as the op the extension dispatched (every watched call sees it), or as the
+    # kernel it launched (the profiled call): whichever check meets it first
+    assert "aten.mm" in v.reason and ("PyTorch compute ops" in v.reason
+                                      or "device kernel" in v.reason), v.reason
 
 
 @pytest.mark.gpu
