@@ -10,6 +10,7 @@ reference has them at the same place.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,6 +164,18 @@ def _compare_floats(o_flat: torch.Tensor, r_flat: torch.Tensor, shape: torch.Siz
     ), errs
 
 
+def _takes_model(check: Callable[..., Any]) -> bool:
+    """Whether a problem's check accepts the reference model (a fourth parameter, or
+    ``*args``)."""
+    try:
+        params = list(inspect.signature(check).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 4
+
+
 def compare_outputs(
     out: Any,
     ref: Any,
@@ -170,14 +183,18 @@ def compare_outputs(
     rtol: float,
     check: Callable[..., str | None] | None = None,
     inputs: list[Any] | None = None,
+    model: Any = None,
 ) -> tuple[Mismatch | None, Errors | None]:
     """Compare a candidate's output with the reference's: a tensor, or a tuple/list of them.
 
     A problem's own ``check(out, ref, inputs)`` replaces the numeric comparison (selections,
-    top-k with ties); it returns ``None`` or a reason.
+    top-k with ties); it returns ``None`` or a reason. A check that takes a fourth argument,
+    ``model``, also gets the reference model of the case (its parameters and buffers: a
+    quantized linear's bound on rounding differences needs the weights).
     """
     if check is not None:
-        reason = check(out, ref, inputs or [])
+        reason = (check(out, ref, inputs or [], model) if _takes_model(check)
+                  else check(out, ref, inputs or []))
         return (Mismatch(reason) if reason else None), None
     if isinstance(ref, (tuple, list)):
         if not isinstance(out, (tuple, list)) or len(out) != len(ref):

@@ -170,7 +170,7 @@ def _on_trial(msg: dict[str, Any], by_name: dict[str, _Case], work: Path, device
         return
     atol, rtol = spec.tolerance
     bad, errs = compare_outputs(out, c.refs[i], atol_for(c, i, atol), rtol, spec.meta.check,
-                                c.inputs.get(i))
+                                c.inputs.get(i), c.model)
     del out
     c.refs.pop(i, None)  # timed outputs are checked against their own seeds' references
     c.inputs.pop(i, None)
@@ -200,7 +200,8 @@ def _timed_mismatch(c: _Case, sample: int, seed: int, out: Any, ref: Any, spec: 
     if not is_timed_seed(c, seed, call):
         return (f"shape {c.name!r}: the audited timed output (sample {sample}) names an input "
                 "set that was never sent")
-    bad, _ = compare_outputs(out, _to(ref, device), *spec.tolerance, spec.meta.check, inputs)
+    bad, _ = compare_outputs(out, _to(ref, device), *spec.tolerance, spec.meta.check, inputs,
+                             c.model)
     if bad:
         return (f"shape {c.name!r}: a timed call's output (sample {sample}, a fresh input set) "
                 f"is wrong though the checked calls were right: {bad.reason}")

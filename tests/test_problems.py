@@ -348,3 +348,69 @@ def test_int8_quant_check_allows_one_step_only_at_rounding_ties():
     two = at_tie.clone()
     two[0, 0, 0, 1] = 4
     assert "flat index 1:" in check_int8_quant((two, ref[1]), ref, x)
+
+
+def _w8a8(x, model, codes):
+    """A W8A8 kernel's output from its own activation ``codes`` (the reference's scales)."""
+
+    from reference_ops.kv_int8_quant import quantize_int8_rowwise
+
+    _, scale = quantize_int8_rowwise(x)
+    acc = codes.float() @ model.w_q.float().T
+    return (acc * scale * model.w_scale.T).to(x.dtype)
+
+
+def test_w8a8_check_allows_what_codes_at_ties_move_and_nothing_more():
+    """check_w8a8_dynamic: a kernel rounding a .5 tie the other way moves a whole row of y by
+    scale * |w| (here 0.4, far outside atol/rtol 1e-2, as spread inputs made it on an H100)
+    and passes; the same step on a code off a tie fails, as do truncated codes and zeros;
+    the problem's own check is this one, and the verifier's comparison hands it the model."""
+    import torch
+
+    from reference_ops.kv_int8_quant import quantize_int8_rowwise
+    from reference_ops.w8a8_dynamic import check_w8a8_dynamic
+    from sandbox.compare import compare_outputs
+
+    spec = load("quant/w8a8_dynamic")[0]
+    assert spec.meta.check is check_w8a8_dynamic
+    torch.manual_seed(0)
+    model = spec.module.Model(64, 32)
+    model.w_q[:, 1] = 127  # column 1's weights at their row's absmax: |w| = 127 * w_scale
+    x = torch.randn(8, 64).to(torch.float16)
+    x[0, :2] = torch.tensor([127.0, 2.5], dtype=torch.float16)  # scale 1: x / scale on a tie
+    x[1, :2] = torch.tensor([127.0, 2.4], dtype=torch.float16)  # scale 1, no tie in the row
+    x[1, 2:] = 0.25
+    ref = model(x)
+    codes, _ = quantize_int8_rowwise(x)
+    assert int(codes[0, 1]) == 2  # round half to even
+    tie = codes.clone()
+    tie[0, 1] = 3
+    moved = _w8a8(x, model, tie)
+    assert float((moved.float() - ref.float()).abs().max()) > 0.1  # outside atol/rtol alone
+    assert check_w8a8_dynamic(moved, ref, [x], model) is None
+    bad, _ = compare_outputs(moved, ref, 1e-2, 1e-2, spec.meta.check, [x], model)
+    assert bad is None
+    off = codes.clone()
+    off[1, 1] += 1  # 2.4 -> 3: the same step, off a tie
+    reason = check_w8a8_dynamic(_w8a8(x, model, off), ref, [x], model)
+    assert reason is not None and "beyond what activation codes at .5 ties" in reason
+    assert "first at [1, " in reason
+    trunc = torch.trunc(x.float() / quantize_int8_rowwise(x)[1])
+    assert check_w8a8_dynamic(_w8a8(x, model, trunc), ref, [x], model) is not None
+    assert check_w8a8_dynamic(torch.zeros_like(ref), ref, [x], model) is not None
+    assert "shape" in check_w8a8_dynamic(ref[:4], ref, [x], model)
+
+
+def test_a_check_without_a_model_parameter_is_called_with_three():
+    """Problems' three-argument checks (top-k, int8 codes) keep their signature."""
+    import torch
+
+    from sandbox.compare import compare_outputs
+
+    seen = []
+    three = lambda out, ref, inputs: seen.append(len(inputs))  # noqa: E731
+    four = lambda out, ref, inputs, model: seen.append(model)  # noqa: E731
+    t = torch.zeros(2)
+    assert compare_outputs(t, t, 0.0, 0.0, three, [t], "M") == (None, None)
+    assert compare_outputs(t, t, 0.0, 0.0, four, [t], "M") == (None, None)
+    assert seen == [1, "M"]

@@ -332,7 +332,7 @@ def _verdict(candidate: Any, r: _Run) -> str | None:
     spec = r.spec
     try:
         mismatch, _ = compare_outputs(candidate, r.out, *spec.tolerance, check=spec.meta.check,
-                                      inputs=r.inputs)
+                                      inputs=r.inputs, model=r.model)
     except Exception as e:  # noqa: BLE001 - a check must return a reason, never raise
         pytest.fail(f"the comparison raised {type(e).__name__}: {e} (a check returns a reason)")
     return mismatch.reason if mismatch else None

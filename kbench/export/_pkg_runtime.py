@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import threading
 import warnings
@@ -472,15 +473,29 @@ def output_check(spec: OpSpec) -> Callable[[Any, Any, list[Any]], str | None] | 
     return check if callable(check) else None
 
 
-def assert_matches(spec: OpSpec, out: Any, ref: Any, inputs: Sequence[Any]) -> None:
+def _takes_model(check: Callable[..., Any]) -> bool:
+    """Whether a check takes the reference model as a fourth argument (as kbench's
+    verifier hands it over: a quantized linear's check reads its weights)."""
+    try:
+        params = list(inspect.signature(check).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_POSITIONAL for p in params) or len(
+        [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 4
+
+
+def assert_matches(spec: OpSpec, out: Any, ref: Any, inputs: Sequence[Any],
+                   model: Any = None) -> None:
     """Raise AssertionError unless ``out`` passes as kbench's verifier judged it against the
     reference's ``ref`` on ``inputs`` (unmodified: the op and the reference ran on copies or
-    left them alone): the problem's own check where it has one, else ``atol``/``rtol``."""
+    left them alone): the problem's own check where it has one (given the reference
+    ``model`` too where it takes one), else ``atol``/``rtol``."""
     check = output_check(spec)
     if check is None:
         torch.testing.assert_close(out, ref, atol=spec.atol, rtol=spec.rtol)
         return
-    reason = check(out, ref, list(inputs))
+    reason = (check(out, ref, list(inputs), model) if _takes_model(check)
+              else check(out, ref, list(inputs)))
     assert not reason, f"{spec.qualname}: the problem's own check fails: {reason}"
 
 

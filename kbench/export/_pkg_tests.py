@@ -79,7 +79,7 @@ def _check(spec, fn, params, seed=0):
     with _rt.unverified_shapes_allowed():
         got = fn(*args)
     assert _rt.FALLBACKS.get(spec.qualname, 0) == before, "the reference ran, not the kernel"
-    _rt.assert_matches(spec, got, expected, inputs)
+    _rt.assert_matches(spec, got, expected, inputs, model)
 
 
 @pytest.mark.parametrize(("spec", "name", "params"), CASES)
@@ -158,5 +158,5 @@ def test_unverified_shape_falls_back_to_reference_with_one_warning():
         got = _rt.call(probe, inputs)
         _rt.call(probe, inputs)
     assert len([w for w in caught if "match no verified shape" in str(w.message)]) == 1
-    _rt.assert_matches(probe, got, _rt.reference_model(probe, DEVICE)(*_copies(probe, inputs)),
-                       inputs)
+    reference = _rt.reference_model(probe, DEVICE)
+    _rt.assert_matches(probe, got, reference(*_copies(probe, inputs)), inputs, reference)
