@@ -11,7 +11,8 @@
 #     CONFIRM_PROBLEMS=a,b the confirm step's problems (default the eight examples), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
 #     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
 #     and --old-only), GPU_TESTS the tests step's pytest ids, GPU_TEST_WORKERS its xdist workers (default 2), CROSSCHECK_ARGS more arguments of the crosscheck step, EVOLVE_DB the store the export step reads
-#     (default: this session's evolve step's)
+#     (default: this session's evolve step's), EXPORT_TESTS=0 / EXPORT_PROFILE=0 skip the exported
+#     package's own tests / bench/export_profile.py (bench.py alone)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
 #   DRY_RUN=1 bash bench/gpu_session.sh start ...   # print the job script, start nothing
@@ -132,10 +133,11 @@ if [ "$cmd" = start ]; then
       # the run's winners as a package, installed here, its own tests
       # on CUDA (Inductor compiling the triton ops, no graph break) and its bench.py
       export) echo "python3 -m kbench.cli export evolve-demo --store ${EVOLVE_DB:-$LOG/evolve.db} --out $LOG/pkg \
-          --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
-          python3 -m pytest -q --pyargs kbops -p no:cacheprovider; PYTHONPATH=$LOG/pkg:\$PYTHONPATH \
-          python3 bench.py) >> $LOG/export.log 2>&1; python3 bench/export_profile.py $LOG/pkg \
-          --calls 100 >> $LOG/export.log 2>&1";;
+          --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && $([ "${EXPORT_TESTS:-1}" = 0 ] \
+          || echo "PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 -m pytest -q --pyargs kbops -p no:cacheprovider;") \
+          PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 bench.py) >> $LOG/export.log 2>&1; \
+          $([ "${EXPORT_PROFILE:-1}" = 0 ] || echo "python3 bench/export_profile.py $LOG/pkg \
+          --calls 100 >> $LOG/export.log 2>&1")";;
       # where a warm child's first checked call goes (cProfile); each example twice, the
       # second run's Triton builds from the cache as a re-verification's are
       firstcall) echo "for p in level1/relu level1/softmax; do for i in 1 2; do \
