@@ -113,4 +113,5 @@ def test_a_kernel_that_hangs_once_timed_is_stopped_within_the_scaled_limit(relu,
     assert nxt.status is Status.CORRECT, nxt.reason
     print(f"hung once timed: stopped at the scaled limit {limit:.1f} s (fixed cap "
           f"{LIMITS.timing_s:g} s), verification {took:.1f} s; next candidate "
-          f"{nxt.status.value}, main {nxt.shapes[0].timing.median_ms:.4f} ms")
+          f"{nxt.status.value}, timed on " + ", ".join(
+              f"{r.name} {r.timing.median_ms:.4f} ms" for r in nxt.shapes if r.timing))
