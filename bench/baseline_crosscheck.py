@@ -32,7 +32,9 @@ For each problem's main shape:
   untimed call), ``no copy`` that order with the fresh set used where it was made instead
   of copied into the buffers (a shorter gap before the sample); ``no spin`` times the protocol with one input set and no spin. These
   diagnostic columns are measured for ``--probe``'s problems only (default: the three fp16
-  products where the ratio was outside 3 %).
+  products where the ratio was outside 3 %), with the mean SM clock (NVML, every 2 ms) under
+  ``do_bench``, kbench's order and kbench's order without the spin (``SM MHz``): whether the
+  fp16 products' gap is a clock difference, as §14 supposes.
 
 ``--warm-too`` adds kbench's side with ``TimingConfig.warm_call`` (an untimed call before
 each sample; off by default) for ``--probe``'s problems (``warm``). The table gives both and their ratio, and the host launch cost per call that kbench's
@@ -49,12 +51,51 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 from typing import Any
 
 PROBLEMS = ("level1/cross_entropy_128k,level1/groupnorm,level1/kl_div,level2/rmsnorm_rope,"
             "level1/softmax,level1/layernorm,level1/matmul,level1/relu,level2/gemm_bias_relu,"
             "level1/log_softmax_128k,level1/sum_dim,level2/swiglu,level1/rmsnorm,"
             "level1/l2_normalize,level2/add_rmsnorm,level1/conv2d")
+
+
+class SmClock:
+    """The mean SM clock (MHz, from NVML every 2 ms, nvidia-ml-py) while the block runs:
+    whether a method's milliseconds came at another clock than another's (the fp16
+    products' gap against do_bench, §14). ``mhz`` stays None where NVML is unavailable."""
+
+    def __init__(self) -> None:
+        self.mhz: float | None = None
+        self._samples: list[int] = []
+        self._stop = threading.Event()
+
+    def __enter__(self) -> SmClock:
+        try:
+            import pynvml
+            import torch
+
+            pynvml.nvmlInit()
+            self._h = pynvml.nvmlDeviceGetHandleByIndex(
+                torch.cuda._get_nvml_device_index(torch.cuda.current_device()))
+            self._read = lambda: pynvml.nvmlDeviceGetClockInfo(self._h, pynvml.NVML_CLOCK_SM)
+            self._read()
+        except Exception:  # noqa: BLE001 - no NVML: no clock column
+            return self
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self._samples.append(self._read())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if hasattr(self, "_thread"):
+            self._thread.join()
+        if self._samples:
+            self.mhz = statistics.fmean(self._samples)
 
 
 def independent(key: str, device: str, probe: bool = True) -> dict[str, Any]:
@@ -95,6 +136,16 @@ def independent(key: str, device: str, probe: bool = True) -> dict[str, Any]:
             out[f"protocol_{mode}_warm_queued_ms"] = statistics.median(raw.event_ms)
         if not probe:
             return out
+        # the SM clock under do_bench, kbench's order and kbench's order without the spin
+        with SmClock() as clk:
+            triton.testing.do_bench(lambda: model(*xs), warmup=100, rep=500)
+        out["clock_do_bench_mhz"] = clk.mhz
+        with SmClock() as clk:
+            time_cuda(lambda: model(*xs))
+        out["clock_protocol_mhz"] = clk.mhz
+        with SmClock() as clk:
+            time_cuda(lambda: model(*xs), cfg=TimingConfig(cover_launch=False))
+        out["clock_no_spin_mhz"] = clk.mhz
 
         def refill(i: int) -> None:  # new values in the same buffers, outside the timing
             for x, y in zip(xs, spec.make_inputs(shape, 1000 + i, device)):
@@ -189,7 +240,8 @@ def main() -> int:
     print(f"{'problem':28s} {'kbench eager':>12s} {'do_bench':>10s} {'ratio':>6s}   "
           f"{'kbench compile':>14s} {'do_bench':>10s} {'ratio':>6s}   {'warm e/c':>19s} "
           f"{'launch e/c':>11s} {'protocol e/c here':>19s} {'+warm queued e/c':>19s} {'refilled':>9s} {'refilled+warm':>13s} "
-          f"{'warm>refill':>11s} {'+ no spin':>9s} {'+ queued':>9s} {'queued':>9s} {'no copy':>9s} {'no spin':>9s}",
+          f"{'warm>refill':>11s} {'+ no spin':>9s} {'+ queued':>9s} {'queued':>9s} {'no copy':>9s} {'no spin':>9s}"
+          f" {'SM MHz do_bench/kbench/no spin':>30s}",
           flush=True)
     for key in args.problems.split(","):
         row: dict[str, Any] = {"problem": key}
@@ -208,7 +260,8 @@ def main() -> int:
             ind = json.loads(p.stdout.strip().splitlines()[-1])
             row.update({"do_bench_eager_ms": ind["eager_ms"],
                         "do_bench_compile_ms": ind["compile_ms"],
-                        **{k: v for k, v in ind.items() if k.startswith("protocol_")}})
+                        **{k: v for k, v in ind.items()
+                           if k.startswith(("protocol_", "clock_"))}})
         except Exception as e:  # noqa: BLE001 - a row, not a crash
             row["error"] = f"{type(e).__name__}: {e}"[:300]
         for mode in ("eager", "compile"):
@@ -236,7 +289,9 @@ def main() -> int:
               f"{f(row.get('protocol_eager_warm_queued_refill_ms'), 9)} "
               f"{f(row.get('protocol_eager_refill_queued_ms'), 9)} "
               f"{f(row.get('protocol_eager_queued_swap_ms'), 9)} "
-              f"{f(row.get('protocol_eager_no_spin_ms'), 9)}"
+              f"{f(row.get('protocol_eager_no_spin_ms'), 9)} "
+              f"{f(row.get('clock_do_bench_mhz'), 9)}/{f(row.get('clock_protocol_mhz'), 9)}/"
+              f"{f(row.get('clock_no_spin_mhz'), 9)}"
               f"{'' if row['agrees'] else '  <-- ' + row.get('error', 'outside tolerance')}",
               flush=True)
         if args.json:  # after each problem: a run stopped at a time limit keeps its rows
