@@ -165,15 +165,13 @@ def _compare_floats(o_flat: torch.Tensor, r_flat: torch.Tensor, shape: torch.Siz
 
 
 def _takes_model(check: Callable[..., Any]) -> bool:
-    """Whether a problem's check accepts the reference model (a fourth parameter, or
-    ``*args``)."""
+    """Whether a problem's check takes the reference model: a parameter named ``model``
+    (given by keyword; a fourth positional one may be a tolerance, as top-k routing's
+    ``atol``)."""
     try:
-        params = list(inspect.signature(check).parameters.values())
+        return "model" in inspect.signature(check).parameters
     except (TypeError, ValueError):
         return False
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return True
-    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 4
 
 
 def compare_outputs(
@@ -188,12 +186,12 @@ def compare_outputs(
     """Compare a candidate's output with the reference's: a tensor, or a tuple/list of them.
 
     A problem's own ``check(out, ref, inputs)`` replaces the numeric comparison (selections,
-    top-k with ties); it returns ``None`` or a reason. A check that takes a fourth argument,
-    ``model``, also gets the reference model of the case (its parameters and buffers: a
+    top-k with ties); it returns ``None`` or a reason. A check with a parameter named
+    ``model`` also gets the reference model of the case (its parameters and buffers: a
     quantized linear's bound on rounding differences needs the weights).
     """
     if check is not None:
-        reason = (check(out, ref, inputs or [], model) if _takes_model(check)
+        reason = (check(out, ref, inputs or [], model=model) if _takes_model(check)
                   else check(out, ref, inputs or []))
         return (Mismatch(reason) if reason else None), None
     if isinstance(ref, (tuple, list)):

@@ -110,7 +110,7 @@ class ProblemMeta(BaseModel):
     """Roofline: FLOPs and minimum bytes moved, as numbers or callables of the shape dict."""
     check: Callable[..., str | None] | None = None
     """Custom comparison ``check(out, ref, inputs) -> None | reason`` (selections, top-k);
-    a fourth parameter gets the reference model (a quantized linear's weights)."""
+    a parameter named ``model`` gets the reference model (a quantized linear's weights)."""
     fixed: list[str] = []
     """Constants that must not be perturbed when kbench derives unseen shapes."""
     derive: bool = True

@@ -402,7 +402,8 @@ def test_w8a8_check_allows_what_codes_at_ties_move_and_nothing_more():
 
 
 def test_a_check_without_a_model_parameter_is_called_with_three():
-    """Problems' three-argument checks (top-k, int8 codes) keep their signature."""
+    """Problems' checks without a ``model`` parameter keep their call, also when a fourth
+    one is a tolerance (top-k routing's ``atol``); one with ``model`` gets it by keyword."""
     import torch
 
     from sandbox.compare import compare_outputs
@@ -410,7 +411,8 @@ def test_a_check_without_a_model_parameter_is_called_with_three():
     seen = []
     three = lambda out, ref, inputs: seen.append(len(inputs))  # noqa: E731
     four = lambda out, ref, inputs, model: seen.append(model)  # noqa: E731
+    tol = lambda out, ref, inputs, atol=0.5: seen.append(atol)  # noqa: E731
     t = torch.zeros(2)
-    assert compare_outputs(t, t, 0.0, 0.0, three, [t], "M") == (None, None)
-    assert compare_outputs(t, t, 0.0, 0.0, four, [t], "M") == (None, None)
-    assert seen == [1, "M"]
+    for check in (three, four, tol):
+        assert compare_outputs(t, t, 0.0, 0.0, check, [t], "M") == (None, None)
+    assert seen == [1, "M", 0.5]

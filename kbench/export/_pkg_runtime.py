@@ -474,14 +474,13 @@ def output_check(spec: OpSpec) -> Callable[[Any, Any, list[Any]], str | None] | 
 
 
 def _takes_model(check: Callable[..., Any]) -> bool:
-    """Whether a check takes the reference model as a fourth argument (as kbench's
-    verifier hands it over: a quantized linear's check reads its weights)."""
+    """Whether a problem's check takes the reference model: a parameter named ``model``
+    (given by keyword; a fourth positional one may be a tolerance, as top-k routing's
+    ``atol``)."""
     try:
-        params = list(inspect.signature(check).parameters.values())
+        return "model" in inspect.signature(check).parameters
     except (TypeError, ValueError):
         return False
-    return any(p.kind is p.VAR_POSITIONAL for p in params) or len(
-        [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 4
 
 
 def assert_matches(spec: OpSpec, out: Any, ref: Any, inputs: Sequence[Any],
@@ -494,7 +493,7 @@ def assert_matches(spec: OpSpec, out: Any, ref: Any, inputs: Sequence[Any],
     if check is None:
         torch.testing.assert_close(out, ref, atol=spec.atol, rtol=spec.rtol)
         return
-    reason = (check(out, ref, list(inputs), model) if _takes_model(check)
+    reason = (check(out, ref, list(inputs), model=model) if _takes_model(check)
               else check(out, ref, list(inputs)))
     assert not reason, f"{spec.qualname}: the problem's own check fails: {reason}"
 
