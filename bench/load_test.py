@@ -84,7 +84,9 @@ _HANG = '''
 def _spin_kernel(flag_ptr, n_iter):
     i = 0
     acc = tl.load(flag_ptr)
-    while i < n_iter:  # billions of iterations: minutes on the device
+    # billions of turns, each waiting on a volatile load (never cached, never folded away:
+    # LLVM deletes a loop it can prove does nothing, as it did to the GPU tests' first hangs)
+    while (i < n_iter) & (tl.load(flag_ptr, volatile=True) < 3.0e38):  # minutes on the device
         acc = acc * 1.0000001 + 1.0
         i += 1
     tl.store(flag_ptr, acc)
