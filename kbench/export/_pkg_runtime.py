@@ -476,7 +476,8 @@ def output_check(spec: OpSpec) -> Callable[[Any, Any, list[Any]], str | None] | 
 def _takes_model(check: Callable[..., Any]) -> bool:
     """Whether a problem's check takes the reference model: a parameter named ``model``
     (given by keyword; a fourth positional one may be a tolerance, as top-k routing's
-    ``atol``)."""
+    ``atol``). The verifier's rule (``sandbox.compare._takes_model``), restated here because
+    this file is copied into packages that do not have kbench."""
     try:
         return "model" in inspect.signature(check).parameters
     except (TypeError, ValueError):
