@@ -2,7 +2,7 @@
 
     python bench/baseline_crosscheck.py [--problems a,b,...] [--json out.json]
 
-For each problem's main shape:
+For each problem's main shape (``--shape NAME`` another):
 
 * **kbench**: :func:`sandbox.measure_baselines` (the verifier's own children and timing
   protocol: fresh input sets, L2 flushed, the sampling rule; compile static per shape);
@@ -48,9 +48,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -98,8 +100,34 @@ class SmClock:
             self.mhz = statistics.fmean(self._samples)
 
 
-def independent(key: str, device: str, probe: bool = True) -> dict[str, Any]:
-    """Eager and fresh per-shape compile medians (ms) of ``key``'s main shape, by do_bench."""
+def _shape_of(spec: Any, device: str, name: str | None) -> Any:
+    shapes = spec.shapes_for(device)
+    if name is None:
+        return shapes["main"] if "main" in shapes else next(iter(shapes.values()))
+    if name not in shapes:
+        raise SystemExit(f"--shape {name}: {spec.key} has the shapes {', '.join(shapes)}")
+    return shapes[name]
+
+
+def pad_kernels(cache_dir: str) -> int:
+    """How many generated Inductor source files under ``cache_dir`` pad a tensor
+    (``constant_pad_nd``: Inductor's pad_mm pads an unaligned matmul's operands when its own
+    benchmark finds the padded product faster, as on gemm_bias_relu's odd shape)."""
+    from pathlib import Path
+
+    n = 0
+    for f in Path(cache_dir).rglob("*.py"):
+        try:
+            n += "constant_pad_nd" in f.read_text(errors="replace")
+        except OSError:
+            pass
+    return n
+
+
+def independent(key: str, device: str, probe: bool = True,
+                shape_name: str | None = None) -> dict[str, Any]:
+    """Eager and fresh per-shape compile medians (ms) of ``key``'s main shape (or
+    ``shape_name``), by do_bench."""
     import torch
     import triton.testing
 
@@ -109,8 +137,7 @@ def independent(key: str, device: str, probe: bool = True) -> dict[str, Any]:
 
     spec = load(key)[0]
     precision.apply(spec.precision)  # the settings kbench applies to every side
-    shape = spec.shapes_for(device)["main"] if "main" in spec.shapes_for(device) else \
-        next(iter(spec.shapes_for(device).values()))
+    shape = _shape_of(spec, device, shape_name)
     init = spec.make_init_inputs(shape, seed=0)
     model = spec.make_model(init, 0, device, shape=shape)
     xs = spec.make_inputs(shape, 1, device)
@@ -196,7 +223,8 @@ def independent(key: str, device: str, probe: bool = True) -> dict[str, Any]:
     return out
 
 
-def kbench_side(key: str, device: str, warm_call: bool = False) -> dict[str, Any]:
+def kbench_side(key: str, device: str, warm_call: bool = False,
+                shape_name: str | None = None) -> dict[str, Any]:
     from kbench.problems import load
     from sandbox import MemoryCache
     from sandbox.job import Limits
@@ -207,7 +235,7 @@ def kbench_side(key: str, device: str, warm_call: bool = False) -> dict[str, Any
     got = measure_baselines(spec, MemoryCache(), device=device,
                             limits=Limits(timing=TimingConfig(warm_call=warm_call)))
     names = [n for n, _ in got]
-    main = "main" if "main" in names else (names[0] if names else None)
+    main = shape_name or ("main" if "main" in names else (names[0] if names else None))
     t_e, t_c = got.get((main, "eager")), got.get((main, "compile"))
     return {"eager_ms": t_e.median_ms if t_e else None,
             "compile_ms": t_c.median_ms if t_c else None,
@@ -230,30 +258,47 @@ def main() -> int:
                     help="for --probe's problems, also measure kbench's side with an untimed "
                          "call before each sample (TimingConfig.warm_call, off by default): "
                          "the 'warm' column")
+    ap.add_argument("--shape", default=None,
+                    help="the shape compared (default: main); e.g. odd, where Inductor may pad "
+                         "an unaligned matmul (the pad columns: files of generated code that "
+                         "pad, kbench's child / the independent process)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--no-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(independent(args.one, args.device, probe=not args.no_probe)))
+        print(json.dumps(independent(args.one, args.device, probe=not args.no_probe,
+                                     shape_name=args.shape)))
         return 0
     rows = []
     print(f"{'problem':28s} {'kbench eager':>12s} {'do_bench':>10s} {'ratio':>6s}   "
           f"{'kbench compile':>14s} {'do_bench':>10s} {'ratio':>6s}   {'warm e/c':>19s} "
           f"{'launch e/c':>11s} {'protocol e/c here':>19s} {'+warm queued e/c':>19s} {'refilled':>9s} {'refilled+warm':>13s} "
           f"{'warm>refill':>11s} {'+ no spin':>9s} {'+ queued':>9s} {'queued':>9s} {'no copy':>9s} {'no spin':>9s}"
-          f" {'SM MHz do_bench/kbench/no spin':>30s}",
+          f" {'SM MHz do_bench/kbench/no spin':>30s} {'pad k/i':>7s}",
           flush=True)
     for key in args.problems.split(","):
         row: dict[str, Any] = {"problem": key}
         try:
             probe = args.probe == "all" or key in args.probe.split(",")
-            row.update({f"kbench_{k}": v for k, v in kbench_side(key, args.device).items()})
+            # each side's Inductor code in a folder of its own: does it pad? (pad columns)
+            k_dir, i_dir = tempfile.mkdtemp(prefix="kb-ind-"), tempfile.mkdtemp(prefix="in-ind-")
+            os.environ["KBENCH_INDUCTOR_CACHE"] = k_dir  # the verifier's children's cache
+            try:
+                row.update({f"kbench_{k}": v for k, v in
+                            kbench_side(key, args.device, shape_name=args.shape).items()})
+            finally:
+                os.environ.pop("KBENCH_INDUCTOR_CACHE", None)
+            row["kbench_pad_files"] = pad_kernels(k_dir)
             if args.warm_too and probe:  # the verifier with TimingConfig.warm_call on
                 row.update({f"kbench_warm_{k}": v for k, v in
-                            kbench_side(key, args.device, warm_call=True).items()})
+                            kbench_side(key, args.device, warm_call=True,
+                                        shape_name=args.shape).items()})
             p = subprocess.run([sys.executable, __file__, "--one", key, "--device", args.device,
-                                *([] if probe else ["--no-probe"])],
-                               capture_output=True, text=True, timeout=900)
+                                *([] if probe else ["--no-probe"]),
+                                *(["--shape", args.shape] if args.shape else [])],
+                               capture_output=True, text=True, timeout=900,
+                               env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": i_dir})
+            row["independent_pad_files"] = pad_kernels(i_dir)
             if p.returncode != 0:
                 raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else
                                    f"exit {p.returncode}")
@@ -291,7 +336,8 @@ def main() -> int:
               f"{f(row.get('protocol_eager_queued_swap_ms'), 9)} "
               f"{f(row.get('protocol_eager_no_spin_ms'), 9)} "
               f"{f(row.get('clock_do_bench_mhz'), 9)}/{f(row.get('clock_protocol_mhz'), 9)}/"
-              f"{f(row.get('clock_no_spin_mhz'), 9)}"
+              f"{f(row.get('clock_no_spin_mhz'), 9)} "
+              f"{row.get('kbench_pad_files', '-')!s:>3s}/{row.get('independent_pad_files', '-')!s:<3s}"
               f"{'' if row['agrees'] else '  <-- ' + row.get('error', 'outside tolerance')}",
               flush=True)
         if args.json:  # after each problem: a run stopped at a time limit keeps its rows

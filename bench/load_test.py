@@ -2,7 +2,7 @@
 and resumed, then every verdict accounted for (issue 12).
 
     python bench/load_test.py --candidates 200 [--device cuda] [--kill-after 60] \\
-        [--store load.db] [--json load.json]
+        [--cuda 8] [--store load.db] [--json load.json] [--logs DIR]
 
 The candidates are scripted replies (``--model replay:FILE``, strategy ``oneshot`` with
 ``--samples``) for ``level1/relu`` and ``level1/softmax``, cycling through:
@@ -17,6 +17,10 @@ The candidates are scripted replies (``--model replay:FILE``, strategy ``oneshot
 * ``cheat``: the output computed by the PyTorch op itself (refused at run time);
 * ``hang`` (``--device cuda`` only, sample 1 of each problem): a Triton kernel that spins for
   minutes on the device, stopped by the hang limit.
+
+Progress (verdicts stored so far) is printed every ``--every`` seconds; each run's own output
+goes to ``run1.log`` and ``resume.log`` under ``--logs``. ``--cuda N`` caps the CUDA
+candidates (each is a build of its own; an honest Triton one takes the place of the rest).
 
 Each reply carries a unique tag comment, so none is a textual duplicate of another. The run
 is SIGKILLed once ``--kill-after`` seconds have passed (or once a third of the verdicts are
@@ -136,8 +140,11 @@ def reply(problem: str, kind: str, n: int) -> str:
     return f"# load-test {kind} {n}\n{src}"
 
 
-def write_replay(path: Path, candidates: int, hang: bool) -> dict[tuple[str, int], str]:
-    """The replay file; returns the kind of each (problem, sample)."""
+def write_replay(path: Path, candidates: int, hang: bool,
+                 cuda_max: int | None = None) -> dict[tuple[str, int], str]:
+    """The replay file; returns the kind of each (problem, sample). Past ``cuda_max`` CUDA
+    candidates, an honest Triton one takes a CUDA one's place (each CUDA candidate is a
+    build of its own: 28 of 200 held a GPU run past its 600 s step on 2026-12-07)."""
     per = -(-candidates // len(PROBLEMS))
     kind_of: dict[tuple[str, int], str] = {}
     counts: collections.Counter[str] = collections.Counter()
@@ -148,6 +155,9 @@ def write_replay(path: Path, candidates: int, hang: bool) -> dict[tuple[str, int
                     break
                 kind = ("hang" if hang and s == 1 else
                         KINDS_CPU[(s + PROBLEMS.index(p)) % len(KINDS_CPU)])
+                if kind == "honest_cuda" and cuda_max is not None and \
+                        counts[kind] >= cuda_max:
+                    kind = "honest_triton"
                 text = f"```python\n{reply(p, kind, counts[kind])}\n```"
                 counts[kind] += 1
                 kind_of[(p, s)] = kind
@@ -176,39 +186,72 @@ def main() -> int:
     ap.add_argument("--store", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--name", default="load-test")
+    ap.add_argument("--cuda", type=int, default=None, metavar="N",
+                    help="at most N CUDA candidates (each is a build; default: a 7th of them)")
+    ap.add_argument("--logs", default=None,
+                    help="folder for both runs' output (default: the work folder)")
+    ap.add_argument("--every", type=float, default=15.0,
+                    help="seconds between progress lines")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kbench-load-"))
+    logs = Path(args.logs) if args.logs else work
+    logs.mkdir(parents=True, exist_ok=True)
     store = args.store or str(work / "load.db")
     replay = work / "load.jsonl"
-    kind_of = write_replay(replay, args.candidates, hang=args.device.startswith("cuda"))
+    kind_of = write_replay(replay, args.candidates, hang=args.device.startswith("cuda"),
+                           cuda_max=args.cuda)
+    kinds = collections.Counter(kind_of.values())
+    print(f"{len(kind_of)} candidates: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+          + f"; output of the runs in {logs}", flush=True)
     samples = max(s for _, s in kind_of) + 1
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "kbench.cli", "run", "--model", f"replay:{replay}",
            "--problems", ",".join(PROBLEMS), "--strategy", "oneshot", "--samples", str(samples),
            "--device", args.device, "--name", args.name, "--store", store]
     t0 = time.monotonic()
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
-    killed_at, verdicts_at_kill = None, 0
-    while first.poll() is None:
-        # often enough to catch the run midway: on CPU 14 verdicts once came within 2 s
-        time.sleep(0.25)
-        n = 0
-        if Path(store).exists():
-            try:
-                n = sum(v is not None for _, _, v in _stored(store, args.name)["candidates"].values())  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - the run is not created yet
-                n = 0
-        if time.monotonic() - t0 >= args.kill_after or n >= len(kind_of) / 3:
-            os.killpg(first.pid, signal.SIGKILL)  # the orchestrator and its children
-            first.wait()
-            killed_at, verdicts_at_kill = time.monotonic() - t0, n
-            break
+
+    def stored_now() -> int:
+        if not Path(store).exists():
+            return 0
+        try:
+            return sum(v is not None for _, _, v in _stored(store, args.name)["candidates"].values())  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the run is not created yet
+            return 0
+
+    def progress(what: str, n: int, last: list[float]) -> None:
+        if time.monotonic() - last[0] >= args.every:
+            last[0] = time.monotonic()
+            print(f"{time.monotonic() - t0:7.1f} s  {what}: {n} of {len(kind_of)} verdicts "
+                  "stored", flush=True)
+
+    with (logs / "run1.log").open("w") as log1:
+        first = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        killed_at, verdicts_at_kill = None, 0
+        last = [t0]
+        while first.poll() is None:
+            # often enough to catch the run midway: on CPU 14 verdicts once came within 2 s
+            time.sleep(0.25)
+            n = stored_now()
+            progress("first run", n, last)
+            if time.monotonic() - t0 >= args.kill_after or n >= len(kind_of) / 3:
+                os.killpg(first.pid, signal.SIGKILL)  # the orchestrator and its children
+                first.wait()
+                killed_at, verdicts_at_kill = time.monotonic() - t0, n
+                print(f"{killed_at:7.1f} s  SIGKILL with {n} verdicts stored; resuming",
+                      flush=True)
+                break
     t1 = time.monotonic()
-    resumed = subprocess.run([sys.executable, "-m", "kbench.cli", "run", "--resume", args.name,
-                              "--store", store], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    with (logs / "resume.log").open("w") as log2:
+        resumed = subprocess.Popen([sys.executable, "-m", "kbench.cli", "run", "--resume",
+                                    args.name, "--store", store], env=env, stdout=log2,
+                                   stderr=subprocess.STDOUT)
+        last = [t1]
+        while resumed.poll() is None:
+            time.sleep(1.0)
+            progress("resumed run", stored_now(), last)
     t2 = time.monotonic()
+    resume_tail = (logs / "resume.log").read_text(errors="replace").strip()[-300:]
     got = _stored(store, args.name)
     cands = got["candidates"]  # type: ignore[assignment]
     problems_ok: list[str] = []
@@ -236,7 +279,7 @@ def main() -> int:
         problems_ok.append(f"{len(seen)} of {len(kind_of)} replies stored")
     if got["status"] != "finished":
         problems_ok.append(f"the run ended {got['status']} (resume exit {resumed.returncode}: "
-                           f"{resumed.stderr.strip()[-300:]})")
+                           f"{resume_tail})")
     statuses = sorted({s for c in table.values() for s in c})
     print(f"{'kind':14s} " + " ".join(f"{s:>14s}" for s in statuses))
     for kind in sorted(table):

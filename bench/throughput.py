@@ -203,6 +203,9 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
         return ex.submit(lambda d: run_job(replace(job, device=d), cache))
 
     sampler = BusySampler(uuids).start() if on_gpu else None
+    done = [0]
+    print(f"pass {name}: {len(cands)} candidates on {list(ex.devices)} "
+          f"({getattr(ex, 'jobs_per_device', '?')} jobs per device)", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     ahead: dict[str, Future[Any]] = {}
     if on_gpu and not remote:  # as the Runner: baselines first
@@ -220,11 +223,22 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
             ahead[c["problem"]].exception()  # a failure: the verification measures them
         spec = specs[c["problem"]]
         job = Job(str(spec.path), spec.source_hash, Candidate(c["source"], c["backend"]))
+        t_sub = time.monotonic()
         try:
-            return submit(job).result()
+            v = submit(job).result()
         except Exception as e:  # noqa: BLE001 - a harness fault is a figure, not the end
-            return Verdict(problem=spec.key, status=Status.RUNTIME_ERROR, device="(raised)",
-                           backend=c["backend"], reason=f"the job raised {type(e).__name__}: {e}")
+            v = Verdict(problem=spec.key, status=Status.RUNTIME_ERROR, device="(raised)",
+                        backend=c["backend"], reason=f"the job raised {type(e).__name__}: {e}")
+        now = time.monotonic()
+        with mu:
+            done[0] += 1
+            # submitted -> verdict against the verdict's own wall: the rest is queueing and
+            # the executor's own cost (a Ray task's worker start and imports)
+            print(f"{name:5s} {now - t0:7.1f} s  {done[0]:3d}/{len(cands)}  "
+                  f"{c['example']}#{c['variant']:<2}  {v.status.value:13s} verdict "
+                  f"{v.wall_s or 0.0:6.2f} s, submitted {now - t_sub:6.2f} s ago",
+                  file=sys.stderr, flush=True)
+        return v
 
     with ThreadPoolExecutor(max(1, len(cands)), thread_name_prefix="throughput") as pool:
         verdicts = list(pool.map(one, cands))
@@ -413,9 +427,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--gpus {args.gpus}: torch sees {n_gpus} GPUs")
     uuids = _nvml_uuids(n_gpus) if on_gpu else []
 
-    options: dict[str, Any] = {"devices": None if on_gpu else ["cpu"]}  # None: every GPU
-    if args.executor == "local":
-        options["jobs_per_device"] = args.jobs_per_device
+    # None: every GPU; jobs_per_device as a run passes it (Ray: each task 1/N of a GPU)
+    options: dict[str, Any] = {"devices": None if on_gpu else ["cpu"],
+                               "jobs_per_device": args.jobs_per_device}
     for opt in args.executor_option:
         key, eq, value = opt.partition("=")
         if not eq:
@@ -444,6 +458,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     cache = MemoryCache()
                 res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, n_gpus,
                                                uuids, args.build_slots or build_slots())
+                # each pass written as it ends: a step cut by its time limit keeps the first
+                Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
         if args.per_gpu_timing:  # the executor is idle: each GPU alone in turn
             res["per_gpu_timing"] = per_gpu_timing(
                 [f"cuda:{i}" for i in range(n_gpus)] if on_gpu else ["cpu"], cache)

@@ -19,7 +19,8 @@ Budgets: ``max_calls``, ``max_tokens_total``, ``max_cost_usd`` (calls in flight 
 true`` tunes each problem's best correct candidate (``tune_trials`` configurations; CUDA only).
 
 Where verifications run: ``executor = "local"`` (default) or ``"ray"`` with ``ray_address =
-"HOST:PORT"`` (else a local Ray instance); ``jobs_per_device`` for the local executor.
+"HOST:PORT"`` (else a local Ray instance); ``jobs_per_device`` verifications share one GPU
+at once (a Ray task then holds that share of a GPU).
 
 Unknown keys are errors that name the key.
 """

@@ -508,7 +508,8 @@ def build_executor(cfg: RunConfig, device: str) -> Executor:
     # cpu, one named GPU, or None: every visible GPU (the executor finds them)
     devices = ["cpu"] if not device.startswith("cuda") else [device] if ":" in device else None
     if cfg.executor == "ray":
-        return make_executor("ray", devices=devices, address=cfg.ray_address)
+        return make_executor("ray", devices=devices, address=cfg.ray_address,
+                             jobs_per_device=cfg.jobs_per_device)
     return make_executor(cfg.executor, devices=devices, jobs_per_device=cfg.jobs_per_device)
 
 

@@ -559,3 +559,22 @@ def test_export_profile_runs_on_an_exported_package(exported: tuple[Path, Path])
     assert any(line.startswith("demo_kernels::level1_softmax") for line in rows), r.stdout
     assert all(len(line.split()) == 6 for line in rows), rows
     assert "cProfile of 3 calls of demo_kernels::" in r.stdout
+
+
+@pytest.mark.slow
+def test_bench_refuses_an_unknown_op_in_one_line_before_it_needs_a_gpu(
+        exported: tuple[Path, Path]) -> None:
+    """``bench.py --ops`` times only the ops named; a name that is not one of the package's
+    ops is one line naming the ops there are (on any machine, before the GPU check)."""
+    tmp, _ = exported
+    pkg = tmp / "pkg"
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(pkg), env["PYTHONPATH"]])
+    r = subprocess.run([sys.executable, "bench.py", "--ops", "level1_softmax,nope"], cwd=pkg,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("--ops: no op named nope; the ops are "), r.stderr
+    assert "level1_softmax" in r.stderr
+    r = subprocess.run([sys.executable, "bench.py", "--ops", "level1_softmax"], cwd=pkg,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr, r.stderr  # past the filter

@@ -27,3 +27,20 @@ def test_a_killed_and_resumed_run_loses_and_repeats_nothing(tmp_path):
     assert t["honest_triton"] == {"correct": 4} and t["incorrect"] == {"incorrect": 2}
     assert t["crash"] == {"runtime_error": 2} and t["oob"] == {"runtime_error": 2}
     assert t["cheat"] == {"rejected": 2} and t["honest_cuda"] == {"unsupported": 2}
+
+
+def test_the_cuda_cap_puts_honest_triton_candidates_in_the_rest_of_the_cuda_places(tmp_path):
+    import collections
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("load_test", ROOT / "bench" / "load_test.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    free = collections.Counter(mod.write_replay(tmp_path / "a.jsonl", 70, hang=True).values())
+    capped = collections.Counter(
+        mod.write_replay(tmp_path / "b.jsonl", 70, hang=True, cuda_max=3).values())
+    assert free["honest_cuda"] > 3 and capped["honest_cuda"] == 3
+    assert capped["honest_triton"] == free["honest_triton"] + free["honest_cuda"] - 3
+    assert sum(capped.values()) == 70 and capped["hang"] == free["hang"] == 2
+    lines = (tmp_path / "b.jsonl").read_text().splitlines()
+    assert len(lines) == 70 and len(set(lines)) == 70  # every reply distinct

@@ -221,3 +221,42 @@ def test_tuning_is_refused_on_ray_before_anything_runs() -> None:
                                           "executor"):
         check_tune(RunConfig(executor="ray", tune=True), "cuda")
     check_tune(RunConfig(executor="local", tune=True), "cuda")  # local: allowed
+
+
+def test_tasks_share_a_gpu_as_jobs_per_device_says(ray_cluster: str) -> None:
+    """``jobs_per_device`` tasks share one GPU (each holds 1/N of it): on the module's two
+    logical GPUs, 1 gives 2 tasks at once, 2 gives 4, 5 gives 10 (1 / 5 does not floor to 9),
+    and an explicit ``num_gpus`` wins."""
+    from kbench.executors import make_executor
+
+    for per, slots in ((1, 2), (2, 4), (5, 10)):
+        with make_executor("ray", devices=["cpu"], jobs_per_device=per) as ex:
+            assert ex.jobs_per_device == slots
+    with make_executor("ray", devices=["cpu"], jobs_per_device=2, num_gpus=1.0) as ex:
+        assert ex.jobs_per_device == 2
+    with pytest.raises(ValueError, match="jobs_per_device must be at least 1"):
+        make_executor("ray", devices=["cpu"], jobs_per_device=0)
+
+
+def test_a_reused_worker_bound_to_another_gpu_runs_the_job_in_its_own_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm worker's CUDA stays bound to the GPU of its first CUDA job: a later task that
+    Ray gives another GPU is verified in a process of its own, which sees that GPU; the
+    verdict comes back the same way (here a CPU job, run for real in that process)."""
+    from kbench.executors import _ray
+    from sandbox.job import Candidate, Job
+    from sandbox.problem import load_file
+
+    monkeypatch.setattr(_ray, "_BOUND", None)
+    assert _ray._bound_elsewhere("1") is False  # the first CUDA job binds the worker
+    assert _ray._bound_elsewhere("1") is False and _ray._bound_elsewhere("0") is True
+    spec = load_file(str(RELU))
+    job = Job(str(RELU), spec.source_hash, Candidate(EXAMPLE.read_text(), "triton"),
+              device="cpu", timing=False)
+    got = _ray._run_apart(job.to_dict())
+    assert got["status"] == "correct", got.get("reason")
+    broken = {**job.to_dict(), "problem_hash": "0" * 16}
+    from kbench.executors import ExecutorError
+
+    with pytest.raises(ExecutorError, match="own process on this worker's new GPU failed"):
+        _ray._run_apart(broken)

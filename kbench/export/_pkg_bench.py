@@ -1,6 +1,7 @@
 """Time each exported op against its reference (eager) on the verified CUDA shapes.
 
-Usage: ``python bench.py [--reps N] [--batch N] [--tol 0.15] [--no-compile]`` on a machine with
+Usage: ``python bench.py [--reps N] [--batch N] [--tol 0.15] [--no-compile] [--ops a,b]
+[--shapes main,odd]`` on a machine with
 a CUDA GPU. Each timed call is a zero-argument closure; inputs are made outside it. Two times
 per op and per reference:
 
@@ -99,13 +100,24 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=20, help="calls per sample")
     ap.add_argument("--tol", type=float, default=0.15,
                     help="relative distance from the stored speedup still marked ok")
+    ap.add_argument("--ops", default="",
+                    help="comma-separated op names (e.g. level1_relu) to time; default: all")
+    ap.add_argument("--shapes", default="",
+                    help="comma-separated shape names (e.g. main,odd) to time; default: all")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="skip timing torch.compile of the reference (x compile)")
     args = ap.parse_args()
+    pkg = importlib.import_module(PKG)
+    ops = {o.strip() for o in args.ops.split(",") if o.strip()}
+    shapes = {o.strip() for o in args.shapes.split(",") if o.strip()}
+    unknown = ops - {spec.name for spec in pkg.SPECS.values()}
+    if unknown:
+        print(f"--ops: no op named {', '.join(sorted(unknown))}; the ops are "
+              f"{', '.join(spec.name for spec in pkg.SPECS.values())}", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("bench.py needs a CUDA GPU (timings on CPU would mean nothing)", file=sys.stderr)
         return 2
-    pkg = importlib.import_module(PKG)
     rt = importlib.import_module(f"{PKG}._runtime")
     cycles = _sleep_cycles_per_ms()
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
@@ -121,11 +133,15 @@ def main() -> int:
 
     with torch.no_grad():
         for spec in pkg.SPECS.values():
+            if ops and spec.name not in ops:
+                continue
             if not spec.verified_device.startswith("cuda"):
                 print(f"{spec.qualname:32} verified on {spec.verified_device} only: not timed")
                 continue
             op = getattr(getattr(torch.ops, PKG), spec.name)
             for name, shape in spec.verified.items():
+                if shapes and name not in shapes:
+                    continue
                 inputs = rt.inputs_at(spec, shape["params"], 0, "cuda")
                 served = rt.model_params(spec, inputs)
                 if served != shape["params"]:  # inputs alike, another verified model serves
