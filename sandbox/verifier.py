@@ -263,7 +263,7 @@ def _memory_over(child: RunningChild, device: str, limits: Limits, res: _Outcome
 
 def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec: ProblemSpec,
                do_time: bool, check: bool, isolation: Backend, hold: Hold,
-               stream: bool = False) -> _Outcome:
+               stream: bool = False, exclusive: bool = False) -> _Outcome:
     """Drive one child through import, trials and (optionally) timing; compare as it goes.
 
     The device is held shared from the child's start until its checks are done (other jobs
@@ -273,7 +273,12 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
     runs (:func:`~sandbox.cases.complete_case`): the first while it starts and imports, each
     next one while it builds its model of the one before (both build models on the CPU from
     a seed, KernelBench's way, so the two halves overlap). The time spent here is added to
-    the check phase's limit and reported as ``marks["parent_build"]``."""
+    the check phase's limit and reported as ``marks["parent_build"]``.
+
+    With ``exclusive`` the device is held exclusively from the start: a ``torch.compile``
+    baseline's child, whose compilation benchmarks on the device (Inductor's pad_mm times an
+    unaligned matmul padded and not, and keeps the faster), decides on an idle device, as a
+    user compiling gets it, not beside another job's checks."""
     res = _Outcome()
     by_name = {c.name: c for c in cases}
 
@@ -288,7 +293,7 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
         res.marks["parent_build"] = res.marks.get("parent_build", 0.0) + spent
         return spent
 
-    hold.share()
+    hold.exclude() if exclusive else hold.share()
     res.marks["start"] = time.monotonic()
     with hold, isolation.start(work, device) as child:
         finished = False
@@ -689,7 +694,7 @@ def _timed(verdict: Verdict, spec: ProblemSpec, device: str, cases: list[_Case],
     def run(sub: Path, mode: str, todo: list[_Case]) -> tuple[dict[str, RawTimes], str]:
         _job(sub, mode, device, todo, limits, spec)
         out = _run_child(sub, device, todo, limits, spec, do_time=True, check=False,
-                         isolation=isolation, hold=hold)
+                         isolation=isolation, hold=hold, exclusive=mode == "compile")
         return out.raw, out.reason
 
     base = _baselines(spec, cases, work, cache, fp, fph, run)
@@ -726,7 +731,7 @@ def measure_baselines(spec: ProblemSpec, cache: Cache, *, device: str | None = N
         def run(sub: Path, mode: str, todo: list[_Case]) -> tuple[dict[str, RawTimes], str]:
             _job(sub, mode, device, todo, limits, spec)
             out = _run_child(sub, device, todo, limits, spec, do_time=True, check=False,
-                             isolation=isolation, hold=hold)
+                             isolation=isolation, hold=hold, exclusive=mode == "compile")
             return out.raw, out.reason
 
         return _baselines(spec, cases, work, cache, fp, fph, run)

@@ -176,3 +176,39 @@ def test_another_process_timing_one_gpu_leaves_the_others_free(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_compile_baseline_child_holds_the_device_alone_from_its_start(tmp_path):
+    """A ``torch.compile`` baseline's child compiles on the device and Inductor benchmarks
+    there while it compiles (pad_mm): it holds the device exclusively from its first moment,
+    not shared beside other jobs' checks. Here a real child (CPU, eager mode, no timing)
+    under a hold that records the modes it is taken in."""
+    from sandbox.backends import default_backend
+    from sandbox.job import Limits
+    from sandbox.problem import load_file
+    from sandbox.verifier import _build_cases, _job, _run_child
+
+    class Recording(Hold):
+        modes: list[str] = []
+
+        def _take(self, mode: str) -> None:
+            self.modes.append(mode)
+            super()._take(mode)
+
+    from pathlib import Path
+
+    spec = load_file(str(Path(__file__).resolve().parents[1] / "problems" / "level1" / "relu.py"))
+    limits = Limits()
+    for exclusive, first in ((True, "exclusive"), (False, "shared")):
+        cases, _ = _build_cases(spec, "cpu", limits, False)
+        work = tmp_path / first
+        work.mkdir()
+        hold = Recording(DeviceLock("cuda:0", root=tmp_path))
+        hold.modes = []
+        _job(work, "eager", "cpu", cases[:1], limits, spec)
+        out = _run_child(work, "cpu", cases[:1], limits, spec, do_time=False, check=False,
+                         isolation=default_backend(), hold=hold, exclusive=exclusive)
+        assert out.reason in (None, ""), out.reason
+        assert hold.modes[0] == first, hold.modes
+        assert not exclusive or "shared" not in hold.modes, hold.modes
+        assert hold.mode is None  # released when the child ended
