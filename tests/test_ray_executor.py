@@ -238,25 +238,45 @@ def test_tasks_share_a_gpu_as_jobs_per_device_says(ray_cluster: str) -> None:
         make_executor("ray", devices=["cpu"], jobs_per_device=0)
 
 
-def test_a_reused_worker_bound_to_another_gpu_runs_the_job_in_its_own_process(
+def _pid() -> int:
+    return os.getpid()
+
+
+def _fails() -> None:
+    raise KeyError("from the other process")
+
+
+def test_a_reused_worker_bound_to_another_gpu_runs_the_task_in_its_own_process(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A warm worker's CUDA stays bound to the GPU of its first CUDA job: a later task that
-    Ray gives another GPU is verified in a process of its own, which sees that GPU; the
-    verdict comes back the same way (here a CPU job, run for real in that process)."""
+    """A warm worker's CUDA stays bound to the GPU of the task during which it started: a
+    later task that Ray gives another GPU runs in a process of its own, which sees that GPU
+    (its value or its exception comes back); a task of the same GPU, or one before CUDA
+    started, runs in the worker. A real verification (CPU) comes back the same way."""
     from kbench.executors import _ray
     from sandbox.job import Candidate, Job
     from sandbox.problem import load_file
 
     monkeypatch.setattr(_ray, "_BOUND", None)
-    assert _ray._bound_elsewhere("1") is False  # the first CUDA job binds the worker
-    assert _ray._bound_elsewhere("1") is False and _ray._bound_elsewhere("0") is True
+    started = [False]
+    monkeypatch.setattr(_ray, "_cuda_started", lambda: started[0])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert _ray._bound_run("cuda", _pid) == os.getpid()  # CUDA not started: not bound
+    assert _ray._BOUND is None
+    started[0] = True
+    assert _ray._bound_run("cuda", _pid) == os.getpid()  # CUDA started during it: bound to 1
+    assert _ray._BOUND == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert _ray._bound_run("cuda", _pid) != os.getpid()  # another GPU: its own process
+    with pytest.raises(KeyError, match="from the other process"):
+        _ray._bound_run("cuda", _fails)
+    assert _ray._bound_run("cpu", _pid) == os.getpid()  # CPU tasks never move
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert _ray._bound_run("cuda", _pid) == os.getpid()
+
     spec = load_file(str(RELU))
     job = Job(str(RELU), spec.source_hash, Candidate(EXAMPLE.read_text(), "triton"),
               device="cpu", timing=False)
-    got = _ray._run_apart(job.to_dict())
-    assert got["status"] == "correct", got.get("reason")
-    broken = {**job.to_dict(), "problem_hash": "0" * 16}
-    from kbench.executors import ExecutorError
+    import functools
 
-    with pytest.raises(ExecutorError, match="own process on this worker's new GPU failed"):
-        _ray._run_apart(broken)
+    got = _ray._apart(functools.partial(_ray._job_here, job.to_dict()))
+    assert got["status"] == "correct", got.get("reason")

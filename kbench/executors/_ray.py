@@ -15,10 +15,12 @@ secret-looking variables (``*KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSW*``, ...
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
 import socket
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -168,65 +170,94 @@ def _report() -> None:
         log.debug("could not report where the task runs: %s", e)
 
 
-#: the CUDA_VISIBLE_DEVICES of this worker's first CUDA job: its CUDA context is bound to
-#: that GPU for the life of the process, whatever Ray gives its later tasks
+#: the CUDA_VISIBLE_DEVICES of the task during which this worker started CUDA: its CUDA
+#: context stays bound to that GPU for the life of the process, whatever Ray gives its
+#: later tasks (ray-project/ray#29624)
 _BOUND: str | None = None
 
 
-def _bound_elsewhere(assigned: str) -> bool:
-    """Whether this worker's CUDA is bound to another GPU than ``assigned`` (the task's
-    CUDA_VISIBLE_DEVICES); the first call binds it."""
+def _cuda_started() -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def _here(assigned: str) -> bool:
+    """Whether a task given the GPU(s) ``assigned`` (its CUDA_VISIBLE_DEVICES) can run in
+    this worker process: its CUDA has not started, or started on those."""
+    return _BOUND is None or _BOUND == assigned
+
+
+def _note(assigned: str) -> None:
+    """After a task: the worker is bound to ``assigned`` if CUDA started meanwhile."""
     global _BOUND
-    if _BOUND is None:
+    if _BOUND is None and _cuda_started():
         _BOUND = assigned
-    return assigned != _BOUND
 
 
-def _run_apart(job: dict[str, Any]) -> dict[str, Any]:
-    """``job`` in a fresh process that sees the GPU this task was given (a reused worker whose
-    CUDA is bound to another one cannot: ray-project/ray#29624). Slower by the imports."""
-    import json
+def _apart(call: Callable[[], T]) -> T:
+    """``call()`` in a fresh process of this worker's environment (so it sees the GPU this
+    task was given): its value, or its exception raised here. Slower by the imports."""
     import subprocess
-    import sys
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="kbench-ray-job-") as d:
-        src, out = Path(d) / "job.json", Path(d) / "verdict.json"
-        src.write_text(json.dumps(job))
-        code = ("import json, sys; from pathlib import Path; from sandbox.job import Job, "
-                "run_job; from kbench.executors._ray import _node_cache; "
-                "j = Job.from_dict(json.loads(Path(sys.argv[1]).read_text())); "
-                "c = _node_cache() if j.timing else None; "
-                "Path(sys.argv[2]).write_text(json.dumps(run_job(j, c).to_dict()))")
+    import ray.cloudpickle as cloudpickle
+
+    code = ("import sys\nfrom pathlib import Path\nimport ray.cloudpickle as cp\n"
+            "call = cp.loads(Path(sys.argv[1]).read_bytes())\n"
+            "try:\n    got = (True, call())\nexcept BaseException as e:\n    got = (False, e)\n"
+            "try:\n    data = cp.dumps(got)\nexcept Exception as e:\n"
+            "    data = cp.dumps((False, RuntimeError(f'{type(got[1]).__name__}: {got[1]}'"
+            " if not got[0] else f'its value cannot be pickled: {e}')))\n"
+            "Path(sys.argv[2]).write_bytes(data)\n")
+    with tempfile.TemporaryDirectory(prefix="kbench-ray-apart-") as d:
+        src, out = Path(d) / "call.pkl", Path(d) / "got.pkl"
+        src.write_bytes(cloudpickle.dumps(call))
         r = subprocess.run([sys.executable, "-c", code, str(src), str(out)],
                            capture_output=True, text=True, env=dict(os.environ))
-        if r.returncode != 0 or not out.exists():
+        if not out.exists():
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExecutorError(f"the job's own process on this worker's new GPU failed "
+            raise ExecutorError(f"the task's own process (for this worker's new GPU) died "
                                 f"(exit {r.returncode}): {last[:300]}")
-        return dict(json.loads(out.read_text()))
+        ok, value = cloudpickle.loads(out.read_bytes())
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def _bound_run(kind: str | None, call: Callable[[], T]) -> T:
+    """``call()`` in this worker, warm, unless its CUDA is bound to another GPU than the one
+    this task was given: then in a process of its own."""
+    if not _worker_device(kind).startswith("cuda"):
+        return call()
+    assigned = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if not _here(assigned):
+        return _apart(call)
+    try:
+        return call()
+    finally:
+        _note(assigned)
+
+
+def _job_here(job: dict[str, Any]) -> dict[str, Any]:
+    from sandbox.job import Job, run_job
+
+    j = Job.from_dict(job)
+    device = _worker_device(j.device)
+    cache = _node_cache() if device.startswith("cuda") and j.timing else None
+    return run_job(replace(j, device=device), cache).to_dict()
 
 
 def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     """The Ray task of one verification: a Job dict in, a Verdict dict out. The worker stays
-    warm between tasks (imports, its CUDA context, the node's fork server); a task given
-    another GPU than the one the worker's CUDA is bound to runs in a process of its own."""
-    from sandbox.job import Job, run_job
-
+    warm between tasks (imports, its CUDA context, the node's fork server)."""
     _report()
-    j = Job.from_dict(job)
-    device = _worker_device(j.device)
-    j = replace(j, device=device)
-    if device.startswith("cuda") and _bound_elsewhere(os.environ.get("CUDA_VISIBLE_DEVICES", "")):
-        return _run_apart(j.to_dict())
-    cache = _node_cache() if device.startswith("cuda") and j.timing else None
-    return run_job(j, cache).to_dict()
+    return _bound_run(job.get("device"), functools.partial(_job_here, job))
 
 
 def _run_fn(fn: Callable[[str], Any], kind: str) -> Any:
     """The Ray task of a plain job: ``fn(device)``."""
     _report()
-    return fn(_worker_device(kind))
+    return _bound_run(kind, functools.partial(fn, _worker_device(kind)))
 
 
 # -- the executor -------------------------------------------------------------------------
@@ -303,7 +334,7 @@ class RayExecutor(Executor):
         # (on an H100, 2026-12-07, the local executor verified a 20-candidate mix cold and
         # warm in 122 s; Ray had not finished in 300 s). A worker that has touched CUDA stays bound to the card it first
         # had, and Ray may give its next task another one (ray-project/ray#29624): such a
-        # task runs in a process of its own (_run_job).
+        # task runs in a process of its own (_bound_run).
         opts = dict(num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False,
                     max_calls=0)
         self._job_task = ray.remote(**opts)(_run_job)
