@@ -3,7 +3,7 @@
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
 #     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray,firstcall,
-#     vprofile,overlap,evalprofile,compare,serverstart,placement,selftest (export needs evolve's run; throughput_ray needs .ray/, see its step)
+#     vprofile,overlap,evalprofile,compare,serverstart,placement,selftest,eval (export needs evolve's run; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
@@ -12,7 +12,9 @@
 #     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
 #     and --old-only), GPU_TESTS the tests step's pytest ids, GPU_TEST_WORKERS its xdist workers (default 2), CROSSCHECK_ARGS more arguments of the crosscheck step, EVOLVE_DB the store the export step reads
 #     (default: this session's evolve step's), EXPORT_TESTS=0 / EXPORT_PROFILE=0 skip the exported
-#     package's own tests / bench/export_profile.py (bench.py alone)
+#     package's own tests / bench/export_profile.py (bench.py alone), EXPORT_BENCH_ARGS its
+#     bench.py's arguments (e.g. --ops quant_w8a8_dynamic), EVAL_ARGS the eval step's
+#     kbench eval arguments (--problem P --candidate FILE)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
 #   DRY_RUN=1 bash bench/gpu_session.sh start ...   # print the job script, start nothing
@@ -135,7 +137,7 @@ if [ "$cmd" = start ]; then
       export) echo "python3 -m kbench.cli export evolve-demo --store ${EVOLVE_DB:-$LOG/evolve.db} --out $LOG/pkg \
           --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && $([ "${EXPORT_TESTS:-1}" = 0 ] \
           || echo "PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 -m pytest -q --pyargs kbops -p no:cacheprovider;") \
-          PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 bench.py) >> $LOG/export.log 2>&1; \
+          PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 bench.py ${EXPORT_BENCH_ARGS:-}) >> $LOG/export.log 2>&1; \
           $([ "${EXPORT_PROFILE:-1}" = 0 ] || echo "python3 bench/export_profile.py $LOG/pkg \
           --calls 100 >> $LOG/export.log 2>&1")";;
       # where a warm child's first checked call goes (cProfile); each example twice, the
@@ -163,6 +165,9 @@ if [ "$cmd" = start ]; then
       selection) echo "python3 bench/check_selection.py > $LOG/selection.log 2>&1";;
       confirm) echo "python3 bench/check_confirm.py ${CONFIRM_PROBLEMS:+--problems $CONFIRM_PROBLEMS} \
           --json $LOG/confirm.json > $LOG/confirm.log 2>&1";;
+      # one candidate file verified alone, as a user would (EVAL_ARGS: kbench eval's arguments)
+      eval) echo "python3 -m kbench.cli eval ${EVAL_ARGS:-} --explain --store $LOG/eval.db \
+          > $LOG/eval.log 2>&1";;
       crosscheck) echo "python3 bench/baseline_crosscheck.py ${CROSSCHECK_ARGS:-} --json $LOG/crosscheck.json \
           > $LOG/crosscheck.log 2>&1";;
       tune) echo "$([ "${TUNE_GRID:-1}" = 0 ] || echo "python3 bench/tune_vs_grid.py \
