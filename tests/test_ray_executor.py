@@ -7,6 +7,7 @@ tests/contracts/test_executor_contract.py."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -269,6 +270,10 @@ def test_a_reused_worker_bound_to_another_gpu_runs_the_task_in_its_own_process(
     assert _ray._bound_run("cuda", _pid) != os.getpid()  # another GPU: its own process
     with pytest.raises(KeyError, match="from the other process"):
         _ray._bound_run("cuda", _fails)
+    from kbench.executors import ExecutorError
+
+    with pytest.raises(ExecutorError, match=r"own process .* died \(exit 3\)"):
+        _ray._bound_run("cuda", functools.partial(os._exit, 3))
     assert _ray._bound_run("cpu", _pid) == os.getpid()  # CPU tasks never move
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert _ray._bound_run("cuda", _pid) == os.getpid()
@@ -276,7 +281,5 @@ def test_a_reused_worker_bound_to_another_gpu_runs_the_task_in_its_own_process(
     spec = load_file(str(RELU))
     job = Job(str(RELU), spec.source_hash, Candidate(EXAMPLE.read_text(), "triton"),
               device="cpu", timing=False)
-    import functools
-
     got = _ray._apart(functools.partial(_ray._job_here, job.to_dict()))
     assert got["status"] == "correct", got.get("reason")
