@@ -236,6 +236,9 @@ def _bound_run(kind: str | None, call: Callable[[], T]) -> T:
         return call()
     finally:
         _note(assigned)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()  # a warm worker keeps no blocks a child could use
 
 
 def _job_here(job: dict[str, Any]) -> dict[str, Any]:
