@@ -293,7 +293,10 @@ def _run_child(work: Path, device: str, cases: list[_Case], limits: Limits, spec
         res.marks["parent_build"] = res.marks.get("parent_build", 0.0) + spent
         return spent
 
-    hold.exclude() if exclusive else hold.share()
+    if exclusive:
+        hold.exclude()
+    else:
+        hold.share()
     res.marks["start"] = time.monotonic()
     with hold, isolation.start(work, device) as child:
         finished = False

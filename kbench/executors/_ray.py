@@ -335,9 +335,9 @@ class RayExecutor(Executor):
         # Workers stay warm between tasks (max_calls=0): a fresh worker per GPU task (Ray's
         # own default) paid its start, the imports and a CUDA context every verification
         # (on an H100, 2026-12-07, the local executor verified a 20-candidate mix cold and
-        # warm in 122 s; Ray had not finished in 300 s). A worker that has touched CUDA stays bound to the card it first
-        # had, and Ray may give its next task another one (ray-project/ray#29624): such a
-        # task runs in a process of its own (_bound_run).
+        # warm in 122 s; Ray had not finished in 300 s). A worker that has touched CUDA
+        # stays bound to the card it first had, and Ray may give its next task another one
+        # (ray-project/ray#29624): such a task runs in a process of its own (_bound_run).
         opts = dict(num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False,
                     max_calls=0)
         self._job_task = ray.remote(**opts)(_run_job)
