@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -340,6 +341,11 @@ def test_the_throughput_benchmark_runs_on_cpu(tmp_path: Path) -> None:
         assert p["gpu_busy_share"] is None and p["timed"] == 0  # no timing on CPU
         assert p["phase_s"]["correctness"] > 0 and p["mean_verdict_wall_s"] > 0
     assert "| cold | local | 1 | 2 | 2 |" in r.stdout and "| warm | local | 1 | 2 | 2 |" in r.stdout
+    # progress as it goes (a GPU step cut by its limit still shows where it was)
+    for name in ("cold", "warm"):
+        assert f"pass {name}: 2 candidates on ['cpu'] (2 jobs per device)" in r.stderr
+        assert re.search(rf"^{name}\s+[\d.]+ s\s+2/2\s+level1/\w+\.py#0\s+correct", r.stderr,
+                         re.M), r.stderr[-2000:]
 
 
 def _bench():

@@ -283,3 +283,23 @@ def test_a_reused_worker_bound_to_another_gpu_runs_the_task_in_its_own_process(
               device="cpu", timing=False)
     got = _ray._apart(functools.partial(_ray._job_here, job.to_dict()))
     assert got["status"] == "correct", got.get("reason")
+
+
+@pytest.mark.slow
+def test_the_throughput_benchmark_runs_on_ray_on_cpu(tmp_path: Path) -> None:
+    """bench/throughput.py on a local Ray instance it starts (CPU, interpreter): both passes
+    verify the mix, tasks share the logical GPU as --jobs-per-device says, progress is printed
+    per verdict, and the JSON is written after each pass."""
+    out = tmp_path / "t.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu",
+                        "--limit", "2", "--executor", "ray", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["executor"] == "ray" and res["jobs_per_device"] == 2
+    for name in ("cold", "warm"):
+        p = res["passes"][name]
+        assert p["statuses"] == {"correct": 2}, p["not_verified"]
+        assert f"pass {name}: 2 candidates on ['cpu'] (2 jobs per device)" in r.stderr
+    assert "| warm | ray | 1 | 2 | 2 |" in r.stdout
