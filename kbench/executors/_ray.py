@@ -194,6 +194,25 @@ def _note(assigned: str) -> None:
         _BOUND = assigned
 
 
+def _apart_child(src: str, out: str) -> None:
+    """In the fresh process of :func:`_apart`: run the pickled call in ``src``, write
+    ``(True, value)`` or ``(False, exception)`` to ``out``."""
+    import ray.cloudpickle as cloudpickle
+
+    call = cloudpickle.loads(Path(src).read_bytes())
+    try:
+        got: tuple[bool, Any] = (True, call())
+    except BaseException as e:  # noqa: BLE001 - it travels back to the task
+        got = (False, e)
+    try:
+        data = cloudpickle.dumps(got)
+    except Exception as e:  # noqa: BLE001 - an unpicklable value or exception, said in words
+        why = f"{type(got[1]).__name__}: {got[1]}" if not got[0] else \
+            f"its value cannot be pickled: {e}"
+        data = cloudpickle.dumps((False, RuntimeError(why)))
+    Path(out).write_bytes(data)
+
+
 def _apart(call: Callable[[], T]) -> T:
     """``call()`` in a fresh process of this worker's environment (so it sees the GPU this
     task was given): its value, or its exception raised here. Slower by the imports."""
@@ -202,16 +221,10 @@ def _apart(call: Callable[[], T]) -> T:
 
     import ray.cloudpickle as cloudpickle
 
-    code = ("import sys\nfrom pathlib import Path\nimport ray.cloudpickle as cp\n"
-            "call = cp.loads(Path(sys.argv[1]).read_bytes())\n"
-            "try:\n    got = (True, call())\nexcept BaseException as e:\n    got = (False, e)\n"
-            "try:\n    data = cp.dumps(got)\nexcept Exception as e:\n"
-            "    data = cp.dumps((False, RuntimeError(f'{type(got[1]).__name__}: {got[1]}'"
-            " if not got[0] else f'its value cannot be pickled: {e}')))\n"
-            "Path(sys.argv[2]).write_bytes(data)\n")
     with tempfile.TemporaryDirectory(prefix="kbench-ray-apart-") as d:
         src, out = Path(d) / "call.pkl", Path(d) / "got.pkl"
         src.write_bytes(cloudpickle.dumps(call))
+        code = "import sys; from kbench.executors._ray import _apart_child; _apart_child(*sys.argv[1:])"
         r = subprocess.run([sys.executable, "-c", code, str(src), str(out)],
                            capture_output=True, text=True, env=dict(os.environ))
         if not out.exists():
