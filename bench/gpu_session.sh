@@ -174,7 +174,7 @@ if [ "$cmd" = start ]; then
           --store $LOG/tune.db > $LOG/tune.log 2>&1;") \
           python3 bench/tune_vs_grid.py --examples --trials ${TUNE_TRIALS:-20} --store $LOG/tune.db \
           > $LOG/tune_examples.log 2>&1";;
-      load) echo "python3 bench/load_test.py --candidates 200 --device cuda --kill-after 120 --cuda 8 --logs $LOG/load \
+      load) echo "python3 bench/load_test.py --candidates 200 --device cuda --kill-after 90 --cuda 8 --logs $LOG/load --store $LOG/load.db \
           --json $LOG/load.json > $LOG/load.log 2>&1";;
       throughput) echo "python3 bench/throughput.py --gpus 1 --executor local \
           --out $LOG/throughput.json > $LOG/throughput.log 2>&1";;

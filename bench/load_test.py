@@ -23,11 +23,13 @@ goes to ``run1.log`` and ``resume.log`` under ``--logs``. ``--cuda N`` caps the 
 candidates (each is a build of its own; an honest Triton one takes the place of the rest).
 
 Each reply carries a unique tag comment, so none is a textual duplicate of another. The run
-is SIGKILLed once ``--kill-after`` seconds have passed (or once a third of the verdicts are
-stored), then ``kbench run --resume`` finishes it. Checks: every sample of every problem has
+is SIGKILLed ``--kill-after`` seconds after its first verdict is stored (the problems'
+baselines come first, minutes on a GPU) or once a third of the verdicts are stored, then
+``kbench run --resume`` finishes it. Checks: every sample of every problem has
 exactly one candidate with a verdict, no verdict is stored twice for a candidate, and every
 kind ended as expected (honest ``correct``, the others anything but ``correct``). Prints a
-table of kinds x statuses and the wall times; writes JSON with ``--json``. Exit 0 only if
+table of kinds x statuses, each kind's verification wall times (median, largest, sum) and
+the phases that took most of them, and the runs' wall times; writes JSON with ``--json``. Exit 0 only if
 every check holds.
 """
 
@@ -182,7 +184,8 @@ def main() -> int:
     ap.add_argument("--candidates", type=int, default=200)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--kill-after", type=float, default=60.0,
-                    help="SIGKILL the run after this many seconds (or a third of the verdicts)")
+                    help="SIGKILL the run this many seconds after its first verdict is stored "
+                    "(or once a third are)")
     ap.add_argument("--store", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--name", default="load-test")
@@ -227,14 +230,17 @@ def main() -> int:
     with (logs / "run1.log").open("w") as log1:
         first = subprocess.Popen(cmd, env=env, stdout=log1, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-        killed_at, verdicts_at_kill = None, 0
+        killed_at, verdicts_at_kill, first_at = None, 0, None
         last = [t0]
         while first.poll() is None:
             # often enough to catch the run midway: on CPU 14 verdicts once came within 2 s
             time.sleep(0.25)
             n = stored_now()
             progress("first run", n, last)
-            if time.monotonic() - t0 >= args.kill_after or n >= len(kind_of) / 3:
+            if n and first_at is None:
+                first_at = time.monotonic()  # the baselines (minutes on a GPU) are done
+            if (first_at is not None and time.monotonic() - first_at >= args.kill_after) \
+                    or n >= len(kind_of) / 3:
                 os.killpg(first.pid, signal.SIGKILL)  # the orchestrator and its children
                 first.wait()
                 killed_at, verdicts_at_kill = time.monotonic() - t0, n
@@ -257,6 +263,8 @@ def main() -> int:
     problems_ok: list[str] = []
     table: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     seen: dict[tuple[str, str], int] = {}
+    walls: dict[str, list[float]] = collections.defaultdict(list)  # verification wall s
+    phases: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for cid, (p, source, v) in cands.items():  # type: ignore[union-attr]
         m = re.match(r"# load-test (\w+) (\d+)", source)
         if not m:
@@ -269,6 +277,10 @@ def main() -> int:
         seen[key] = cid
         status = v["status"] if v else "no verdict"
         table[m.group(1)][status] += 1
+        if v and v.get("wall_s"):
+            walls[m.group(1)].append(float(v["wall_s"]))
+            for ph, sec in (v.get("phases") or {}).items():
+                phases[m.group(1)][ph] += float(sec)
         if v is None:
             problems_ok.append(f"candidate {cid} ({m.group(1)}): no verdict stored")
         elif (m.group(1) in HONEST) != (status == "correct") and not (
@@ -284,6 +296,17 @@ def main() -> int:
     print(f"{'kind':14s} " + " ".join(f"{s:>14s}" for s in statuses))
     for kind in sorted(table):
         print(f"{kind:14s} " + " ".join(f"{table[kind][s]:14d}" for s in statuses))
+    # where the verifications' time went, per kind: the slot time each kind held
+    print(f"{'kind':14s} {'verdicts':>8s} {'median s':>9s} {'max s':>8s} {'sum s':>8s}  "
+          "largest phases (sum s)")
+    wall_rows = {}
+    for kind in sorted(walls):
+        w = sorted(walls[kind])
+        top = phases[kind].most_common(3)
+        wall_rows[kind] = {"n": len(w), "median_s": w[len(w) // 2], "max_s": w[-1],
+                           "sum_s": sum(w), "phases_s": dict(phases[kind])}
+        print(f"{kind:14s} {len(w):8d} {w[len(w) // 2]:9.2f} {w[-1]:8.2f} {sum(w):8.1f}  "
+              + ", ".join(f"{ph} {sec:.1f}" for ph, sec in top))
     print(f"candidates {len(kind_of)}, stored {len(seen)}; killed after "
           f"{killed_at if killed_at is None else round(killed_at, 1)} s with {verdicts_at_kill} "
           f"verdicts stored; resume took {t2 - t1:.1f} s; total {t2 - t0:.1f} s")
@@ -292,7 +315,8 @@ def main() -> int:
     out = {"candidates": len(kind_of), "stored": len(seen), "device": args.device,
            "killed_after_s": killed_at, "verdicts_at_kill": verdicts_at_kill,
            "resume_s": t2 - t1, "total_s": t2 - t0, "run_status": got["status"],
-           "table": {k: dict(v) for k, v in table.items()}, "problems": problems_ok}
+           "table": {k: dict(v) for k, v in table.items()}, "wall": wall_rows,
+           "problems": problems_ok}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0 if not problems_ok else 1

@@ -241,10 +241,18 @@ class Runner:
         self._baselines[spec.key] = asyncio.wrap_future(self.executor.submit(job))
 
     async def _prebuild(self, code: str) -> None:
-        if not (self.device.startswith("cuda") and self.cfg.backend == "cuda") \
-                or self.executor.remote:  # built where it runs (the worker node's cache)
-            return
+        """Build a CUDA candidate's extensions on CPU cores before it takes a GPU slot. Any
+        source that builds (``load_inline``) is one, whatever ``--backend`` the prompt asked
+        for: built inside its verification instead, it held a job slot and the device's
+        shared hold for the whole nvcc build, so no other job could be timed meanwhile (the
+        suspected cause of the 2026-12-07 load test's 24 verdicts in 370 s)."""
+        if not self.device.startswith("cuda") or self.executor.remote:
+            return  # nothing to build for; a remote worker builds where it runs
+        from sandbox.policy import detect_backend
         from sandbox.prebuild import prebuild
+
+        if await asyncio.to_thread(detect_backend, code) != "cuda":
+            return  # a Triton candidate compiles at its first launch; no build slot taken
 
         async with self._builds:
             try:

@@ -27,6 +27,10 @@ def test_a_killed_and_resumed_run_loses_and_repeats_nothing(tmp_path):
     assert t["honest_triton"] == {"correct": 4} and t["incorrect"] == {"incorrect": 2}
     assert t["crash"] == {"runtime_error": 2} and t["oob"] == {"runtime_error": 2}
     assert t["cheat"] == {"rejected": 2} and t["honest_cuda"] == {"unsupported": 2}
+    # each kind's verification time, to say where a slow load test's time went
+    w = d["wall"]["honest_triton"]
+    assert w["n"] == 4 and 0 < w["median_s"] <= w["max_s"] <= w["sum_s"]
+    assert w["phases_s"] and "largest phases" in r.stdout
 
 
 def test_the_cuda_cap_puts_honest_triton_candidates_in_the_rest_of_the_cuda_places(tmp_path):

@@ -339,3 +339,58 @@ def test_a_gpu_run_measures_each_problems_baselines_ahead_and_verifies_after(tmp
         mine = [e for e, k in events if k == key]
         assert mine[:2] == ["baselines start", "baselines end"], events
         assert mine.count("baselines start") == 1 and "verify" in mine[2:], events
+
+
+def test_a_gpu_run_prebuilds_cuda_candidates_whatever_its_backend(tmp_path, monkeypatch):
+    """A CUDA candidate in a run whose prompt asked for Triton (the default backend) is
+    still built on CPU cores before its verification takes a GPU slot; a Triton candidate
+    is not sent to the build pool at all. (On CPU, with the verifier and the build
+    replaced.)"""
+    import asyncio
+    import json
+    import threading
+
+    import sandbox.prebuild
+    import sandbox.verifier
+    from agents import make_provider
+    from kbench import runner as runner_mod
+    from kbench.config import RunConfig
+    from kbench.runner import Runner
+    from sandbox.prebuild import Prebuilt
+    from sandbox.verdict import Status, Verdict
+
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def kind(code: str) -> str:
+        return "cuda" if "load_inline" in code else "triton"
+
+    def prebuild(code, device, **_):
+        with lock:
+            events.append(("prebuild", kind(code)))
+        return Prebuilt("built")
+
+    def verify(spec, code, *, device=None, **_):
+        with lock:
+            events.append(("verify", kind(code)))
+        return Verdict(problem=spec.key, status=Status.CORRECT, device=device, backend="triton",
+                       reason="correct")
+
+    monkeypatch.setattr(sandbox.prebuild, "prebuild", prebuild)
+    monkeypatch.setattr(sandbox.verifier, "measure_baselines", lambda *a, **k: {})
+    monkeypatch.setattr(sandbox.verifier, "verify", verify)
+    monkeypatch.setattr(runner_mod, "device_facts", lambda store, device: {"name": "fake"})
+    replies = tmp_path / "replies.jsonl"
+    with replies.open("w") as fh:
+        for sample, name in enumerate(("relu_cuda", "relu")):
+            code = (EXAMPLES / "level1" / f"{name}.py").read_text()
+            fh.write(json.dumps({"problem": "level1/relu", "sample": sample,
+                                 "response": f"```python\n{code}\n```"}) + "\n")
+    store = Store(str(tmp_path / "kbench.db"))
+    cfg = RunConfig(samples=2)
+    assert cfg.backend != "cuda"
+    runner = Runner(store, make_provider(f"replay:{replies}"), [load("level1/relu")[0]], cfg,
+                    "cuda:0", store.create_run("r"))
+    asyncio.run(runner.run())
+    assert sorted(events) == [("prebuild", "cuda"), ("verify", "cuda"), ("verify", "triton")]
+    assert events.index(("prebuild", "cuda")) < events.index(("verify", "cuda")), events
