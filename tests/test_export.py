@@ -480,12 +480,32 @@ def test_run_without_a_correct_candidate_exports_nothing(tmp_path: Path) -> None
     assert not (tmp_path / "out").exists()
 
 
-def test_bench_marks_speedups_against_the_stored_ones() -> None:
-    from kbench.export._pkg_bench import _vs
+def test_bench_marks_speedups_against_the_stored_ones_within_the_measured_spread() -> None:
+    """ok within this run's spread (the rounds' range over their median) plus the stored
+    one's plus --tol; the allowance is printed beside the mark."""
+    from kbench.export._pkg_bench import _timed_as, _vs
 
-    assert _vs(1.4, 1.3, 0.15).split()[-1] == "ok"
-    assert _vs(2.0, 1.3, 0.15).split()[-1] == "DIFFERS"
-    assert _vs(1.1, None, 0.15).split() == ["1.10x", "-"]  # nothing stored: nothing to judge
+    assert _vs([1.30, 1.31, 1.32], 1.33, 0.0, 0.02).split()[-2:] == ["ok", "4%"]
+    assert _vs([1.30, 1.31, 1.32], 1.40, 0.0, 0.02).split()[-2] == "DIFFERS"
+    # a wider stored spread widens the allowance; so does a wider spread of the rounds
+    assert _vs([1.30, 1.31, 1.32], 1.40, 0.05, 0.02).split()[-2] == "ok"
+    assert _vs([1.20, 1.31, 1.42], 1.40, 0.0, 0.02).split()[-2] == "ok"
+    assert _vs([1.1], None, 0.0, 0.05).split() == ["1.10x", "-"]  # nothing stored: no judging
+    shape = {"timed": {"op": {"calls_per_sample": 1, "rel_iqr": 0.01},
+                       "eager": {"calls_per_sample": 24, "rel_iqr": 0.02}}}
+    assert _timed_as(shape, "op") == (1, 0.01) and _timed_as(shape, "eager") == (24, 0.02)
+    assert _timed_as(shape, "compile") == (None, 0.0) and _timed_as({}, "op") == (None, 0.0)
+
+
+def test_export_stores_how_the_verifier_timed_each_shape() -> None:
+    from kbench.export._write import _how_timed
+
+    shape = {"timing": {"median_ms": 2.0, "iqr_ms": 0.02, "calls_per_sample": 1},
+             "eager": {"median_ms": 0.01, "iqr_ms": 0.001, "calls_per_sample": 24},
+             "compiled": None}
+    assert _how_timed(shape) == {"op": {"calls_per_sample": 1, "rel_iqr": 0.01},
+                                 "eager": {"calls_per_sample": 24, "rel_iqr": 0.1}}
+    assert _how_timed({"timing": None}) == {}  # not timed (a CPU run): nothing stored
 
 
 class _FakeCuda:

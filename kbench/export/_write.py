@@ -244,6 +244,21 @@ def _registration(w: Winner) -> tuple[str, str, str]:
     return "triton_op", "", t.source
 
 
+def _how_timed(shape: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """How the verifier timed one shape, for ``bench.py`` to time it alike and to judge its
+    reading against the stored one: per time (``op``, ``eager``, ``compile``) the calls per
+    sample and the relative spread (IQR / median) of its samples."""
+    out: dict[str, dict[str, float]] = {}
+    for who, key in (("op", "timing"), ("eager", "eager"), ("compile", "compiled")):
+        t = shape.get(key) or {}
+        med, iqr = t.get("median_ms"), t.get("iqr_ms")
+        if not med:
+            continue
+        out[who] = {"calls_per_sample": int(t.get("calls_per_sample") or 1),
+                    "rel_iqr": round(float(iqr or 0.0) / float(med), 6)}
+    return out
+
+
 def render(store: Store, w: Winner, pkg: str, run: str) -> Rendered:
     """The files of one winner. Raises ConfigError with the reason it cannot be exported."""
     mod = module_name(w.problem_key)
@@ -257,6 +272,9 @@ def render(store: Store, w: Winner, pkg: str, run: str) -> Rendered:
                 "speedup_eager": s.get("speedup_eager"),
                 "speedup_compile": s.get("speedup_compile"),
             }
+            how = _how_timed(s)
+            if how:
+                verified[s["name"]]["timed"] = how
         cpu_shapes = spec.cpu_shapes
         cpu_signatures = {n: _signature(spec, dict(p)) for n, p in cpu_shapes.items()}
         # Types and count only: the first small CPU shape's real inputs (any get_inputs runs)
