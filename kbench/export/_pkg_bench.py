@@ -10,8 +10,8 @@ reference:
   a batch of calls queued back to back (no synchronization between them), each call after
   an L2 flush and between its own events, after a warm-up. A batch has as many calls as the
   verifier's sample of the same time had (stored at export; 20 where nothing was stored, or
-  ``--batch``): one call per sample for all but the shortest kernels, whose clocks and
-  power differ from those of a long queue of them. Before each sample the device spins
+  ``--batch``), since a long queue of calls may run at other clocks than single calls
+  after a gap. Before each sample the device spins
   (``torch.cuda._sleep``) for longer than the host needs to launch the batch, so the host's
   launch cost is hidden as kbench's verifier hides it (its ``launch_ms``): the kind of time
   the stored speedups measured (cold L2, device time);
