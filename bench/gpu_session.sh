@@ -13,7 +13,8 @@
 #     and --old-only), GPU_TESTS the tests step's pytest ids, GPU_TEST_WORKERS its xdist workers (default 2), CROSSCHECK_ARGS more arguments of the crosscheck step, EVOLVE_DB the store the export step reads
 #     (default: this session's evolve step's), EXPORT_TESTS=0 / EXPORT_PROFILE=0 skip the exported
 #     package's own tests / bench/export_profile.py (bench.py alone), EXPORT_BENCH_ARGS its
-#     bench.py's arguments (e.g. --ops quant_w8a8_dynamic), EVAL_ARGS the eval step's
+#     bench.py's arguments (e.g. --ops quant_w8a8_dynamic), EXPORT_BENCH_ARGS2 a second
+#     bench.py run's (e.g. --ops kvcache_kv_int8_quant --batch 20), EVAL_ARGS the eval step's
 #     kbench eval arguments (--problem P --candidate FILE)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
@@ -137,7 +138,9 @@ if [ "$cmd" = start ]; then
       export) echo "python3 -m kbench.cli export evolve-demo --store ${EVOLVE_DB:-$LOG/evolve.db} --out $LOG/pkg \
           --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && $([ "${EXPORT_TESTS:-1}" = 0 ] \
           || echo "PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 -m pytest -q --pyargs kbops -p no:cacheprovider;") \
-          PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 bench.py ${EXPORT_BENCH_ARGS:-}) >> $LOG/export.log 2>&1; \
+          PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 bench.py ${EXPORT_BENCH_ARGS:-}; \
+          $([ -z "${EXPORT_BENCH_ARGS2:-}" ] || echo "echo '--- bench.py $EXPORT_BENCH_ARGS2'; \
+          PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 bench.py $EXPORT_BENCH_ARGS2;")) >> $LOG/export.log 2>&1; \
           $([ "${EXPORT_PROFILE:-1}" = 0 ] || echo "python3 bench/export_profile.py $LOG/pkg \
           --calls 100 >> $LOG/export.log 2>&1")";;
       # where a warm child's first checked call goes (cProfile); each example twice, the
