@@ -29,8 +29,8 @@ baselines come first, minutes on a GPU) or once a third of the verdicts are stor
 exactly one candidate with a verdict, no verdict is stored twice for a candidate, and every
 kind ended as expected (honest ``correct``, the others anything but ``correct``). Prints a
 table of kinds x statuses, each kind's verification wall times (median, largest, sum) and
-the phases that took most of them, and the runs' wall times; writes JSON with ``--json``. Exit 0 only if
-every check holds.
+the phases that took most of them, and the runs' wall times; writes JSON with ``--json``.
+Exit 0 only if every check holds.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -301,11 +302,11 @@ def main() -> int:
           "largest phases (sum s)")
     wall_rows = {}
     for kind in sorted(walls):
-        w = sorted(walls[kind])
+        w = walls[kind]
         top = phases[kind].most_common(3)
-        wall_rows[kind] = {"n": len(w), "median_s": w[len(w) // 2], "max_s": w[-1],
+        wall_rows[kind] = {"n": len(w), "median_s": statistics.median(w), "max_s": max(w),
                            "sum_s": sum(w), "phases_s": dict(phases[kind])}
-        print(f"{kind:14s} {len(w):8d} {w[len(w) // 2]:9.2f} {w[-1]:8.2f} {sum(w):8.1f}  "
+        print(f"{kind:14s} {len(w):8d} {statistics.median(w):9.2f} {max(w):8.2f} {sum(w):8.1f}  "
               + ", ".join(f"{ph} {sec:.1f}" for ph, sec in top))
     print(f"candidates {len(kind_of)}, stored {len(seen)}; killed after "
           f"{killed_at if killed_at is None else round(killed_at, 1)} s with {verdicts_at_kill} "
