@@ -81,7 +81,8 @@ def prebuild(source: str, device: str, *, isolation: Backend | None = None,
         return Prebuilt("skipped", "the same source is being built or verified now")
     try:
         (work / "candidate.py").write_text(source)
-        restored = jc.restore(work)
+        if jc.restore(work):  # built before: ninja would find nothing to do
+            return Prebuilt("cached", "", time.monotonic() - t0)
         (work / "job.json").write_text(json.dumps({
             "mode": "build", "device": "cpu", "candidate": "candidate.py", "arch": arch,
             "cpu_seconds": int(timeout_s)}))
@@ -101,10 +102,9 @@ def prebuild(source: str, device: str, *, isolation: Backend | None = None,
             child.finish()
         if reason:
             log.info("prebuild: the candidate's import stopped without a GPU: %s", reason)
-        saved = jc.save(work)
-        state = "built" if saved else ("cached" if restored else "skipped")
-        return Prebuilt(state, "" if saved or restored else (reason or "nothing was built"),
-                        time.monotonic() - t0)
+        if jc.save(work):
+            return Prebuilt("built", "", time.monotonic() - t0)
+        return Prebuilt("skipped", reason or "nothing was built", time.monotonic() - t0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         jc.release()

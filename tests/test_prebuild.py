@@ -67,6 +67,13 @@ _CPP = textwrap.dedent('''
 ''')
 
 
+class _NoChild:
+    """An isolation backend that fails the test if a child is started."""
+
+    def start(self, *args, **kwargs):
+        raise AssertionError("prebuild started a child for a build the cache holds")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ninja") is None or shutil.which("c++") is None,
                     reason="torch's JIT build needs ninja and a C++ compiler on PATH")
@@ -80,6 +87,7 @@ def test_a_build_is_made_once_then_found_in_the_cache(cache, monkeypatch):
     entries = [p for p in (cache / "builds").iterdir() if p.is_dir() and len(p.name) == 64]
     assert len(entries) == 1
     assert any(f.suffix == ".so" for f in entries[0].rglob("*")), "the library was kept"
-    second = prebuild(_CPP, "cuda:0", static_policy=False)
-    # "cached": restored, and no file of the build changed (a rebuild rewrites the library)
+    # "cached": the entry restored, and no child started to import the candidate again (a
+    # run asks once per candidate, a Ray task once per verification)
+    second = prebuild(_CPP, "cuda:0", static_policy=False, isolation=_NoChild())
     assert second.state == "cached", second

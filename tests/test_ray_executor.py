@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,46 @@ def test_a_reused_worker_bound_to_another_gpu_runs_the_task_in_its_own_process(
               device="cpu", timing=False)
     got = _ray._apart(functools.partial(_ray._job_here, job.to_dict()))
     assert got["status"] == "correct", got.get("reason")
+
+
+def test_a_gpu_task_builds_its_candidate_before_the_verification_holds_the_device(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task on a GPU worker builds a CUDA candidate's extensions (sandbox.prebuild: no GPU,
+    no device hold) before run_job verifies it, with the job's own isolation and policy
+    switch; a CPU task builds nothing. Built inside the verification, nvcc held the device's
+    shared hold and the task sharing the GPU could not be timed meanwhile."""
+    import sandbox.job
+    import sandbox.prebuild
+    from kbench.executors import _ray
+    from sandbox.job import Candidate, Job
+    from sandbox.problem import load_file
+    from sandbox.verdict import Status, Verdict
+
+    calls: list[tuple[str, ...]] = []
+
+    def prebuild(source: str, device: str, **kw: object) -> sandbox.prebuild.Prebuilt:
+        calls.append(("prebuild", device, source, repr(kw.get("static_policy")),
+                      type(kw.get("isolation")).__name__))
+        return sandbox.prebuild.Prebuilt("built")
+
+    def run_job(job: Job, cache: object) -> Verdict:
+        calls.append(("verify", job.device))
+        return Verdict(problem="relu", status=Status.CORRECT, reason="", device=job.device or "",
+                       backend=job.candidate.backend)
+
+    monkeypatch.setattr(sandbox.prebuild, "prebuild", prebuild)
+    monkeypatch.setattr(sandbox.job, "run_job", run_job)
+    monkeypatch.setattr(_ray, "_node_cache", lambda: None)
+    spec = load_file(str(RELU))
+    source = (ROOT / "kbench" / "examples" / "level1" / "relu_cuda.py").read_text()
+    job = Job(str(RELU), spec.source_hash, Candidate(source, "cuda"), device="cuda",
+              static_policy=False, isolation="subprocess")
+    assert _ray._job_here(job.to_dict())["status"] == "correct"
+    assert calls == [("prebuild", "cuda:0", source, "False", "SubprocessBackend"),
+                     ("verify", "cuda:0")]
+    calls.clear()
+    _ray._job_here(replace(job, device="cpu").to_dict())
+    assert calls == [("verify", "cpu")]
 
 
 @pytest.mark.slow
