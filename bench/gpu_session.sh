@@ -14,7 +14,8 @@
 #     (default: this session's evolve step's), EXPORT_TESTS=0 / EXPORT_PROFILE=0 skip the exported
 #     package's own tests / bench/export_profile.py (bench.py alone), EXPORT_BENCH_ARGS its
 #     bench.py's arguments (e.g. --ops quant_w8a8_dynamic), EXPORT_BENCH_ARGS2 a second
-#     bench.py run's (e.g. --ops kvcache_kv_int8_quant --batch 20), EVAL_ARGS the eval step's
+#     bench.py run's (e.g. --ops kvcache_kv_int8_quant --batch 20), EXPORT_GAP an op whose
+#     device time bench/export_gap.py then takes apart (e.g. kvcache_kv_int8_quant), EVAL_ARGS the eval step's
 #     kbench eval arguments (--problem P --candidate FILE)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
@@ -142,7 +143,9 @@ if [ "$cmd" = start ]; then
           $([ -z "${EXPORT_BENCH_ARGS2:-}" ] || echo "echo '--- bench.py $EXPORT_BENCH_ARGS2'; \
           PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 bench.py $EXPORT_BENCH_ARGS2;")) >> $LOG/export.log 2>&1; \
           $([ "${EXPORT_PROFILE:-1}" = 0 ] || echo "python3 bench/export_profile.py $LOG/pkg \
-          --calls 100 >> $LOG/export.log 2>&1")";;
+          --calls 100 >> $LOG/export.log 2>&1;") \
+          $([ -z "${EXPORT_GAP:-}" ] || echo "echo '--- export_gap.py --op $EXPORT_GAP' >> $LOG/export.log; \
+          python3 bench/export_gap.py $LOG/pkg --op $EXPORT_GAP >> $LOG/export.log 2>&1")";;
       # where a warm child's first checked call goes (cProfile); each example twice, the
       # second run's Triton builds from the cache as a re-verification's are
       firstcall) echo "for p in level1/relu level1/softmax; do for i in 1 2; do \

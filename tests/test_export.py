@@ -598,3 +598,32 @@ def test_bench_refuses_an_unknown_op_in_one_line_before_it_needs_a_gpu(
     r = subprocess.run([sys.executable, "bench.py", "--ops", "level1_softmax"], cwd=pkg,
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr, r.stderr  # past the filter
+
+
+def test_the_gap_benchmark_undoes_the_exports_launch_rewrite_exactly() -> None:
+    """bench/export_gap.py times the exported kernel module with its launches as the
+    candidate wrote them: undoing the export's ``wrap_triton`` rewrite gives back the
+    shipped Triton examples' own syntax trees."""
+    import ast
+    import importlib.resources
+    import importlib.util
+
+    from kbench.export._trace import WRAP, rewrite_launches
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "export_gap.py"
+    spec = importlib.util.spec_from_file_location("export_gap", path)
+    gap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gap)
+    assert gap.WRAP == WRAP
+    root = importlib.resources.files("kbench").joinpath("examples")
+    checked = 0
+    for example in ("level1/relu.py", "level1/softmax.py", "level1/matmul.py",
+                    "kvcache/kv_int8_quant.py", "attention/gqa_causal_prefill.py"):
+        src = root.joinpath(example).read_text()
+        traced = rewrite_launches(src)
+        assert traced.source is not None and traced.launches > 0, example
+        raw = gap.raw_source(traced.source)
+        assert WRAP not in raw
+        assert ast.dump(ast.parse(raw)) == ast.dump(ast.parse(src)), example
+        checked += 1
+    assert checked == 5

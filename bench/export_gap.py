@@ -1,0 +1,233 @@
+"""Where an exported op's device time parts from the verifier's, on a CUDA GPU (issue 11).
+
+    python bench/export_gap.py PKG_DIR --op NAME [--shapes main,odd] [--reps 50]
+                               [--rounds 3] [--no-eval]
+
+The exported ``bench.py`` timed kv_int8_quant's op 8-12 % slower than kbench's verifier had,
+in three sessions, also at the verifier's calls per sample, while both runs' eager and
+compiled references agreed (docs/benchmarks.md §15-§17). This script times one op of an
+exported package in one process with ``bench.py``'s own ``_device_ms`` (one call per sample,
+L2 flushed before each, the launch hidden behind a device spin), in ``--rounds`` interleaved
+rounds, launched several ways:
+
+- ``raw``: the kernel module as the verifier ran it (the export's ``wrap_triton`` undone);
+- ``wrap``: the exported kernel module's ``ModelNew`` (its launches through ``wrap_triton``);
+- ``op``: the registered op, as ``bench.py`` calls it;
+- ``raw pool+K``: ``raw`` on a copy of the inputs placed K bytes into a 1 GiB buffer (another
+  placement than an allocation of their own);
+- ``raw device-drawn``: ``raw`` on inputs of the same shape drawn on the device
+  (``torch.randn``/``rand``, as floating inputs of the reference are);
+- ``compile``: the reference under ``torch.compile``;
+
+each after ``bench.py``'s flush (zeroing a buffer larger than L2: its lines stay dirty and
+are written back during the timed call) and after a read-only flush (clean lines). Unless
+``--no-eval``, ``kbench eval`` of the raw kernel source on the op's problem comes first: the
+verifier's times on this machine, in the same hour. It prints one table per shape (ms, and
+each against the verifier's op time) and the launch options of the compiled binaries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+WRAP = "_kbench_wrap_triton"  # kbench.export._trace.WRAP, as the export writes it
+
+
+def _package(pkg_dir: Path) -> str:
+    found = [p.parent.name for p in pkg_dir.glob("*/_runtime.py")]
+    if len(found) != 1:
+        raise SystemExit(f"{pkg_dir}: expected one package with a _runtime.py, found {found}")
+    return found[0]
+
+
+def raw_source(kernel_source: str) -> str:
+    """The exported kernel module with its launches as the candidate wrote them."""
+    src = re.sub(rf"^from torch\.library import wrap_triton as {WRAP}.*$", "", kernel_source,
+                 flags=re.M)
+    return src.replace(f"{WRAP}(", "(")
+
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _eval(problem: str, source: str, work: Path) -> dict[str, dict[str, float]]:
+    """``kbench eval`` of ``source``: per shape the verifier's op, eager, compiled medians."""
+    cand = work / "raw_candidate.py"
+    cand.write_text(source)
+    r = subprocess.run([sys.executable, "-m", "kbench.cli", "eval", "-p", problem, "-c",
+                        str(cand), "--json", "--store", str(work / "eval.db")],
+                       capture_output=True, text=True, timeout=900)
+    try:
+        v = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        print(f"kbench eval gave no verdict (exit {r.returncode}): "
+              f"{(r.stderr.strip().splitlines() or [''])[-1][:300]}", file=sys.stderr)
+        return {}
+    print(f"kbench eval: {v.get('status')} {v.get('reason') or ''}".rstrip())
+    out = {}
+    for s in v.get("shapes", []):
+        out[s["name"]] = {k: (s.get(src) or {}).get("median_ms")
+                          for k, src in (("op", "timing"), ("eager", "eager"),
+                                         ("compile", "compiled"))}
+    return out
+
+
+def _placed(inputs: list[Any], buf: Any, offset: int) -> list[Any] | None:
+    """Copies of the tensor inputs inside ``buf`` (uint8), the first at ``offset`` bytes
+    (None where they do not fit)."""
+    out, at = [], offset
+    for x in inputs:
+        if not hasattr(x, "untyped_storage"):
+            out.append(x)
+            continue
+        n = x.numel() * x.element_size()
+        at = -(-at // x.element_size()) * x.element_size()
+        if at + n > buf.numel():
+            return None
+        view = buf[at:at + n].view(x.dtype).view(x.shape)
+        view.copy_(x)
+        out.append(view)
+        at = -(-(at + n) // 256) * 256
+    return out
+
+
+def _drawn(inputs: list[Any]) -> list[Any]:
+    import torch
+
+    return [torch.randn_like(x) if hasattr(x, "is_floating_point") and x.is_floating_point()
+            else x for x in inputs]
+
+
+def _binaries(mod: Any) -> list[str]:
+    """The launch options of each compiled Triton binary of ``mod``'s kernels."""
+    try:
+        from triton.runtime.jit import JITFunction
+    except ImportError:
+        return []
+    rows = []
+    for name, k in vars(mod).items():
+        if not isinstance(k, JITFunction):
+            continue
+        for dev, caches in getattr(k, "device_caches", {}).items():
+            for ck in (caches[0] if isinstance(caches, tuple) else caches).values():
+                md = ck.metadata
+                opts = {a: getattr(md, a, None) for a in ("num_warps", "num_stages", "num_ctas")}
+                rows.append(f"{name} on {dev}: {opts}, registers {getattr(ck, 'n_regs', '?')}, "
+                            f"spills {getattr(ck, 'n_spills', '?')}")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("pkg", type=Path, help="the exported package's folder (with bench.py)")
+    ap.add_argument("--op", required=True, help="the op's name, e.g. kvcache_kv_int8_quant")
+    ap.add_argument("--shapes", default="", help="comma-separated shapes (default: the timed)")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-eval", dest="eval", action="store_false")
+    args = ap.parse_args()
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("export_gap.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    pkg_dir = args.pkg.resolve()
+    name = _package(pkg_dir)
+    sys.path.insert(0, str(pkg_dir))
+    B = _load(f"{name}_bench", pkg_dir / "bench.py")
+    rt = importlib.import_module(f"{name}._runtime")
+    spec = importlib.import_module(f"{name}.{args.op}").SPEC
+    kpath = pkg_dir / name / "_kernels" / f"{args.op}.py"
+    wrapped_mod = importlib.import_module(f"{name}._kernels.{args.op}")
+    work = Path(tempfile.mkdtemp(prefix="kbench-export-gap-"))
+    (work / "raw_kernel.py").write_text(raw_source(kpath.read_text()))
+    raw_mod = _load("export_gap_raw", work / "raw_kernel.py")
+    verifier = _eval(spec.problem, (work / "raw_kernel.py").read_text(), work) \
+        if args.eval else {}
+
+    op = getattr(getattr(torch.ops, name), spec.name)
+    cycles = B._sleep_cycles_per_ms()
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)
+    size = max(256 << 20, 2 * l2)
+    zero_flush = torch.empty(size, dtype=torch.int8, device="cuda")
+
+    class ReadFlush:  # bench.py's _device_ms calls flush.zero_(); this one only reads
+        buf = torch.ones(size // 4, dtype=torch.float32, device="cuda")
+        out = torch.empty((), device="cuda")
+
+        def zero_(self) -> None:
+            torch.sum(self.buf, out=self.out)
+
+    flushes = {"zeroing": zero_flush, "read-only": ReadFlush()}
+    pool = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    wanted = {s.strip() for s in args.shapes.split(",") if s.strip()}
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
+          f"(ms per call, median of {args.rounds} interleaved rounds of {args.reps} samples, "
+          "1 call per sample, L2 flushed before each, launch hidden)")
+    with torch.no_grad():
+        for shape_name, shape in spec.verified.items():
+            if wanted and shape_name not in wanted:
+                continue
+            if not wanted and not shape.get("speedup_eager"):
+                continue
+            inputs = rt.inputs_at(spec, shape["params"], 0, "cuda")
+            dev = torch.device("cuda")
+            raw = rt._build(raw_mod.ModelNew, spec, shape["params"], dev)
+            wrapped = rt._build(wrapped_mod.ModelNew, spec, shape["params"], dev)
+            ref = rt.reference_model(spec, "cuda", shape["params"])
+            call = (*inputs, rt.state(spec, inputs)) if spec.takes_state else tuple(inputs)
+            torch._dynamo.reset()
+            cref = torch.compile(ref)
+            fns = {"raw": lambda: raw(*inputs), "wrap": lambda: wrapped(*inputs),  # noqa: B023
+                   "op": lambda: op(*call)}  # noqa: B023
+            for off in (0, (2 << 20) + 256, 512 << 20):
+                placed = _placed(inputs, pool, off)
+                if placed is not None:
+                    fns[f"raw pool+{off}"] = lambda p=placed: raw(*p)  # noqa: B023
+            drawn = _drawn(inputs)
+            fns["raw device-drawn"] = lambda: raw(*drawn)  # noqa: B023
+            fns["compile"] = lambda: cref(*inputs)  # noqa: B023
+            host = {w: B._host_ms(f, 5, 1) for w, f in fns.items()}  # warm-up, compile
+            times: dict[tuple[str, str], list[float]] = {(w, fl): [] for w in fns
+                                                         for fl in flushes}
+            for _ in range(max(1, args.rounds)):
+                for w, f in fns.items():
+                    for fl, buf in flushes.items():
+                        times[(w, fl)].append(
+                            B._device_ms(f, args.reps, 1, host[w], cycles, flush=buf))
+            ver = verifier.get(shape_name, {})
+            print(f"\n--- {spec.qualname} {shape_name} {shape['params']}")
+            if ver:
+                print("verifier (kbench eval, same machine): " + ", ".join(
+                    f"{k} {v:.4f} ms" for k, v in ver.items() if v))
+            print(f"{'launched as':22} {'flush':10} {'median ms':>10} {'rounds':>26}"
+                  f" {'/ verifier op':>14}")
+            for (w, fl), v in times.items():
+                med = statistics.median(v)
+                rel = f"{med / ver['op']:.3f}" if ver.get("op") else "-"
+                print(f"{w:22} {fl:10} {med:10.4f} {' '.join(f'{x:.4f}' for x in v):>26}"
+                      f" {rel:>14}")
+    for label, mod in (("raw", raw_mod), ("wrap", wrapped_mod)):
+        for row in _binaries(mod):
+            print(f"{label} binary: {row}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
