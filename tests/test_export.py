@@ -497,14 +497,28 @@ def test_bench_marks_speedups_against_the_stored_ones_within_the_measured_spread
     assert _timed_as(shape, "compile") == (None, 0.0) and _timed_as({}, "op") == (None, 0.0)
 
 
+def test_bench_says_which_time_moved_when_a_speedup_differs() -> None:
+    """Each time against the verifier's stored median, so a DIFFERS row says whether the op
+    or a baseline moved; times with no stored median are left out."""
+    from kbench.export._pkg_bench import _moved
+
+    shape = {"timed": {"op": {"median_ms": 0.1921}, "eager": {"median_ms": 2.6122}}}
+    got = _moved(shape, {"op": [0.2170, 0.2173, 0.2180], "eager": [2.62, 2.6228, 2.63],
+                         "compile": [0.141]})
+    assert got == ("op 0.2173 ms, verifier 0.1921 (+13.1 %); "
+                   "eager 2.6228 ms, verifier 2.6122 (+0.4 %)"), got
+    assert _moved({}, {"op": [1.0]}) == ""
+
+
 def test_export_stores_how_the_verifier_timed_each_shape() -> None:
     from kbench.export._write import _how_timed
 
     shape = {"timing": {"median_ms": 2.0, "iqr_ms": 0.02, "calls_per_sample": 1},
              "eager": {"median_ms": 0.01, "iqr_ms": 0.001, "calls_per_sample": 24},
              "compiled": None}
-    assert _how_timed(shape) == {"op": {"calls_per_sample": 1, "rel_iqr": 0.01},
-                                 "eager": {"calls_per_sample": 24, "rel_iqr": 0.1}}
+    assert _how_timed(shape) == {
+        "op": {"calls_per_sample": 1, "rel_iqr": 0.01, "median_ms": 2.0},
+        "eager": {"calls_per_sample": 24, "rel_iqr": 0.1, "median_ms": 0.01}}
     assert _how_timed({"timing": None}) == {}  # not timed (a CPU run): nothing stored
 
 

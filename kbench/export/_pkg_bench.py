@@ -26,8 +26,10 @@ when the two are within the measured spread: this run's (the rounds' range over 
 median) plus the stored one's (the op's and the baseline's IQR over median, as the verifier
 measured them) plus ``--tol`` (default 0.05, for what neither run's own spread shows: two
 processes, two input placements, a later hour; one candidate verified 5 times spread 3.3 %
-in docs/benchmarks.md §2), else ``DIFFERS``. The allowance is printed beside the mark. A
-triton op is timed as called, with its model's state.
+in docs/benchmarks.md §2), else ``DIFFERS``. The allowance is printed beside the mark; a
+row that differs is followed by each time against the verifier's median of it (stored at
+export), which says whether the op or a baseline moved. A triton op is timed as called,
+with its model's state.
 """
 
 from __future__ import annotations
@@ -113,6 +115,19 @@ def _timed_as(shape: dict, who: str) -> tuple[int | None, float]:
     (``op``, ``eager`` or ``compile``), where the export stored them."""
     t = (shape.get("timed") or {}).get(who) or {}
     return t.get("calls_per_sample"), float(t.get("rel_iqr") or 0.0)
+
+
+def _moved(shape: dict, times: dict[str, list[float]]) -> str:
+    """Each time of a shape against the verifier's median of it (stored at export), so that
+    a speedup that differs says whether the op or a baseline moved. Absolute times of two
+    processes: a pointer for the reader, not a verdict."""
+    parts = []
+    for who, now in times.items():
+        then = ((shape.get("timed") or {}).get(who) or {}).get("median_ms")
+        if then:
+            med = statistics.median(now)
+            parts.append(f"{who} {med:.4f} ms, verifier {then:.4f} ({100 * (med / then - 1):+.1f} %)")
+    return "; ".join(parts)
 
 
 def main() -> int:
@@ -203,6 +218,10 @@ def main() -> int:
                 t_op, t_ref = statistics.median(times["op"]), statistics.median(times["eager"])
                 print(f"{spec.qualname:32} {name:24} {t_op:9.4f} {t_ref:9.4f} " + " ".join(cols)
                       + f"  {host['op']:8.4f} {host['eager']:8.4f}")
+                if any("DIFFERS" in c for c in cols):
+                    moved = _moved(shape, times)
+                    if moved:
+                        print(f"{'':32} {'':24} which time moved: {moved}")
     return 0
 
 

@@ -247,7 +247,8 @@ def _registration(w: Winner) -> tuple[str, str, str]:
 def _how_timed(shape: dict[str, Any]) -> dict[str, dict[str, float]]:
     """How the verifier timed one shape, for ``bench.py`` to time it alike and to judge its
     reading against the stored one: per time (``op``, ``eager``, ``compile``) the calls per
-    sample and the relative spread (IQR / median) of its samples."""
+    sample, the relative spread (IQR / median) of its samples and their median (for
+    ``bench.py`` to say which time moved when a speedup differs)."""
     out: dict[str, dict[str, float]] = {}
     for who, key in (("op", "timing"), ("eager", "eager"), ("compile", "compiled")):
         t = shape.get(key) or {}
@@ -255,7 +256,8 @@ def _how_timed(shape: dict[str, Any]) -> dict[str, dict[str, float]]:
         if not med:
             continue
         out[who] = {"calls_per_sample": int(t.get("calls_per_sample") or 1),
-                    "rel_iqr": round(float(iqr or 0.0) / float(med), 6)}
+                    "rel_iqr": round(float(iqr or 0.0) / float(med), 6),
+                    "median_ms": round(float(med), 6)}
     return out
 
 
