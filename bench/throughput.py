@@ -12,7 +12,8 @@ candidates are. On a CPU device the CUDA candidates are left out (they cannot ru
 Each pass verifies the whole mix as a run does: per problem its baselines ahead of time on
 the executor, CUDA candidates prebuilt in a CPU pool (``sandbox.prebuild``; ``--build-slots``,
 by default a quarter of the cores as in the Runner) — both only for an in-process executor;
-a remote one (Ray) builds and measures them in its tasks, as in a run — then every candidate
+a remote one (Ray) measures baselines in its GPU tasks and builds CUDA candidates in tasks
+that hold no GPU, as in a run — then every candidate
 a job on the executor (``Executor.submit_job`` where the executor has it, else a job calling
 ``sandbox.job.run_job``), all submitted at once. Passes:
 

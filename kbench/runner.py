@@ -247,7 +247,7 @@ class Runner:
         shared hold for the whole nvcc build, so no other job could be timed meanwhile (the
         suspected cause of the 2026-12-07 load test's 24 verdicts in 370 s)."""
         if not self.device.startswith("cuda") or self.executor.remote:
-            return  # nothing to build for; a remote worker builds where it runs
+            return  # nothing to build for; a remote executor builds in tasks of its own
         from sandbox.policy import detect_backend
         from sandbox.prebuild import prebuild
 

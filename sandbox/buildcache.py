@@ -115,12 +115,17 @@ def _device_facts(device: str) -> dict[str, Any]:
     return facts
 
 
-def toolchain(device: str) -> dict[str, Any]:
-    """Everything besides the source that a build's output depends on."""
+def toolchain(device: str, capability: str | None = None) -> dict[str, Any]:
+    """Everything besides the source that a build's output depends on. ``capability``: the
+    target GPU's CUDA capability (``"9.0"``) where this process cannot see it (a build on
+    CPU cores for a GPU of the same machine), else the visible device's."""
+    facts = _device_facts(device)
+    if capability and device.startswith("cuda"):
+        facts = {**facts, "capability": capability}
     return {
         "format": _FORMAT,
         "kind": "cuda" if device.startswith("cuda") else "cpu",
-        **_device_facts(device),
+        **facts,
         **_compilers(),
         "arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST"),
         "cc": os.environ.get("CC"), "cxx_env": os.environ.get("CXX"),
@@ -466,9 +471,11 @@ class JobCache:
             self._lock_fd = None
 
 
-def open_job(source: str, backend: str, device: str, *, stable_dir: bool = True
-             ) -> JobCache | None:
-    """The cache for one job of ``source``, or None when the cache is off."""
+def open_job(source: str, backend: str, device: str, *, stable_dir: bool = True,
+             capability: str | None = None) -> JobCache | None:
+    """The cache for one job of ``source``, or None when the cache is off (``capability``:
+    see :func:`toolchain`)."""
     if not enabled():
         return None
-    return JobCache(key(source, backend, toolchain(device)), cache_root(), stable_dir)
+    return JobCache(key(source, backend, toolchain(device, capability)), cache_root(),
+                    stable_dir)

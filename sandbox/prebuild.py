@@ -40,28 +40,32 @@ class Prebuilt:
     wall_s: float = 0.0
 
 
-def target_arch(device: str) -> str | None:
+def target_arch(device: str, capability: str | None = None) -> str | None:
     """The ``TORCH_CUDA_ARCH_LIST`` a build for ``device`` gets: the environment's, else what
-    torch derives from the visible card (its capability, ``+PTX``), so that the flags — and
-    so ninja's view of the build — are the ones the GPU verification will use."""
+    torch derives from the visible card (its capability, ``+PTX``; ``capability`` names it
+    where no card is visible), so that the flags — and so ninja's view of the build — are
+    the ones the GPU verification will use."""
     import os
 
     env = os.environ.get("TORCH_CUDA_ARCH_LIST")
     if env:
         return env
-    cap = buildcache.toolchain(device).get("capability")
+    cap = buildcache.toolchain(device, capability).get("capability")
     return f"{cap}+PTX" if cap else None
 
 
 def prebuild(source: str, device: str, *, isolation: Backend | None = None,
-             timeout_s: float = 900.0, static_policy: bool = True) -> Prebuilt:
+             timeout_s: float = 900.0, static_policy: bool = True,
+             capability: str | None = None) -> Prebuilt:
     """Build ``source``'s CUDA extensions for ``device`` into the build cache, without a GPU.
 
     Skipped for a Triton candidate (it compiles at its first launch, on the GPU), for one the
     static policy refuses, when the cache is off, when the same source is being verified now,
     and when the target's architecture is unknown (no GPU visible here, no
     ``TORCH_CUDA_ARCH_LIST``). ``static_policy=False`` (tests) builds what the policy
-    refuses, as :func:`sandbox.verify`'s option of the same name checks it.
+    refuses, as :func:`sandbox.verify`'s option of the same name checks it. ``capability``:
+    the target GPU's CUDA capability where this process sees no GPU (a Ray task holding
+    none), so that the build lands under the key its verification on that GPU looks up.
     """
     t0 = time.monotonic()
     policy = check_source(source)
@@ -69,10 +73,10 @@ def prebuild(source: str, device: str, *, isolation: Backend | None = None,
         return Prebuilt("skipped", "not a CUDA candidate")
     if not policy.ok and static_policy:
         return Prebuilt("skipped", "refused by the static policy")
-    arch = target_arch(device)
+    arch = target_arch(device, capability)
     if not arch:
         return Prebuilt("skipped", "the target's CUDA architecture is unknown here")
-    jc = buildcache.open_job(source, "cuda", device)
+    jc = buildcache.open_job(source, "cuda", device, capability=capability)
     if jc is None:
         return Prebuilt("skipped", "the build cache is off")
     work = jc.workdir()

@@ -240,6 +240,111 @@ def test_tasks_share_a_gpu_as_jobs_per_device_says(ray_cluster: str) -> None:
         make_executor("ray", devices=["cpu"], jobs_per_device=0)
 
 
+def _marker(job: dict) -> Path:
+    """The file a fake task of this job writes (named in the candidate's last line)."""
+    return Path(job["candidate"]["source"].rstrip().splitlines()[-1].removeprefix("# marker "))
+
+
+def _fake_build(job: dict) -> str:
+    """A build task's stand-in: records the resources it holds, returns its node's id."""
+    import ray as ray_
+
+    ctx = ray_.get_runtime_context()
+    if "FAIL" in job["candidate"]["source"]:
+        raise RuntimeError("the build task failed")
+    _marker(job).write_text(json.dumps(ctx.get_assigned_resources()))
+    return str(ctx.get_node_id())
+
+
+def _fake_verify(job: dict) -> dict:
+    """A verification task's stand-in: a correct verdict whose reason says where it ran,
+    what it held and whether its build had been made before it started."""
+    import ray as ray_
+
+    from sandbox.verdict import Status, Verdict
+
+    ctx = ray_.get_runtime_context()
+    seen = {"node": str(ctx.get_node_id()), "gpu": ctx.get_assigned_resources().get("GPU"),
+            "built_before": _marker(job).exists()}
+    return Verdict(problem="relu", status=Status.CORRECT, reason=json.dumps(seen),
+                   device="cuda:0", backend=job["candidate"]["backend"]).to_dict()
+
+
+def test_a_cuda_candidate_is_built_by_a_task_without_a_gpu_then_verified_on_its_node(
+        ray_cluster: str, tmp_path: Path) -> None:
+    """On a CUDA run, a candidate that builds is built first by a task holding a CPU and no
+    GPU share, and its verification (a GPU-share task) starts after it, on the node that
+    built it; a Triton candidate goes straight to verification; a failed build task still
+    leads to the verification (which builds for itself)."""
+    import ray.cloudpickle
+
+    from kbench.executors._ray import RayExecutor
+    from sandbox.job import Candidate, Job
+    from sandbox.problem import load_file
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    spec = load_file(str(RELU))
+    cuda = (ROOT / "kbench" / "examples" / "level1" / "relu_cuda.py").read_text()
+
+    def job(source: str, backend: str, name: str) -> Job:
+        return Job(str(RELU), spec.source_hash,
+                   Candidate(f"{source}\n# marker {tmp_path / name}\n", backend))
+
+    with RayExecutor(devices=["cuda"], address=ray_cluster, jobs_per_device=2) as ex:
+        ex._build_task = ray.remote(num_gpus=0, num_cpus=1, max_retries=0)(_fake_build)
+        ex._job_task = ray.remote(num_gpus=0.5, max_retries=0)(_fake_verify)
+        futs = {"cuda": ex.submit_job(job(cuda, "cuda", "cuda")),
+                "triton": ex.submit_job(job(EXAMPLE.read_text(), "triton", "triton")),
+                "failed": ex.submit_job(job(cuda + "\n# FAIL\n", "cuda", "failed"))}
+        got = {k: f.result(timeout=120) for k, f in futs.items()}
+    assert all(v.status.value == "correct" for v in got.values()), got
+    seen = {k: json.loads(v.reason) for k, v in got.items()}
+    held = json.loads((tmp_path / "cuda").read_text())
+    assert held.get("GPU", 0) == 0 and held.get("CPU") == 1.0, held  # built without a GPU
+    assert seen["cuda"] == {"node": seen["cuda"]["node"], "gpu": 0.5, "built_before": True}
+    assert seen["cuda"]["node"] == ray.get_runtime_context().get_node_id()
+    assert not (tmp_path / "triton").exists() and seen["triton"]["built_before"] is False
+    assert not (tmp_path / "failed").exists() and seen["failed"]["gpu"] == 0.5
+
+
+def test_the_build_task_builds_for_its_nodes_gpu_capability(
+        ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build task, which sees no GPU through CUDA, builds for the capability nvidia-smi
+    reports (the key its verification on that GPU looks up), returns its node's id, and
+    builds nothing where no capability can be told."""
+    import shutil
+    import subprocess as sp
+
+    import sandbox.prebuild
+    from kbench.executors import _ray
+    from sandbox.job import Candidate, Job
+    from sandbox.problem import load_file
+
+    calls: list[tuple[str, str | None]] = []
+
+    def prebuild(source: str, device: str, **kw: object) -> sandbox.prebuild.Prebuilt:
+        calls.append((device, kw.get("capability")))  # type: ignore[arg-type]
+        return sandbox.prebuild.Prebuilt("built")
+
+    monkeypatch.setattr(sandbox.prebuild, "prebuild", prebuild)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(sp, "run", lambda *a, **k: sp.CompletedProcess(a, 0, "9.0\n9.0\n", ""))
+    _ray._node_capability.cache_clear()
+    spec = load_file(str(RELU))
+    payload = Job(str(RELU), spec.source_hash, Candidate("x = 1\n", "cuda")).to_dict()
+    try:
+        assert _ray._node_capability() == "9.0"
+        assert _ray._build_job(payload) == ray.get_runtime_context().get_node_id()
+        assert calls == [("cuda:0", "9.0")]
+        monkeypatch.setattr(sp, "run", lambda *a, **k: sp.CompletedProcess(a, 0, "", ""))
+        _ray._node_capability.cache_clear()
+        assert _ray._node_capability() is None
+        _ray._build_job(payload)
+        assert calls == [("cuda:0", "9.0")]  # no capability: nothing built here
+    finally:
+        _ray._node_capability.cache_clear()
+
+
 def _pid() -> int:
     return os.getpid()
 

@@ -5,7 +5,9 @@ A verification travels as its :class:`~sandbox.job.Job` dict and comes back as i
 driver. Ray retries a task whose worker process dies (``max_retries=1``); a job lost twice
 becomes a verdict that says so (:meth:`RayExecutor.submit_job`) or an
 :class:`~kbench.executors.ExecutorError` (:meth:`RayExecutor.submit`), never a crash of the
-run. Baselines are cached per worker node, in a SQLite file beside the build cache.
+run. Baselines are cached per worker node, in a SQLite file beside the build cache. A CUDA
+candidate is first built by a task that holds a CPU and no GPU, into its node's build cache,
+and its verification is then placed on that node where a GPU share is free there.
 
 Secrets stay in the driver: a Job carries no environment, the executor passes no environment
 to the workers, and a local Ray instance it starts itself is started without the driver's
@@ -254,23 +256,59 @@ def _bound_run(kind: str | None, call: Callable[[], T]) -> T:
             torch.cuda.empty_cache()  # a warm worker keeps no blocks a child could use
 
 
-def _build_first(job: Job, device: str) -> None:
+def _build_first(job: Job, device: str, capability: str | None = None) -> None:
     """Build a CUDA candidate's extensions on this node before its verification starts
     (:func:`sandbox.prebuild.prebuild`: a child that sees no GPU; a build the node's cache
     holds is restored at once). Built inside the verification, nvcc held the device's shared
     hold, so the task sharing this GPU could not be timed for the build's minute: on an
     H100 (2026-12-07) most of a cold 20-candidate mix's verdicts took about 70 s each, the
     local executor's (which builds ahead in a CPU pool) 2-18 s. A failed build is left to
-    the verification, which reports it."""
+    the verification, which reports it. ``capability``: the GPU's, for a task that sees none."""
     from sandbox.backends import get_backend
     from sandbox.prebuild import prebuild
 
     try:
         got = prebuild(job.candidate.source, device, static_policy=job.static_policy,
-                       isolation=get_backend(job.isolation) if job.isolation else None)
+                       isolation=get_backend(job.isolation) if job.isolation else None,
+                       capability=capability)
         log.debug("prebuild: %s %s (%.1f s)", got.state, got.why, got.wall_s)
     except Exception as e:  # noqa: BLE001 - the verification builds it then
         log.warning("prebuild failed (the verification will build): %s", e)
+
+
+@functools.lru_cache(maxsize=1)
+def _node_capability() -> str | None:
+    """The CUDA capability of this node's (first) GPU, as a task that holds no GPU can learn
+    it: Ray hides the GPUs from such a task's CUDA, not from ``nvidia-smi``. None where it
+    cannot be told (no driver here): the verification's own task builds then."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = next((line.strip() for line in out.splitlines() if line.strip()), "")
+    return first if re.fullmatch(r"\d+\.\d+", first) else None
+
+
+def _build_job(job: dict[str, Any]) -> str:
+    """The Ray task that builds a CUDA candidate on CPU cores, holding no GPU, before its
+    verification takes one: the build lands in this node's cache under the key the
+    verification looks up (the node's GPU capability), and the node's id comes back so that
+    the verification is placed here. Nothing here decides a verdict."""
+    import ray
+
+    from sandbox.job import Job
+
+    cap = _node_capability()
+    if cap is not None:
+        _build_first(Job.from_dict(job), "cuda:0", capability=cap)
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _job_here(job: dict[str, Any]) -> dict[str, Any]:
@@ -303,6 +341,21 @@ def _lost_types() -> tuple[type[BaseException], ...]:
 
     return (rx.WorkerCrashedError, rx.NodeDiedError, rx.LocalRayletDiedError,
             rx.OutOfMemoryError)
+
+
+def _builds(source: str) -> bool:
+    """Whether ``source`` builds extensions when imported (a CUDA candidate, whatever the
+    run's backend)."""
+    from sandbox.policy import detect_backend
+
+    return detect_backend(source) == "cuda"
+
+
+@dataclass
+class _Build:
+    payload: dict[str, Any]  # the Job dict
+    future: Future[Any]  # the caller's: the verdict, after the build and the verification
+    lost: Callable[[str], Any]
 
 
 @dataclass
@@ -376,12 +429,22 @@ class RayExecutor(Executor):
                     max_calls=0)
         self._job_task = ray.remote(**opts)(_run_job)
         self._fn_task = ray.remote(**opts)(_run_fn)
+        # CUDA candidates are built first in tasks that hold a CPU and no GPU, as the local
+        # executor builds them in a CPU pool: a build inside the GPU task held its GPU share
+        # for nvcc's minute (H100, 2026-12-07: 8 cold builds kept two GPU slots busy for
+        # 300 s). At most a quarter of the cluster's CPUs build at once, the rest being the
+        # verifications' (the Runner's rule for its pool).
+        self._build_task = ray.remote(num_gpus=0, num_cpus=1, max_retries=0)(_build_job)
+        self._build_slots = max(1, int(float(ray.cluster_resources().get("CPU", 1))) // 4)
         self._where = ray.remote(_Whereabouts).options(
             name=_WHEREABOUTS, get_if_exists=True, num_cpus=0).remote()
         self._cond = threading.Condition()
         self._queue: deque[_Queued] = deque()
         self._running = 0
+        self._builds: deque[_Build] = deque()
+        self._building = 0
         self._closed = False
+        self._cancelling = False
 
     @property
     def devices(self) -> list[str]:
@@ -410,7 +473,64 @@ class RayExecutor(Executor):
                            reason=f"verification lost: {why}", device=self.devices[0],
                            backend=job.candidate.backend)
 
+        if self._kind == "cuda" and _builds(job.candidate.source):
+            fut: Future[Verdict] = Future()
+            with self._cond:
+                if self._closed:
+                    raise ExecutorError("the executor is shut down")
+                self._builds.append(_Build(payload, fut, lost))
+                self._dispatch_builds()
+            return fut
         return self._enqueue(lambda: self._job_task.remote(payload), Verdict.from_dict, lost)
+
+    # -- builds ahead of the GPU ------------------------------------------------------------
+    def _dispatch_builds(self) -> None:
+        """Start queued builds while a build slot is free (caller holds the lock)."""
+        while self._builds and self._building < self._build_slots:
+            b = self._builds.popleft()
+            if b.future.cancelled():
+                continue
+            try:
+                ref = self._build_task.remote(b.payload)
+            except Exception as e:  # noqa: BLE001 - its verification builds it then
+                log.info("could not start a build task (the verification builds): %s", e)
+                self._verify_after(b, None)
+                continue
+            self._building += 1
+            ref.future().add_done_callback(lambda rf, b=b: self._built(rf, b))
+
+    def _built(self, rf: Future[Any], b: _Build) -> None:
+        try:
+            node: str | None = rf.result()
+        except BaseException as e:  # noqa: BLE001 - a lost build task: the verification builds
+            log.info("build task failed (the verification builds): %s", e)
+            node = None
+        with self._cond:
+            self._building -= 1
+            self._dispatch_builds()
+            if self._cancelling:
+                b.future.cancel()
+            else:
+                self._verify_after(b, node)
+            self._cond.notify_all()
+
+    def _verify_after(self, b: _Build, node: str | None) -> None:
+        """Queue ``b``'s verification, placed on the node that built it where it can be (a
+        soft preference: a node without a free GPU share does not make it wait). Caller
+        holds the lock."""
+        def start() -> Any:
+            task = self._job_task
+            if node:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    node_id=node, soft=True))
+            return task.remote(b.payload)
+
+        from sandbox.verdict import Verdict
+
+        self._queue.append(_Queued(start, b.future, Verdict.from_dict, b.lost))
+        self._dispatch()
 
     def _lost_reason(self, e: BaseException, where: list[str]) -> str:
         first = next((s.strip() for s in str(e).splitlines() if s.strip()), "")
@@ -482,15 +602,19 @@ class RayExecutor(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cond:
             self._closed = True
-            cancelled = list(self._queue) if cancel_futures else []
+            cancelled: list[Future[Any]] = []
             if cancel_futures:
+                self._cancelling = True  # builds in flight: no verification after them
+                cancelled = [q.future for q in self._queue] + [b.future for b in self._builds]
                 self._queue.clear()
-        for q in cancelled:
-            q.future.cancel()
+                self._builds.clear()
+        for f in cancelled:
+            f.cancel()
         if not wait:
             return
         with self._cond:
-            self._cond.wait_for(lambda: not self._running and not self._queue)
+            self._cond.wait_for(lambda: not self._running and not self._queue
+                                and not self._building and not self._builds)
         self._close_ray()
 
     def _close_ray(self) -> None:
