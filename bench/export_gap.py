@@ -13,14 +13,17 @@ rounds, launched several ways:
 - ``raw``: the kernel module as the verifier ran it (the export's ``wrap_triton`` undone);
 - ``wrap``: the exported kernel module's ``ModelNew`` (its launches through ``wrap_triton``);
 - ``op``: the registered op, as ``bench.py`` calls it;
-- ``raw pool+K``: ``raw`` on a copy of the inputs placed K bytes into a 1 GiB buffer (another
-  placement than an allocation of their own);
+- ``raw pool+K``: ``raw`` on a copy of the inputs placed K bytes into a buffer of their own
+  (other placements than their own allocation's);
 - ``raw device-drawn``: ``raw`` on inputs of the same shape drawn on the device
   (``torch.randn``/``rand``, as floating inputs of the reference are);
 - ``compile``: the reference under ``torch.compile``;
 
 each after ``bench.py``'s flush (zeroing a buffer larger than L2: its lines stay dirty and
-are written back during the timed call) and after a read-only flush (clean lines). Unless
+are written back during the timed call) and after a read-only flush (clean lines). Then
+``raw`` and ``op`` once more by the verifier's own protocol (``sandbox.timing.time_cuda``, in
+this process), also with the inputs rewritten in place before each sample as the verifier's
+child rewrites its input sets (``queue``). Unless
 ``--no-eval``, ``kbench eval`` of the raw kernel source on the op's problem comes first: the
 verifier's times on this machine, in the same hour. It prints one table per shape (ms, and
 each against the verifier's op time) and the launch options of the compiled binaries.
@@ -37,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +91,14 @@ def _eval(problem: str, source: str, work: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def _placed(inputs: list[Any], buf: Any, offset: int) -> list[Any] | None:
-    """Copies of the tensor inputs inside ``buf`` (uint8), the first at ``offset`` bytes
-    (None where they do not fit)."""
+def _placed(inputs: list[Any], offset: int) -> list[Any]:
+    """Copies of the tensor inputs in one buffer of their own, the first ``offset`` bytes in
+    (each later one 256-byte aligned after the one before)."""
+    import torch
+
+    tensors = [x for x in inputs if hasattr(x, "untyped_storage")]
+    total = offset + sum(x.numel() * x.element_size() + 512 for x in tensors)
+    buf = torch.empty(total, dtype=torch.uint8, device=tensors[0].device if tensors else "cpu")
     out, at = [], offset
     for x in inputs:
         if not hasattr(x, "untyped_storage"):
@@ -97,8 +106,6 @@ def _placed(inputs: list[Any], buf: Any, offset: int) -> list[Any] | None:
             continue
         n = x.numel() * x.element_size()
         at = -(-at // x.element_size()) * x.element_size()
-        if at + n > buf.numel():
-            return None
         view = buf[at:at + n].view(x.dtype).view(x.shape)
         view.copy_(x)
         out.append(view)
@@ -111,6 +118,64 @@ def _drawn(inputs: list[Any]) -> list[Any]:
 
     return [torch.randn_like(x) if hasattr(x, "is_floating_point") and x.is_floating_point()
             else x for x in inputs]
+
+
+def _kbench_ms(fn: Any, refill: list[Any] | None) -> float:
+    """``fn``'s median by the verifier's timing protocol (``sandbox.timing``); ``refill``: the
+    input tensors, rewritten in place (from a copy) before each sample's flush."""
+    from sandbox.timing import summarize, time_cuda
+
+    queue = None
+    if refill:
+        pairs = [(x, x.clone()) for x in refill if hasattr(x, "copy_")]
+
+        def queue(i: int) -> None:
+            for x, src in pairs:
+                x.copy_(src)
+
+    return float(summarize(time_cuda(fn, queue=queue))["median_ms"])
+
+
+class _Clocks:
+    """The GPU's SM clock and power draw, sampled by ``nvidia-smi`` every 50 ms while the
+    script runs: a kernel that runs slower at a lower clock shows it beside its time."""
+
+    def __init__(self, uuid: str | None) -> None:
+        import shutil
+        import threading
+        import time
+
+        self.rows: list[tuple[float, float, float]] = []
+        self.proc = None
+        exe = shutil.which("nvidia-smi")
+        if exe is None:
+            return
+        cmd = [exe, "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits",
+               "-lms", "50"] + (["-i", uuid] if uuid else [])
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                try:
+                    sm, watts = (float(x) for x in line.split(",")[:2])
+                except ValueError:
+                    continue
+                self.rows.append((time.monotonic(), sm, watts))
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def between(self, spans: list[tuple[float, float]]) -> str:
+        got = [(sm, w) for t, sm, w in list(self.rows) if any(a <= t <= b for a, b in spans)]
+        if not got:
+            return "-"
+        return (f"{statistics.median(g[0] for g in got):.0f} MHz "
+                f"{statistics.median(g[1] for g in got):.0f} W")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
 
 
 def _binaries(mod: Any) -> list[str]:
@@ -175,7 +240,8 @@ def main() -> int:
             torch.sum(self.buf, out=self.out)
 
     flushes = {"zeroing": zero_flush, "read-only": ReadFlush()}
-    pool = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
+    clocks = _Clocks(f"GPU-{uuid}" if uuid is not None else None)
     wanted = {s.strip() for s in args.shapes.split(",") if s.strip()}
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
           f"(ms per call, median of {args.rounds} interleaved rounds of {args.reps} samples, "
@@ -197,32 +263,41 @@ def main() -> int:
             fns = {"raw": lambda: raw(*inputs), "wrap": lambda: wrapped(*inputs),  # noqa: B023
                    "op": lambda: op(*call)}  # noqa: B023
             for off in (0, (2 << 20) + 256, 512 << 20):
-                placed = _placed(inputs, pool, off)
-                if placed is not None:
-                    fns[f"raw pool+{off}"] = lambda p=placed: raw(*p)  # noqa: B023
+                fns[f"raw pool+{off}"] = lambda p=_placed(inputs, off): raw(*p)  # noqa: B023
             drawn = _drawn(inputs)
             fns["raw device-drawn"] = lambda: raw(*drawn)  # noqa: B023
             fns["compile"] = lambda: cref(*inputs)  # noqa: B023
             host = {w: B._host_ms(f, 5, 1) for w, f in fns.items()}  # warm-up, compile
             times: dict[tuple[str, str], list[float]] = {(w, fl): [] for w in fns
                                                          for fl in flushes}
+            spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
             for _ in range(max(1, args.rounds)):
                 for w, f in fns.items():
                     for fl, buf in flushes.items():
+                        t0 = time.monotonic()
                         times[(w, fl)].append(
                             B._device_ms(f, args.reps, 1, host[w], cycles, flush=buf))
+                        spans.setdefault((w, fl), []).append((t0, time.monotonic()))
+            for w, refill in (("raw", False), ("raw", True), ("op", False)):
+                key = (w, "kbench+refill" if refill else "kbench")
+                for _ in range(max(1, args.rounds)):
+                    t0 = time.monotonic()
+                    times.setdefault(key, []).append(
+                        _kbench_ms(fns[w], inputs if refill else None))
+                    spans.setdefault(key, []).append((t0, time.monotonic()))
             ver = verifier.get(shape_name, {})
             print(f"\n--- {spec.qualname} {shape_name} {shape['params']}")
             if ver:
                 print("verifier (kbench eval, same machine): " + ", ".join(
                     f"{k} {v:.4f} ms" for k, v in ver.items() if v))
-            print(f"{'launched as':22} {'flush':10} {'median ms':>10} {'rounds':>26}"
-                  f" {'/ verifier op':>14}")
+            print(f"{'launched as':22} {'flush / timing':14} {'median ms':>10} {'rounds':>26}"
+                  f" {'/ verifier op':>14}  SM clock, power")
             for (w, fl), v in times.items():
                 med = statistics.median(v)
                 rel = f"{med / ver['op']:.3f}" if ver.get("op") else "-"
-                print(f"{w:22} {fl:10} {med:10.4f} {' '.join(f'{x:.4f}' for x in v):>26}"
-                      f" {rel:>14}")
+                print(f"{w:22} {fl:14} {med:10.4f} {' '.join(f'{x:.4f}' for x in v):>26}"
+                      f" {rel:>14}  {clocks.between(spans[(w, fl)])}")
+    clocks.stop()
     for label, mod in (("raw", raw_mod), ("wrap", wrapped_mod)):
         for row in _binaries(mod):
             print(f"{label} binary: {row}")
