@@ -431,9 +431,10 @@ class RayExecutor(Executor):
         self._fn_task = ray.remote(**opts)(_run_fn)
         # CUDA candidates are built first in tasks that hold a CPU and no GPU, as the local
         # executor builds them in a CPU pool: a build inside the GPU task held its GPU share
-        # for nvcc's minute (H100, 2026-12-07: 8 cold builds kept two GPU slots busy for
-        # 300 s). At most a quarter of the cluster's CPUs build at once, the rest being the
-        # verifications' (the Runner's rule for its pool).
+        # for nvcc's minute (H100, 2026-12-07: a cold 20-candidate mix with 8 CUDA builds
+        # had 13 verdicts after 377 s, the local executor all 20 after 139 s). At most a
+        # quarter of the cluster's CPUs build at once, the rest being the verifications'
+        # (the Runner's rule for its pool).
         self._build_task = ray.remote(num_gpus=0, num_cpus=1, max_retries=0)(_build_job)
         self._build_slots = max(1, int(float(ray.cluster_resources().get("CPU", 1))) // 4)
         self._where = ray.remote(_Whereabouts).options(
