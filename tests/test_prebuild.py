@@ -91,3 +91,25 @@ def test_a_build_is_made_once_then_found_in_the_cache(cache, monkeypatch):
     # run asks once per candidate, a Ray task once per verification)
     second = prebuild(_CPP, "cuda:0", static_policy=False, isolation=_NoChild())
     assert second.state == "cached", second
+
+
+def test_a_build_for_a_gpu_this_process_cannot_see_keys_it_by_that_gpus_capability(
+        cache, monkeypatch):
+    """A Ray build task sees no GPU: given the node's capability, it builds for that
+    architecture and under the key the verification on that GPU looks up (whose torch
+    reports the same capability); without it there is nothing to build for."""
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    facts = buildcache._device_facts
+    facts.cache_clear()
+    try:
+        assert target_arch("cuda:0") is None  # no GPU visible here
+        assert target_arch("cuda:0", capability="9.0") == "9.0+PTX"
+        assert buildcache.toolchain("cpu", "9.0")["capability"] is None  # a CPU build: none
+        off_gpu = buildcache.toolchain("cuda:0", "9.0")
+        real = buildcache._device_facts("cuda:0")
+        monkeypatch.setattr(buildcache, "_device_facts",
+                            lambda device: {**real, "capability": "9.0"})
+        assert buildcache.toolchain("cuda:0") == off_gpu  # the GPU's own view: same key
+        assert buildcache.toolchain("cuda:0", "8.0") != off_gpu
+    finally:
+        facts.cache_clear()
