@@ -256,16 +256,16 @@ def _fake_build(job: dict) -> str:
     return str(ctx.get_node_id())
 
 
-def _fake_verify(job: dict) -> dict:
+def _fake_verify(job: dict, built_on: str | None = None) -> dict:
     """A verification task's stand-in: a correct verdict whose reason says where it ran,
-    what it held and whether its build had been made before it started."""
+    what it held, whether its build had been made before it started and where."""
     import ray as ray_
 
     from sandbox.verdict import Status, Verdict
 
     ctx = ray_.get_runtime_context()
     seen = {"node": str(ctx.get_node_id()), "gpu": ctx.get_assigned_resources().get("GPU"),
-            "built_before": _marker(job).exists()}
+            "built_before": _marker(job).exists(), "built_on": built_on}
     return Verdict(problem="relu", status=Status.CORRECT, reason=json.dumps(seen),
                    device="cuda:0", backend=job["candidate"]["backend"]).to_dict()
 
@@ -301,10 +301,12 @@ def test_a_cuda_candidate_is_built_by_a_task_without_a_gpu_then_verified_on_its_
     seen = {k: json.loads(v.reason) for k, v in got.items()}
     held = json.loads((tmp_path / "cuda").read_text())
     assert held.get("GPU", 0) == 0 and held.get("CPU") == 1.0, held  # built without a GPU
-    assert seen["cuda"] == {"node": seen["cuda"]["node"], "gpu": 0.5, "built_before": True}
-    assert seen["cuda"]["node"] == ray.get_runtime_context().get_node_id()
+    node = ray.get_runtime_context().get_node_id()
+    assert seen["cuda"] == {"node": node, "gpu": 0.5, "built_before": True, "built_on": node}
     assert not (tmp_path / "triton").exists() and seen["triton"]["built_before"] is False
+    assert seen["triton"]["built_on"] is None
     assert not (tmp_path / "failed").exists() and seen["failed"]["gpu"] == 0.5
+    assert seen["failed"]["built_on"] is None  # the verification's own task builds
 
 
 def test_the_build_task_builds_for_its_nodes_gpu_capability(
@@ -339,8 +341,8 @@ def test_the_build_task_builds_for_its_nodes_gpu_capability(
         monkeypatch.setattr(sp, "run", lambda *a, **k: sp.CompletedProcess(a, 0, "", ""))
         _ray._node_capability.cache_clear()
         assert _ray._node_capability() is None
-        _ray._build_job(payload)
-        assert calls == [("cuda:0", "9.0")]  # no capability: nothing built here
+        assert _ray._build_job(payload) is None  # no capability: nothing tried here
+        assert calls == [("cuda:0", "9.0")]
     finally:
         _ray._node_capability.cache_clear()
 
@@ -429,6 +431,15 @@ def test_a_gpu_task_builds_its_candidate_before_the_verification_holds_the_devic
     calls.clear()
     _ray._job_here(replace(job, device="cpu").to_dict())
     assert calls == [("verify", "cpu")]
+    # after a build task of this node tried the build, the verification does not try again;
+    # placed on another node (a soft affinity), it builds for itself
+    monkeypatch.setattr(_ray, "_node_id", lambda: "node-a")
+    calls.clear()
+    _ray._job_here(job.to_dict(), "node-a")
+    assert [c[0] for c in calls] == ["verify"]
+    calls.clear()
+    _ray._job_here(job.to_dict(), "node-b")
+    assert [c[0] for c in calls] == ["prebuild", "verify"]
 
 
 @pytest.mark.slow

@@ -296,37 +296,49 @@ def _node_capability() -> str | None:
     return first if re.fullmatch(r"\d+\.\d+", first) else None
 
 
-def _build_job(job: dict[str, Any]) -> str:
+def _build_job(job: dict[str, Any]) -> str | None:
     """The Ray task that builds a CUDA candidate on CPU cores, holding no GPU, before its
     verification takes one: the build lands in this node's cache under the key the
     verification looks up (the node's GPU capability), and the node's id comes back so that
-    the verification is placed here. Nothing here decides a verdict."""
+    the verification is placed here and does not try the build again (None: no build was
+    tried, the node's GPU capability being unknown). Nothing here decides a verdict."""
     import ray
 
     from sandbox.job import Job
 
     cap = _node_capability()
-    if cap is not None:
-        _build_first(Job.from_dict(job), "cuda:0", capability=cap)
+    if cap is None:
+        return None  # nothing tried here: the verification's task builds
+    _build_first(Job.from_dict(job), "cuda:0", capability=cap)
     return str(ray.get_runtime_context().get_node_id())
 
 
-def _job_here(job: dict[str, Any]) -> dict[str, Any]:
+def _job_here(job: dict[str, Any], built_on: str | None = None) -> dict[str, Any]:
+    """``built_on``: the node whose build task already tried this candidate's build (its
+    cache has the build, or the build failed there and would fail again)."""
     from sandbox.job import Job, run_job
 
     j = Job.from_dict(job)
     device = _worker_device(j.device)
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and not (built_on and built_on == _node_id()):
         _build_first(j, device)
     cache = _node_cache() if device.startswith("cuda") and j.timing else None
     return run_job(replace(j, device=device), cache).to_dict()
 
 
-def _run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """The Ray task of one verification: a Job dict in, a Verdict dict out. The worker stays
-    warm between tasks (imports, its CUDA context, the node's fork server)."""
+def _run_job(job: dict[str, Any], built_on: str | None = None) -> dict[str, Any]:
+    """The Ray task of one verification: a Job dict in, a Verdict dict out (``built_on``: see
+    :func:`_job_here`). The worker stays warm between tasks (imports, its CUDA context, the
+    node's fork server)."""
     _report()
-    return _bound_run(job.get("device"), functools.partial(_job_here, job))
+    return _bound_run(job.get("device"), functools.partial(_job_here, job, built_on))
+
+
+def _node_id() -> str | None:
+    """This worker's Ray node id (None outside Ray)."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
 
 
 def _run_fn(fn: Callable[[str], Any], kind: str) -> Any:
@@ -526,7 +538,7 @@ class RayExecutor(Executor):
 
                 task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
                     node_id=node, soft=True))
-            return task.remote(b.payload)
+            return task.remote(b.payload, node)
 
         from sandbox.verdict import Verdict
 
