@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -307,6 +308,63 @@ def test_a_cuda_candidate_is_built_by_a_task_without_a_gpu_then_verified_on_its_
     assert seen["triton"]["built_on"] is None
     assert not (tmp_path / "failed").exists() and seen["failed"]["gpu"] == 0.5
     assert seen["failed"]["built_on"] is None  # the verification's own task builds
+
+
+def _cache_holds(job: dict, built_on: str | None = None) -> dict:
+    """A verification's stand-in that looks the candidate's build up in this node's cache as
+    a verification on a GPU of capability 9.0 would: a correct verdict whose reason says
+    whether the cache holds it, where it was built and where this ran."""
+    import ray as ray_
+
+    from sandbox import buildcache
+    from sandbox.verdict import Status, Verdict
+
+    jc = buildcache.open_job(job["candidate"]["source"], "cuda", "cuda:0", capability="9.0")
+    assert jc is not None
+    work = jc.workdir()
+    try:
+        held = bool(work is not None and jc.restore(work))
+    finally:
+        jc.release()
+    seen = {"held": held, "built_on": built_on,
+            "node": str(ray_.get_runtime_context().get_node_id())}
+    return Verdict(problem="relu", status=Status.CORRECT, reason=json.dumps(seen),
+                   device="cuda:0", backend="cuda").to_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ninja") is None or shutil.which("c++") is None,
+                    reason="torch's JIT build needs ninja and a C++ compiler on PATH")
+def test_the_build_task_builds_into_its_nodes_cache_for_the_gpu_nvidia_smi_names(
+        ray_cluster: str, tmp_path: Path) -> None:
+    """End to end on a real Ray worker: the build task (no GPU) asks nvidia-smi (a stand-in
+    printing 9.0) for the node's GPU, builds the candidate's extension (C++ here: this torch
+    has no CUDA) into the node's build cache, and the verification placed after it finds
+    the build under the key a 9.0 GPU looks up."""
+    import ray.cloudpickle
+
+    from kbench.executors import _ray
+    from sandbox.job import Candidate, Job
+    from sandbox.problem import load_file
+    from tests.test_prebuild import _CPP
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 9.0\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    env = {"env_vars": {"PATH": f"{fake}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
+                        "KBENCH_CACHE_DIR": str(tmp_path / "cache")}}
+    spec = load_file(str(RELU))
+    job = Job(str(RELU), spec.source_hash, Candidate(_CPP, "cuda"), static_policy=False)
+    with _ray.RayExecutor(devices=["cuda"], address=ray_cluster, jobs_per_device=2) as ex:
+        ex._build_task = ray.remote(num_gpus=0, num_cpus=1, max_retries=0,
+                                    runtime_env=env)(_ray._build_job)
+        ex._job_task = ray.remote(num_gpus=0.5, max_retries=0, runtime_env=env)(_cache_holds)
+        v = ex.submit_job(job).result(timeout=600)
+    node = ray.get_runtime_context().get_node_id()
+    assert json.loads(v.reason) == {"held": True, "built_on": node, "node": node}, v.reason
+    assert any((tmp_path / "cache" / "builds").iterdir())
 
 
 def test_the_build_task_builds_for_its_nodes_gpu_capability(
