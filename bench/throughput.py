@@ -193,6 +193,8 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
     built: Counter[str] = Counter()
     build_s = [0.0]
     mu = threading.Lock()
+    # an executor that builds in tasks of its own (Ray) counts what they did
+    before = Counter(getattr(ex, "builds", None) or {})
 
     def submit(job: Job) -> Future[Any]:
         if hasattr(ex, "submit_job"):
@@ -272,11 +274,25 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
         "gpu_busy_share": round(statistics.fmean(shares), 4) if shares else None,
         "busy_sampler": sampler.how if sampler else None,
         "per_device": per_device,
-        "builds": {**dict(built), "wall_s": round(build_s[0], 3), "slots": slots},
+        "builds": _pass_builds(built, build_s[0], slots, ex, before),
         "phase_s": {k: round(x, 3) for k, x in sorted(phases.items())},
         "mean_verdict_wall_s": round(statistics.fmean(v.wall_s or 0.0 for v in verdicts), 3)
         if verdicts else None,
     }
+
+
+def _pass_builds(built: Counter[str], wall_s: float, slots: int, ex: Any,
+                 before: Counter[str]) -> dict[str, Any]:
+    """The pass's CUDA builds: the prebuilds made here (an in-process executor), else what
+    the executor's own build tasks did during the pass (``executor_tasks``: Ray's)."""
+    theirs = getattr(ex, "builds", None)
+    if theirs is None:
+        return {**dict(built), "wall_s": round(wall_s, 3), "slots": slots}
+    delta = Counter(theirs)
+    delta.subtract(before)
+    return {**{k: int(v) for k, v in delta.items() if k != "wall_s" and v},
+            "wall_s": round(float(delta["wall_s"]), 3),
+            "slots": getattr(ex, "_build_slots", None), "executor_tasks": True}
 
 
 # -- one candidate's timing on each GPU in turn (issue 15) ---------------------------------
@@ -361,7 +377,9 @@ def _table(res: dict[str, Any]) -> str:
     for p in res["passes"].values():
         busy = f"{p['gpu_busy_share']:.0%}" if p["gpu_busy_share"] is not None else "n/a"
         builds = ", ".join(f"{k} {v}" for k, v in p["builds"].items()
-                           if k not in ("wall_s", "slots")) or "-"
+                           if k not in ("wall_s", "slots", "executor_tasks")) or "-"
+        if p["builds"].get("executor_tasks") and builds != "-":
+            builds += " (in the executor's tasks)"
         rows.append(f"| {p['pass']} | {res['executor']} | {p['devices']} | {p['candidates']} | "
                     f"{p['verified']} | {p['wall_s']:.1f} | "
                     f"{p['verified_per_device_minute']:.2f} | {busy} | {builds} |")

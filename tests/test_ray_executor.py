@@ -246,7 +246,7 @@ def _marker(job: dict) -> Path:
     return Path(job["candidate"]["source"].rstrip().splitlines()[-1].removeprefix("# marker "))
 
 
-def _fake_build(job: dict) -> str:
+def _fake_build(job: dict) -> dict:
     """A build task's stand-in: records the resources it holds, returns its node's id."""
     import ray as ray_
 
@@ -254,7 +254,7 @@ def _fake_build(job: dict) -> str:
     if "FAIL" in job["candidate"]["source"]:
         raise RuntimeError("the build task failed")
     _marker(job).write_text(json.dumps(ctx.get_assigned_resources()))
-    return str(ctx.get_node_id())
+    return {"node": str(ctx.get_node_id()), "state": "built", "wall_s": 1.5}
 
 
 def _fake_verify(job: dict, built_on: str | None = None) -> dict:
@@ -298,6 +298,8 @@ def test_a_cuda_candidate_is_built_by_a_task_without_a_gpu_then_verified_on_its_
                 "triton": ex.submit_job(job(EXAMPLE.read_text(), "triton", "triton")),
                 "failed": ex.submit_job(job(cuda + "\n# FAIL\n", "cuda", "failed"))}
         got = {k: f.result(timeout=120) for k, f in futs.items()}
+        builds = dict(ex.builds)
+    assert builds == {"built": 1, "error": 1, "wall_s": 1.5}, builds  # none for Triton
     assert all(v.status.value == "correct" for v in got.values()), got
     seen = {k: json.loads(v.reason) for k, v in got.items()}
     held = json.loads((tmp_path / "cuda").read_text())
@@ -362,6 +364,7 @@ def test_the_build_task_builds_into_its_nodes_cache_for_the_gpu_nvidia_smi_names
                                     runtime_env=env)(_ray._build_job)
         ex._job_task = ray.remote(num_gpus=0.5, max_retries=0, runtime_env=env)(_cache_holds)
         v = ex.submit_job(job).result(timeout=600)
+        assert ex.builds["built"] == 1 and ex.builds["wall_s"] > 0, ex.builds
     node = ray.get_runtime_context().get_node_id()
     assert json.loads(v.reason) == {"held": True, "built_on": node, "node": node}, v.reason
     assert any((tmp_path / "cache" / "builds").iterdir())
@@ -394,12 +397,13 @@ def test_the_build_task_builds_for_its_nodes_gpu_capability(
     payload = Job(str(RELU), spec.source_hash, Candidate("x = 1\n", "cuda")).to_dict()
     try:
         assert _ray._node_capability() == "9.0"
-        assert _ray._build_job(payload) == ray.get_runtime_context().get_node_id()
+        assert _ray._build_job(payload) == {"node": ray.get_runtime_context().get_node_id(),
+                                            "state": "built", "wall_s": 0.0}
         assert calls == [("cuda:0", "9.0")]
         monkeypatch.setattr(sp, "run", lambda *a, **k: sp.CompletedProcess(a, 0, "", ""))
         _ray._node_capability.cache_clear()
         assert _ray._node_capability() is None
-        assert _ray._build_job(payload) is None  # no capability: nothing tried here
+        assert _ray._build_job(payload) == {"node": None, "state": "untried", "wall_s": 0.0}
         assert calls == [("cuda:0", "9.0")]
     finally:
         _ray._node_capability.cache_clear()

@@ -24,7 +24,7 @@ import re
 import socket
 import sys
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -256,14 +256,16 @@ def _bound_run(kind: str | None, call: Callable[[], T]) -> T:
             torch.cuda.empty_cache()  # a warm worker keeps no blocks a child could use
 
 
-def _build_first(job: Job, device: str, capability: str | None = None) -> None:
+def _build_first(job: Job, device: str, capability: str | None = None) -> tuple[str, float]:
     """Build a CUDA candidate's extensions on this node before its verification starts
     (:func:`sandbox.prebuild.prebuild`: a child that sees no GPU; a build the node's cache
     holds is restored at once). Built inside the verification, nvcc held the device's shared
     hold, so the task sharing this GPU could not be timed for the build's minute: on an
     H100 (2026-12-07) most of a cold 20-candidate mix's verdicts took about 70 s each, the
     local executor's (which builds ahead in a CPU pool) 2-18 s. A failed build is left to
-    the verification, which reports it. ``capability``: the GPU's, for a task that sees none."""
+    the verification, which reports it. ``capability``: the GPU's, for a task that sees none.
+    Returns what the prebuild did (``built``, ``cached``, ``skipped``; ``failed`` when it
+    raised) and its wall seconds."""
     from sandbox.backends import get_backend
     from sandbox.prebuild import prebuild
 
@@ -272,8 +274,10 @@ def _build_first(job: Job, device: str, capability: str | None = None) -> None:
                        isolation=get_backend(job.isolation) if job.isolation else None,
                        capability=capability)
         log.debug("prebuild: %s %s (%.1f s)", got.state, got.why, got.wall_s)
+        return got.state, got.wall_s
     except Exception as e:  # noqa: BLE001 - the verification builds it then
         log.warning("prebuild failed (the verification will build): %s", e)
+        return "failed", 0.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -296,21 +300,23 @@ def _node_capability() -> str | None:
     return first if re.fullmatch(r"\d+\.\d+", first) else None
 
 
-def _build_job(job: dict[str, Any]) -> str | None:
+def _build_job(job: dict[str, Any]) -> dict[str, Any]:
     """The Ray task that builds a CUDA candidate on CPU cores, holding no GPU, before its
     verification takes one: the build lands in this node's cache under the key the
-    verification looks up (the node's GPU capability), and the node's id comes back so that
-    the verification is placed here and does not try the build again (None: no build was
-    tried, the node's GPU capability being unknown). Nothing here decides a verdict."""
+    verification looks up (the node's GPU capability). Returns ``node``, the node's id, so
+    that the verification is placed here and does not try the build again (None: no build
+    was tried, the node's GPU capability being unknown), with the prebuild's ``state``
+    (``untried`` then) and ``wall_s``. Nothing here decides a verdict."""
     import ray
 
     from sandbox.job import Job
 
     cap = _node_capability()
-    if cap is None:
-        return None  # nothing tried here: the verification's task builds
-    _build_first(Job.from_dict(job), "cuda:0", capability=cap)
-    return str(ray.get_runtime_context().get_node_id())
+    if cap is None:  # nothing tried here: the verification's task builds
+        return {"node": None, "state": "untried", "wall_s": 0.0}
+    state, wall_s = _build_first(Job.from_dict(job), "cuda:0", capability=cap)
+    return {"node": str(ray.get_runtime_context().get_node_id()), "state": state,
+            "wall_s": wall_s}
 
 
 def _job_here(job: dict[str, Any], built_on: str | None = None) -> dict[str, Any]:
@@ -449,6 +455,10 @@ class RayExecutor(Executor):
         # (the Runner's rule for its pool).
         self._build_task = ray.remote(num_gpus=0, num_cpus=1, max_retries=0)(_build_job)
         self._build_slots = max(1, int(float(ray.cluster_resources().get("CPU", 1))) // 4)
+        #: what the build tasks did so far: per state (built, cached, skipped, failed,
+        #: untried; error: the task itself failed) how many, and ``wall_s``, their summed
+        #: wall seconds
+        self.builds: Counter[str] = Counter()
         self._where = ray.remote(_Whereabouts).options(
             name=_WHEREABOUTS, get_if_exists=True, num_cpus=0).remote()
         self._cond = threading.Condition()
@@ -514,11 +524,14 @@ class RayExecutor(Executor):
 
     def _built(self, rf: Future[Any], b: _Build) -> None:
         try:
-            node: str | None = rf.result()
+            got: dict[str, Any] = rf.result()
         except BaseException as e:  # noqa: BLE001 - a lost build task: the verification builds
             log.info("build task failed (the verification builds): %s", e)
-            node = None
+            got = {"node": None, "state": "error", "wall_s": 0.0}
+        node = got.get("node")
         with self._cond:
+            self.builds[str(got.get("state"))] += 1
+            self.builds["wall_s"] += float(got.get("wall_s") or 0.0)
             self._building -= 1
             self._dispatch_builds()
             if self._cancelling:
