@@ -9,9 +9,10 @@ Example:
 
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import dataclass
+
+from sandbox.policy import parse
 
 __all__ = ["extract_code", "CodeBlock", "code_blocks", "parses"]
 
@@ -92,7 +93,7 @@ def _strip_thinking(text: str) -> str:
 def parses(code: str) -> bool:
     """Whether ``code`` is syntactically valid Python (a truncated reply usually is not)."""
     try:
-        ast.parse(code)
+        parse(code)
     except (SyntaxError, ValueError):
         return False
     return True

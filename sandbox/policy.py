@@ -71,6 +71,7 @@ therefore accepted here and judged there.
 from __future__ import annotations
 
 import ast
+import threading
 
 from sandbox._policy.checker import _Checker
 from sandbox._policy.facts import _Facts
@@ -78,7 +79,7 @@ from sandbox._policy.infer import _infer
 from sandbox._policy.records import RULES, PolicyResult, Violation
 from sandbox._policy.tables import _torch_call_rule
 
-__all__ = ["RULES", "Violation", "PolicyResult", "check_source", "detect_backend"]
+__all__ = ["RULES", "Violation", "PolicyResult", "check_source", "detect_backend", "parse"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,9 +89,23 @@ _TOO_COMPLEX = PolicyResult("unknown", (Violation(
     "too-complex", "the source nests too deeply to be analysed; flatten it", None),))
 
 
+_PARSE_LOCK = threading.Lock()
+
+
+def parse(source: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse``, one thread at a time. CPython 3.11 keeps the AST constructor's
+    recursion depth in state that all threads share: two parses at once can corrupt it, and
+    one of them raises ``SystemError: AST constructor recursion depth mismatch``
+    (python/cpython#106905; kbench's CI, 2026-12-07, two policy checks in two threads). A
+    run parses candidates in several threads (policy checks, backend detection, the
+    executors' submissions); a parse takes milliseconds."""
+    with _PARSE_LOCK:
+        return ast.parse(source, filename)
+
+
 def _parse(source: str) -> ast.Module | PolicyResult:
     try:
-        return ast.parse(source)
+        return parse(source)
     except (SyntaxError, ValueError):  # ValueError: NUL bytes. The caller reports both.
         return PolicyResult("unknown", ())
     except (RecursionError, MemoryError):

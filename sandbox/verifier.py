@@ -58,7 +58,7 @@ from sandbox.judge import (
     _trim,
     _with_timing,
 )
-from sandbox.policy import check_source
+from sandbox.policy import check_source, parse
 from sandbox.problem import ProblemSpec
 from sandbox.roofline import _peaks, roofline_ms
 from sandbox.timing import RawTimes, TimingConfig
@@ -522,7 +522,7 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
     base = dict(problem=spec.key, device=device, fingerprint=fp)
 
     try:
-        ast.parse(source)
+        parse(source)
     except SyntaxError as e:
         return Verdict(status=Status.COMPILE_ERROR, backend="unknown",
                        reason=f"syntax error at line {e.lineno}: {e.msg}", **base)
@@ -668,7 +668,7 @@ def _profiled(prof: dict[str, Any], spec: ProblemSpec, device: str, cases: list[
 
 
 def _bad_knobs(source: str, knobs: dict[str, Any]) -> str | None:
-    tree = ast.parse(source)
+    tree = parse(source)
     tune: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TUNE"

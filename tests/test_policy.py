@@ -1099,3 +1099,41 @@ def test_cuda_sources_must_be_readable() -> None:
 def test_no_kernel_says_what_is_missing_first(source, says):
     (v,) = [v for v in check_source(source).violations if v.rule == "no-kernel"]
     assert says in v.message, v.message
+
+
+def test_candidate_sources_are_parsed_one_thread_at_a_time(monkeypatch) -> None:
+    """CPython 3.11's AST constructor keeps its recursion depth in state all threads share,
+    and two parses at once raised ``SystemError: AST constructor recursion depth mismatch``
+    in CI (python/cpython#106905). Every parse of a candidate (policy check, verifier,
+    backend detection, agents, tuning, export) goes through ``sandbox.policy.parse``,
+    which lets one thread parse at a time: a slowed ``ast.parse`` never sees two callers."""
+    import ast
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agents.extract import parses
+    from kbench.export._trace import rewrite_launches
+    from sandbox import policy
+
+    real, inside, overlaps = ast.parse, [0], [0]
+    mu = threading.Lock()
+
+    def slow_parse(*args, **kwargs):
+        with mu:
+            inside[0] += 1
+            overlaps[0] += inside[0] > 1
+        time.sleep(0.01)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with mu:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ast, "parse", slow_parse)
+    src = "import torch\n\nclass ModelNew(torch.nn.Module):\n    pass\n"
+    calls = [lambda: policy.check_source(src), lambda: policy.detect_backend(src),
+             lambda: parses(src), lambda: rewrite_launches(src)] * 6
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda f: f(), calls))
+    assert overlaps[0] == 0

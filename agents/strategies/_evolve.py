@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from agents.prompt import evolve_messages, lesson
 from agents.records import Attempt, History, Request, Task
 from agents.strategies._base import Strategy, _positive, register_strategy
+from sandbox.policy import parse
 
 __all__ = ["Evolve", "Plan", "normalise_source", "code_key", "near_key", "diversity_cell"]
 
@@ -60,7 +61,7 @@ def normalise_source(code: str, rename: bool = False) -> str:
     ``rename``, the names the file binds are also renamed in order of first appearance
     (:func:`_rename_locals`), so that code differing only in its own names compares equal."""
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return " ".join(code.split())
     for node in ast.walk(tree):

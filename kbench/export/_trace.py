@@ -24,6 +24,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from sandbox.policy import parse
+
 __all__ = ["WRAP", "Traced", "rewrite_launches"]
 
 WRAP = "_kbench_wrap_triton"
@@ -131,7 +133,7 @@ def rewrite_launches(source: str) -> Traced:
         (1, True)
     """
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except SyntaxError as e:
         return Traced(None, (), 0, f"its source does not parse ({e.msg}, line {e.lineno})")
     fns = _triton_functions(tree)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbench.errors import ConfigError
+from sandbox.policy import parse
 
 __all__ = ["MAX_COMBINATIONS", "space", "apply", "defaults", "lift_notes", "parse_knobs"]
 
@@ -47,7 +48,7 @@ class _Lifted:
 
 def _parse(source: str) -> ast.Module:
     try:
-        return ast.parse(source)
+        return parse(source)
     except SyntaxError as e:
         raise ConfigError(f"the candidate does not parse (line {e.lineno}: {e.msg})") from None
 
