@@ -9,6 +9,8 @@ gpu``; ``bench/gpu_session.sh``'s ``tests`` step runs them)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import replace
 
@@ -24,7 +26,14 @@ from kbench.problems import load  # noqa: E402
 from sandbox import Limits, MemoryCache, Status, verify  # noqa: E402
 from sandbox.backends import ForkServerBackend  # noqa: E402
 from sandbox.timing import TimingConfig  # noqa: E402
-from tests.test_faults import FAULTS, HANG_WHEN_TIMED, HONEST, _candidate  # noqa: E402
+from tests.test_faults import (  # noqa: E402
+    _ESCAPE,
+    FAULTS,
+    HANG_WHEN_TIMED,
+    HONEST,
+    _candidate,
+    _running,
+)
 
 # Short limits: a hang costs seconds. The compile allowance (the fixed part of timing's hang
 # limit; the rest is scaled from the reference's call time) is cut so that a kernel that
@@ -91,6 +100,31 @@ def test_gpu_fault_gets_its_verdict_and_the_next_candidate_is_verified(relu, cac
     assert nxt.status is Status.CORRECT, nxt.reason
     main = next(s for s in nxt.shapes if s.name == "main")
     assert main.timing is not None and main.timing.median_ms > 0, "the next one is timed"
+    assert ForkServerBackend.server_pid() == server, "the same warm server forked it"
+
+
+def test_a_forked_descendant_on_a_gpu_run_is_killed_and_the_next_candidate_is_timed(
+        relu, cache, tmp_path):
+    """Issue 12's fork fault on the GPU: a candidate (policy switched off, as a native
+    extension could fork) forks a grandchild into its own session; the verification ends
+    with its own verdict, the grandchild is killed with the job, and the next candidate is
+    verified and timed on the same warm server."""
+    pidfile = tmp_path / "escaped"
+    src = _ESCAPE.replace("PIDFILE", repr(str(pidfile))) + HONEST
+    iso = ForkServerBackend()
+    v = verify(relu, src, device="cuda", cache=cache, limits=LIMITS, timing=False,
+               isolation=iso, static_policy=False)
+    assert v.status is Status.CORRECT, (v.status, v.reason, v.log_tail[-1500:])
+    pid = int(pidfile.read_text())
+    try:
+        assert not _running(pid), f"the escaped grandchild {pid} outlived its job"
+    finally:
+        if _running(pid, 0):
+            os.kill(pid, signal.SIGKILL)
+    server = ForkServerBackend.server_pid()
+    nxt = verify(relu, HONEST, device="cuda", cache=cache, limits=LIMITS, isolation=iso)
+    assert nxt.status is Status.CORRECT, nxt.reason
+    assert next(s for s in nxt.shapes if s.name == "main").timing is not None
     assert ForkServerBackend.server_pid() == server, "the same warm server forked it"
 
 
