@@ -1033,5 +1033,23 @@ def export_cmd(
               highlight=False, markup=False)
 
 
+def _flow_help(*apps: typer.Typer) -> None:
+    """Each command's help from its docstring with single line breaks joined and ``code``
+    marks dropped: typer's rich help keeps a docstring's line breaks (``kbench --help``
+    broke its command descriptions mid-sentence) and prints reST literally."""
+    import inspect
+    import re
+
+    for a in apps:
+        for info in a.registered_commands:
+            doc = inspect.getdoc(info.callback) if info.help is None and info.callback else None
+            if doc:
+                paras = (" ".join(p.split()) for p in doc.split("\n\n"))
+                info.help = re.sub(r"``([^`]*)``", r"\1", "\n\n".join(paras))
+
+
+_flow_help(app, problems_app, runs_app)
+
+
 if __name__ == "__main__":
     entry()

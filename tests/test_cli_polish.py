@@ -388,3 +388,25 @@ def test_a_finished_run_leaves_everything_in_the_store_file(tmp_path):
     copy.parent.mkdir()
     shutil.copy(tmp_path / "kbench.db", copy)
     assert [run.name for run in Store(str(copy), read_only=True).list_runs()] == ["walrun"]
+
+
+@pytest.mark.parametrize("args", [[], ["problems"], ["runs"]])
+def test_help_lists_each_command_on_whole_lines(args):
+    """`kbench --help`'s command table flows each docstring as one paragraph: typer's rich
+    help kept the docstrings' line breaks, and `tune`, `report` and `export` read
+    "... with Optuna, per" / "shape; store ..." on lines cut mid-sentence."""
+    r = CliRunner().invoke(cli.app, [*args, "--help"], terminal_width=100)
+    assert r.exit_code == 0, r.output
+    group = {(): cli.app, ("problems",): cli.problems_app, ("runs",): cli.runs_app}[tuple(args)]
+    for info in group.registered_commands:
+        doc = info.help or ""
+        assert "\n" not in doc.split("\n\n")[0] and "``" not in doc, info.name
+    panel = r.output[r.output.index("Commands"):].splitlines()[1:]
+    rows = [ln.strip()[1:-1] for ln in panel if ln.strip().startswith("│")]
+    start = len(rows[0]) - len(rows[0].split(maxsplit=1)[1])  # where descriptions begin
+    width = len(rows[0]) - start - 1
+    for line, nxt in zip(rows, rows[1:]):
+        if nxt[:start].strip():  # the next row is another command's
+            continue
+        text, word = line[start:].rstrip(), nxt[start:].split()[0]
+        assert len(text) + 1 + len(word) > width, f"line cut short before {word!r}:\n{r.output}"
