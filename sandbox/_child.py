@@ -538,15 +538,55 @@ def _allocator_lost_its_report(e: BaseException) -> bool:
             and "CUDACachingAllocator" in text)
 
 
+# What a candidate can ask torch about the GPU: in a build child, which sees none, the answers
+# differ from its verification's, and so may what it builds.
+_DEVICE_QUERIES = ("is_available", "device_count", "current_device", "get_device_capability",
+                   "get_device_properties", "get_device_name", "get_arch_list",
+                   "is_bf16_supported", "mem_get_info", "is_initialized", "init")
+
+
+def _watch_device_queries(cuda: Any) -> set[str]:
+    """Wrap ``torch.cuda``'s device queries; the returned set fills with the names of those
+    called from outside torch (the candidate's code), before or during its build."""
+    torch_dir = os.path.dirname(os.path.dirname(os.path.abspath(cuda.__file__)))
+    asked: set[str] = set()
+    for name in _DEVICE_QUERIES:
+        orig = getattr(cuda, name, None)
+        if orig is None:
+            continue
+
+        def query(*a: Any, _orig: Any = orig, _name: str = name, **k: Any) -> Any:
+            caller = sys._getframe(1).f_code.co_filename
+            if not os.path.abspath(caller).startswith(torch_dir + os.sep):
+                asked.add(_name)
+            return _orig(*a, **k)
+
+        query.__name__ = query.__qualname__ = orig.__name__
+        query.__doc__ = orig.__doc__
+        setattr(cuda, name, query)
+    return asked
+
+
 def _build_only(job_dir: Path, job: dict[str, Any]) -> int:
     """``sandbox.prebuild``: import the candidate without a GPU so that its extensions are
-    compiled (for the target's architectures) into the job directory, and nothing else."""
+    compiled (for the target's architectures) into the job directory, and nothing else.
+
+    An import that fails says whether torch's extension build failed (``build_error``) and
+    which device queries the candidate made first (``asked``): a failed build that asked
+    nothing of the GPU fails the same with one, and :mod:`sandbox.prebuild` hands it to the
+    verification (:meth:`sandbox.buildcache.JobCache.note_failure`)."""
     os.environ["TORCH_CUDA_ARCH_LIST"] = str(job["arch"])
+    import torch.cuda
+
+    asked = _watch_device_queries(torch.cuda)
     _send(event="started", pid=os.getpid())
     try:
         _load_module(job_dir / job["candidate"], "candidate")
     except BaseException as e:  # noqa: BLE001 - trusted harness reports every failure
-        _send(event="error", phase="import", kind="compile", message=_tail(e))
+        build_error = (isinstance(e, RuntimeError)
+                       and str(e).startswith("Error building extension"))
+        _send(event="error", phase="import", kind="compile", message=_tail(e),
+              build_error=build_error, asked=sorted(asked))
         return 1
     _send(event="imported")
     return 0

@@ -26,6 +26,12 @@ Limits: candidates run as the same uid as the parent, so a candidate that sets o
 can read the manifest key and rewrite another source's entry; the manifest stops accidental
 and naive tampering, not that. A backend with its own uid or filesystem namespace closes it.
 
+A build that failed ahead of its verification (:mod:`sandbox.prebuild`, on CPU cores) in a way
+the GPU would not change is handed to the verification that follows as a signed record,
+``<key>.failed``, taken once (:meth:`JobCache.note_failure`, :meth:`JobCache.take_failure`):
+the verification reports the compiler's errors without building again under the device's
+hold.
+
 Location ``$KBENCH_CACHE_DIR/builds`` (default ``~/.cache/kbench/builds``); set
 ``KBENCH_BUILD_CACHE=0`` (or ``KBENCH_CACHE_DIR=off``) to turn it off.
 """
@@ -54,8 +60,8 @@ from typing import Any
 
 from sandbox._cachedir import OFF, cache_base, cache_off
 
-__all__ = ["MAX_BYTES", "PARTS", "JobCache", "Restored", "cache_root", "enabled", "evict",
-           "key", "open_job", "restore", "save", "toolchain"]
+__all__ = ["FAILURE_TTL_S", "MAX_BYTES", "PARTS", "JobCache", "Restored", "cache_root", "enabled",
+           "evict", "key", "open_job", "restore", "save", "toolchain"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,9 @@ PARTS = ("torch_extensions", "triton_cache")  # the job's subdirectories that ar
 MAX_BYTES = 4 << 30  # the whole cache; least recently used entries go first
 _ENTRY_MAX_BYTES = 1 << 30  # one entry larger than this is not kept
 _STALE_S = 3600.0  # temporary directories of an interrupted save older than this are removed
+# A failed build handed from sandbox.prebuild to the verification that follows it is honoured
+# this long (the verification is usually queued behind it for seconds to minutes).
+FAILURE_TTL_S = 3600.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,8 +344,8 @@ def evict(root: Path | None = None, max_bytes: int = MAX_BYTES) -> list[str]:
             st = p.lstat()
         except OSError:
             continue
-        if p.name.startswith((".tmp-", ".old-")):
-            if now - st.st_mtime > _STALE_S:
+        if p.name.startswith((".tmp-", ".old-")) or p.name.endswith(".failed"):
+            if now - st.st_mtime > _STALE_S:  # failed-build records no one took, too
                 _rmtree(p)
         elif stat.S_ISDIR(st.st_mode) and not p.name.startswith("."):
             entries.append((st.st_mtime, p, _entry_bytes(p)))
@@ -460,6 +469,52 @@ class JobCache:
             log.warning("build cache: could not save entry %s: %s", self.key[:16], e)
             return False
         return kept
+
+    def note_failure(self, message: str, arch: str) -> bool:
+        """Hand a failed build to the verification of the same source that follows: a signed
+        record (``<key>.failed``) that :meth:`take_failure` consumes. Only for a build that
+        fails the same on the GPU's node (:func:`sandbox.prebuild.prebuild` decides)."""
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            body = json.dumps({"format": _FORMAT, "key": self.key, "message": message,
+                               "arch": arch, "at": time.time()}, sort_keys=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-failed-", dir=self.root)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"body": body, "mac": _sign(self.root, body)}))
+            os.replace(tmp, self.root / f"{self.key}.failed")
+        except OSError as e:
+            log.warning("build cache: could not note the failed build %s: %s", self.key[:16], e)
+            return False
+        return True
+
+    def take_failure(self) -> dict[str, Any] | None:
+        """The failed build :meth:`note_failure` handed over for this source, if one was,
+        within the last :data:`FAILURE_TTL_S`; taken once (the record is removed), so a later
+        verification of the same source builds again. None for a record that is missing,
+        old, or not signed by this cache."""
+        path = self.root / f"{self.key}.failed"
+        claimed = self.root / f".tmp-taken-{secrets.token_hex(8)}"
+        try:
+            os.rename(path, claimed)  # one taker only
+        except OSError:
+            return None
+        try:
+            raw = json.loads(claimed.read_text())
+            body, mac = raw["body"], raw["mac"]
+            if not hmac.compare_digest(_sign(self.root, body), mac):
+                raise ValueError("signature does not match")
+            rec = json.loads(body)
+            if rec.get("key") != self.key or rec.get("format") != _FORMAT:
+                raise ValueError("the record is for another key")
+            if not 0 <= time.time() - float(rec["at"]) <= FAILURE_TTL_S:
+                return None
+            return {"message": str(rec["message"]), "arch": str(rec["arch"]),
+                    "age_s": time.time() - float(rec["at"])}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("build cache: dropping failed-build record %s: %s", self.key[:16], e)
+            return None
+        finally:
+            claimed.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Remove the stable directory, then let the next job of this source have it."""

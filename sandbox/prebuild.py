@@ -9,13 +9,20 @@ source then restores the build and ninja has nothing to do, so a run can build t
 candidates while the GPU checks and times the current one.
 
 Nothing here decides a verdict: a candidate whose import fails without a GPU (module-level
-CUDA calls) is still built as far as it got, and its verification reports any fault.
+CUDA calls) is still built as far as it got, and its verification reports any fault. One
+outcome is handed on: a build that the compiler refused (its errors in torch's "Error
+building extension" message), by a candidate that asked torch nothing about the GPU before
+(so the GPU's node would compile the same sources with the same flags), is noted in the
+build cache (:meth:`sandbox.buildcache.JobCache.note_failure`). The verification that follows
+reports it as the compile error it is, instead of running the same nvcc build again while it
+holds the device (other jobs cannot be timed meanwhile).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,15 +32,37 @@ from sandbox._process import ChildError
 from sandbox.backends import Backend, default_backend
 from sandbox.policy import check_source
 
-__all__ = ["Prebuilt", "prebuild", "target_arch"]
+__all__ = ["Prebuilt", "deterministic_failure", "prebuild", "target_arch"]
 
 log = logging.getLogger("kbench.sandbox")
+
+
+# A compiler's or linker's diagnostic in ninja's output: the sources, not the machine, failed.
+_DIAGNOSTIC = re.compile(r"(\berror\b\s*:|: error\b|undefined reference to|"
+                         r"ld returned \d+ exit status)", re.I)
+# The machine failed the build: a compiler killed or out of room is not the candidate's error.
+_MACHINE = re.compile(r"(\bKilled\b|Terminated|signal \d+|No space left|Cannot allocate|"
+                      r"virtual memory exhausted|out of memory|internal compiler error|"
+                      r"Segmentation fault)", re.I)
+
+
+def deterministic_failure(msg: dict[str, object]) -> bool:
+    """A build child's import error (``_child._build_only``'s message) that a build on the
+    GPU's node would repeat: torch's extension build failed with a compiler or linker
+    diagnostic, no sign that the machine killed or starved the compiler, and the candidate
+    asked torch nothing about the GPU before (it sees none here, and could have built other
+    sources or flags for one)."""
+    text = str(msg.get("message", ""))
+    return (msg.get("build_error") is True and not msg.get("asked")
+            and bool(_DIAGNOSTIC.search(text)) and not _MACHINE.search(text))
 
 
 @dataclass(frozen=True)
 class Prebuilt:
     """What :func:`prebuild` did: ``state`` is ``built`` (an entry was saved), ``cached``
-    (the cache already held this build), or ``skipped`` (with ``why``)."""
+    (the cache already held this build), ``compile_error`` (the compiler refused the
+    sources; handed to the verification, ``why`` its message's last line), or ``skipped``
+    (with ``why``)."""
 
     state: str
     why: str = ""
@@ -91,7 +120,7 @@ def prebuild(source: str, device: str, *, isolation: Backend | None = None,
             "mode": "build", "device": "cpu", "candidate": "candidate.py", "arch": arch,
             "cpu_seconds": int(timeout_s)}))
         isolation = isolation or default_backend()
-        reason = ""
+        reason, failed = "", None
         with isolation.start(work, "cpu") as child:
             deadline = time.monotonic() + timeout_s
             try:
@@ -100,13 +129,18 @@ def prebuild(source: str, device: str, *, isolation: Backend | None = None,
                     if msg is None or msg.get("event") in ("imported", "error"):
                         if msg and msg.get("event") == "error":
                             reason = str(msg.get("message", ""))[-300:]
+                            failed = msg if deterministic_failure(msg) else None
                         break
             except ChildError as e:
-                reason = str(e)
+                reason, failed = str(e), None
             child.finish()
         if reason:
             log.info("prebuild: the candidate's import stopped without a GPU: %s", reason)
-        if jc.save(work):
+        saved = jc.save(work)  # what did build (other extensions, objects) is kept either way
+        if failed is not None and jc.note_failure(str(failed["message"]), arch):
+            last = reason.strip().splitlines()[-1:] or [""]
+            return Prebuilt("compile_error", last[0][:200], time.monotonic() - t0)
+        if saved:
             return Prebuilt("built", "", time.monotonic() - t0)
         return Prebuilt("skipped", reason or "nothing was built", time.monotonic() - t0)
     finally:

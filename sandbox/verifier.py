@@ -548,6 +548,22 @@ def _verify(spec: ProblemSpec, source: str, *, device: str, cache: Cache | None,
     # Builds are kept per source (sandbox.buildcache): a job with a cache key runs in a
     # directory stable per key, so torch's ninja files stay valid when restored.
     builds = buildcache.open_job(source, backend, device, stable_dir=not keep_dir)
+    # A build that failed ahead of this verification, on CPU cores, as it would fail here
+    # (sandbox.prebuild): reported without building it again under the device's hold.
+    handed = builds.take_failure() if builds and backend == "cuda" and on_gpu else None
+    if handed is not None:
+        builds.release()
+        status, reason = _error_status({"kind": "compile", "message": handed["message"]})
+        return Verdict(
+            status=status, backend=backend, reason=reason, **base,
+            log_tail=handed["message"][-2000:], wall_s=time.monotonic() - t0,
+            notes=(f"built ahead of the GPU verification, on CPU cores, for "
+                   f"TORCH_CUDA_ARCH_LIST={handed['arch']} ({handed['age_s']:.0f} s ago); the "
+                   "candidate asked torch nothing about the GPU before its build failed, so "
+                   "the same sources and flags would fail here",),
+            explain={"policy": _policy_explain(policy, static_policy),
+                     "first_failure": reason,
+                     "build_ahead": {"arch": handed["arch"], "age_s": handed["age_s"]}})
     hold = Hold(device_lock(device))
     work = (builds and builds.workdir()) or isolation.workdir()
     try:

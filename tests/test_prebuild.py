@@ -113,3 +113,139 @@ def test_a_build_for_a_gpu_this_process_cannot_see_keys_it_by_that_gpus_capabili
         assert buildcache.toolchain("cuda:0", "8.0") != off_gpu
     finally:
         facts.cache_clear()
+
+
+# The same extension, with a C++ error the compiler reports: a build that fails the same on
+# any machine with this toolchain.
+_CPP_BAD = _CPP.replace("return x * 2;", "return x * ;").replace(
+    "kbench_prebuild_probe", "kbench_prebuild_bad")
+_ASKS = _CPP_BAD.replace("_ext = load_inline(",
+                         "_ON_GPU = torch.cuda.is_available()\n_ext = load_inline(")
+
+
+def _relu_spec():
+    from pathlib import Path
+
+    from sandbox.problem import load_file
+
+    relu = Path(__file__).resolve().parents[1] / "problems" / "level1" / "relu.py"
+    return load_file(relu, key="level1/relu", suite="level1")
+
+
+needs_toolchain = pytest.mark.skipif(
+    shutil.which("ninja") is None or shutil.which("c++") is None,
+    reason="torch's JIT build needs ninja and a C++ compiler on PATH")
+
+
+@pytest.mark.slow
+@needs_toolchain
+def test_a_build_the_compiler_refuses_is_handed_to_the_verification_once(cache, monkeypatch):
+    """A failed prebuild (g++ refuses the source; the candidate asked nothing of the GPU) is
+    noted in the cache; the GPU verification of the same source then reports the compiler's
+    error without starting a child (which would build again while holding the device), and
+    says where the build ran. The note is taken once: a later verification builds itself."""
+    from sandbox import verify
+    from sandbox.verdict import Status
+
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    got = prebuild(_CPP_BAD, "cuda:0", static_policy=False)
+    assert got.state == "compile_error", got
+    records = list((cache / "builds").glob("*.failed"))
+    assert len(records) == 1
+    v = verify(_relu_spec(), _CPP_BAD, device="cuda:0", static_policy=False,
+               isolation=_NoChild())
+    assert v.status is Status.COMPILE_ERROR, v
+    assert "error" in v.reason and "x * ;" in v.log_tail, v.reason
+    assert any("built ahead of the GPU verification" in n and "9.0" in n for n in v.notes)
+    assert v.explain["build_ahead"]["arch"] == "9.0"
+    assert not list((cache / "builds").glob("*.failed")), "the note was taken"
+    with pytest.raises(AssertionError, match="started a child"):
+        verify(_relu_spec(), _CPP_BAD, device="cuda:0", static_policy=False,
+               isolation=_NoChild())
+
+
+@pytest.mark.slow
+@needs_toolchain
+def test_a_failed_build_that_asked_about_the_gpu_is_not_handed_on(cache, monkeypatch):
+    """The build child sees no GPU: a candidate that asked torch about one before its build
+    could have built other sources or flags with one, so its failure is left to the
+    verification, which builds on the GPU's node."""
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    got = prebuild(_ASKS, "cuda:0", static_policy=False)
+    assert got.state != "compile_error", got
+    assert not list((cache / "builds").glob("*.failed"))
+
+
+@pytest.mark.parametrize(("msg", "handed"), [
+    ({"build_error": True, "asked": [], "message":
+      "RuntimeError: Error building extension 'x': [1/2] c++ ... \n"
+      "main.cpp:3:48: error: expected primary-expression before ';' token"}, True),
+    ({"build_error": True, "asked": [], "message":
+      "x.cu(12): error: identifier \"foo\" is undefined\n1 error detected"}, True),
+    ({"build_error": True, "asked": [], "message":
+      "/usr/bin/ld: x.o: undefined reference to `bar'\ncollect2: error: ld returned 1 exit "
+      "status"}, True),
+    ({"build_error": True, "asked": ["get_device_capability"], "message":
+      "x.cu(12): error: identifier \"foo\" is undefined"}, False),
+    ({"build_error": True, "asked": [], "message":
+      "nvcc error   : 'cicc' died due to signal 9 (Kill signal)"}, False),
+    ({"build_error": True, "asked": [], "message":
+      "c++: fatal error: Killed signal terminated program cc1plus"}, False),
+    ({"build_error": True, "asked": [], "message": "No space left on device: error: x"}, False),
+    ({"build_error": False, "asked": [], "message": "RuntimeError: error: CUDA unavailable"},
+     False),
+    ({"build_error": True, "asked": [], "message": "ninja: build stopped: subcommand failed."},
+     False),
+])
+def test_only_a_compilers_own_refusal_is_handed_on(msg, handed):
+    from sandbox.prebuild import deterministic_failure
+
+    assert deterministic_failure(msg) is handed
+
+
+def test_a_failed_build_record_is_signed_taken_once_and_expires(cache, monkeypatch):
+    jc = buildcache.open_job("src", "cuda", "cuda:0", stable_dir=False)
+    assert jc.take_failure() is None
+    assert jc.note_failure("x.cu(1): error: nope", "9.0+PTX")
+    got = jc.take_failure()
+    assert got["message"] == "x.cu(1): error: nope" and got["arch"] == "9.0+PTX"
+    assert jc.take_failure() is None  # taken once
+    other = buildcache.open_job("other src", "cuda", "cuda:0", stable_dir=False)
+    assert other.take_failure() is None  # another source's verification sees nothing
+    # a record copied under another key, or edited, is refused
+    assert jc.note_failure("x.cu(1): error: nope", "9.0")
+    path = jc.root / f"{jc.key}.failed"
+    path.rename(jc.root / f"{other.key}.failed")
+    assert other.take_failure() is None
+    assert jc.note_failure("x.cu(1): error: nope", "9.0")
+    path.write_text(path.read_text().replace("nope", "fake"))
+    assert jc.take_failure() is None
+    # an hour later the verification builds for itself
+    assert jc.note_failure("x.cu(1): error: nope", "9.0")
+    now = buildcache.time.time()
+    monkeypatch.setattr(buildcache.time, "time", lambda: now + buildcache.FAILURE_TTL_S + 1)
+    assert jc.take_failure() is None
+    assert not list(jc.root.glob("*.failed")) and not list(jc.root.glob(".tmp-*"))
+
+
+def test_the_build_child_notes_the_device_queries_of_code_outside_torch():
+    """``_child._watch_device_queries``: a query from the candidate's code is noted; the same
+    query from torch's own code (its extension builder asks, for one) is not."""
+    import os
+    import types
+
+    import torch
+
+    from sandbox._child import _watch_device_queries
+
+    cuda = types.SimpleNamespace(__file__=torch.cuda.__file__, is_available=lambda: False,
+                                 get_device_capability=lambda d=None: (9, 0))
+    asked = _watch_device_queries(cuda)
+    inside = os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "torch", "x.py")
+    exec(compile("cuda.is_available(); cuda.get_device_capability()", inside, "exec"),
+         {"cuda": cuda})
+    assert asked == set()
+    assert cuda.is_available() is False  # answers as before
+    assert asked == {"is_available"}
+    exec(compile("cuda.get_device_capability(0)", "candidate.py", "exec"), {"cuda": cuda})
+    assert asked == {"is_available", "get_device_capability"}

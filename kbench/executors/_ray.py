@@ -263,9 +263,10 @@ def _build_first(job: Job, device: str, capability: str | None = None) -> tuple[
     hold, so the task sharing this GPU could not be timed for the build's minute: on an
     H100 (2026-12-07) most of a cold 20-candidate mix's verdicts took about 70 s each, the
     local executor's (which builds ahead in a CPU pool) 2-18 s. A failed build is left to
-    the verification, which reports it. ``capability``: the GPU's, for a task that sees none.
-    Returns what the prebuild did (``built``, ``cached``, ``skipped``; ``failed`` when it
-    raised) and its wall seconds."""
+    the verification, which reports it (at once, without building, when the compiler refused
+    the sources: ``compile_error``). ``capability``: the GPU's, for a task that sees none.
+    Returns what the prebuild did (``built``, ``cached``, ``compile_error``, ``skipped``;
+    ``failed`` when it raised) and its wall seconds."""
     from sandbox.backends import get_backend
     from sandbox.prebuild import prebuild
 
