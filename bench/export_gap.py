@@ -179,7 +179,8 @@ class _Clocks:
 
 
 def _binaries(mod: Any) -> list[str]:
-    """The launch options of each compiled Triton binary of ``mod``'s kernels."""
+    """The launch options of each compiled Triton binary of ``mod``'s kernels (a row saying
+    why where Triton's internals are not as expected: the tables are printed by then)."""
     try:
         from triton.runtime.jit import JITFunction
     except ImportError:
@@ -188,12 +189,99 @@ def _binaries(mod: Any) -> list[str]:
     for name, k in vars(mod).items():
         if not isinstance(k, JITFunction):
             continue
-        for dev, caches in getattr(k, "device_caches", {}).items():
-            for ck in (caches[0] if isinstance(caches, tuple) else caches).values():
-                md = ck.metadata
-                opts = {a: getattr(md, a, None) for a in ("num_warps", "num_stages", "num_ctas")}
-                rows.append(f"{name} on {dev}: {opts}, registers {getattr(ck, 'n_regs', '?')}, "
-                            f"spills {getattr(ck, 'n_spills', '?')}")
+        try:
+            for dev, caches in getattr(k, "device_caches", {}).items():
+                for ck in (caches[0] if isinstance(caches, tuple) else caches).values():
+                    md = ck.metadata
+                    opts = {a: getattr(md, a, None)
+                            for a in ("num_warps", "num_stages", "num_ctas")}
+                    rows.append(f"{name} on {dev}: {opts}, registers "
+                                f"{getattr(ck, 'n_regs', '?')}, spills "
+                                f"{getattr(ck, 'n_spills', '?')}")
+        except Exception as e:  # noqa: BLE001 - a diagnostic's last lines
+            rows.append(f"{name}: binaries not read ({type(e).__name__}: {e})")
+    return rows
+
+
+class ReadFlush:
+    """A flush that only reads a buffer larger than L2 (``zero_`` is the name ``bench.py``'s
+    ``_device_ms`` calls): it leaves L2 holding clean lines, where zeroing leaves dirty ones
+    that the timed call writes back."""
+
+    def __init__(self, size: int, device: str) -> None:
+        import torch
+
+        self.buf = torch.ones(max(1, size // 4), dtype=torch.float32, device=device)
+        self.out = torch.empty((), dtype=torch.float32, device=device)
+
+    def zero_(self) -> ReadFlush:
+        import torch
+
+        torch.sum(self.buf, dim=0, out=self.out)
+        return self
+
+
+def flushes(size: int, device: str) -> dict[str, Any]:
+    """``bench.py``'s zeroing flush and the read-only one, each ``size`` bytes."""
+    import torch
+
+    return {"zeroing": torch.empty(size, dtype=torch.int8, device=device),
+            "read-only": ReadFlush(size, device)}
+
+
+def measure(fns: dict[str, Any], flush: dict[str, Any], rounds: int,
+            device_ms: Any, kbench_ms: Any, refill: list[Any]) -> tuple[
+                dict[tuple[str, str], list[float]], dict[tuple[str, str], list[tuple[float, float]]],
+                dict[tuple[str, str], str]]:
+    """Each launch variant after each flush, ``rounds`` interleaved rounds
+    (``device_ms(fn, name, flush)``), then ``raw`` and ``op`` by the verifier's protocol
+    (``kbench_ms(fn, refill or None)``; ``raw`` also with ``refill``). Returns the times, the
+    wall spans each was measured in (for the clock samples), and per variant the error that
+    stopped it: one variant that fails leaves the others' rows."""
+    times: dict[tuple[str, str], list[float]] = {}
+    spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    errors: dict[tuple[str, str], str] = {}
+
+    def one(key: tuple[str, str], run: Any) -> None:
+        if key in errors:
+            return
+        t0 = time.monotonic()
+        try:
+            ms = float(run())
+        except Exception as e:  # noqa: BLE001 - reported in its row
+            errors[key] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            return
+        times.setdefault(key, []).append(ms)
+        spans.setdefault(key, []).append((t0, time.monotonic()))
+
+    for _ in range(max(1, rounds)):
+        for w, f in fns.items():
+            for fl, buf in flush.items():
+                one((w, fl), lambda f=f, w=w, buf=buf: device_ms(f, w, buf))
+    for w, again in (("raw", False), ("raw", True), ("op", False)):
+        if w not in fns:
+            continue
+        for _ in range(max(1, rounds)):
+            one((w, "kbench+refill" if again else "kbench"),
+                lambda w=w, again=again: kbench_ms(fns[w], refill if again else None))
+    return times, spans, errors
+
+
+def report_rows(times: dict[tuple[str, str], list[float]], errors: dict[tuple[str, str], str],
+                verifier_op: float | None, clock: Any) -> list[str]:
+    """One row per (variant, flush or protocol): the median, each round, the median against
+    the verifier's op time, and ``clock(key)``; a variant that failed, its error."""
+    rows = []
+    for key in list(times) + [k for k in errors if k not in times]:
+        w, fl = key
+        if key in errors:
+            rows.append(f"{w:22} {fl:14} failed: {errors[key]}")
+            continue
+        v = times[key]
+        med = statistics.median(v)
+        rel = f"{med / verifier_op:.3f}" if verifier_op else "-"
+        rows.append(f"{w:22} {fl:14} {med:10.4f} {' '.join(f'{x:.4f}' for x in v):>26}"
+                    f" {rel:>14}  {clock(key)}")
     return rows
 
 
@@ -225,21 +313,14 @@ def main() -> int:
     raw_mod = _load("export_gap_raw", work / "raw_kernel.py")
     verifier = _eval(spec.problem, (work / "raw_kernel.py").read_text(), work) \
         if args.eval else {}
+    for shape_name, ver in verifier.items():  # printed at once: kept if anything below fails
+        print(f"verifier {shape_name}: " + ", ".join(
+            f"{k} {v:.4f} ms" for k, v in ver.items() if v))
 
     op = getattr(getattr(torch.ops, name), spec.name)
     cycles = B._sleep_cycles_per_ms()
     l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)
-    size = max(256 << 20, 2 * l2)
-    zero_flush = torch.empty(size, dtype=torch.int8, device="cuda")
-
-    class ReadFlush:  # bench.py's _device_ms calls flush.zero_(); this one only reads
-        buf = torch.ones(size // 4, dtype=torch.float32, device="cuda")
-        out = torch.empty((), device="cuda")
-
-        def zero_(self) -> None:
-            torch.sum(self.buf, out=self.out)
-
-    flushes = {"zeroing": zero_flush, "read-only": ReadFlush()}
+    flush = flushes(max(256 << 20, 2 * l2), "cuda")
     uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
     clocks = _Clocks(f"GPU-{uuid}" if uuid is not None else None)
     wanted = {s.strip() for s in args.shapes.split(",") if s.strip()}
@@ -267,24 +348,18 @@ def main() -> int:
             drawn = _drawn(inputs)
             fns["raw device-drawn"] = lambda: raw(*drawn)  # noqa: B023
             fns["compile"] = lambda: cref(*inputs)  # noqa: B023
-            host = {w: B._host_ms(f, 5, 1) for w, f in fns.items()}  # warm-up, compile
-            times: dict[tuple[str, str], list[float]] = {(w, fl): [] for w in fns
-                                                         for fl in flushes}
-            spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
-            for _ in range(max(1, args.rounds)):
-                for w, f in fns.items():
-                    for fl, buf in flushes.items():
-                        t0 = time.monotonic()
-                        times[(w, fl)].append(
-                            B._device_ms(f, args.reps, 1, host[w], cycles, flush=buf))
-                        spans.setdefault((w, fl), []).append((t0, time.monotonic()))
-            for w, refill in (("raw", False), ("raw", True), ("op", False)):
-                key = (w, "kbench+refill" if refill else "kbench")
-                for _ in range(max(1, args.rounds)):
-                    t0 = time.monotonic()
-                    times.setdefault(key, []).append(
-                        _kbench_ms(fns[w], inputs if refill else None))
-                    spans.setdefault(key, []).append((t0, time.monotonic()))
+            host = {}
+            for w, f in list(fns.items()):  # the warm-up (and the compile)
+                try:
+                    host[w] = B._host_ms(f, 5, 1)
+                except Exception as e:  # noqa: BLE001 - its rows say so, the others run
+                    print(f"{w}: failed at its first calls ({type(e).__name__}: {e})")
+                    del fns[w]
+            times, spans, errors = measure(
+                fns, flush, args.rounds,
+                lambda f, w, buf: B._device_ms(f, args.reps, 1, host[w], cycles,  # noqa: B023
+                                               flush=buf),
+                _kbench_ms, inputs)
             ver = verifier.get(shape_name, {})
             print(f"\n--- {spec.qualname} {shape_name} {shape['params']}")
             if ver:
@@ -292,11 +367,8 @@ def main() -> int:
                     f"{k} {v:.4f} ms" for k, v in ver.items() if v))
             print(f"{'launched as':22} {'flush / timing':14} {'median ms':>10} {'rounds':>26}"
                   f" {'/ verifier op':>14}  SM clock, power")
-            for (w, fl), v in times.items():
-                med = statistics.median(v)
-                rel = f"{med / ver['op']:.3f}" if ver.get("op") else "-"
-                print(f"{w:22} {fl:14} {med:10.4f} {' '.join(f'{x:.4f}' for x in v):>26}"
-                      f" {rel:>14}  {clocks.between(spans[(w, fl)])}")
+            print("\n".join(report_rows(times, errors, ver.get("op"),
+                                         lambda k, sp=spans: clocks.between(sp.get(k, [])))))
     clocks.stop()
     for label, mod in (("raw", raw_mod), ("wrap", wrapped_mod)):
         for row in _binaries(mod):

@@ -641,3 +641,49 @@ def test_the_gap_benchmark_undoes_the_exports_launch_rewrite_exactly() -> None:
         assert ast.dump(ast.parse(raw)) == ast.dump(ast.parse(src)), example
         checked += 1
     assert checked == 5
+
+
+def test_the_gap_benchmark_runs_its_variants_and_flushes_on_cpu_tensors() -> None:
+    """bench/export_gap.py's measuring part, on CPU tensors with stand-in timers: both
+    flushes run (its first GPU run stopped at the read-only flush, a call torch refuses on
+    any device), a variant that fails is reported in its row while the others are measured,
+    and the verifier's protocol is asked for raw (with and without refill) and op."""
+    import importlib.util
+
+    import torch
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "export_gap.py"
+    spec = importlib.util.spec_from_file_location("export_gap", path)
+    gap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gap)
+
+    fl = gap.flushes(4096, "cpu")
+    x = torch.randn(64)
+    fns = {"raw": lambda: x * 2, "op": lambda: x * 2, "broken": lambda: x @ torch.ones(3)}
+    seen = []
+
+    def device_ms(f, w, buf):
+        buf.zero_()
+        f()
+        seen.append((w, type(buf).__name__))
+        return 1.0
+
+    def kbench_ms(f, refill):
+        f()
+        return 2.0 if refill is None else 3.0
+
+    times, spans, errors = gap.measure(fns, fl, 2, device_ms, kbench_ms, [x])
+    assert times[("raw", "zeroing")] == [1.0, 1.0] and times[("op", "read-only")] == [1.0, 1.0]
+    assert times[("raw", "kbench")] == [2.0, 2.0] and times[("raw", "kbench+refill")] == [3.0, 3.0]
+    assert times[("op", "kbench")] == [2.0, 2.0] and ("op", "kbench+refill") not in times
+    assert set(errors) == {("broken", "zeroing"), ("broken", "read-only")}
+    assert ("raw", "ReadFlush") in seen and ("raw", "Tensor") in seen
+    assert bool((fl["zeroing"] == 0).all()) and bool((fl["read-only"].buf == 1).all())
+    assert float(fl["read-only"].out) == fl["read-only"].buf.numel()
+    rows = gap.report_rows(times, errors, 0.5, lambda k: "1980 MHz")
+    assert any(r.startswith("broken") and "failed: RuntimeError" in r for r in rows), rows
+    assert any(r.startswith("raw") and "2.000" in r and "1980 MHz" in r for r in rows), rows
+    placed = gap._placed([x, 3], (2 << 20) + 256)
+    assert torch.equal(placed[0], x) and placed[1] == 3
+    assert placed[0].data_ptr() != x.data_ptr()
+    assert gap._drawn([x, 3])[0].shape == x.shape
