@@ -16,7 +16,8 @@
 #     bench.py's arguments (e.g. --ops quant_w8a8_dynamic), EXPORT_BENCH_ARGS2 a second
 #     bench.py run's (e.g. --ops kvcache_kv_int8_quant --batch 20), EXPORT_GAP an op whose
 #     device time bench/export_gap.py then takes apart (e.g. kvcache_kv_int8_quant), EVAL_ARGS the eval step's
-#     kbench eval arguments (--problem P --candidate FILE)
+#     kbench eval arguments (--problem P --candidate FILE), THROUGHPUT_ARGS more arguments of both
+#     throughput steps (e.g. --warm-jobs 3)
 #   bash bench/gpu_session.sh wait [SECONDS]   # poll until done or SECONDS; logs to $OUT as
 #     one archive, kbench_gpu.tgz (a device call brings back at most 8 files)
 #   DRY_RUN=1 bash bench/gpu_session.sh start ...   # print the job script, start nothing
@@ -182,14 +183,14 @@ if [ "$cmd" = start ]; then
           > $LOG/tune_examples.log 2>&1";;
       load) echo "python3 bench/load_test.py --candidates 200 --device cuda --kill-after 90 --cuda 8 --logs $LOG/load --store $LOG/load.db \
           --json $LOG/load.json > $LOG/load.log 2>&1";;
-      throughput) echo "python3 bench/throughput.py --gpus 1 --executor local \
+      throughput) echo "python3 bench/throughput.py --gpus 1 --executor local ${THROUGHPUT_ARGS:-} \
           --out $LOG/throughput.json > $LOG/throughput.log 2>&1";;
       # Ray from .ray/ (the wheel unpacked, Java jars and dashboard client dropped, binaries
       # stripped, xz: 27 MB where the wheel is 79 MB, over a call's 64 MiB carry) and the
       # Python packages Ray needs that the GPU image lacks
       throughput_ray) echo "tar xJf .ray/ray.tar.xz -C /tmp/site && python3 -m pip install -q \
           --no-index --no-deps --no-compile --upgrade --target /tmp/site .ray/*.whl >/dev/null 2>&1; \
-          python3 bench/throughput.py --gpus 1 --executor ray --out $LOG/throughput_ray.json \
+          python3 bench/throughput.py --gpus 1 --executor ray ${THROUGHPUT_ARGS:-} --out $LOG/throughput_ray.json \
           > $LOG/throughput_ray.log 2>&1";;
       *) echo "echo unknown step $1 >&2";;
     esac

@@ -262,7 +262,8 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
         per_device.setdefault(f"cuda:{i}", {}).update(busy.get(u, {}), uuid=u)
     shares = [b["busy_share"] for b in busy.values() if b["busy_share"] is not None]
     return {
-        "pass": name, "wall_s": round(wall, 3), "candidates": len(cands),
+        "pass": name, "jobs_per_device": getattr(ex, "jobs_per_device", None),
+        "wall_s": round(wall, 3), "candidates": len(cands),
         "verified": verified, "statuses": dict(statuses),
         "not_verified": [f"{c['example']}#{c['variant']}: {v.status.value}: "
                          f"{(v.reason or '').splitlines()[0][:200] if v.reason else ''}"
@@ -416,11 +417,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--passes", default="cold,warm", help="cold, warm or both, in order")
     ap.add_argument("--per-gpu-timing", action="store_true",
                     help="after the passes, time three candidates on each GPU in turn")
+    ap.add_argument("--warm-jobs", default="", metavar="N[,M...]",
+                    help="after the passes, one more warm pass for each of these jobs per "
+                         "device, each with an executor of its own (pass warm_jN): does "
+                         "another job per GPU keep it busier?")
     ap.add_argument("--out", default="throughput.json")
     args = ap.parse_args(argv)
     passes = [p.strip() for p in args.passes.split(",") if p.strip()]
     if not passes or set(passes) - {"cold", "warm"}:
         ap.error("--passes takes cold and/or warm")
+    try:
+        warm_jobs = [int(x) for x in args.warm_jobs.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--warm-jobs {args.warm_jobs!r}: expected whole numbers, comma-separated")
+    if any(j < 1 for j in warm_jobs):
+        ap.error("--warm-jobs: each value is at least 1")
     if args.gpus is not None:
         if args.device == "cpu":
             ap.error("--gpus needs a CUDA device")
@@ -478,6 +489,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, n_gpus,
                                                uuids, args.build_slots or build_slots())
                 # each pass written as it ends: a step cut by its time limit keeps the first
+                Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        for j in warm_jobs:  # the caches as the passes left them; the executor anew
+            with make_executor(args.executor, **{**options, "jobs_per_device": j}) as ex:
+                name = f"warm_j{j}"
+                res["passes"][name] = run_pass(name, ex, cands, specs, cache, device, n_gpus,
+                                               uuids, args.build_slots or build_slots())
                 Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
         if args.per_gpu_timing:  # the executor is idle: each GPU alone in turn
             res["per_gpu_timing"] = per_gpu_timing(

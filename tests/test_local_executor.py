@@ -324,14 +324,17 @@ def test_the_throughput_benchmark_runs_on_cpu(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "t.json"
     r = subprocess.run([sys.executable, str(root / "bench" / "throughput.py"), "--device", "cpu",
-                        "--limit", "2", "--out", str(out)],
+                        "--limit", "2", "--warm-jobs", "3", "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["device"] == "cpu" and res["executor"] == "local" and res["devices"] == ["cpu"]
     assert res["mix"] == ["level1/relu.py#0", "level1/softmax.py#0"]
     assert any("relu_cuda.py" in x and "needs a GPU" in x for x in res["left_out"])
-    assert list(res["passes"]) == ["cold", "warm"]
+    # --warm-jobs 3: one more warm pass, on an executor running three jobs per device
+    assert list(res["passes"]) == ["cold", "warm", "warm_j3"]
+    assert [p["jobs_per_device"] for p in res["passes"].values()] == [2, 2, 3]
+    assert "pass warm_j3: 2 candidates on ['cpu'] (3 jobs per device)" in r.stderr
     for p in res["passes"].values():
         assert p["candidates"] == 2 and p["statuses"] == {"correct": 2}, p["not_verified"]
         assert p["verified"] == 2 and p["not_verified"] == [] and p["devices"] == 1
