@@ -225,6 +225,17 @@ def _running(pid: int, wait_s: float = 10.0) -> bool:
         time.sleep(0.1)
 
 
+def assert_escaped_killed(pidfile) -> None:
+    """The grandchild ``_ESCAPE`` forked (its pid in ``pidfile``) did not outlive its job;
+    killed here if it did, so that a failing test leaves nothing running."""
+    pid = int(pidfile.read_text())
+    try:
+        assert not _running(pid), f"the escaped grandchild {pid} outlived its job"
+    finally:
+        if _running(pid, 0):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_descendant_that_left_the_session_is_killed(relu, tmp_path, backend):
     pidfile = tmp_path / "escaped"
@@ -232,12 +243,7 @@ def test_a_descendant_that_left_the_session_is_killed(relu, tmp_path, backend):
     v = verify(relu, src, device="cpu", limits=_FAST, isolation=_backend(backend),
                static_policy=False)
     assert v.status is Status.CORRECT, v.reason
-    pid = int(pidfile.read_text())
-    try:
-        assert not _running(pid), f"the escaped grandchild {pid} outlived its job"
-    finally:
-        if _running(pid, 0):
-            os.kill(pid, signal.SIGKILL)
+    assert_escaped_killed(pidfile)
     nxt = verify(relu, HONEST, device="cpu", limits=_FAST, isolation=_backend(backend))
     assert nxt.status is Status.CORRECT, nxt.reason
 

@@ -9,8 +9,6 @@ gpu``; ``bench/gpu_session.sh``'s ``tests`` step runs them)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from dataclasses import replace
 
@@ -32,7 +30,7 @@ from tests.test_faults import (  # noqa: E402
     HANG_WHEN_TIMED,
     HONEST,
     _candidate,
-    _running,
+    assert_escaped_killed,
 )
 
 # Short limits: a hang costs seconds. The compile allowance (the fixed part of timing's hang
@@ -115,12 +113,7 @@ def test_a_forked_descendant_on_a_gpu_run_is_killed_and_the_next_candidate_is_ti
     v = verify(relu, src, device="cuda", cache=cache, limits=LIMITS, timing=False,
                isolation=iso, static_policy=False)
     assert v.status is Status.CORRECT, (v.status, v.reason, v.log_tail[-1500:])
-    pid = int(pidfile.read_text())
-    try:
-        assert not _running(pid), f"the escaped grandchild {pid} outlived its job"
-    finally:
-        if _running(pid, 0):
-            os.kill(pid, signal.SIGKILL)
+    assert_escaped_killed(pidfile)
     server = ForkServerBackend.server_pid()
     nxt = verify(relu, HONEST, device="cuda", cache=cache, limits=LIMITS, isolation=iso)
     assert nxt.status is Status.CORRECT, nxt.reason
