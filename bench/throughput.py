@@ -194,7 +194,7 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
     build_s = [0.0]
     mu = threading.Lock()
     # an executor that builds in tasks of its own (Ray) counts what they did
-    before = Counter(getattr(ex, "builds", None) or {})
+    before = (Counter(getattr(ex, "builds", None) or {}), float(getattr(ex, "build_wall_s", 0.0)))
 
     def submit(job: Job) -> Future[Any]:
         if hasattr(ex, "submit_job"):
@@ -283,16 +283,16 @@ def run_pass(name: str, ex: Any, cands: list[dict[str, str]], specs: dict[str, A
 
 
 def _pass_builds(built: Counter[str], wall_s: float, slots: int, ex: Any,
-                 before: Counter[str]) -> dict[str, Any]:
+                 before: tuple[Counter[str], float]) -> dict[str, Any]:
     """The pass's CUDA builds: the prebuilds made here (an in-process executor), else what
     the executor's own build tasks did during the pass (``executor_tasks``: Ray's)."""
     theirs = getattr(ex, "builds", None)
     if theirs is None:
         return {**dict(built), "wall_s": round(wall_s, 3), "slots": slots}
     delta = Counter(theirs)
-    delta.subtract(before)
-    return {**{k: int(v) for k, v in delta.items() if k != "wall_s" and v},
-            "wall_s": round(float(delta["wall_s"]), 3),
+    delta.subtract(before[0])
+    return {**{k: v for k, v in delta.items() if v},
+            "wall_s": round(float(getattr(ex, "build_wall_s", 0.0)) - before[1], 3),
             "slots": getattr(ex, "_build_slots", None), "executor_tasks": True}
 
 

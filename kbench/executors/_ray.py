@@ -457,9 +457,10 @@ class RayExecutor(Executor):
         self._build_task = ray.remote(num_gpus=0, num_cpus=1, max_retries=0)(_build_job)
         self._build_slots = max(1, int(float(ray.cluster_resources().get("CPU", 1))) // 4)
         #: what the build tasks did so far: per state (built, cached, skipped, failed,
-        #: untried; error: the task itself failed) how many, and ``wall_s``, their summed
-        #: wall seconds
+        #: untried; error: the task itself failed) how many
         self.builds: Counter[str] = Counter()
+        #: the build tasks' summed wall seconds
+        self.build_wall_s = 0.0
         self._where = ray.remote(_Whereabouts).options(
             name=_WHEREABOUTS, get_if_exists=True, num_cpus=0).remote()
         self._cond = threading.Condition()
@@ -532,7 +533,7 @@ class RayExecutor(Executor):
         node = got.get("node")
         with self._cond:
             self.builds[str(got.get("state"))] += 1
-            self.builds["wall_s"] += float(got.get("wall_s") or 0.0)
+            self.build_wall_s += float(got.get("wall_s") or 0.0)
             self._building -= 1
             self._dispatch_builds()
             if self._cancelling:
