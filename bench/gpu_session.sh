@@ -2,8 +2,8 @@
 # One GPU session's checks, started in the background so that it outlives one device call:
 #   bash bench/gpu_session.sh start [KB_DIR] [STEPS]   # install wheels, start the jobs (setsid)
 #     STEPS: comma-separated, run in the order given, from: verdicts,acceptance,tests,pipeline,
-#     evolve,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray,firstcall,
-#     vprofile,overlap,evalprofile,compare,serverstart,placement,selftest,eval (export needs evolve's run; throughput_ray needs .ray/, see its step)
+#     evolve,examples,export,selection,confirm,crosscheck,tune,load,throughput,throughput_ray,firstcall,
+#     vprofile,overlap,evalprofile,compare,serverstart,placement,selftest,eval (export needs evolve's run, or examples' with EXPORT_RUN=examples; throughput_ray needs .ray/, see its step)
 #     (default verdicts,acceptance,tests); VERDICTS_K=a,b filters the verdict rows,
 #     OLD_TREE=DIR gives bench_pipeline.py an older checkout to compare with, STEP_LIMIT_S caps
 #     each step (default 900; STEP:SECONDS in STEPS sets one step's), TUNE_TRIALS the trials per
@@ -11,7 +11,7 @@
 #     CONFIRM_PROBLEMS=a,b the confirm step's problems (default the eight examples), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
 #     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
 #     and --old-only), GPU_TESTS the tests step's pytest ids, GPU_TEST_WORKERS its xdist workers (default 2), CROSSCHECK_ARGS more arguments of the crosscheck step, EVOLVE_DB the store the export step reads
-#     (default: this session's evolve step's), EXPORT_TESTS=0 / EXPORT_PROFILE=0 skip the exported
+#     (default: this session's evolve or examples step's), EXPORT_RUN the run it exports (default evolve-demo), EXPORT_TESTS=0 / EXPORT_PROFILE=0 skip the exported
 #     package's own tests / bench/export_profile.py (bench.py alone), EXPORT_BENCH_ARGS its
 #     bench.py's arguments (e.g. --ops quant_w8a8_dynamic), EXPORT_BENCH_ARGS2 a second
 #     bench.py run's (e.g. --ops kvcache_kv_int8_quant --batch 20), EXPORT_GAP an op whose
@@ -134,10 +134,15 @@ if [ "$cmd" = start ]; then
           --population 2 --generations ${EVOLVE_GENERATIONS:-3} --name evolve-demo --store $LOG/evolve.db \
           --problems $EXAMPLES8 >> $LOG/evolve.log 2>&1; python3 -m kbench.cli runs show evolve-demo \
           --store $LOG/evolve.db --lineage >> $LOG/evolve.log 2>&1";;
+      # the eight examples as they ship, one sample each (replay of kbench/examples): a run
+      # to export in a minute where evolve takes five (EXPORT_RUN=examples)
+      examples) echo "python3 -m kbench.cli run --model replay:kbench/examples --samples 1 \
+          --name examples --store $LOG/evolve.db --problems $EXAMPLES8 > $LOG/examples.log 2>&1; \
+          python3 -m kbench.cli runs show examples --store $LOG/evolve.db >> $LOG/examples.log 2>&1";;
       # export (after evolve, or EVOLVE_DB=FILE: an evolve.db brought back by an earlier session):
       # the run's winners as a package, installed here, its own tests
       # on CUDA (Inductor compiling the triton ops, no graph break) and its bench.py
-      export) echo "python3 -m kbench.cli export evolve-demo --store ${EVOLVE_DB:-$LOG/evolve.db} --out $LOG/pkg \
+      export) echo "python3 -m kbench.cli export ${EXPORT_RUN:-evolve-demo} --store ${EVOLVE_DB:-$LOG/evolve.db} --out $LOG/pkg \
           --name kbops --force > $LOG/export.log 2>&1; (cd $LOG/pkg && $([ "${EXPORT_TESTS:-1}" = 0 ] \
           || echo "PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 -m pytest -q --pyargs kbops -p no:cacheprovider;") \
           PYTHONPATH=$LOG/pkg:\$PYTHONPATH python3 bench.py ${EXPORT_BENCH_ARGS:-}; \
@@ -226,3 +231,4 @@ tail -12 "$LOG/selftest.log" "$LOG/confirm.log" "$LOG/crosscheck.log" "$LOG/expo
   "$LOG/load.log" "$LOG/selection.log" "$LOG/throughput.log" "$LOG/throughput_ray.log" 2>/dev/null
 tail -20 "$LOG/selection.log" 2>/dev/null
 tail -40 "$LOG/evolve.log" 2>/dev/null
+tail -20 "$LOG/examples.log" 2>/dev/null
