@@ -567,18 +567,52 @@ def _watch_device_queries(cuda: Any) -> set[str]:
     return asked
 
 
+# The environment that tells a process which GPUs it has: the build child's (none) differs
+# from its verification's, as torch's answers do.
+_VISIBILITY_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"})
+
+
+def _watch_visibility_reads(environ: Any, asked: set[str], torch_dir: str) -> None:
+    """Note in ``asked`` each read of ``environ``'s GPU-visibility variables made from outside
+    torch (``os.environ[...]``, ``.get``, ``os.getenv``, ``in``), as ``environ[NAME]``."""
+    import _collections_abc
+
+    # the frames between the reader and this method: ``os``'s and the mapping mixins' code
+    # (a frozen module's is named ``<frozen os>``), this module's
+    between = {os.path.abspath(f) for f in (os.__file__, _collections_abc.__file__, __file__)}
+    between |= {"<frozen os>", "<frozen _collections_abc>"}
+    base = type(environ)
+
+    class _Watched(base):  # type: ignore[misc, valid-type]
+        def __getitem__(self, key: Any) -> Any:
+            if key in _VISIBILITY_ENV:
+                f = sys._getframe(1)
+                while f is not None and (f.f_code.co_filename in between or os.path.abspath(
+                        f.f_code.co_filename) in between):
+                    f = f.f_back
+                if f is not None and not os.path.abspath(
+                        f.f_code.co_filename).startswith(torch_dir + os.sep):
+                    asked.add(f"environ[{key}]")
+            return base.__getitem__(self, key)
+
+    environ.__class__ = _Watched
+
+
 def _build_only(job_dir: Path, job: dict[str, Any]) -> int:
     """``sandbox.prebuild``: import the candidate without a GPU so that its extensions are
     compiled (for the target's architectures) into the job directory, and nothing else.
 
     An import that fails says whether torch's extension build failed (``build_error``) and
-    which device queries the candidate made first (``asked``): a failed build that asked
+    which device queries the candidate made first (``asked``: torch's device queries and reads
+    of the GPU-visibility environment, from outside torch): a failed build that asked
     nothing of the GPU fails the same with one, and :mod:`sandbox.prebuild` hands it to the
     verification (:meth:`sandbox.buildcache.JobCache.note_failure`)."""
     os.environ["TORCH_CUDA_ARCH_LIST"] = str(job["arch"])
     import torch.cuda
 
     asked = _watch_device_queries(torch.cuda)
+    _watch_visibility_reads(os.environ, asked, os.path.dirname(os.path.dirname(
+        os.path.abspath(torch.cuda.__file__))))
     _send(event="started", pid=os.getpid())
     try:
         _load_module(job_dir / job["candidate"], "candidate")

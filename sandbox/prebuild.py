@@ -12,7 +12,7 @@ Nothing here decides a verdict: a candidate whose import fails without a GPU (mo
 CUDA calls) is still built as far as it got, and its verification reports any fault. One
 outcome is handed on: a build that the compiler refused (its errors in torch's "Error
 building extension" message), by a candidate that asked torch nothing about the GPU before
-(so the GPU's node would compile the same sources with the same flags), is noted in the
+and did not read ``CUDA_VISIBLE_DEVICES`` (so the GPU's node would compile the same sources with the same flags), is noted in the
 build cache (:meth:`sandbox.buildcache.JobCache.note_failure`). The verification that follows
 reports it as the compile error it is, instead of running the same nvcc build again while it
 holds the device (other jobs cannot be timed meanwhile).
@@ -50,8 +50,8 @@ def deterministic_failure(msg: dict[str, object]) -> bool:
     """A build child's import error (``_child._build_only``'s message) that a build on the
     GPU's node would repeat: torch's extension build failed with a compiler or linker
     diagnostic, no sign that the machine killed or starved the compiler, and the candidate
-    asked torch nothing about the GPU before (it sees none here, and could have built other
-    sources or flags for one)."""
+    asked torch nothing about the GPU before and read no GPU-visibility variable (it sees none
+    here, and could have built other sources or flags for one)."""
     text = str(msg.get("message", ""))
     return (msg.get("build_error") is True and not msg.get("asked")
             and bool(_DIAGNOSTIC.search(text)) and not _MACHINE.search(text))

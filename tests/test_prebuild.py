@@ -121,6 +121,9 @@ _CPP_BAD = _CPP.replace("return x * 2;", "return x * ;").replace(
     "kbench_prebuild_probe", "kbench_prebuild_bad")
 _ASKS = _CPP_BAD.replace("_ext = load_inline(",
                          "_ON_GPU = torch.cuda.is_available()\n_ext = load_inline(")
+_READS_ENV = _CPP_BAD.replace("_ext = load_inline(", "import os\n"
+                              "_ON_GPU = bool(os.environ.get('CUDA_VISIBLE_DEVICES'))\n"
+                              "_ext = load_inline(")
 
 
 def _relu_spec():
@@ -166,12 +169,13 @@ def test_a_build_the_compiler_refuses_is_handed_to_the_verification_once(cache, 
 
 @pytest.mark.slow
 @needs_toolchain
-def test_a_failed_build_that_asked_about_the_gpu_is_not_handed_on(cache, monkeypatch):
-    """The build child sees no GPU: a candidate that asked torch about one before its build
-    could have built other sources or flags with one, so its failure is left to the
-    verification, which builds on the GPU's node."""
+@pytest.mark.parametrize("source", [_ASKS, _READS_ENV], ids=["torch", "environ"])
+def test_a_failed_build_that_asked_about_the_gpu_is_not_handed_on(cache, monkeypatch, source):
+    """The build child sees no GPU: a candidate that asked torch about one before its build,
+    or read ``CUDA_VISIBLE_DEVICES`` itself, could have built other sources or flags with
+    one, so its failure is left to the verification, which builds on the GPU's node."""
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
-    got = prebuild(_ASKS, "cuda:0", static_policy=False)
+    got = prebuild(source, "cuda:0", static_policy=False)
     assert got.state != "compile_error", got
     assert not list((cache / "builds").glob("*.failed"))
 
@@ -249,3 +253,31 @@ def test_the_build_child_notes_the_device_queries_of_code_outside_torch():
     assert asked == {"is_available"}
     exec(compile("cuda.get_device_capability(0)", "candidate.py", "exec"), {"cuda": cuda})
     assert asked == {"is_available", "get_device_capability"}
+
+
+def test_the_build_child_notes_reads_of_the_gpu_visibility_environment():
+    """``_child._watch_visibility_reads``: a candidate that reads ``CUDA_VISIBLE_DEVICES``
+    itself (it is empty in the build child, set in its verification) is noted as torch's
+    device queries are; torch's own reads and other variables are not."""
+    import os
+
+    import torch
+
+    from sandbox._child import _watch_visibility_reads
+
+    env = os._Environ(dict(os.environ._data), os.environ.encodekey, os.environ.decodekey,
+                      os.environ.encodevalue, os.environ.decodevalue)
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    asked: set[str] = set()
+    torch_dir = os.path.dirname(os.path.dirname(torch.__file__))
+    _watch_visibility_reads(env, asked, torch_dir)
+    inside = os.path.join(torch_dir, "torch", "x.py")
+    exec(compile("env['CUDA_VISIBLE_DEVICES']; env.get('CUDA_VISIBLE_DEVICES')", inside,
+                 "exec"), {"env": env})
+    exec(compile("env.get('PATH'); 'HOME' in env", "candidate.py", "exec"), {"env": env})
+    assert asked == set()
+    assert env["CUDA_VISIBLE_DEVICES"] == ""  # answers as before
+    assert asked == {"environ[CUDA_VISIBLE_DEVICES]"}
+    exec(compile("'NVIDIA_VISIBLE_DEVICES' in env", "candidate.py", "exec"), {"env": env})
+    assert asked == {"environ[CUDA_VISIBLE_DEVICES]", "environ[NVIDIA_VISIBLE_DEVICES]"}
+    assert isinstance(env, os._Environ) and os.environ.__class__ is os._Environ
