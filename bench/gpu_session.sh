@@ -11,7 +11,7 @@
 #     CONFIRM_PROBLEMS=a,b the confirm step's problems (default the eight examples), EVOLVE_GENERATIONS the evolve demo (default 3), PIPELINE_ONLY the
 #     pipeline bench's measurements (its --only; OLD_PROBLEMS and OLD_ONLY: its --old-problems
 #     and --old-only), GPU_TESTS the tests step's pytest ids, GPU_TEST_WORKERS its xdist workers (default 2), CROSSCHECK_ARGS more arguments of the crosscheck step, EVOLVE_DB the store the export step reads
-#     (default: this session's evolve or examples step's), EXPORT_RUN the run it exports (default evolve-demo), EXPORT_TESTS=0 / EXPORT_PROFILE=0 skip the exported
+#     (default: this session's evolve or examples step's), EXPORT_RUN the run it exports (default evolve-demo), EXAMPLES_PROBLEMS the examples step's problems (default the eight), EXPORT_TESTS=0 / EXPORT_PROFILE=0 skip the exported
 #     package's own tests / bench/export_profile.py (bench.py alone), EXPORT_BENCH_ARGS its
 #     bench.py's arguments (e.g. --ops quant_w8a8_dynamic), EXPORT_BENCH_ARGS2 a second
 #     bench.py run's (e.g. --ops kvcache_kv_int8_quant --batch 20), EXPORT_GAP an op whose
@@ -137,7 +137,7 @@ if [ "$cmd" = start ]; then
       # the eight examples as they ship, one sample each (replay of kbench/examples): a run
       # to export in a minute where evolve takes five (EXPORT_RUN=examples)
       examples) echo "python3 -m kbench.cli run --model replay:kbench/examples --samples 1 \
-          --name examples --store $LOG/evolve.db --problems $EXAMPLES8 > $LOG/examples.log 2>&1; \
+          --name examples --store $LOG/evolve.db --problems ${EXAMPLES_PROBLEMS:-$EXAMPLES8} > $LOG/examples.log 2>&1; \
           python3 -m kbench.cli runs show examples --store $LOG/evolve.db >> $LOG/examples.log 2>&1";;
       # export (after evolve, or EVOLVE_DB=FILE: an evolve.db brought back by an earlier session):
       # the run's winners as a package, installed here, its own tests
