@@ -367,13 +367,13 @@ def test_the_throughput_benchmark_counts_the_builds_where_they_were_made() -> No
     from collections import Counter
 
     tp = _bench()
-    ray_like = SimpleNamespace(builds=Counter({"built": 3, "cached": 1, "wall_s": 200.0}),
+    ray_like = SimpleNamespace(builds=Counter({"built": 3, "cached": 1}), build_wall_s=200.0,
                                _build_slots=4)
-    before = Counter({"built": 1, "wall_s": 60.0})
+    before = (Counter({"built": 1}), 60.0)
     assert tp._pass_builds(Counter(), 0.0, 4, ray_like, before) == {
         "built": 2, "cached": 1, "wall_s": 140.0, "slots": 4, "executor_tasks": True}
     assert tp._pass_builds(Counter({"built": 2}), 12.34567, 4, SimpleNamespace(),
-                           Counter()) == {"built": 2, "wall_s": 12.346, "slots": 4}
+                           (Counter(), 0.0)) == {"built": 2, "wall_s": 12.346, "slots": 4}
 
 
 def test_the_busy_sampler_reads_nvml_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
