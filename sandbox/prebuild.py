@@ -12,8 +12,9 @@ Nothing here decides a verdict: a candidate whose import fails without a GPU (mo
 CUDA calls) is still built as far as it got, and its verification reports any fault. One
 outcome is handed on: a build that the compiler refused (its errors in torch's "Error
 building extension" message), by a candidate that asked torch nothing about the GPU before
-and did not read ``CUDA_VISIBLE_DEVICES`` (so the GPU's node would compile the same sources with the same flags), is noted in the
-build cache (:meth:`sandbox.buildcache.JobCache.note_failure`). The verification that follows
+and did not read ``CUDA_VISIBLE_DEVICES`` (so the GPU's node would compile the same sources
+with the same flags), is noted in the build cache
+(:meth:`sandbox.buildcache.JobCache.note_failure`). The verification that follows
 reports it as the compile error it is, instead of running the same nvcc build again while it
 holds the device (other jobs cannot be timed meanwhile).
 """
